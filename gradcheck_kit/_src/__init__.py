@@ -1,0 +1,1 @@
+"""Private implementation of gradcheck_kit. Import from :mod:`gradcheck_kit` instead."""

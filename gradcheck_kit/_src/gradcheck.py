@@ -1,0 +1,865 @@
+"""check_gradients / check_module_gradients: autograd against finite differences.
+
+Orchestrates trees (inputs/outputs), jacobian (numbers), tolerances, diagnose
+(hints) and state (leave no trace) into a :class:`GradCheckResult`. Never
+raises on a wrong gradient; raises :class:`InvalidArgument` on misuse.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from . import recording
+from .diagnose import Block, diagnose
+from .errors import InvalidArgument, JacobianTooLargeError, NonFiniteOutputError
+from .jacobian import (
+    Evaluator,
+    central_differences,
+    directional_differences,
+    flat_cat,
+    forward_directional,
+    reverse_jacobian,
+    vjp_rows,
+)
+from .numerics import allowed_error, element_steps
+from .results import GradCheckResult, Hint, PairResult, ProbeResult, WorstElement
+from .state import preserved, seed_everything
+from .tolerances import Tolerances, machine_eps, resolve_tolerances
+from .trees import InputTree, flatten_outputs
+from .validation import check_choice, check_int, check_positive
+
+__all__ = ["check_gradients", "check_module_gradients", "CheckOptions"]
+
+Mode = Literal["auto", "full", "fast"]
+DtypePolicy = Literal["float64", "native"]
+RngPolicy = Literal["fixed", "replay"]
+
+_MODES = ("auto", "full", "fast")
+_DTYPES = ("float64", "native")
+_RNGS = ("fixed", "replay")
+_WRT = ("parameters", "inputs", "both")
+
+# auto mode checks the full Jacobian up to this many entries, projections beyond
+_AUTO_FULL_MAX_ENTRIES = 1 << 20
+_AUTO_FULL_MAX_INPUTS = 4096
+_DEFAULT_BUDGET = 1 << 30
+_WORST_KEPT = 5
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """Validated options shared by every gradient check."""
+
+    mode: str
+    dtype: str
+    eps: float | None
+    atol: float | None
+    rtol: float | None
+    seed: int
+    rng: str
+    n_probes: int
+    max_jacobian_bytes: int
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        mode: str,
+        dtype: str,
+        eps: float | None,
+        atol: float | None,
+        rtol: float | None,
+        seed: int,
+        rng: str,
+        n_probes: int,
+        max_jacobian_bytes: int,
+    ) -> CheckOptions:
+        check_choice(mode, _MODES, "mode")
+        check_choice(dtype, _DTYPES, "dtype")
+        check_choice(rng, _RNGS, "rng")
+        check_positive(eps, "eps")
+        if atol is not None and (not isinstance(atol, (int, float)) or atol < 0):
+            raise InvalidArgument(f"atol={atol!r} must be a number >= 0.")
+        if rtol is not None and (not isinstance(rtol, (int, float)) or rtol < 0):
+            raise InvalidArgument(f"rtol={rtol!r} must be a number >= 0.")
+        check_int(seed, "seed", min_value=0)
+        check_int(n_probes, "n_probes", min_value=1)
+        check_int(max_jacobian_bytes, "max_jacobian_bytes", min_value=1)
+        return cls(mode, dtype, eps, atol, rtol, seed, rng, n_probes, max_jacobian_bytes)
+
+
+def _fn_name(fn: Any) -> str:
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):  # e.g. MyFunction.apply of a torch.autograd.Function
+        return f"{owner.__name__}.{getattr(fn, '__name__', 'apply')}"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return type(fn).__name__
+    if str(name).startswith("_VariableFunctionsClass."):
+        return "torch." + str(name).split(".", 1)[1]
+    return str(name)
+
+
+def _captured_objects(fn: Any) -> list[Any]:
+    """Tensors and modules ``fn`` can reach without being passed them: closure cells, ``self``."""
+    found: list[Any] = []
+    if isinstance(fn, nn.Module):
+        found.append(fn)
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, (nn.Module, torch.Tensor)):
+        found.append(owner)
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, (nn.Module, torch.Tensor, torch.optim.Optimizer)):
+            found.append(value)
+    return found
+
+
+def _unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for size in reversed(shape):
+        out.append(index % size if size else 0)
+        index = index // size if size else 0
+    return tuple(reversed(out))
+
+
+def _rel(abs_err: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+    denom = numeric.abs()
+    rel = abs_err / denom
+    return torch.where(denom > 0, rel, torch.where(abs_err > 0, math.inf, 0.0))
+
+
+def _pair_result(
+    out_path: str,
+    in_path: str,
+    out_shape: tuple[int, ...],
+    in_shape: tuple[int, ...],
+    analytic: torch.Tensor,
+    numeric: torch.Tensor,
+    allowed: torch.Tensor,
+) -> tuple[PairResult, torch.Tensor]:
+    diff = (analytic - numeric).abs()
+    nan = torch.isnan(analytic) != torch.isnan(numeric)
+    diff = torch.where(torch.isnan(analytic) & torch.isnan(numeric), 0.0, diff)
+    diff = torch.where(nan, math.inf, diff)
+    mismatch = (diff > allowed) | nan
+    rel = _rel(diff, numeric)
+    total = int(diff.numel())
+    worst: list[WorstElement] = []
+    if total:
+        excess = torch.where(mismatch, diff - allowed, -math.inf).reshape(-1)
+        n_bad = int(mismatch.sum())
+        order = (
+            torch.argsort(excess, descending=True)[: min(_WORST_KEPT, n_bad)]
+            if n_bad
+            else torch.argmax(diff.reshape(-1)).reshape(1)
+        )
+        n_in = analytic.shape[1]
+        for flat in order.tolist():
+            r, c = divmod(int(flat), n_in)
+            worst.append(
+                WorstElement(
+                    output_index=_unravel(r, out_shape),
+                    input_index=_unravel(c, in_shape),
+                    analytic=float(analytic[r, c]),
+                    numeric=float(numeric[r, c]),
+                    abs_error=float(diff[r, c]),
+                    rel_error=float(rel[r, c]),
+                    allowed=float(allowed[r, c]),
+                )
+            )
+    pair = PairResult(
+        output=out_path,
+        input=in_path,
+        output_shape=out_shape,
+        input_shape=in_shape,
+        passed=not bool(mismatch.any()),
+        max_abs_error=float(diff.max()) if total else 0.0,
+        max_rel_error=float(rel.max()) if total else 0.0,
+        mismatched=int(mismatch.sum()),
+        total=total,
+        worst=tuple(worst),
+    )
+    return pair, mismatch
+
+
+class _Check:
+    """One run of the checker over prepared inputs."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        tree: InputTree,
+        opts: CheckOptions,
+        *,
+        name: str,
+        check: str,
+        preserve: Sequence[Any],
+    ) -> None:
+        self.fn = fn
+        self.tree = tree
+        self.opts = opts
+        self.name = name
+        self.check = check
+        self.preserve = preserve
+        self.notes: list[str] = []
+        self.hints: list[Hint] = []
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _prepare_rng(self) -> None:
+        if self.opts.rng == "replay":
+            seed_everything(self.opts.seed)
+
+    def run(self) -> GradCheckResult:
+        start = time.perf_counter()
+        with preserved(*self.preserve):
+            seed_everything(self.opts.seed)
+            result = self._run()
+        return _finish(result, time.perf_counter() - start)
+
+    def _run(self) -> GradCheckResult:
+        work_dtype = torch.float64 if self.opts.dtype == "float64" else None
+        base = self.tree.working_copies(work_dtype)
+        xs: list[torch.Tensor] = []
+        self.in_paths: list[str] = []
+        for i, leaf in enumerate(self.tree.leaves):
+            if leaf.checked:
+                base[i] = base[i].requires_grad_(True)
+                xs.append(base[i])
+                self.in_paths.append(leaf.path)
+        ev = Evaluator(self.fn, self.tree, base, self._prepare_rng)
+        with torch.enable_grad():
+            try:
+                self._prepare_rng()
+                ev.calls += 1
+                raw = self.tree.call(self.fn, base, xs)
+            except InvalidArgument:
+                raise
+            except Exception as exc:
+                _annotate(exc, self.opts, work_dtype)
+                raise
+        leaves, skipped = flatten_outputs(raw)
+        if skipped:
+            self.notes.append(
+                f"skipped non-floating outputs {', '.join(skipped)} (they have no gradient)"
+            )
+        ev.out_paths = [leaf.path for leaf in leaves]
+        ev.out_shapes = [tuple(leaf.tensor.shape) for leaf in leaves]
+        outs = [leaf.tensor for leaf in leaves]
+        self.out_paths = ev.out_paths
+        self._shapes = list(ev.out_shapes)
+        for leaf in leaves:
+            bad = ~torch.isfinite(leaf.tensor.detach())
+            if bool(bad.any()):
+                idx = _unravel(int(bad.reshape(-1).nonzero()[0]), tuple(leaf.tensor.shape))
+                value = float(leaf.tensor.detach().reshape(-1)[int(bad.reshape(-1).nonzero()[0])])
+                raise NonFiniteOutputError(
+                    f"{leaf.path} is {value} at index {idx} at the point being checked; "
+                    f"gradients are undefined there. Check the inputs' domain (log/sqrt of "
+                    f"non-positive values, division by zero, overflow)."
+                )
+        dtypes = [x.dtype for x in xs] + [o.dtype for o in outs]
+        worst_dtype = max(dtypes, key=machine_eps)
+        self.tol = resolve_tolerances(
+            worst_dtype, eps=self.opts.eps, atol=self.opts.atol, rtol=self.opts.rtol
+        )
+        self.u_out = max(machine_eps(o.dtype) for o in outs)
+        self.dtype_name = str(worst_dtype).removeprefix("torch.")
+        ref = flat_cat(outs)
+        with torch.no_grad():
+            again = flat_cat(ev([x.detach() for x in xs]))
+        if not _close_repeat(ref, again, self.u_out):
+            return self._nondeterministic(ref, again)
+
+        n_in = sum(int(x.numel()) for x in xs)
+        n_out = int(ref.numel())
+        mode = self.opts.mode
+        entries = n_in * n_out
+        # A, numeric, error estimate and allowance are held at once: 4 float64 matrices.
+        needed = 4 * 8 * entries
+        if mode == "auto":
+            mode = (
+                "full"
+                if entries <= _AUTO_FULL_MAX_ENTRIES
+                and n_in <= _AUTO_FULL_MAX_INPUTS
+                and needed <= self.opts.max_jacobian_bytes
+                else "fast"
+            )
+        elif mode == "full" and needed > self.opts.max_jacobian_bytes:
+            raise JacobianTooLargeError(
+                f"the full Jacobian has {n_out} x {n_in} = {entries:,} entries and needs about "
+                f"{needed / 2**20:,.0f} MiB, over max_jacobian_bytes="
+                f"{self.opts.max_jacobian_bytes:,}. Use mode='fast' (random projections, constant "
+                f"cost) or raise max_jacobian_bytes."
+            )
+        self.mode = mode
+        ref_dev = ref
+        if mode == "full":
+            pairs, probes = self._full(ev, xs, outs, ref_dev), []
+        else:
+            pairs, probes = self._fast(ev, xs, outs, ref_dev)
+        passed = all(p.passed for p in pairs) and all(p.passed for p in probes)
+        if ev.fallback_reason:
+            self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
+        return self._result(
+            passed=passed,
+            status="passed" if passed else "mismatch",
+            pairs=pairs,
+            probes=probes,
+            evaluations=ev.calls,
+            vectorized=ev.vectorized,
+        )
+
+    # -- verdicts -------------------------------------------------------------------------
+    def _result(self, **kw: Any) -> GradCheckResult:
+        return GradCheckResult(
+            name=self.name,
+            mode=getattr(self, "mode", self.opts.mode),
+            mode_requested=self.opts.mode,
+            dtype=getattr(self, "dtype_name", self.opts.dtype),
+            dtype_policy=self.opts.dtype,
+            eps=self.tol.eps,
+            atol=self.tol.atol,
+            rtol=self.tol.rtol,
+            seed=self.opts.seed,
+            rng=self.opts.rng,
+            hints=tuple(self.hints),
+            notes=tuple(self.notes),
+            check=self.check,
+            **kw,
+        )
+
+    def _nondeterministic(self, ref: torch.Tensor, again: torch.Tensor) -> GradCheckResult:
+        diff = (ref - again).abs()
+        diff = torch.where(torch.isnan(diff), math.inf, diff)
+        flat = int(torch.argmax(diff))
+        path, idx = self._locate_output(flat)
+        if self.opts.rng == "replay":
+            text = (
+                f"fn returned different outputs for the same inputs even with the RNG state "
+                f"replayed (largest difference {float(diff[flat]):.3g} in {path} at index {idx}). "
+                f"It depends on something other than its inputs and the random generators: "
+                f"nondeterministic kernels (torch.use_deterministic_algorithms(True)), global "
+                f"counters, the clock, or state it mutates between calls."
+            )
+        else:
+            text = (
+                f"fn returned different outputs for the same inputs (largest difference "
+                f"{float(diff[flat]):.3g} in {path} at index {idx}): it draws random numbers "
+                f"(dropout, sampling, a random depth as in a dynamic graph) or keeps state "
+                f"between calls, so finite differences cannot be compared with it as it is. "
+                f"Pass rng='replay' to give every evaluation the same RNG state (torch CPU and "
+                f"CUDA, Python random, NumPy), or put a module in eval() mode."
+            )
+        self.hints.insert(0, Hint(kind="nondeterministic", text=text, output=path))
+        self.mode = self.opts.mode
+        return self._result(passed=False, status="nondeterministic", evaluations=2)
+
+    def _locate_output(self, flat: int) -> tuple[str, tuple[int, ...]]:
+        offset = 0
+        for path, shape in zip(self.out_paths, self._out_shapes()):
+            m = math.prod(shape)
+            if flat < offset + m:
+                return path, _unravel(flat - offset, shape)
+            offset += m
+        return self.out_paths[-1], ()
+
+    def _out_shapes(self) -> list[tuple[int, ...]]:
+        return self._shapes
+
+    # -- full mode ------------------------------------------------------------------------
+    def _full(
+        self,
+        ev: Evaluator,
+        xs: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        ref: torch.Tensor,
+    ) -> list[PairResult]:
+        tol = self.tol
+        with torch.enable_grad():
+            analytic = reverse_jacobian(outs, xs, ev)
+        pairs: list[PairResult] = []
+        blocks: list[Block] = []
+        nonsmooth = 0
+        for i, x in enumerate(xs):
+            steps = element_steps(x, tol.eps).to(x.device)
+            n_i = int(x.numel())
+            coords = torch.arange(n_i, device=x.device)
+            fd = central_differences(ev, xs, i, coords, steps, [1.0], ref, self.u_out)
+            numeric = fd.values[1.0].T.cpu()
+            err = fd.roundoff[1.0].T.cpu()
+            A = analytic[i]
+            allowed = allowed_error(numeric, err, atol=tol.atol, rtol=tol.rtol, safety=tol.safety)
+            suspect = ((A - numeric).abs() > allowed) | torch.isnan(numeric) | torch.isnan(A)
+            cols = suspect.any(dim=0).nonzero().reshape(-1)
+            if cols.numel():
+                # a second step size only where needed: its difference from the first is
+                # an empirical error estimate (kinks, curvature, roundoff) for those columns
+                fd2 = central_differences(
+                    ev, xs, i, cols.to(x.device), steps, [2.0], ref, self.u_out
+                )
+                d2 = fd2.values[2.0].T.cpu()
+                trunc = (numeric[:, cols] - d2).abs()
+                trunc = torch.where(torch.isnan(trunc), 0.0, trunc)
+                err[:, cols] = err[:, cols] + trunc + fd2.roundoff[2.0].T.cpu()
+                kinked = trunc > 0.1 * numeric[:, cols].abs() + tol.atol
+                nonsmooth += int(kinked.sum())
+                allowed = allowed_error(
+                    numeric, err, atol=tol.atol, rtol=tol.rtol, safety=tol.safety
+                )
+            offset = 0
+            for k, o in enumerate(outs):
+                m = int(o.numel())
+                rows = slice(offset, offset + m)
+                pair, mismatch = _pair_result(
+                    self.out_paths[k],
+                    self.in_paths[i],
+                    tuple(o.shape),
+                    tuple(x.shape),
+                    A[rows],
+                    numeric[rows],
+                    allowed[rows],
+                )
+                pairs.append(pair)
+                blocks.append(
+                    Block(
+                        output=self.out_paths[k],
+                        input=self.in_paths[i],
+                        output_shape=tuple(o.shape),
+                        input_shape=tuple(x.shape),
+                        analytic=A[rows],
+                        numeric=numeric[rows],
+                        mismatch=mismatch,
+                        input_values=x.detach().reshape(-1).to(torch.float64).cpu(),
+                    )
+                )
+                offset += m
+        if any(not p.passed for p in pairs):
+            self.hints.extend(diagnose(blocks))
+            if any(torch.isnan(b.numeric[b.mismatch]).any() for b in blocks):
+                self.hints.append(
+                    Hint(
+                        kind="domain",
+                        text=(
+                            "finite differences gave NaN: x ± eps leaves the function's domain "
+                            "(log/sqrt near 0, a boundary). Move the inputs away from the "
+                            "boundary or pass a smaller eps."
+                        ),
+                    )
+                )
+        if nonsmooth:
+            self.notes.append(
+                f"{nonsmooth} Jacobian entries are not smooth within eps of the input (finite "
+                f"differences at eps and 2*eps disagree); they were judged with that larger "
+                f"error estimate"
+            )
+        return pairs
+
+    # -- fast mode ------------------------------------------------------------------------
+    def _fast(
+        self,
+        ev: Evaluator,
+        xs: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        ref: torch.Tensor,
+    ) -> tuple[list[PairResult], list[ProbeResult]]:
+        tol = self.tol
+        K = self.opts.n_probes
+        gen = torch.Generator().manual_seed(self.opts.seed)
+        us = [
+            [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.device) for o in outs]
+            for _ in range(K)
+        ]
+        dirs = [
+            [
+                torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.device)
+                * torch.clamp(x.detach().abs().to(torch.float64), min=1.0)
+                for x in xs
+            ]
+            for _ in range(K)
+        ]
+        cots = [torch.stack([us[k][j] for k in range(K)]) for j in range(len(outs))]
+        with torch.enable_grad():
+            rows = vjp_rows(outs, xs, cots, ev)
+        values, rounds, eff = directional_differences(
+            ev, xs, dirs, tol.eps, [1.0, 2.0], ref, self.u_out
+        )
+        probes: list[ProbeResult] = []
+        forward_ok = True
+        first_bad: int | None = None
+        for k in range(K):
+            u_flat = flat_cat(us[k])
+            a = sum(
+                float((rows[i][k].to(torch.float64) * eff[k][i]).sum()) for i in range(len(xs))
+            )
+            n1 = float((u_flat * values[1.0][k]).sum())
+            n2 = float((u_flat * values[2.0][k]).sum())
+            rnd = float((u_flat.abs() * rounds[1.0][k]).sum())
+            err = abs(n1 - n2) + rnd
+            allowed = tol.atol + tol.rtol * abs(n1) + tol.safety * err
+            fwd: float | None = None
+            if forward_ok:
+                jv = forward_directional(ev, xs, eff[k])
+                if jv is None:
+                    forward_ok = False
+                else:
+                    fwd = float((u_flat.cpu() * jv).sum())
+            ok = abs(a - n1) <= allowed and (fwd is None or abs(fwd - n1) <= allowed)
+            if math.isnan(a) or math.isnan(n1):
+                ok = False
+            probes.append(
+                ProbeResult(
+                    reverse=a, forward=fwd, numeric=n1, error_estimate=err, allowed=allowed,
+                    passed=ok,
+                )
+            )
+            if not ok and first_bad is None:
+                first_bad = k
+        if not forward_ok:
+            self.notes.append("forward-mode AD is not supported by fn; probes compared reverse "
+                              "mode with finite differences only")
+        pairs: list[PairResult] = []
+        if first_bad is not None:
+            k = first_bad
+            p = probes[k]
+            if abs(p.reverse - p.numeric) <= p.allowed and p.forward is not None:
+                self.hints.append(
+                    Hint(
+                        kind="forward",
+                        text=(
+                            "reverse mode agrees with finite differences but forward mode (jvp) "
+                            "does not: the forward-mode derivative (e.g. a custom Function's jvp) "
+                            "is wrong."
+                        ),
+                    )
+                )
+            else:
+                pairs = self._localise(ev, xs, outs, ref, us[k], rows, k, eff[k])
+        return pairs, probes
+
+    def _localise(
+        self,
+        ev: Evaluator,
+        xs: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        ref: torch.Tensor,
+        u: list[torch.Tensor],
+        rows: list[torch.Tensor],
+        k: int,
+        w: list[torch.Tensor],
+    ) -> list[PairResult]:
+        """Bisect the inputs of a failing probe down to one wrong entry, then its column."""
+        tol = self.tol
+        u_flat = flat_cat(u)
+        g = torch.cat([r[k].reshape(-1).to(torch.float64).cpu() for r in rows])
+        w_flat = torch.cat([t.reshape(-1).cpu() for t in w])
+        sizes = [int(x.numel()) for x in xs]
+        lo, hi = 0, int(w_flat.numel())
+
+        def split(a: int, b: int) -> list[torch.Tensor]:
+            parts = []
+            offset = 0
+            for x, n in zip(xs, sizes):
+                seg = torch.zeros(n, dtype=torch.float64)
+                s, e = max(a, offset), min(b, offset + n)
+                if s < e:
+                    seg[s - offset : e - offset] = w_flat[s:e]
+                parts.append(seg.reshape(x.shape).to(x.device))
+                offset += n
+            return parts
+
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            halves = [(lo, mid), (mid, hi)]
+            dirs = [split(a, b) for a, b in halves]
+            vals, rnds, _ = directional_differences(
+                ev, xs, dirs, tol.eps, [1.0], ref, self.u_out
+            )
+            scores = []
+            for h, (a, b) in enumerate(halves):
+                analytic = float((g[a:b] * w_flat[a:b]).sum())
+                numeric = float((u_flat * vals[1.0][h]).sum())
+                rnd = float((u_flat.abs() * rnds[1.0][h]).sum())
+                allowed = tol.atol + tol.rtol * abs(numeric) + tol.safety * rnd
+                scores.append(abs(analytic - numeric) / allowed)
+            lo, hi = halves[0] if scores[0] >= scores[1] else halves[1]
+        # lo is the flat index of the suspect input entry
+        leaf, local = 0, lo
+        while local >= sizes[leaf]:
+            local -= sizes[leaf]
+            leaf += 1
+        x = xs[leaf]
+        steps = element_steps(x, tol.eps).to(x.device)
+        coords = torch.tensor([local], device=x.device)
+        fd = central_differences(ev, xs, leaf, coords, steps, [1.0, 2.0], ref, self.u_out)
+        numeric = fd.values[1.0][0].cpu()
+        err = fd.roundoff[1.0][0].cpu() + (numeric - fd.values[2.0][0].cpu()).abs()
+        tangent = [torch.zeros_like(t, dtype=torch.float64) for t in xs]
+        tangent[leaf].reshape(-1)[local] = 1.0
+        column = forward_directional(ev, xs, tangent)
+        if column is None and int(ref.numel()) <= 65536:
+            with torch.enable_grad():
+                column = reverse_jacobian(outs, xs, ev)[leaf][:, local]
+        self.notes.append(
+            f"fast mode localised the mismatch of probe {k} to {self.in_paths[leaf]} at index "
+            f"{_unravel(local, tuple(x.shape))} by bisection"
+        )
+        if column is None:
+            return []
+        allowed = allowed_error(numeric, err, atol=tol.atol, rtol=tol.rtol, safety=tol.safety)
+        pairs = []
+        offset = 0
+        for j, o in enumerate(outs):
+            m = int(o.numel())
+            sl = slice(offset, offset + m)
+            in_shape = tuple(x.shape)
+            pair, _ = _pair_result(
+                self.out_paths[j],
+                self.in_paths[leaf],
+                tuple(o.shape),
+                in_shape,
+                column[sl].unsqueeze(1),
+                numeric[sl].unsqueeze(1),
+                allowed[sl].unsqueeze(1),
+            )
+            # re-index the single column back to the input entry it came from
+            pair = _reindex_column(pair, _unravel(local, in_shape))
+            pairs.append(pair)
+            offset += m
+        return pairs
+
+
+def _reindex_column(pair: PairResult, input_index: tuple[int, ...]) -> PairResult:
+    import dataclasses
+
+    worst = tuple(dataclasses.replace(w, input_index=input_index) for w in pair.worst)
+    return dataclasses.replace(pair, worst=worst)
+
+
+def _close_repeat(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
+    if a.shape != b.shape:
+        return False
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    ok = (a - b).abs() <= 16 * unit_roundoff * torch.maximum(a.abs(), b.abs())
+    return bool((ok | both_nan | (a == b)).all())
+
+
+def _annotate(exc: BaseException, opts: CheckOptions, work_dtype: torch.dtype | None) -> None:
+    note = "gradcheck_kit: raised by fn while evaluating it on copies of the inputs"
+    if work_dtype is torch.float64:
+        note += (
+            " cast to float64 (dtype='float64'); if fn uses float32 tensors it captured (weights, "
+            "constants), pass dtype='native' or check a module with check_module_gradients"
+        )
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
+def _finish(result: GradCheckResult, duration: float) -> GradCheckResult:
+    import dataclasses
+
+    final = dataclasses.replace(result, duration_s=duration)
+    recording.publish(final)
+    return final
+
+
+def check_gradients(
+    fn: Callable[..., Any],
+    inputs: Any,
+    *,
+    mode: Mode = "auto",
+    dtype: DtypePolicy = "float64",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    rng: RngPolicy = "fixed",
+    n_probes: int = 4,
+    max_jacobian_bytes: int = _DEFAULT_BUDGET,
+    name: str | None = None,
+) -> GradCheckResult:
+    """Compare ``fn``'s autograd gradients with finite differences.
+
+    ``fn`` is called as ``fn(x)`` for a tensor, ``fn(*inputs)`` for a tuple or
+    list and ``fn(**inputs)`` for a dict; it returns a tensor or a pytree of
+    tensors. Floating tensors with ``requires_grad=True`` are checked, other
+    leaves pass through. The check runs on copies and restores every tensor,
+    ``.grad``, flag, mode and RNG state it could touch.
+
+    Args:
+        fn: the function under test.
+        inputs: a tensor, a tuple/list of arguments or a dict of keyword arguments.
+        mode: ``"full"`` compares whole Jacobians; ``"fast"`` compares random
+            projections ``u^T J v`` by reverse mode, forward mode and finite
+            differences at constant cost; ``"auto"`` picks full for small problems.
+        dtype: ``"float64"`` checks float64 copies (most precise); ``"native"``
+            checks in the tensors' own dtype with steps and tolerances from a
+            floating-point error model.
+        eps: base finite-difference step (scaled by ``max(1, |x|)``); default by dtype.
+        atol: absolute tolerance per Jacobian entry; default by dtype.
+        rtol: relative tolerance per Jacobian entry; default by dtype.
+        seed: seeds the RNGs for the check and the random probes of fast mode.
+        rng: ``"fixed"`` seeds once (a stochastic ``fn`` is reported as
+            nondeterministic); ``"replay"`` gives every evaluation the same RNG state.
+        n_probes: number of random projections in fast mode.
+        max_jacobian_bytes: memory budget for full mode.
+        name: label for messages and reports (default: ``fn``'s qualified name).
+
+    Returns:
+        A :class:`GradCheckResult`; ``result.passed`` is the verdict.
+
+    Raises:
+        InvalidArgument: bad arguments, nothing requiring grad, empty inputs,
+            non-tensor or non-floating outputs, NaN/Inf outputs, a Jacobian over budget.
+        UnsupportedInputError: sparse or complex tensors.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+        >>> gk.check_gradients(lambda t: (t ** 3).sum(), x).passed
+        True
+        >>> gk.check_gradients(torch.tanh, x.float(), dtype="native").dtype
+        'float32'
+    """
+    opts = CheckOptions.create(
+        mode=mode, dtype=dtype, eps=eps, atol=atol, rtol=rtol, seed=seed, rng=rng,
+        n_probes=n_probes, max_jacobian_bytes=max_jacobian_bytes,
+    )
+    if not callable(fn):
+        raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")
+    tree = InputTree(inputs)
+    preserve = [inputs, *_captured_objects(fn)]
+    return _Check(
+        fn, tree, opts, name=name or _fn_name(fn), check="check_gradients", preserve=preserve
+    ).run()
+
+
+def _module_call(
+    work: nn.Module, names: list[str], loss_fn: Callable[[Any], Any] | None
+) -> Callable[..., Any]:
+    def call(params: dict[str, torch.Tensor], args: tuple[Any, ...]) -> Any:
+        out = torch.func.functional_call(work, params, args)
+        return loss_fn(out) if loss_fn is not None else out
+
+    return call
+
+
+def check_module_gradients(
+    module: nn.Module,
+    inputs: Any,
+    *,
+    loss_fn: Callable[[Any], Any] | None = None,
+    wrt: Literal["parameters", "inputs", "both"] = "parameters",
+    mode: Mode = "auto",
+    dtype: DtypePolicy = "float64",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    rng: RngPolicy = "fixed",
+    n_probes: int = 4,
+    max_jacobian_bytes: int = _DEFAULT_BUDGET,
+    name: str | None = None,
+) -> GradCheckResult:
+    """Check a module's gradients with respect to its parameters, its inputs, or both.
+
+    Runs on a deep copy through :func:`torch.func.functional_call`, so the
+    module, its parameters, buffers, ``.grad`` and mode are never touched.
+    Parameters with ``requires_grad=False`` (frozen) are not checked.
+
+    Args:
+        module: the ``nn.Module`` under test.
+        inputs: its forward arguments: a tensor, a tuple/list or a dict.
+        loss_fn: optional ``loss_fn(output) -> tensor`` applied to the output
+            (close over targets); without it the output itself is checked.
+        wrt: ``"parameters"`` (default), ``"inputs"`` or ``"both"``.
+        mode, dtype, eps, atol, rtol, seed, rng, n_probes, max_jacobian_bytes,
+        name: as in :func:`check_gradients`.
+
+    Returns:
+        A :class:`GradCheckResult` whose parameter leaves are named ``params/<qualified name>``.
+
+    Raises:
+        InvalidArgument: as in :func:`check_gradients`, or a module without
+            trainable parameters when they are to be checked.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh())
+        >>> result = gk.check_module_gradients(net, torch.randn(4, 3))
+        >>> result.passed, result.pairs[0].input
+        (True, 'params/0.weight')
+    """
+    if not isinstance(module, nn.Module):
+        raise InvalidArgument(
+            f"module must be a torch.nn.Module, got {type(module).__name__}; for a plain "
+            f"function use check_gradients(fn, inputs)."
+        )
+    check_choice(wrt, _WRT, "wrt")
+    if loss_fn is not None and not callable(loss_fn):
+        raise InvalidArgument(f"loss_fn={loss_fn!r} is not callable.")
+    opts = CheckOptions.create(
+        mode=mode, dtype=dtype, eps=eps, atol=atol, rtol=rtol, seed=seed, rng=rng,
+        n_probes=n_probes, max_jacobian_bytes=max_jacobian_bytes,
+    )
+    named = dict(module.named_parameters())
+    named_buffers = dict(module.named_buffers())
+    trainable = [n for n, p in named.items() if p.requires_grad]
+    if wrt in ("parameters", "both") and not trainable:
+        raise InvalidArgument(
+            f"{type(module).__name__} has no trainable parameters (requires_grad=True) to check; "
+            f"pass wrt='inputs' to check gradients with respect to its inputs."
+        )
+    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    if isinstance(inputs, dict):
+        raise InvalidArgument(
+            "check_module_gradients passes inputs positionally; give a tensor or a tuple of "
+            "forward arguments (wrap keyword arguments in a small nn.Module or use "
+            "check_gradients)."
+        )
+    with preserved(module, inputs):
+        work = copy.deepcopy(module)
+    want_params = wrt in ("parameters", "both")
+    want_inputs = wrt in ("inputs", "both")
+    param_ids = {id(p) for n, p in named.items() if p.requires_grad}
+    checked_params = {id(p) for n, p in named.items() if p.requires_grad}
+
+    def select(t: torch.Tensor) -> bool:
+        if id(t) in param_ids:
+            return want_params and id(t) in checked_params
+        return want_inputs and t.requires_grad
+
+    state: dict[str, Any] = {**named, **named_buffers}
+    tree = InputTree({"params": state, "args": tuple(args)}, root="", select=select)
+    call = _module_call(work, list(state), loss_fn)
+
+    def fn(params: dict[str, torch.Tensor], args: tuple[Any, ...]) -> Any:
+        return call(params, args)
+
+    # readable paths: params/<name> and inputs[i]
+    for idx, leaf in enumerate(tree.leaves):
+        path = leaf.path
+        if path.startswith("['params']"):
+            path = "params/" + path[len("['params']") :].strip("[]'\"")
+        elif path.startswith("['args']"):
+            path = "inputs" + path[len("['args']") :]
+        tree.leaves[idx] = type(leaf)(path, leaf.original, leaf.checked)
+    return _Check(
+        fn,
+        tree,
+        opts,
+        name=name or type(module).__name__,
+        check="check_module_gradients",
+        preserve=[module, inputs],
+    ).run()

@@ -1,0 +1,385 @@
+"""Jacobians and projections of a function, by autograd and by finite differences.
+
+Produces numbers, never verdicts. Every batched path (``torch.func.vmap`` over
+perturbations, ``is_grads_batched`` over cotangents) has a loop twin that is
+used automatically when the function cannot be vmapped (data-dependent
+control flow, ``.item()``, in-place ops, custom Functions without a vmap rule).
+A batched evaluation also carries the unperturbed point and is compared with
+the plain call, so a function that vmaps *differently* falls back too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.autograd import forward_ad
+
+from .errors import InvalidArgument
+from .trees import InputTree, flatten_outputs
+
+__all__ = [
+    "Evaluator",
+    "FDColumns",
+    "reverse_jacobian",
+    "vjp_rows",
+    "central_differences",
+    "directional_differences",
+    "forward_directional",
+    "flat_cat",
+]
+
+# Rows per batched call and elements per batch: bounds the memory of one vmapped evaluation.
+_MAX_BATCH_ROWS = 1024
+_MAX_BATCH_ELEMENTS = 1 << 24
+
+
+class VectorizationFailed(Exception):
+    """Internal: the batched path cannot be used for this function."""
+
+
+def flat_cat(tensors: Sequence[torch.Tensor], batch: int | None = None) -> torch.Tensor:
+    """Concatenate tensors flattened to float64 (keeping a leading batch dim when given)."""
+    if batch is None:
+        parts = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    parts = [t.detach().reshape(batch, -1).to(torch.float64) for t in tensors]
+    return torch.cat(parts, dim=1) if parts else torch.zeros(batch, 0, dtype=torch.float64)
+
+
+@dataclass
+class Evaluator:
+    """``fn`` seen as a map from the checked tensors to its floating output tensors."""
+
+    fn: Callable[..., Any]
+    tree: InputTree
+    base: list[Any]
+    prepare: Callable[[], None]
+    out_paths: list[str] = field(default_factory=list)
+    out_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    calls: int = 0
+    vectorized: bool = True
+    fallback_reason: str | None = None
+
+    def raw(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Evaluate without touching the RNG (for use inside vmap)."""
+        out = self.tree.call(self.fn, self.base, xs)
+        leaves, _ = flatten_outputs(out)
+        paths = [leaf.path for leaf in leaves]
+        if self.out_paths and paths != self.out_paths:
+            raise InvalidArgument(
+                f"fn's outputs changed between evaluations: first {self.out_paths}, then {paths}. "
+                f"The checker needs the same output structure at nearby inputs."
+            )
+        return [leaf.tensor for leaf in leaves]
+
+    def __call__(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self.prepare()
+        self.calls += 1
+        return self.raw(xs)
+
+    @property
+    def total_out(self) -> int:
+        n = 0
+        for shape in self.out_shapes:
+            m = 1
+            for s in shape:
+                m *= s
+            n += m
+        return n
+
+    def disable_vectorization(self, exc: BaseException | str) -> None:
+        if self.vectorized:
+            self.vectorized = False
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            text = text.split(". ")[0]
+            self.fallback_reason = f"{type(exc).__name__}: {text[:160]}"
+
+
+def _batch_rows(n_in: int, n_out: int, wanted: int) -> int:
+    per_row = max(1, n_in + n_out)
+    return max(1, min(wanted, _MAX_BATCH_ROWS, _MAX_BATCH_ELEMENTS // per_row))
+
+
+def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
+    scale = torch.maximum(a.abs(), b.abs())
+    ok = (a - b).abs() <= 64 * unit_roundoff * scale + 1e-300
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return bool((ok | both_nan).all())
+
+
+def _eval_batch_vmap(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    batched: dict[int, torch.Tensor],
+    rows: int,
+) -> torch.Tensor:
+    in_dims = tuple(0 if i in batched else None for i in range(len(xs)))
+    args = [batched.get(i, x) for i, x in enumerate(xs)]
+
+    def g(*vals: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(ev.raw(vals))
+
+    ev.prepare()
+    ev.calls += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outs = torch.func.vmap(g, in_dims=in_dims, randomness="same")(*args)
+    return flat_cat(outs, batch=rows)
+
+
+def _eval_batch_loop(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    batched: dict[int, torch.Tensor],
+    rows: int,
+) -> torch.Tensor:
+    out = []
+    for r in range(rows):
+        vals = [batched[i][r] if i in batched else x for i, x in enumerate(xs)]
+        out.append(flat_cat(ev(vals)))
+    return torch.stack(out) if out else torch.zeros(0, ev.total_out, dtype=torch.float64)
+
+
+def evaluate_batch(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    batched: dict[int, torch.Tensor],
+    rows: int,
+    reference: torch.Tensor,
+    unit_roundoff: float,
+) -> torch.Tensor:
+    """Evaluate ``fn`` at ``rows`` points (flattened float64 outputs, shape (rows, M)).
+
+    ``batched[i]`` holds the rows of input ``i``; other inputs are fixed. Tries
+    vmap first (checking it against ``reference`` = f(xs)), then a loop.
+    """
+    with torch.no_grad():
+        if ev.vectorized:
+            check = {i: torch.cat([b, xs[i].detach().unsqueeze(0)]) for i, b in batched.items()}
+            try:
+                out = _eval_batch_vmap(ev, xs, check, rows + 1)
+                if not _same_output(out[-1], reference, unit_roundoff):
+                    raise VectorizationFailed(
+                        "vmapped evaluation differs from the plain call at the same point"
+                    )
+                return out[:-1]
+            except InvalidArgument:
+                raise
+            except Exception as exc:  # any failure of the batched path: use the loop
+                ev.disable_vectorization(exc)
+        return _eval_batch_loop(ev, xs, batched, rows)
+
+
+@dataclass
+class FDColumns:
+    """Central differences for a set of coordinates of one input (float64).
+
+    ``values[c]`` has shape (len(coords), M): row ``k`` is the difference
+    quotient for coordinate ``coords[k]`` at step multiplier ``c``.
+    """
+
+    coords: torch.Tensor
+    values: dict[float, torch.Tensor]
+    roundoff: dict[float, torch.Tensor]
+    steps: dict[float, torch.Tensor]
+
+
+def central_differences(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    leaf: int,
+    coords: torch.Tensor,
+    base_steps: torch.Tensor,
+    multipliers: Sequence[float],
+    reference: torch.Tensor,
+    unit_roundoff: float,
+) -> FDColumns:
+    """Columns ``coords`` of the Jacobian w.r.t. input ``leaf`` by central differences.
+
+    For each multiplier ``c`` the step is ``c * base_steps[j]``; the quotient
+    divides by the step actually taken in the input's dtype.
+    """
+    x = xs[leaf].detach()
+    flat = x.reshape(-1)
+    n_coords = int(coords.numel())
+    M = int(reference.numel())
+    values: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
+    rounds: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
+    steps_out: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
+    per_coord = 2 * len(multipliers)
+    chunk = max(1, _batch_rows(x.numel() * per_coord, M * per_coord, n_coords))
+    for start in range(0, n_coords, chunk):
+        idx = coords[start : start + chunk]
+        b = int(idx.numel())
+        rows = []
+        taken: dict[float, torch.Tensor] = {}
+        for c in multipliers:
+            h = (c * base_steps[idx]).to(x.dtype)
+            plus = flat.unsqueeze(0).repeat(b, 1)
+            minus = plus.clone()
+            ar = torch.arange(b)
+            plus[ar, idx] = plus[ar, idx] + h
+            minus[ar, idx] = minus[ar, idx] - h
+            taken[c] = plus[ar, idx].to(torch.float64) - minus[ar, idx].to(torch.float64)
+            rows += [plus, minus]
+        stacked = torch.cat(rows).reshape(-1, *x.shape)
+        out = evaluate_batch(ev, xs, {leaf: stacked}, int(stacked.shape[0]), reference, unit_roundoff)
+        for k, c in enumerate(multipliers):
+            f_plus = out[(2 * k) * b : (2 * k + 1) * b]
+            f_minus = out[(2 * k + 1) * b : (2 * k + 2) * b]
+            step = taken[c].unsqueeze(1)
+            values[c].append((f_plus - f_minus) / step)
+            rounds[c].append(unit_roundoff * (f_plus.abs() + f_minus.abs()) / step.abs())
+            steps_out[c].append(taken[c])
+    return FDColumns(
+        coords=coords,
+        values={c: torch.cat(v) for c, v in values.items()},
+        roundoff={c: torch.cat(v) for c, v in rounds.items()},
+        steps={c: torch.cat(v) for c, v in steps_out.items()},
+    )
+
+
+def directional_differences(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    directions: Sequence[Sequence[torch.Tensor]],
+    eps: float,
+    multipliers: Sequence[float],
+    reference: torch.Tensor,
+    unit_roundoff: float,
+) -> tuple[dict[float, torch.Tensor], dict[float, torch.Tensor], list[list[torch.Tensor]]]:
+    """``(f(x + c eps w) - f(x - c eps w)) / (2 c eps)`` for each direction ``w`` (float64).
+
+    Returns per multiplier a (K, M) tensor of quotients and of roundoff
+    estimates, plus the directions actually taken (rounded steps / 2 c eps),
+    per probe and input, in float64.
+    """
+    K = len(directions)
+    n_in = len(xs)
+    batched: dict[int, list[torch.Tensor]] = {i: [] for i in range(n_in)}
+    effective: list[list[torch.Tensor]] = [[] for _ in range(K)]
+    for c in multipliers:
+        for k, w in enumerate(directions):
+            for i in range(n_in):
+                x = xs[i].detach()
+                step = (c * eps * w[i]).to(x.dtype)
+                plus, minus = x + step, x - step
+                batched[i] += [plus, minus]
+                if c == multipliers[0]:
+                    eff = (plus.to(torch.float64) - minus.to(torch.float64)) / (2 * c * eps)
+                    effective[k].append(eff)
+    rows = 2 * K * len(multipliers)
+    stacked = {i: torch.stack(v) for i, v in batched.items()}
+    out = evaluate_batch(ev, xs, stacked, rows, reference, unit_roundoff)
+    values: dict[float, torch.Tensor] = {}
+    rounds: dict[float, torch.Tensor] = {}
+    for m, c in enumerate(multipliers):
+        block = out[m * 2 * K : (m + 1) * 2 * K]
+        f_plus, f_minus = block[0::2], block[1::2]
+        values[c] = (f_plus - f_minus) / (2 * c * eps)
+        rounds[c] = unit_roundoff * (f_plus.abs() + f_minus.abs()) / (2 * c * eps)
+    return values, rounds, effective
+
+
+def vjp_rows(
+    outs: Sequence[torch.Tensor],
+    xs: Sequence[torch.Tensor],
+    cotangents: Sequence[torch.Tensor],
+    ev: Evaluator | None = None,
+) -> list[torch.Tensor]:
+    """Batched vector-Jacobian products ``J^T u`` for a batch of cotangents.
+
+    ``cotangents[k]`` has shape (B, *outs[k].shape); returns per input a
+    (B, *x.shape) tensor. Outputs that do not require grad contribute zero.
+    """
+    B = int(cotangents[0].shape[0]) if cotangents else 0
+    pairs = [(o, u) for o, u in zip(outs, cotangents) if o.requires_grad]
+    if not pairs or B == 0:
+        return [torch.zeros(B, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
+    d_outs = [o for o, _ in pairs]
+    d_cots = [u.to(o.dtype) for o, u in pairs]
+    if ev is None or ev.vectorized:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                grads = torch.autograd.grad(
+                    d_outs,
+                    list(xs),
+                    grad_outputs=d_cots,
+                    retain_graph=True,
+                    allow_unused=True,
+                    materialize_grads=True,
+                    is_grads_batched=True,
+                )
+            return [g.detach() for g in grads]
+        except Exception as exc:  # batching rule missing: loop over rows
+            if ev is not None:
+                ev.disable_vectorization(exc)
+    rows: list[list[torch.Tensor]] = [[] for _ in xs]
+    for b in range(B):
+        grads = torch.autograd.grad(
+            d_outs,
+            list(xs),
+            grad_outputs=[u[b] for u in d_cots],
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        for i, g in enumerate(grads):
+            rows[i].append(g.detach())
+    return [torch.stack(r) for r in rows]
+
+
+def reverse_jacobian(
+    outs: Sequence[torch.Tensor], xs: Sequence[torch.Tensor], ev: Evaluator
+) -> list[torch.Tensor]:
+    """The full Jacobian by reverse mode: per input a (M, n_i) float64 tensor."""
+    M = sum(int(o.numel()) for o in outs)
+    n_total = sum(int(x.numel()) for x in xs)
+    chunk = _batch_rows(n_total, M, M)
+    blocks: list[list[torch.Tensor]] = [[] for _ in xs]
+    for start in range(0, M, chunk):
+        stop = min(M, start + chunk)
+        B = stop - start
+        eye = torch.zeros(B, M, dtype=torch.float64)
+        eye[torch.arange(B), torch.arange(start, stop)] = 1.0
+        cots = []
+        offset = 0
+        for o in outs:
+            m = int(o.numel())
+            cots.append(eye[:, offset : offset + m].reshape(B, *o.shape).to(o.device))
+            offset += m
+        grads = vjp_rows(outs, xs, cots, ev)
+        for i, g in enumerate(grads):
+            blocks[i].append(g.reshape(B, -1).to(torch.float64).cpu())
+    return [torch.cat(b) for b in blocks]
+
+
+def forward_directional(
+    ev: Evaluator, xs: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor]
+) -> torch.Tensor | None:
+    """``J w`` by forward-mode AD (flattened float64), or None where unsupported."""
+    try:
+        with forward_ad.dual_level(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            duals = [
+                forward_ad.make_dual(x.detach(), t.to(x.dtype)) for x, t in zip(xs, tangents)
+            ]
+            outs = ev(duals)
+            parts = []
+            for o in outs:
+                tangent = forward_ad.unpack_dual(o).tangent
+                parts.append(
+                    torch.zeros(o.numel(), dtype=torch.float64, device=o.device)
+                    if tangent is None
+                    else tangent.reshape(-1).to(torch.float64)
+                )
+            return torch.cat(parts).cpu()
+    except InvalidArgument:
+        raise
+    except Exception:
+        return None
