@@ -108,7 +108,7 @@ def test_error_hierarchy() -> None:
 
 
 def test_module_misuse() -> None:
-    with pytest.raises(gk.InvalidArgument, match="must be a torch.nn.Module"):
+    with pytest.raises(gk.InvalidArgument, match=r"must be a torch\.nn\.Module"):
         gk.check_module_gradients(torch.sin, x64())  # type: ignore[arg-type]
     with pytest.raises(gk.InvalidArgument, match="no trainable parameters"):
         gk.check_module_gradients(torch.nn.ReLU(), x64())

@@ -219,9 +219,7 @@ class TestNondeterminism:
 
     def test_dropout_checks_with_replay(self) -> None:
         x = f64(20)
-        result = gk.check_gradients(
-            lambda t: torch.nn.functional.dropout(t, 0.5), x, rng="replay"
-        )
+        result = gk.check_gradients(lambda t: torch.nn.functional.dropout(t, 0.5), x, rng="replay")
         assert result.passed, result.summary()
 
     def test_python_random_depth_with_replay(self) -> None:

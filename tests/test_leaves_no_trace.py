@@ -14,9 +14,7 @@ from torch import nn
 import gradcheck_kit as gk
 from gradcheck_kit._src.state import fingerprint
 
-SETTINGS = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -95,7 +93,12 @@ def _raising(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @SETTINGS
-@given(x=tensors(), y=tensors(), fn=st.sampled_from([_mutating, _raising]), rng=st.sampled_from(["fixed", "replay"]))
+@given(
+    x=tensors(),
+    y=tensors(),
+    fn=st.sampled_from([_mutating, _raising]),
+    rng=st.sampled_from(["fixed", "replay"]),
+)
 def test_function_checks_leave_no_trace_even_when_fn_raises(
     x: torch.Tensor, y: torch.Tensor, fn: object, rng: str
 ) -> None:

@@ -33,7 +33,7 @@ from .jacobian import (
 from .numerics import allowed_error, element_steps
 from .results import GradCheckResult, Hint, PairResult, ProbeResult, WorstElement
 from .state import capture_rng_state, preserved, seed_everything
-from .tolerances import Tolerances, machine_eps, resolve_tolerances
+from .tolerances import machine_eps, resolve_tolerances
 from .trees import InputTree, flatten_outputs
 from .validation import check_choice, check_int, check_positive
 
@@ -261,13 +261,14 @@ class _Check:
         outs = [leaf.tensor for leaf in leaves]
         self.out_paths = ev.out_paths
         self._shapes = list(ev.out_shapes)
-        for leaf in leaves:
-            bad = ~torch.isfinite(leaf.tensor.detach())
+        for out in leaves:
+            bad = ~torch.isfinite(out.tensor.detach())
             if bool(bad.any()):
-                idx = _unravel(int(bad.reshape(-1).nonzero()[0]), tuple(leaf.tensor.shape))
-                value = float(leaf.tensor.detach().reshape(-1)[int(bad.reshape(-1).nonzero()[0])])
+                first = int(bad.reshape(-1).nonzero()[0])
+                idx = _unravel(first, tuple(out.tensor.shape))
+                value = float(out.tensor.detach().reshape(-1)[first])
                 raise NonFiniteOutputError(
-                    f"{leaf.path} is {value} at index {idx} at the point being checked; "
+                    f"{out.path} is {value} at index {idx} at the point being checked; "
                     f"gradients are undefined there. Check the inputs' domain (log/sqrt of "
                     f"non-positive values, division by zero, overflow)."
                 )
@@ -325,7 +326,8 @@ class _Check:
         self.mode = mode
         ref_dev = ref
         if mode == "full":
-            pairs, probes = self._full(ev, xs, outs, ref_dev), []
+            probes: list[ProbeResult] = []
+            pairs = self._full(ev, xs, outs, ref_dev)
         else:
             pairs, probes = self._fast(ev, xs, outs, ref_dev)
         passed = all(p.passed for p in pairs) if mode == "full" else self.fast_verdict
@@ -387,7 +389,7 @@ class _Check:
 
     def _locate_output(self, flat: int) -> tuple[str, tuple[int, ...]]:
         offset = 0
-        for path, shape in zip(self.out_paths, self._out_shapes()):
+        for path, shape in zip(self.out_paths, self._out_shapes(), strict=True):
             m = math.prod(shape)
             if flat < offset + m:
                 return path, _unravel(flat - offset, shape)
@@ -548,7 +550,11 @@ class _Check:
                 forward_bad = True
             probes.append(
                 ProbeResult(
-                    reverse=a, forward=fwd, numeric=n1, error_estimate=err, allowed=tight,
+                    reverse=a,
+                    forward=fwd,
+                    numeric=n1,
+                    error_estimate=err,
+                    allowed=tight,
                     passed=reverse_ok and fwd_ok,
                 )
             )
@@ -571,8 +577,10 @@ class _Check:
             )
         pairs: list[PairResult] = []
         if suspects:
-            k = max(suspects, key=lambda j: abs(probes[j].reverse - probes[j].numeric)
-                    / probes[j].allowed)
+            k = max(
+                suspects,
+                key=lambda j: abs(probes[j].reverse - probes[j].numeric) / probes[j].allowed,
+            )
             pair = self._localise(ev, xs, outs, ref, us[k], [r[k] for r in rows], k, eff[k])
             if pair is not None:
                 pairs.append(pair)
@@ -610,9 +618,9 @@ class _Check:
         w_flat = torch.cat([t.reshape(-1).cpu() for t in w])
         sizes = [int(x.numel()) for x in xs]
 
-        def masked(vec: torch.Tensor, a: int, b: int, like: Sequence[torch.Tensor]) -> list[
-            torch.Tensor
-        ]:
+        def masked(
+            vec: torch.Tensor, a: int, b: int, like: Sequence[torch.Tensor]
+        ) -> list[torch.Tensor]:
             parts = []
             offset = 0
             for t in like:
@@ -637,8 +645,8 @@ class _Check:
                 numeric = float((u_flat * vals[1.0][h].cpu()).sum())
                 rnd = float((u_flat.abs() * rnds[1.0][h].cpu()).sum())
                 scale = float((g[a:b] * w_flat[a:b]).abs().sum())
-                allowed = rnd + 8 * self.u_in * scale + 1e-300
-                scores.append(abs(analytic - numeric) / allowed)
+                noise = rnd + 8 * self.u_in * scale + 1e-300
+                scores.append(abs(analytic - numeric) / noise)
             lo, hi = halves[0] if scores[0] >= scores[1] else halves[1]
         leaf, local = 0, lo
         while local >= sizes[leaf]:
@@ -678,8 +686,11 @@ class _Check:
         analytic_entry = torch.tensor([[float(row[leaf][0].reshape(-1)[local])]])
         numeric_entry = column[lo : lo + 1].reshape(1, 1)
         allowed = allowed_error(
-            numeric_entry, col_err[lo : lo + 1].reshape(1, 1),
-            atol=tol.atol, rtol=tol.rtol, safety=tol.safety,
+            numeric_entry,
+            col_err[lo : lo + 1].reshape(1, 1),
+            atol=tol.atol,
+            rtol=tol.rtol,
+            safety=tol.safety,
         )
         pair, _ = _pair_result(
             self.out_paths[out_leaf],
@@ -693,8 +704,7 @@ class _Check:
         out_index = _unravel(out_local, tuple(outs[out_leaf].shape))
         in_index = _unravel(local, tuple(x.shape))
         worst = tuple(
-            dataclasses.replace(e, output_index=out_index, input_index=in_index)
-            for e in pair.worst
+            dataclasses.replace(e, output_index=out_index, input_index=in_index) for e in pair.worst
         )
         self.notes.append(
             f"fast mode narrowed probe {k} down by bisection to d {self.out_paths[out_leaf]}"
@@ -787,8 +797,15 @@ def check_gradients(
         'float32'
     """
     opts = CheckOptions.create(
-        mode=mode, dtype=dtype, eps=eps, atol=atol, rtol=rtol, seed=seed, rng=rng,
-        n_probes=n_probes, max_jacobian_bytes=max_jacobian_bytes,
+        mode=mode,
+        dtype=dtype,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        seed=seed,
+        rng=rng,
+        n_probes=n_probes,
+        max_jacobian_bytes=max_jacobian_bytes,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")
@@ -838,8 +855,16 @@ def check_module_gradients(
         loss_fn: optional ``loss_fn(output) -> tensor`` applied to the output
             (close over targets); without it the output itself is checked.
         wrt: ``"parameters"`` (default), ``"inputs"`` or ``"both"``.
-        mode, dtype, eps, atol, rtol, seed, rng, n_probes, max_jacobian_bytes,
-        name: as in :func:`check_gradients`.
+        mode: as in :func:`check_gradients`.
+        dtype: as in :func:`check_gradients`; ``"float64"`` checks a float64 copy.
+        eps: as in :func:`check_gradients`.
+        atol: as in :func:`check_gradients`.
+        rtol: as in :func:`check_gradients`.
+        seed: as in :func:`check_gradients`.
+        rng: as in :func:`check_gradients`; ``"replay"`` checks dropout in train mode.
+        n_probes: as in :func:`check_gradients`.
+        max_jacobian_bytes: as in :func:`check_gradients`.
+        name: label for messages and reports (default: the module's class name).
 
     Returns:
         A :class:`GradCheckResult` whose parameter leaves are named ``params/<qualified name>``.
@@ -864,8 +889,15 @@ def check_module_gradients(
     if loss_fn is not None and not callable(loss_fn):
         raise InvalidArgument(f"loss_fn={loss_fn!r} is not callable.")
     opts = CheckOptions.create(
-        mode=mode, dtype=dtype, eps=eps, atol=atol, rtol=rtol, seed=seed, rng=rng,
-        n_probes=n_probes, max_jacobian_bytes=max_jacobian_bytes,
+        mode=mode,
+        dtype=dtype,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        seed=seed,
+        rng=rng,
+        n_probes=n_probes,
+        max_jacobian_bytes=max_jacobian_bytes,
     )
     named = dict(module.named_parameters())
     named_buffers = dict(module.named_buffers())

@@ -227,7 +227,9 @@ def central_differences(
             taken[c] = plus[ar, idx].to(torch.float64) - minus[ar, idx].to(torch.float64)
             rows += [plus, minus]
         stacked = torch.cat(rows).reshape(-1, *x.shape)
-        out = evaluate_batch(ev, xs, {leaf: stacked}, int(stacked.shape[0]), reference, unit_roundoff)
+        out = evaluate_batch(
+            ev, xs, {leaf: stacked}, int(stacked.shape[0]), reference, unit_roundoff
+        )
         for k, c in enumerate(multipliers):
             f_plus = out[(2 * k) * b : (2 * k + 1) * b]
             f_minus = out[(2 * k + 1) * b : (2 * k + 2) * b]
@@ -297,7 +299,7 @@ def vjp_rows(
     (B, *x.shape) tensor. Outputs that do not require grad contribute zero.
     """
     B = int(cotangents[0].shape[0]) if cotangents else 0
-    pairs = [(o, u) for o, u in zip(outs, cotangents) if o.requires_grad]
+    pairs = [(o, u) for o, u in zip(outs, cotangents, strict=True) if o.requires_grad]
     if not pairs or B == 0:
         return [torch.zeros(B, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
     d_outs = [o for o, _ in pairs]
@@ -367,7 +369,8 @@ def forward_directional(
         with forward_ad.dual_level(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             duals = [
-                forward_ad.make_dual(x.detach(), t.to(x.dtype)) for x, t in zip(xs, tangents)
+                forward_ad.make_dual(x.detach(), t.to(x.dtype))
+                for x, t in zip(xs, tangents, strict=True)
             ]
             outs = ev(duals)
             parts = []

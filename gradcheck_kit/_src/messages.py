@@ -25,8 +25,10 @@ def _idx(index: tuple[int, ...]) -> str:
 
 def reproduce_line(result: GradCheckResult) -> str:
     """The call that repeats this check with the numbers it actually used."""
-    fn = "check_module_gradients(module" if result.check == "check_module_gradients" else (
-        f"check_gradients({result.name}"
+    fn = (
+        "check_module_gradients(module"
+        if result.check == "check_module_gradients"
+        else (f"check_gradients({result.name}")
     )
     return (
         f"gradcheck_kit.{fn}, inputs, mode={result.mode!r}, dtype={result.dtype_policy!r}, "

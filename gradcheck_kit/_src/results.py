@@ -48,6 +48,12 @@ class WorstElement:
 
     ``output_index`` indexes the output tensor, ``input_index`` the input
     tensor; the entry is d output[output_index] / d input[input_index].
+
+    Examples:
+        >>> w = WorstElement((0,), (2,), analytic=1.0, numeric=2.0, abs_error=1.0,
+        ...                  rel_error=0.5, allowed=0.002)
+        >>> w.to_dict()["input_index"]
+        [2]
     """
 
     output_index: tuple[int, ...]
@@ -88,7 +94,11 @@ class Hint:
 
     ``kind`` is one of: ``factor``, ``sign``, ``transposed``, ``region``,
     ``zero``, ``one_input``, ``one_output``, ``nondeterministic``,
-    ``nonsmooth``, ``precision``.
+    ``domain``, ``forward``.
+
+    Examples:
+        >>> Hint(kind="sign", text="analytic ≈ -numeric: a sign error?").kind
+        'sign'
     """
 
     kind: str
@@ -119,7 +129,14 @@ class Hint:
 
 @dataclass(frozen=True)
 class PairResult:
-    """The comparison for one (output leaf, input leaf) block of the Jacobian."""
+    """The comparison for one (output leaf, input leaf) block of the Jacobian.
+
+    Examples:
+        >>> pair = PairResult("output", "inputs[0]", (3,), (3,), passed=True,
+        ...                   max_abs_error=1e-10, max_rel_error=1e-9, mismatched=0, total=9)
+        >>> pair.passed, pair.total
+        (True, 9)
+    """
 
     output: str
     input: str
@@ -164,7 +181,18 @@ class PairResult:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One random projection ``u^T J v`` of fast mode, computed three ways."""
+    """One random projection ``u^T J v`` of fast mode, computed three ways.
+
+    ``allowed`` is the finite differences' own error estimate times a safety
+    factor: a probe over it is a *suspect*, which fast mode then narrows down
+    to one Jacobian entry and judges with the per-entry atol/rtol.
+
+    Examples:
+        >>> p = ProbeResult(reverse=1.0, forward=None, numeric=1.0, error_estimate=1e-9,
+        ...                 allowed=4e-9, passed=True)
+        >>> p.to_dict()["forward"] is None
+        True
+    """
 
     reverse: float
     forward: float | None
