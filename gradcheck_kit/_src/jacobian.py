@@ -154,14 +154,14 @@ def evaluate_batch(
 ) -> torch.Tensor:
     """Evaluate ``fn`` at ``rows`` points (flattened float64 outputs, shape (rows, M)).
 
-    ``batched[i]`` holds the rows of input ``i``; other inputs are fixed. Tries
-    vmap first (checking it against ``reference`` = f(xs)), then a loop.
+    ``batched[i]`` holds ``rows + 1`` rows of input ``i``, the last being the
+    unperturbed point; other inputs are fixed. Tries vmap first, checking its
+    last row against ``reference`` = f(xs), then falls back to a loop.
     """
     with torch.no_grad():
         if ev.vectorized:
-            check = {i: torch.cat([b, xs[i].detach().unsqueeze(0)]) for i, b in batched.items()}
             try:
-                out = _eval_batch_vmap(ev, xs, check, rows + 1)
+                out = _eval_batch_vmap(ev, xs, batched, rows + 1)
                 if not _same_output(out[-1], reference, unit_roundoff):
                     raise VectorizationFailed(
                         "vmapped evaluation differs from the plain call at the same point"
@@ -226,10 +226,9 @@ def central_differences(
             minus[ar, idx] = minus[ar, idx] - h
             taken[c] = plus[ar, idx].to(torch.float64) - minus[ar, idx].to(torch.float64)
             rows += [plus, minus]
-        stacked = torch.cat(rows).reshape(-1, *x.shape)
-        out = evaluate_batch(
-            ev, xs, {leaf: stacked}, int(stacked.shape[0]), reference, unit_roundoff
-        )
+        stacked = torch.cat([*rows, flat.unsqueeze(0)]).reshape(-1, *x.shape)
+        n_rows = int(stacked.shape[0]) - 1
+        out = evaluate_batch(ev, xs, {leaf: stacked}, n_rows, reference, unit_roundoff)
         for k, c in enumerate(multipliers):
             f_plus = out[(2 * k) * b : (2 * k + 1) * b]
             f_minus = out[(2 * k + 1) * b : (2 * k + 2) * b]
@@ -275,7 +274,7 @@ def directional_differences(
                     eff = (plus.to(torch.float64) - minus.to(torch.float64)) / (2 * c * eps)
                     effective[k].append(eff)
     rows = 2 * K * len(multipliers)
-    stacked = {i: torch.stack(v) for i, v in batched.items()}
+    stacked = {i: torch.stack([*v, xs[i].detach()]) for i, v in batched.items()}
     out = evaluate_batch(ev, xs, stacked, rows, reference, unit_roundoff)
     values: dict[float, torch.Tensor] = {}
     rounds: dict[float, torch.Tensor] = {}
