@@ -93,3 +93,9 @@ def test_importing_the_package_is_cheap() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", gradcheck_kit.__version__]
+
+
+@pytest.mark.parametrize("name", gradcheck_kit.__all__)
+def test_public_name_is_documented_in_the_readme(name: str) -> None:
+    readme = (INIT.parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"`{name}" in readme, f"{name} is public but the README never mentions it"
