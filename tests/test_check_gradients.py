@@ -252,3 +252,11 @@ def test_result_records_what_was_used() -> None:
     assert result.duration_s > 0 and result.evaluations > 0
     pair = result.pairs[0]
     assert (pair.output_shape, pair.input_shape, pair.total) == ((3,), (3,), 9)
+
+
+def test_complex_outputs_are_checked_as_real_and_imaginary_parts() -> None:
+    result = gk.check_gradients(lambda t: torch.fft.rfft(t) * (1 + 2j), f64(8))
+    assert result.passed, result.summary()
+    assert [p.output for p in result.pairs] == ["output.real", "output.imag"]
+    wrong = gk.check_gradients(lambda t: torch.fft.rfft(square_half(t)), f64(8))
+    assert not wrong.passed

@@ -169,9 +169,11 @@ class InputTree:
 def flatten_outputs(output: Any) -> tuple[list[OutputLeaf], list[str]]:
     """Split ``fn``'s return value into floating leaves and skipped (integer/bool) paths.
 
+    A complex output becomes two real leaves, ``<path>.real`` and ``<path>.imag``.
+
     Raises:
         InvalidArgument: a leaf is not a tensor, or no leaf is a floating tensor.
-        UnsupportedInputError: a leaf is complex or sparse.
+        UnsupportedInputError: a leaf is sparse.
     """
     if isinstance(output, torch.Tensor):
         flat: list[tuple[str, Any]] = [("output", output)]
@@ -192,6 +194,11 @@ def flatten_outputs(output: Any) -> tuple[list[OutputLeaf], list[str]]:
                 f"{type(value).__name__} ({value!r:.60}). Return tensors (torch.as_tensor(...)) "
                 f"or drop the non-tensor part of the output."
             )
+        if value.is_complex() and value.layout == torch.strided:
+            # a complex output is two real ones; torch.autograd.gradcheck splits it the same way
+            floating.append(OutputLeaf(f"{path}.real", value.real))
+            floating.append(OutputLeaf(f"{path}.imag", value.imag))
+            continue
         reason = _unsupported_reason(value)
         if reason:
             raise UnsupportedInputError(f"{path} is {reason}.")
