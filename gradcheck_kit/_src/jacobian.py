@@ -60,21 +60,24 @@ class Evaluator:
     prepare: Callable[[], None]
     out_paths: list[str] = field(default_factory=list)
     out_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    all_paths: list[str] = field(default_factory=list)
     calls: int = 0
     vectorized: bool = True
     fallback_reason: str | None = None
+    keep: list[int] | None = None
 
     def raw(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Evaluate without touching the RNG (for use inside vmap)."""
         out = self.tree.call(self.fn, self.base, xs)
         leaves, _ = flatten_outputs(out)
         paths = [leaf.path for leaf in leaves]
-        if self.out_paths and paths != self.out_paths:
+        if self.all_paths and paths != self.all_paths:
             raise InvalidArgument(
-                f"fn's outputs changed between evaluations: first {self.out_paths}, then {paths}. "
+                f"fn's outputs changed between evaluations: first {self.all_paths}, then {paths}. "
                 f"The checker needs the same output structure at nearby inputs."
             )
-        return [leaf.tensor for leaf in leaves]
+        tensors = [leaf.tensor for leaf in leaves]
+        return tensors if self.keep is None else [tensors[k] for k in self.keep]
 
     def __call__(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         self.prepare()
@@ -225,6 +228,9 @@ def central_differences(
             plus[ar, idx] = plus[ar, idx] + h
             minus[ar, idx] = minus[ar, idx] - h
             taken[c] = plus[ar, idx].to(torch.float64) - minus[ar, idx].to(torch.float64)
+            # an infinite input has no representable step: divide by the nominal one
+            nominal = 2 * (c * base_steps[idx]).to(torch.float64)
+            taken[c] = torch.where(torch.isfinite(taken[c]) & (taken[c] != 0), taken[c], nominal)
             rows += [plus, minus]
         stacked = torch.cat([*rows, flat.unsqueeze(0)]).reshape(-1, *x.shape)
         n_rows = int(stacked.shape[0]) - 1
@@ -272,7 +278,8 @@ def directional_differences(
                 batched[i] += [plus, minus]
                 if c == multipliers[0]:
                     eff = (plus.to(torch.float64) - minus.to(torch.float64)) / (2 * c * eps)
-                    effective[k].append(eff)
+                    # an infinite entry cannot move: it contributes nothing to the projection
+                    effective[k].append(torch.where(torch.isfinite(eff), eff, 0.0))
     rows = 2 * K * len(multipliers)
     stacked = {i: torch.stack([*v, xs[i].detach()]) for i, v in batched.items()}
     out = evaluate_batch(ev, xs, stacked, rows, reference, unit_roundoff)
@@ -375,11 +382,11 @@ def forward_directional(
             parts = []
             for o in outs:
                 tangent = forward_ad.unpack_dual(o).tangent
-                parts.append(
-                    torch.zeros(o.numel(), dtype=torch.float64, device=o.device)
-                    if tangent is None
-                    else tangent.reshape(-1).to(torch.float64)
-                )
+                if tangent is None:
+                    # no tangent at all: forward AD did not run through fn (an op or a
+                    # custom Function without forward-mode support that did not raise)
+                    return None
+                parts.append(tangent.reshape(-1).to(torch.float64))
             return torch.cat(parts).cpu()
     except InvalidArgument:
         raise

@@ -23,6 +23,7 @@ def element_steps(x: torch.Tensor, eps: float) -> torch.Tensor:
     large inputs, where a fixed absolute step would drown in roundoff.
     """
     mag = x.detach().reshape(-1).to(torch.float64).abs()
+    mag = torch.where(torch.isfinite(mag), mag, 1.0)  # inf stays inf at any step
     return eps * torch.clamp(mag, min=1.0)
 
 
