@@ -142,7 +142,9 @@ def _eval_batch_loop(
 ) -> torch.Tensor:
     out = []
     for r in range(rows):
-        vals = [batched[i][r] if i in batched else x for i, x in enumerate(xs)]
+        # a fresh contiguous tensor per row: a view into the batch buffer has a storage
+        # offset that as_strided-style ops would read through
+        vals = [batched[i][r].clone() if i in batched else x for i, x in enumerate(xs)]
         out.append(flat_cat(ev(vals)))
     return torch.stack(out) if out else torch.zeros(0, ev.total_out, dtype=torch.float64)
 
