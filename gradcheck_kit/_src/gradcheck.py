@@ -337,12 +337,11 @@ class _Check:
                 f"cost) or raise max_jacobian_bytes."
             )
         self.mode = mode
-        ref_dev = ref
         if mode == "full":
             probes: list[ProbeResult] = []
-            pairs = self._full(ev, xs, outs, ref_dev)
+            pairs = self._full(ev, xs, outs, ref)
         else:
-            pairs, probes = self._fast(ev, xs, outs, ref_dev)
+            pairs, probes = self._fast(ev, xs, outs, ref)
         passed = all(p.passed for p in pairs) if mode == "full" else self.fast_verdict
         if ev.fallback_reason:
             self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
@@ -402,15 +401,12 @@ class _Check:
 
     def _locate_output(self, flat: int) -> tuple[str, tuple[int, ...]]:
         offset = 0
-        for path, shape in zip(self.out_paths, self._out_shapes(), strict=True):
+        for path, shape in zip(self.out_paths, self._shapes, strict=True):
             m = math.prod(shape)
             if flat < offset + m:
                 return path, _unravel(flat - offset, shape)
             offset += m
         return self.out_paths[-1], ()
-
-    def _out_shapes(self) -> list[tuple[int, ...]]:
-        return self._shapes
 
     # -- full mode ------------------------------------------------------------------------
     def _full(
