@@ -67,3 +67,29 @@ class TransposedMatmul(torch.autograd.Function):
         w, a = ctx.saved_tensors
         right = torch.outer(grad, a)
         return right.T.contiguous(), w.T @ grad
+
+
+class LoneSecondOutputIgnored(torch.autograd.Function):
+    """(sin x, sum x); backward drops the gradient of the sum unless sin's is defined too.
+
+    Like ``native_group_norm`` in torch 2.13, whose backward ignores a gradient that
+    reaches it through the mean output alone.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x)
+        return torch.sin(x), x.sum()
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_sin: torch.Tensor | None, grad_sum: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        (x,) = ctx.saved_tensors
+        if grad_sin is None:
+            return None
+        out = grad_sin * torch.cos(x)
+        if grad_sum is not None:
+            out = out + grad_sum
+        return out

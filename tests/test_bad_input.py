@@ -112,3 +112,8 @@ def test_module_misuse() -> None:
         gk.check_module_gradients(torch.nn.ReLU(), x64())
     with pytest.raises(gk.InvalidArgument, match="wrt='everything' is not one of"):
         gk.check_module_gradients(torch.nn.Linear(3, 1), x64(), wrt="everything")  # type: ignore[arg-type]
+
+
+def test_all_outputs_empty_is_explained() -> None:
+    with pytest.raises(gk.InvalidArgument, match=r"every output fn returns is empty \(output \(0,\)\)"):
+        gk.check_gradients(lambda a: a[:0] * 2, x64())

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 from _functions import (
+    LoneSecondOutputIgnored,
     OneEntryWrong,
     TransposedMatmul,
     cube_region,
@@ -260,3 +261,26 @@ def test_complex_outputs_are_checked_as_real_and_imaginary_parts() -> None:
     assert [p.output for p in result.pairs] == ["output.real", "output.imag"]
     wrong = gk.check_gradients(lambda t: torch.fft.rfft(square_half(t)), f64(8))
     assert not wrong.passed
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_backward_that_needs_every_output_gradient_is_caught(mode: str) -> None:
+    # Each output is differentiated on its own, as a loss that uses one output would.
+    result = gk.check_gradients(LoneSecondOutputIgnored.apply, f64(5), mode=mode)
+    assert not result.passed
+    if mode == "full":
+        wrong = [p for p in result.pairs if not p.passed]
+        assert [(p.output, p.input) for p in wrong] == [("output[1]", "input")]
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_input_unused_by_every_output_has_a_zero_gradient(mode: str) -> None:
+    x, unused = f64(4), f64(3, seed=1)
+    result = gk.check_gradients(lambda a, b: (a.sin(), a.sum() * 2), (x, unused), mode=mode)
+    assert result.passed, result.summary()
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_an_empty_output_beside_others_is_fine(mode: str) -> None:
+    result = gk.check_gradients(lambda a: (a[:0], a.exp()), f64(4), mode=mode)
+    assert result.passed, result.summary()

@@ -274,6 +274,12 @@ class _Check:
         outs = [leaf.tensor for leaf in leaves]
         self.out_paths = ev.out_paths
         self._shapes = list(ev.out_shapes)
+        if outs and all(o.numel() == 0 for o in outs):
+            shapes = ", ".join(f"{p} {tuple(o.shape)}" for p, o in zip(ev.out_paths, outs))
+            raise InvalidArgument(
+                f"every output fn returns is empty ({shapes}): there is no gradient to check. "
+                f"Pick inputs for which fn returns at least one element."
+            )
         for out in leaves:
             bad = ~torch.isfinite(out.tensor.detach())
             if bool(bad.any()):

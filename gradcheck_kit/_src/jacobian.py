@@ -307,41 +307,64 @@ def vjp_rows(
     (B, *x.shape) tensor. Outputs that do not require grad contribute zero.
     """
     B = int(cotangents[0].shape[0]) if cotangents else 0
-    pairs = [(o, u) for o, u in zip(outs, cotangents, strict=True) if o.requires_grad]
-    if not pairs or B == 0:
-        return [torch.zeros(B, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
-    d_outs = [o for o, _ in pairs]
-    d_cots = [u.to(o.dtype) for o, u in pairs]
+    totals = [torch.zeros(B, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
+    if B == 0:
+        return totals
+    # One output at a time, as a user's loss usually reaches a backward formula
+    # through one output only: some formulas are right only when every output's
+    # gradient is defined (native_group_norm ignores a lone gradient of its mean).
+    for out, cot in zip(outs, cotangents, strict=True):
+        if not out.requires_grad:
+            continue
+        live = cot.reshape(B, -1).ne(0).any(dim=1).nonzero().flatten()
+        if live.numel() == 0:
+            continue
+        rows = cot[live].to(out.dtype)
+        grads = _vjp_one_output(out, xs, rows, ev)
+        for total, g in zip(totals, grads, strict=True):
+            total.index_add_(0, live.to(total.device), g.to(total.dtype))
+    return totals
+
+
+def _vjp_one_output(
+    out: torch.Tensor, xs: Sequence[torch.Tensor], rows: torch.Tensor, ev: Evaluator | None
+) -> list[torch.Tensor]:
     if ev is None or ev.vectorized:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 grads = torch.autograd.grad(
-                    d_outs,
+                    out,
                     list(xs),
-                    grad_outputs=d_cots,
+                    grad_outputs=rows,
                     retain_graph=True,
                     allow_unused=True,
                     materialize_grads=True,
                     is_grads_batched=True,
                 )
-            return [g.detach() for g in grads]
+            n = int(rows.shape[0])
+            # materialize_grads gives an unused input an unbatched zero tensor
+            return [
+                g.detach() if g.shape[:1] == (n,) and g.dim() == x.dim() + 1 else
+                torch.zeros(n, *x.shape, dtype=x.dtype, device=x.device)
+                for g, x in zip(grads, xs, strict=True)
+            ]
         except Exception as exc:  # batching rule missing: loop over rows
             if ev is not None:
                 ev.disable_vectorization(exc)
-    rows: list[list[torch.Tensor]] = [[] for _ in xs]
-    for b in range(B):
+    per_input: list[list[torch.Tensor]] = [[] for _ in xs]
+    for row in rows:
         grads = torch.autograd.grad(
-            d_outs,
+            out,
             list(xs),
-            grad_outputs=[u[b] for u in d_cots],
+            grad_outputs=row,
             retain_graph=True,
             allow_unused=True,
             materialize_grads=True,
         )
         for i, g in enumerate(grads):
-            rows[i].append(g.detach())
-    return [torch.stack(r) for r in rows]
+            per_input[i].append(g.detach())
+    return [torch.stack(r) for r in per_input]
 
 
 def reverse_jacobian(
