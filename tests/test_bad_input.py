@@ -115,5 +115,6 @@ def test_module_misuse() -> None:
 
 
 def test_all_outputs_empty_is_explained() -> None:
-    with pytest.raises(gk.InvalidArgument, match=r"every output fn returns is empty \(output \(0,\)\)"):
+    expected = r"every output fn returns is empty \(output \(0,\)\)"
+    with pytest.raises(gk.InvalidArgument, match=expected):
         gk.check_gradients(lambda a: a[:0] * 2, x64())

@@ -275,7 +275,8 @@ class _Check:
         self.out_paths = ev.out_paths
         self._shapes = list(ev.out_shapes)
         if outs and all(o.numel() == 0 for o in outs):
-            shapes = ", ".join(f"{p} {tuple(o.shape)}" for p, o in zip(ev.out_paths, outs))
+            pieces = zip(ev.out_paths, outs, strict=True)
+            shapes = ", ".join(f"{path} {tuple(o.shape)}" for path, o in pieces)
             raise InvalidArgument(
                 f"every output fn returns is empty ({shapes}): there is no gradient to check. "
                 f"Pick inputs for which fn returns at least one element."
