@@ -17,6 +17,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "WorstElement",
     "Hint",
+    "ERROR_MAP_MAX_CELLS",
+    "ErrorMap",
     "PairResult",
     "ProbeResult",
     "GradCheckResult",
@@ -127,9 +129,80 @@ class Hint:
         )
 
 
+# The most cells an ErrorMap has along each side: enough to see a transposed or a
+# partly wrong block, small enough that a report of thousands of checks stays light.
+ERROR_MAP_MAX_CELLS = 32
+
+
+@dataclass(frozen=True)
+class ErrorMap:
+    """|analytic − numeric| over one Jacobian block, max-pooled onto a small grid.
+
+    The block is seen as a matrix: row ``r`` is the output entry with flat
+    (row-major) index ``r``, column ``c`` the input entry with flat index ``c``;
+    ``rows``/``cols`` are the two sizes. Cell ``(i, j)`` covers rows
+    ``i*row_step`` to ``(i+1)*row_step - 1`` and columns ``j*col_step`` to
+    ``(j+1)*col_step - 1`` (the last cell of a side may be smaller). It holds the
+    largest |diff| there (``inf`` where one side is NaN) in ``abs_error`` and the
+    number of entries over their allowance in ``mismatched``. :meth:`steps` gives
+    the steps that keep both sides within :data:`ERROR_MAP_MAX_CELLS`.
+
+    Examples:
+        >>> ErrorMap.steps(100, 3)
+        (4, 1)
+        >>> m = ErrorMap(rows=2, cols=2, row_step=1, col_step=1,
+        ...              abs_error=((0.0, 1.0), (1.0, 0.0)), mismatched=((0, 1), (1, 0)))
+        >>> ErrorMap.from_dict(m.to_dict()) == m
+        True
+    """
+
+    rows: int
+    cols: int
+    row_step: int
+    col_step: int
+    abs_error: tuple[tuple[float, ...], ...]
+    mismatched: tuple[tuple[int, ...], ...]
+
+    @staticmethod
+    def steps(rows: int, cols: int, max_cells: int = ERROR_MAP_MAX_CELLS) -> tuple[int, int]:
+        """The pooling steps ``(row_step, col_step)`` for a ``rows`` x ``cols`` block.
+
+        Examples:
+            >>> ErrorMap.steps(6, 6)
+            (1, 1)
+            >>> ErrorMap.steps(1, 1000)
+            (1, 32)
+        """
+        return max(1, -(-rows // max_cells)), max(1, -(-cols // max_cells))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "cols": self.cols,
+            "row_step": self.row_step,
+            "col_step": self.col_step,
+            "abs_error": [[_num(v) for v in row] for row in self.abs_error],
+            "mismatched": [list(row) for row in self.mismatched],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorMap:
+        return cls(
+            rows=int(data["rows"]),
+            cols=int(data["cols"]),
+            row_step=int(data["row_step"]),
+            col_step=int(data["col_step"]),
+            abs_error=tuple(tuple(float(v) for v in row) for row in data["abs_error"]),
+            mismatched=tuple(tuple(int(v) for v in row) for row in data["mismatched"]),
+        )
+
+
 @dataclass(frozen=True)
 class PairResult:
     """The comparison for one (output leaf, input leaf) block of the Jacobian.
+
+    ``error_map`` (optional, ``None`` when the checker did not build the block,
+    as in fast mode) is a pooled picture of the whole block for reports.
 
     Examples:
         >>> pair = PairResult("output", "inputs[0]", (3,), (3,), passed=True,
@@ -148,6 +221,7 @@ class PairResult:
     mismatched: int
     total: int
     worst: tuple[WorstElement, ...] = ()
+    error_map: ErrorMap | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +235,7 @@ class PairResult:
             "mismatched": self.mismatched,
             "total": self.total,
             "worst": [w.to_dict() for w in self.worst],
+            "error_map": None if self.error_map is None else self.error_map.to_dict(),
         }
 
     @classmethod
@@ -176,6 +251,9 @@ class PairResult:
             mismatched=int(data["mismatched"]),
             total=int(data["total"]),
             worst=tuple(WorstElement.from_dict(w) for w in data["worst"]),
+            error_map=(
+                ErrorMap.from_dict(data["error_map"]) if data.get("error_map") is not None else None
+            ),
         )
 
 
