@@ -1,6 +1,7 @@
 """Gradient-check cases built from PyTorch's own OpInfo database (``op_db``).
 
-Each case is one op variant with the first sample PyTorch generates for it,
+Each case is one op variant with the first sample PyTorch generates for it whose
+differentiable inputs all hold elements (many ops list an empty edge case first),
 wrapped the way ``TestGradients._check_helper`` in
 ``torch/testing/_internal/common_utils.py`` wraps it for ``test_fn_grad``:
 ``fn(*diff_tensors)`` takes exactly the tensors that require grad (found in
@@ -38,6 +39,8 @@ GRAD_TEST_CLASS = "TestBwdGradients"
 GRAD_TEST_NAME = "test_fn_grad"
 
 DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+# How many samples of an op to scan for one without empty differentiable inputs.
+MAX_SAMPLES_SCANNED = 20
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,33 @@ def _seed_for(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+def _differentiable_tensors(sample: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    _collect(sample.input, found)
+    for arg in sample.args:
+        _collect(arg, found)
+    for val in sample.kwargs.values():
+        _collect(val, found)
+    return found
+
+
+def _first_non_empty_sample(
+    op: Any, dtype: torch.dtype, look_at: int = MAX_SAMPLES_SCANNED
+) -> tuple[Any, list[torch.Tensor]] | None:
+    # Many ops list an empty-tensor edge case first; a check of nothing says nothing,
+    # so both checkers get the first sample whose differentiable inputs all hold elements.
+    first: tuple[Any, list[torch.Tensor]] | None = None
+    for k, sample in enumerate(op.sample_inputs("cpu", dtype, requires_grad=True)):
+        found = _differentiable_tensors(sample)
+        if first is None:
+            first = (sample, found)
+        if found and all(t.numel() > 0 for t in found):
+            return sample, found
+        if k + 1 >= look_at:
+            break
+    return first
+
+
 def build_case(op: Any, dtype: str) -> OpCase | str:
     """The first sample of ``op`` at ``dtype`` as a case, or why there is none.
 
@@ -199,17 +229,12 @@ def build_case(op: Any, dtype: str) -> OpCase | str:
         return f"{dtype} not in supported_backward_dtypes('cpu')"
     torch.manual_seed(_seed_for(op.full_name))
     try:
-        sample = next(iter(op.sample_inputs("cpu", torch_dtype, requires_grad=True)), None)
+        picked = _first_non_empty_sample(op, torch_dtype)
     except Exception as exc:  # any failure of torch's sample code is a skip
         return f"sample_inputs raised {type(exc).__name__}: {_first_line(str(exc))}"
-    if sample is None:
+    if picked is None:
         return "no sample"
-    found: list[torch.Tensor] = []
-    _collect(sample.input, found)
-    for arg in sample.args:
-        _collect(arg, found)
-    for val in sample.kwargs.values():
-        _collect(val, found)
+    sample, found = picked
     if not found:
         return "no input requires grad"
     return OpCase(

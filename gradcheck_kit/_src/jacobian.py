@@ -35,6 +35,8 @@ __all__ = [
 # Rows per batched call and elements per batch: bounds the memory of one vmapped evaluation.
 _MAX_BATCH_ROWS = 1024
 _MAX_BATCH_ELEMENTS = 1 << 24
+# Inputs with more elements than this are perturbed and evaluated one row at a time.
+_LAZY_ROW_ELEMENTS = 1 << 16
 
 
 class VectorizationFailed(Exception):
@@ -252,6 +254,14 @@ def central_differences(
     )
 
 
+def _all_finite(x: torch.Tensor) -> bool:
+    # one reduction instead of a boolean tensor the size of x; a sum that overflows
+    # although every entry is finite is rare and merely takes the exact test
+    if not x.is_floating_point() or bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
 def directional_differences(
     ev: Evaluator,
     xs: Sequence[torch.Tensor],
@@ -263,28 +273,55 @@ def directional_differences(
 ) -> tuple[dict[float, torch.Tensor], dict[float, torch.Tensor], list[list[torch.Tensor]]]:
     """``(f(x + c eps w) - f(x - c eps w)) / (2 c eps)`` for each direction ``w`` (float64).
 
-    Returns per multiplier a (K, M) tensor of quotients and of roundoff
+    Returns per multiplier a (K, M) float64 tensor of quotients and of roundoff
     estimates, plus the directions actually taken (rounded steps / 2 c eps),
-    per probe and input, in float64.
+    per probe and input, in the input's dtype.
     """
     K = len(directions)
-    n_in = len(xs)
-    batched: dict[int, list[torch.Tensor]] = {i: [] for i in range(n_in)}
+    detached = [x.detach() for x in xs]
+    # checked once per input rather than once per probe: these tensors can be whole models
+    finite = [_all_finite(x) for x in detached]
     effective: list[list[torch.Tensor]] = [[] for _ in range(K)]
-    for c in multipliers:
-        for k, w in enumerate(directions):
-            for i in range(n_in):
-                x = xs[i].detach()
-                step = (c * eps * w[i]).to(x.dtype)
-                plus, minus = x + step, x - step
-                batched[i] += [plus, minus]
-                if c == multipliers[0]:
-                    eff = (plus.to(torch.float64) - minus.to(torch.float64)) / (2 * c * eps)
+
+    def points(m: int, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        c = multipliers[m]
+        plus, minus = [], []
+        for i, x in enumerate(detached):
+            w = directions[k][i].to(x.dtype)
+            plus.append(torch.add(x, w, alpha=c * eps))
+            minus.append(torch.sub(x, w, alpha=c * eps))
+        if m == 0:
+            for i in range(len(detached)):
+                # in the input's dtype: rounding here is relative u per entry, which the
+                # probes' error estimate (8 u sum|g w|) already allows for, and on a large
+                # model every float64 temporary costs a parameter-sized allocation
+                eff = (plus[i] - minus[i]).div_(2 * c * eps)
+                if not finite[i]:
                     # an infinite entry cannot move: it contributes nothing to the projection
-                    effective[k].append(torch.where(torch.isfinite(eff), eff, 0.0))
-    rows = 2 * K * len(multipliers)
-    stacked = {i: torch.stack([*v, xs[i].detach()]) for i, v in batched.items()}
-    out = evaluate_batch(ev, xs, stacked, rows, reference, unit_roundoff)
+                    eff = torch.where(torch.isfinite(eff), eff, 0.0)
+                effective[k].append(eff)
+        return plus, minus
+
+    order = [(m, k) for m in range(len(multipliers)) for k in range(K)]
+    rows = 2 * len(order)
+    row_elements = sum(int(x.numel()) for x in detached)
+    if ev.vectorized and row_elements <= _LAZY_ROW_ELEMENTS:
+        columns: list[list[torch.Tensor]] = [[] for _ in detached]
+        for m, k in order:
+            plus, minus = points(m, k)
+            for i in range(len(detached)):
+                columns[i] += [plus[i], minus[i]]
+        stacked = {i: torch.stack([*col, detached[i]]) for i, col in enumerate(columns)}
+        out = evaluate_batch(ev, xs, stacked, rows, reference, unit_roundoff)
+    else:
+        # A large input gains nothing from vmap (each op is big already) and its stacked
+        # copies would cost memory: evaluate one perturbed point at a time.
+        evaluated = []
+        with torch.no_grad():
+            for m, k in order:
+                plus, minus = points(m, k)
+                evaluated += [flat_cat(ev(plus)), flat_cat(ev(minus))]
+        out = torch.stack(evaluated)
     values: dict[float, torch.Tensor] = {}
     rounds: dict[float, torch.Tensor] = {}
     for m, c in enumerate(multipliers):
@@ -345,8 +382,9 @@ def _vjp_one_output(
             n = int(rows.shape[0])
             # materialize_grads gives an unused input an unbatched zero tensor
             return [
-                g.detach() if g.shape[:1] == (n,) and g.dim() == x.dim() + 1 else
-                torch.zeros(n, *x.shape, dtype=x.dtype, device=x.device)
+                g.detach()
+                if g.shape[:1] == (n,) and g.dim() == x.dim() + 1
+                else torch.zeros(n, *x.shape, dtype=x.dtype, device=x.device)
                 for g, x in zip(grads, xs, strict=True)
             ]
         except Exception as exc:  # batching rule missing: loop over rows
