@@ -6,21 +6,30 @@ Commands:
 * ``gradcheck-kit check-json PATH``: summarise a results file written by
   ``pytest --gradcheck``, one line per result; exit 1 if any result failed,
   2 if the file is missing or is not a results file.
+* ``gradcheck-kit report IN.json [IN2.json ...] -o OUT.html [--json MERGED.json]``:
+  render the HTML report of one results file, or merge several (CI shards,
+  separate runs) into one report and, with ``--json``, one JSON document;
+  exit 2 if a file is missing, not JSON, or of a newer schema version.
 
-Imports no torch: reading a results file needs none.
+Imports no torch: reading a results file needs none (and Jinja2 only for ``report``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from gradcheck_kit import __version__
-from gradcheck_kit.pytest_plugin.session import DOCUMENT_SCHEMA_VERSION
+from gradcheck_kit.report.document import (
+    DocumentError,
+    load_document,
+    merge_documents,
+    verdict,
+    write_document,
+)
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -28,10 +37,6 @@ PROG = "gradcheck-kit"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-class _BadResultsFile(Exception):
-    """The results file cannot be used; the message says why."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     check_json.add_argument("path", metavar="PATH", type=Path, help="the JSON results file")
+    report = commands.add_parser(
+        "report",
+        help="render the HTML report of results files, merging several into one",
+        description=(
+            "Render one self-contained HTML page from results files written by "
+            "pytest --gradcheck (or by this command's --json). Several files (CI shards, "
+            "separate runs) are merged into one report, every record kept once. "
+            "Exit status: 0 written, 2 a file is missing, not JSON or of a newer schema."
+        ),
+    )
+    report.add_argument(
+        "inputs", metavar="IN.json", nargs="+", type=Path, help="results files to render"
+    )
+    report.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.html",
+        type=Path,
+        default=None,
+        help="where the HTML page goes. Default: IN.html next to a single input "
+        "(required with several inputs)",
+    )
+    report.add_argument(
+        "--json",
+        metavar="MERGED.json",
+        type=Path,
+        default=None,
+        help="also write the merged document as JSON. Default: %(default)r",
+    )
+    report.add_argument(
+        "--title",
+        default="gradcheck report",
+        help="the page's heading. Default: %(default)r",
+    )
     return parser
 
 
@@ -79,24 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-json":
         return _check_json(args.path, out=sys.stdout, err=sys.stderr)
+    if args.command == "report":
+        return _report(args, out=sys.stdout, err=sys.stderr)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 
 
+_VERDICT_WORDS = {"passed": "PASSED", "failed": "FAILED", "no_verdict": "INFO"}
+
+
 def _check_json(path: Path, *, out: TextIO, err: TextIO) -> int:
     try:
-        results = _load_results(path)
-    except _BadResultsFile as exc:
+        results: list[dict[str, Any]] = load_document(path)["results"]
+    except DocumentError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE
     failed = 0
     for result in results:
-        passed = result.get("passed") is True
-        failed += not passed
-        line = f"{'PASSED' if passed else 'FAILED'} {result.get('name', '?')}"
+        word = verdict(result)
+        failed += word == "failed"
+        line = f"{_VERDICT_WORDS[word]} {result.get('name', '?')}"
         if result.get("test_id"):
             line += f" ({result['test_id']})"
-        if not passed and result.get("hint"):
+        if word == "failed" and result.get("hint"):
             line += f": {result['hint']}"
         print(line, file=out)
     noun = "check" if len(results) == 1 else "checks"
@@ -104,31 +148,41 @@ def _check_json(path: Path, *, out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _load_results(path: Path) -> list[dict[str, Any]]:
-    """The ``results`` list of a results file, or :class:`_BadResultsFile` saying what is wrong."""
+def _report(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    inputs: list[Path] = args.inputs
+    output: Path | None = args.output
+    if output is None:
+        if len(inputs) > 1:
+            print(f"{PROG}: error: give -o OUT.html to merge {len(inputs)} files", file=err)
+            return EXIT_USAGE
+        output = inputs[0].with_suffix(".html")
+    # Rendering over an input would destroy the data the page is made of.
+    resolved = {p.resolve() for p in inputs}
+    if output.resolve() in resolved:
+        print(f"{PROG}: error: the output '{output}' is one of the inputs", file=err)
+        return EXIT_USAGE
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _BadResultsFile(f"no such file: '{path}'") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _BadResultsFile(f"cannot read '{path}': {exc}") from None
+        documents = [(str(p), load_document(p)) for p in inputs]
+    except DocumentError as exc:
+        print(f"{PROG}: error: {exc}", file=err)
+        return EXIT_USAGE
+    document = documents[0][1] if len(documents) == 1 else merge_documents(documents)
+    # Imported here: check-json and --version need no Jinja2.
+    from gradcheck_kit.report.html import write_html
+
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _BadResultsFile(f"'{path}' is not valid JSON: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
-        raise _BadResultsFile(
-            f"'{path}' is not a gradcheck_kit results file (no 'results' list); "
-            "write one with pytest --gradcheck"
-        )
-    version = document.get("schema_version")
-    if not isinstance(version, int) or version > DOCUMENT_SCHEMA_VERSION:
-        raise _BadResultsFile(
-            f"'{path}' has schema_version={version!r}; this gradcheck_kit {__version__} "
-            f"reads up to {DOCUMENT_SCHEMA_VERSION}"
-        )
-    results: list[Any] = document["results"]
-    for index, result in enumerate(results):
-        if not isinstance(result, dict):
-            raise _BadResultsFile(f"'{path}': results[{index}] is not an object: {result!r}")
-    return results
+        if args.json is not None:
+            write_document(document, args.json)
+        write_html(document, output, title=args.title)
+    except (OSError, ValueError) as exc:
+        print(f"{PROG}: error: cannot write the report: {exc}", file=err)
+        return EXIT_USAGE
+    summary = document["summary"]
+    merged = f", merged from {len(documents)} files" if len(documents) > 1 else ""
+    print(
+        f"wrote {output}: {summary['checks']} checks, {summary['failed']} failed{merged}",
+        file=out,
+    )
+    if args.json is not None:
+        print(f"wrote {args.json}", file=out)
+    return EXIT_OK

@@ -1,60 +1,102 @@
-"""Run-wide state of the gradcheck plugin: collect every result, write one JSON file.
+"""Run-wide state of the gradcheck plugin: collect every result, write the JSON and HTML files.
 
 Knows nothing of pytest hooks (``plugin.py`` wires those) and imports no torch.
+The document's shape and the writing live in :mod:`gradcheck_kit.report`; the
+HTML renderer (and with it Jinja2) is imported only when a page is written.
 
 Under pytest-xdist every worker records the results of its own tests and hands
-them to the controller as plain dicts in ``config.workeroutput`` at the end of
-its session; the controller adds them in ``pytest_testnodedown`` and is the only
-process that writes the file (see ``plugin.py``).
+them, with its environment, to the controller as plain dicts in
+``config.workeroutput`` at the end of its session; the controller adds them in
+``pytest_testnodedown`` and is the only process that writes the files (see
+``plugin.py``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import sys
-import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from gradcheck_kit._src import recording
+from gradcheck_kit.report.document import (
+    DOCUMENT_SCHEMA_VERSION,
+    TOOL_NAME,
+    combine_environments,
+    make_document,
+    verdict,
+    write_document,
+)
 
 __all__ = ["DOCUMENT_SCHEMA_VERSION", "TOOL_NAME", "GradcheckSession", "environment"]
 
-DOCUMENT_SCHEMA_VERSION = 1
-TOOL_NAME = "gradcheck_kit"
+
+def _cpu_name() -> str:
+    """The CPU's model name where the OS tells it cheaply, else the machine type."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
-def environment() -> dict[str, str]:
-    """Describe the interpreter, torch and platform of this run.
+def _torch_facts(torch: Any) -> dict[str, Any]:
+    """The torch version, its CUDA build and the CUDA devices a check has already used."""
+    facts: dict[str, Any] = {"torch": str(getattr(torch, "__version__", "unknown"))}
+    devices: list[str] = []
+    try:
+        facts["cuda"] = torch.version.cuda
+        # Only name the GPUs when CUDA is already initialised: initialising it here
+        # would cost seconds and change the process's state for a line in a report.
+        if torch.cuda.is_initialized():
+            devices = [
+                f"cuda:{i}: {torch.cuda.get_device_name(i)}"
+                for i in range(torch.cuda.device_count())
+            ]
+    except Exception:
+        pass  # a line in a report is not worth failing the run for
+    facts["cuda_devices"] = devices
+    return facts
 
-    torch is named only if something already imported it: importing it here
-    would cost every test run a second, for a line in a report.
+
+def environment() -> dict[str, Any]:
+    """Describe the interpreter, torch, devices and platform of this process.
+
+    torch (and NumPy) are named only if something already imported them:
+    importing torch here would cost every test run a second, for a line in a
+    report. CUDA devices are named only once a check has initialised CUDA.
 
     Returns:
-        ``{"python": ..., "torch": ..., "platform": ...}``; ``"torch"`` is
-        ``"not imported"`` when no check ran.
+        ``{"python", "platform", "torch", "devices", ...}``: ``"torch"`` is
+        ``"not imported"`` when no check ran; with torch also ``"cuda"`` (the
+        CUDA version torch was built with, ``None`` for a CPU build); with
+        NumPy ``"numpy"``.
 
     Examples:
-        >>> sorted(environment())
-        ['platform', 'python', 'torch']
+        >>> sorted(environment())[:4]
+        ['devices', 'platform', 'python', 'torch']
     """
-    torch = sys.modules.get("torch")
-    torch_version = str(getattr(torch, "__version__", "unknown")) if torch else "not imported"
-    return {
+    facts: dict[str, Any] = {
         "python": platform.python_version(),
-        "torch": torch_version,
         "platform": platform.platform(),
+        "torch": "not imported",
     }
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    cuda_devices: list[str] = []
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch_facts = _torch_facts(torch)
+        cuda_devices = torch_facts.pop("cuda_devices")
+        facts.update(torch_facts)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        facts["numpy"] = str(getattr(numpy, "__version__", "unknown"))
+    facts["devices"] = [f"cpu: {_cpu_name()}", *cuda_devices]
+    return dict(sorted(facts.items()))
 
 
 class GradcheckSession:
@@ -86,6 +128,8 @@ class GradcheckSession:
         self.version = version
         self.current_test_id: str | None = None
         self._results: list[dict[str, Any]] = []
+        self._environments: list[dict[str, Any]] = []
+        self._started: float | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
     @property
@@ -95,11 +139,13 @@ class GradcheckSession:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        """The recorded results whose ``passed`` is false."""
-        return [r for r in self._results if not r.get("passed", False)]
+        """The recorded results whose ``passed`` is false (not those without a verdict)."""
+        return [r for r in self._results if verdict(r) == "failed"]
 
     def start(self) -> None:
         """Begin listening to :mod:`gradcheck_kit._src.recording`; idempotent."""
+        if self._started is None:
+            self._started = time.perf_counter()
         if self._unsubscribe is None:
             self._unsubscribe = recording.subscribe(self.record)
 
@@ -120,33 +166,52 @@ class GradcheckSession:
             result = result.with_test_id(self.current_test_id)
         self._results.append(dict(result.to_dict()))
 
-    def extend(self, results: Iterable[Mapping[str, Any]]) -> None:
-        """Add results that another process recorded (an xdist worker's dicts)."""
-        self._results.extend(dict(r) for r in results)
+    def extend(
+        self,
+        results: Iterable[Mapping[str, Any]],
+        environment: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add results that another process recorded (an xdist worker's dicts).
 
-    def document(self) -> dict[str, Any]:
-        """The whole run as one JSON-ready document.
+        Args:
+            results: The other process's records.
+            environment: What that process ran on (its :func:`environment`):
+                the workers, not the controller, import torch and use the GPUs.
+        """
+        self._results.extend(dict(r) for r in results)
+        if environment:
+            self._environments.append(dict(environment))
+
+    def document(self, *, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The whole run as one JSON-ready document (``gradcheck_kit.report.document``).
+
+        Args:
+            run: Facts only the caller knows, added to the environment: the
+                plugin passes ``{"seeds": {...}, "options": {...}}``.
 
         Returns:
-            ``{"schema_version", "tool", "version", "created", "environment", "results"}``.
+            ``{"schema_version", "tool", "version", "created", "duration_s",
+            "environment", "summary", "results"}``.
         """
-        return {
-            "schema_version": DOCUMENT_SCHEMA_VERSION,
-            "tool": TOOL_NAME,
-            "version": self.version,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "environment": environment(),
-            "results": self.results,
-        }
+        env = combine_environments([environment(), *self._environments])
+        env.update(run or {})
+        started = self._started
+        return make_document(
+            self.results,
+            environment=env,
+            duration_s=None if started is None else round(time.perf_counter() - started, 3),
+            version=self.version,
+        )
 
-    def write_json(self, path: Path) -> Path:
-        """Write :meth:`document` to ``path`` atomically, creating its folder.
+    def write_json(self, path: Path, document: Mapping[str, Any] | None = None) -> Path:
+        """Write ``document`` (default :meth:`document`) to ``path`` atomically.
 
         A reader never sees half a file: the text goes to a temporary file in the
-        same folder, which then replaces ``path`` in one step.
+        same folder, which then replaces ``path`` in one step; the folder is created.
 
         Args:
             path: Where the JSON document goes.
+            document: The document to write, when the caller already built it.
 
         Returns:
             ``path``.
@@ -154,16 +219,19 @@ class GradcheckSession:
         Raises:
             ValueError: A result holds a float JSON cannot represent (NaN, Inf).
         """
-        text = json.dumps(self.document(), indent=2, allow_nan=False) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-                tmp.write(text)
-            # mkstemp makes the file private (0600); a report is as readable as any new file.
-            os.chmod(tmp_name, 0o666 & ~_current_umask())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return path
+        return write_document(self.document() if document is None else document, path)
+
+    def write_html(self, path: Path, document: Mapping[str, Any] | None = None) -> Path:
+        """Render ``document`` (default :meth:`document`) as the HTML page at ``path``, atomically.
+
+        Args:
+            path: Where the page goes.
+            document: The document to render, when the caller already built it.
+
+        Returns:
+            ``path``.
+        """
+        # Imported here: Jinja2 costs every pytest run without --gradcheck nothing.
+        from gradcheck_kit.report.html import write_html
+
+        return write_html(self.document() if document is None else document, path)

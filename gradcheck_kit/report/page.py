@@ -1,0 +1,702 @@
+"""A results document turned into what the HTML page shows.
+
+:func:`build_page` reads a document (``gradcheck_kit.report.document``) and
+returns a :class:`Page`: the summary by kind, the environment as text, and one
+:class:`Row` per record, failures first, each with a detail of its kind:
+
+* ``gradient`` (and ``manual`` records that carry ``pairs``): settings to
+  reproduce it, error numbers per Jacobian block, hints, a heatmap of each
+  failing block;
+* ``training``: parameter, step, expected, cause, fix, source line;
+* ``device_benchmark``: median-time bars with the speedup, speedup against size;
+* any other kind (``device_parity`` included): name, verdict, message, and a
+  table of its fields, so that a new kind of record shows without new code.
+
+No markup is made here: every string is plain text, escaped by the template.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradcheck_kit.report import charts
+from gradcheck_kit.report.document import summarize, verdict
+from gradcheck_kit.report.heatmap import Heatmap, entry_error, heatmap
+
+__all__ = [
+    "MAX_HEATMAPS",
+    "KIND_LABELS",
+    "Field",
+    "Table",
+    "Row",
+    "Page",
+    "build_page",
+    "format_value",
+]
+
+# Heatmaps drawn per page: each costs a few kB, and past a few hundred failing
+# blocks nobody looks at the next one (the numbers stay in the tables).
+MAX_HEATMAPS = 200
+# Rows of a nested table shown before "... N more".
+MAX_TABLE_ROWS = 50
+# Characters of a nested value shown as JSON text.
+MAX_TEXT = 2000
+
+KIND_LABELS = {
+    "gradient": "gradient",
+    "manual": "manual derivative",
+    "second_order": "second order",
+    "autograd_function": "autograd.Function audit",
+    "same_training": "same training",
+    "training": "training loop",
+    "device_benchmark": "device benchmark",
+    "device_parity": "device parity",
+}
+STATUS_LABELS = {"failed": "failed", "passed": "passed", "no_verdict": "no verdict"}
+_STATUS_ORDER = {"failed": 0, "no_verdict": 1, "passed": 2}
+# Keys every kind shares; they are shown in the row, not again in the details.
+_COMMON_KEYS = frozenset({"kind", "schema_version", "name", "passed", "test_id", "duration_s"})
+_SUMMARY_KEYS = ("summary", "message", "hint", "cause", "reason", "text")
+_GRADIENT_KEYS = frozenset(
+    {
+        "check",
+        "status",
+        "mode",
+        "mode_requested",
+        "dtype",
+        "dtype_policy",
+        "eps",
+        "atol",
+        "rtol",
+        "seed",
+        "rng",
+        "vectorized",
+        "evaluations",
+        "max_abs_error",
+        "max_rel_error",
+        "hint",
+        "hints",
+        "notes",
+        "pairs",
+        "probes",
+    }
+)
+_TRAINING_FIELDS = (
+    ("parameter", ("parameter", "param", "parameters")),
+    ("step", ("step",)),
+    ("expected", ("expected",)),
+    ("found", ("found", "actual")),
+    ("cause", ("cause",)),
+    ("fix", ("fix",)),
+    ("source", ("source", "location", "where")),
+    ("detector", ("detector", "check")),
+)
+_BENCHMARK_KEYS = frozenset(
+    {"devices", "speedup", "sweep", "sizes", "crossover", "size_name", "backward"}
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A nested table of a record's list of objects."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    more: int = 0
+
+
+@dataclass(frozen=True)
+class Field:
+    """One ``key: value`` line of a details table; ``table`` for a list of objects."""
+
+    key: str
+    value: str
+    table: Table | None = None
+    long: bool = False  # shown as preformatted text (JSON, tracebacks)
+
+
+@dataclass(frozen=True)
+class WorstView:
+    """One worst Jacobian entry as text cells (columns in ``PairView.worst_columns``)."""
+
+    cells: tuple[str, ...]
+    over: bool
+
+
+@dataclass(frozen=True)
+class PairView:
+    """One (output, input) block of a gradient check."""
+
+    output: str
+    input: str
+    output_shape: str
+    input_shape: str
+    passed: bool
+    max_abs_error: str
+    max_rel_error: str
+    mismatched: str
+    worst_columns: tuple[str, ...]
+    worst: tuple[WorstView, ...]
+    heatmap: Heatmap | None
+    heatmap_left_out: bool
+
+
+@dataclass(frozen=True)
+class GradientDetail:
+    """What a gradient (or manual-derivative) check shows when opened."""
+
+    settings: tuple[tuple[str, str], ...]
+    hints: tuple[str, ...]
+    notes: tuple[str, ...]
+    pairs: tuple[PairView, ...]
+    probes: Table | None
+    reproduce: str
+    template: str = "gradient"
+
+
+@dataclass(frozen=True)
+class TrainingDetail:
+    """A training-loop finding: parameter, step, expected, cause, fix, source."""
+
+    facts: tuple[tuple[str, str], ...]
+    template: str = "training"
+
+
+@dataclass(frozen=True)
+class BenchmarkDetail:
+    """A device benchmark: bars, speedup sweep, skipped devices, timing table."""
+
+    bars: charts.BarChart | None
+    sweep: charts.LineChart | None
+    skipped: tuple[tuple[str, str], ...]
+    timings: Table | None
+    template: str = "device_benchmark"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record: the table row and its details."""
+
+    index: int
+    status: str
+    status_label: str
+    kind: str
+    kind_label: str
+    name: str
+    test_id: str
+    measure: str
+    measure_value: float
+    duration: str
+    duration_value: float
+    summary: str
+    detail: GradientDetail | TrainingDetail | BenchmarkDetail | None
+    fields: tuple[Field, ...] = ()
+    reproduce_test: str = ""
+
+
+@dataclass(frozen=True)
+class KindCount:
+    """Checks, passed, failed and without verdict for one kind."""
+
+    kind: str
+    label: str
+    checks: int
+    passed: int
+    failed: int
+    no_verdict: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """One merged input file."""
+
+    path: str
+    created: str
+    checks: int
+    failed: int
+    duration: str
+    environment: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """Everything the template shows, as plain values."""
+
+    title: str
+    created: str
+    version: str
+    schema_version: int
+    checks: int
+    passed: int
+    failed: int
+    no_verdict: int
+    kinds: tuple[KindCount, ...]
+    duration: str
+    check_time: str
+    environment: tuple[tuple[str, str], ...]
+    sources: tuple[Source, ...]
+    rows: tuple[Row, ...]
+    heatmaps_left_out: int
+    max_heatmaps: int = MAX_HEATMAPS
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def format_value(value: Any) -> str:
+    """A JSON value as short text: numbers to 4 significant digits, lists joined.
+
+    Examples:
+        >>> format_value(0.000123456), format_value([1, 2]), format_value(None)
+        ('0.0001235', '1, 2', '—')
+        >>> format_value("inf"), format_value(True)
+        ('inf', 'true')
+    """
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and all(
+        v is None or isinstance(v, (str, int, float)) for v in value
+    ):
+        shown = ", ".join(format_value(v) for v in value[:20])
+        return shown + (f", … ({len(value) - 20} more)" if len(value) > 20 else "")
+    return _json_text(value)
+
+
+def _json_text(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, indent=1, default=str)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …"
+
+
+def _shape(shape: Any) -> str:
+    if isinstance(shape, Sequence) and not isinstance(shape, str):
+        return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+    return format_value(shape)
+
+
+def _table(items: Sequence[Any]) -> Table | None:
+    """A list of flat objects as a table; ``None`` when it is not one."""
+    if not items or not all(isinstance(item, Mapping) for item in items):
+        return None
+    columns = list(dict.fromkeys(str(k) for item in items for k in item))
+    rows = tuple(
+        tuple(format_value(item.get(c)) for c in columns) for item in items[:MAX_TABLE_ROWS]
+    )
+    return Table(tuple(columns), rows, max(0, len(items) - MAX_TABLE_ROWS))
+
+
+def _fields(record: Mapping[str, Any], skip: frozenset[str]) -> tuple[Field, ...]:
+    """The record's other keys as a details table, nested lists of objects as tables."""
+    out: list[Field] = []
+    for key, value in record.items():
+        if key in skip or key in _COMMON_KEYS:
+            continue
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            table = _table(value)
+            if table is not None:
+                out.append(Field(str(key), f"{len(value)} entries", table))
+                continue
+        text = format_value(value)
+        out.append(Field(str(key), text, long=isinstance(value, (Mapping, list)) or "\n" in text))
+    return tuple(out)
+
+
+def _summary_text(record: Mapping[str, Any]) -> str:
+    for key in _SUMMARY_KEYS:
+        value = record.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _name(record: Mapping[str, Any], kind: str) -> str:
+    for key in ("name", "check", "parameter", "detector"):
+        value = record.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return KIND_LABELS.get(kind, kind)
+
+
+def _py(value: Any) -> str:
+    """A setting as Python source for the reproduce line (floats round-trip)."""
+    number = _float(value)
+    if isinstance(value, str) and math.isnan(number):
+        return repr(value)
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return repr(number)
+
+
+class _HeatmapBudget:
+    """Counts heatmaps drawn, so that a page of thousands of failures stays light."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.left_out = 0
+
+    def take(self) -> bool:
+        if self.left > 0:
+            self.left -= 1
+            return True
+        self.left_out += 1
+        return False
+
+
+# Worst-entry columns in reading order, with their headings; other keys follow.
+_WORST_COLUMNS = {
+    "analytic": "analytic",
+    "manual": "manual",
+    "autograd": "autograd",
+    "numeric": "numeric",
+    "abs_error": "|diff|",
+    "rel_error": "rel.",
+    "allowed": "allowed",
+    "odd_one_out": "odd one out",
+}
+
+
+def _mismatched(pair: Mapping[str, Any]) -> str:
+    """``mismatched / total``; a three-way pair counts its odd ones out instead."""
+    mismatched = pair.get("mismatched")
+    if not isinstance(mismatched, int):
+        counts = {
+            key.removesuffix("_wrong"): value
+            for key, value in pair.items()
+            if (key.endswith("_wrong") or key == "all_differ") and isinstance(value, int)
+        }
+        mismatched = sum(counts.values()) if counts else None
+        wrong = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v)
+        if wrong:
+            return f"{mismatched} / {format_value(pair.get('total'))} ({wrong})"
+    return f"{format_value(mismatched)} / {format_value(pair.get('total'))}"
+
+
+def _worst(pair: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[WorstView, ...]]:
+    entries = [w for w in pair.get("worst") or [] if isinstance(w, Mapping)]
+    keys = list(dict.fromkeys(k for w in entries for k in w))
+    columns = [k for k in _WORST_COLUMNS if k in keys]
+    columns += [k for k in keys if k not in columns and k not in ("output_index", "input_index")]
+    views = []
+    for w in entries:
+        allowed = _float(w.get("allowed"))
+        error = entry_error(w)
+        over = not error <= allowed if "allowed" in w else True
+        cells = (
+            _shape(w.get("output_index", [])),
+            _shape(w.get("input_index", [])),
+            *(format_value(w.get(k)) for k in columns),
+        )
+        views.append(WorstView(cells, over))
+    return ("i", "j", *(_WORST_COLUMNS.get(k, k) for k in columns)), tuple(views)
+
+
+def _pair_view(pair: Mapping[str, Any], budget: _HeatmapBudget) -> PairView:
+    passed = pair.get("passed") is True
+    worst_columns, worst = _worst(pair) if not passed else ((), ())
+    drawn = None
+    left_out = False
+    if not passed:
+        if budget.take():
+            drawn = heatmap(pair)
+        else:
+            left_out = True
+    return PairView(
+        output=str(pair.get("output", "?")),
+        input=str(pair.get("input", "?")),
+        output_shape=_shape(pair.get("output_shape", [])),
+        input_shape=_shape(pair.get("input_shape", [])),
+        passed=passed,
+        max_abs_error=format_value(pair.get("max_abs_error")),
+        max_rel_error=format_value(pair.get("max_rel_error")),
+        mismatched=_mismatched(pair),
+        worst_columns=worst_columns,
+        worst=worst,
+        heatmap=drawn,
+        heatmap_left_out=left_out,
+    )
+
+
+def _dtype(record: Mapping[str, Any]) -> str:
+    dtype, policy = format_value(record.get("dtype")), record.get("dtype_policy")
+    return dtype if policy in (None, record.get("dtype")) else f"{dtype} ({policy})"
+
+
+def _subject_arguments(record: Mapping[str, Any]) -> str:
+    """What follows the function in the reproduce line: a manual check also takes the derivative."""
+    if record.get("kind") == "manual":
+        return ("manual_vjp" if record.get("interface") == "vjp" else "manual_grad") + ", inputs"
+    return "inputs"
+
+
+def _gradient_detail(
+    record: Mapping[str, Any], name: str, budget: _HeatmapBudget
+) -> GradientDetail:
+    mode, requested = record.get("mode"), record.get("mode_requested")
+    settings = [
+        ("check", format_value(record.get("check"))),
+        ("status", format_value(record.get("status"))),
+        ("mode", format_value(mode) + (f" (asked: {requested})" if requested != mode else "")),
+        ("dtype", _dtype(record)),
+        ("eps", format_value(record.get("eps"))),
+        ("atol", format_value(record.get("atol"))),
+        ("rtol", format_value(record.get("rtol"))),
+        ("seed", format_value(record.get("seed"))),
+        ("rng", format_value(record.get("rng"))),
+        ("evaluations", format_value(record.get("evaluations"))),
+        ("vectorized", format_value(record.get("vectorized"))),
+    ]
+    settings = [(k, v) for k, v in settings if v != "—"]
+    hints = [
+        str(h.get("text"))
+        for h in record.get("hints") or []
+        if isinstance(h, Mapping) and h.get("text")
+    ]
+    if not hints and isinstance(record.get("hint"), str) and record["hint"]:
+        hints = [record["hint"]]
+    pairs = [p for p in record.get("pairs") or [] if isinstance(p, Mapping)]
+    # Failing blocks first: they are what the reader opened the row for.
+    pairs.sort(key=lambda p: p.get("passed") is True)
+    probes = record.get("probes") or []
+    arguments = ", ".join(
+        f"{key}={_py(record[key])}"
+        for key in ("mode", "dtype_policy", "eps", "atol", "rtol", "seed", "rng")
+        if key in record
+    ).replace("dtype_policy=", "dtype=")
+    check = record.get("check") if isinstance(record.get("check"), str) else "check_gradients"
+    return GradientDetail(
+        settings=tuple(settings),
+        hints=tuple(hints),
+        notes=tuple(str(n) for n in record.get("notes") or []),
+        pairs=tuple(_pair_view(p, budget) for p in pairs),
+        probes=_table(probes) if isinstance(probes, list) else None,
+        reproduce=f"gradcheck_kit.{check}({name}, {_subject_arguments(record)}, {arguments})",
+    )
+
+
+def _training_detail(record: Mapping[str, Any]) -> tuple[TrainingDetail, frozenset[str]]:
+    facts: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for label, keys in _TRAINING_FIELDS:
+        for key in keys:
+            if key in record and record[key] not in (None, ""):
+                value = record[key]
+                if label == "source" and isinstance(value, Mapping):
+                    value = (
+                        f"{value.get('file', value.get('filename', '?'))}:{value.get('line', '?')}"
+                    )
+                facts.append((label, format_value(value)))
+                used.add(key)
+                break
+    if "file" in record and "source" not in used:
+        facts.append(("source", f"{record['file']}:{record.get('line', '?')}"))
+        used.update({"file", "line"})
+    return TrainingDetail(tuple(facts)), frozenset(used)
+
+
+def _benchmark_detail(record: Mapping[str, Any]) -> BenchmarkDetail | None:
+    bench = charts.read_benchmark(record)
+    if bench is None:
+        return None
+    timings = Table(
+        ("device", "phase", "median", "IQR", "runs"),
+        tuple(
+            (
+                t.device,
+                charts.phase_label(t.phase),
+                charts.format_seconds(t.median_s),
+                charts.format_seconds(t.iqr_s) if t.iqr_s is not None else "—",
+                format_value(t.runs),
+            )
+            for t in bench.timings
+        ),
+    )
+    return BenchmarkDetail(
+        bars=charts.bar_chart(bench) if bench.timings else None,
+        sweep=charts.speedup_chart(bench),
+        skipped=bench.skipped,
+        timings=timings if bench.timings else None,
+    )
+
+
+def _measure(record: Mapping[str, Any], kind: str) -> tuple[str, float]:
+    """The one number that says most about a record, as text and as a sort key."""
+    if "max_abs_error" in record and record.get("pairs") != []:
+        value = _float(record["max_abs_error"])
+        return f"|diff| {format_value(record['max_abs_error'])}", value
+    if kind == "device_benchmark":
+        bench = charts.read_benchmark(record)
+        if bench is not None and bench.speedups:
+            phase = "forward_backward" if "forward_backward" in bench.speedups else None
+            ratio = bench.speedups[phase or next(iter(bench.speedups))]
+            return f"{ratio:.3g}× speedup", ratio
+    if isinstance(record.get("step"), int):
+        return f"step {record['step']}", float(record["step"])
+    for key in ("max_error", "error", "value"):
+        value = _float(record.get(key))
+        if not math.isnan(value):
+            return f"{key.replace('_', ' ')} {format_value(record[key])}", value
+    return "", math.nan
+
+
+def _row(index: int, record: Mapping[str, Any], budget: _HeatmapBudget) -> Row:
+    raw_kind = record.get("kind")
+    kind = raw_kind if isinstance(raw_kind, str) and raw_kind else "unknown"
+    status = verdict(record)
+    name = _name(record, kind)
+    detail: GradientDetail | TrainingDetail | BenchmarkDetail | None = None
+    used: frozenset[str] = frozenset()
+    if isinstance(record.get("pairs"), list):
+        detail = _gradient_detail(record, name, budget)
+        used = _GRADIENT_KEYS
+    elif kind == "training":
+        detail, used = _training_detail(record)
+    elif kind == "device_benchmark":
+        detail = _benchmark_detail(record)
+        used = _BENCHMARK_KEYS if detail is not None else frozenset()
+    summary = _summary_text(record)
+    measure, measure_value = _measure(record, kind)
+    duration = _float(record.get("duration_s"))
+    test_id = record.get("test_id")
+    return Row(
+        index=index,
+        status=status,
+        status_label=STATUS_LABELS[status],
+        kind=kind,
+        kind_label=KIND_LABELS.get(kind, kind),
+        name=name,
+        test_id=test_id if isinstance(test_id, str) else "",
+        measure=measure,
+        measure_value=measure_value,
+        duration=charts.format_seconds(duration) if math.isfinite(duration) else "",
+        duration_value=duration,
+        summary=summary,
+        detail=detail,
+        fields=_fields(record, used | {k for k in _SUMMARY_KEYS if record.get(k) == summary}),
+        reproduce_test=(
+            f"python -m pytest {shlex.quote(test_id)} --gradcheck"
+            if isinstance(test_id, str)
+            else ""
+        ),
+    )
+
+
+_ENVIRONMENT_ORDER = ("python", "torch", "cuda", "numpy", "devices", "platform", "seeds", "options")
+
+
+def _environment(environment: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    keys = [k for k in _ENVIRONMENT_ORDER if k in environment]
+    keys += [k for k in environment if k not in keys]
+    out = []
+    for key in keys:
+        value = environment[key]
+        if isinstance(value, Mapping):
+            text = ", ".join(f"{k}={format_value(v)}" for k, v in value.items()) or "—"
+        else:
+            text = format_value(value)
+        out.append((str(key), text))
+    return tuple(out)
+
+
+def _duration(seconds: Any) -> str:
+    value = _float(seconds)
+    return charts.format_seconds(value) if math.isfinite(value) else "—"
+
+
+def build_page(document: Mapping[str, Any], *, title: str = "gradcheck report") -> Page:
+    """Turn a results document into a :class:`Page`: failures first, details by kind.
+
+    Args:
+        document: A document as :func:`gradcheck_kit.report.document.load_document` returns it.
+        title: The page's title.
+
+    Returns:
+        The page's content, all text plain (the template escapes it).
+
+    Examples:
+        >>> page = build_page({"results": [
+        ...     {"kind": "gradient", "name": "ok", "passed": True, "pairs": []},
+        ...     {"kind": "training", "name": "zero_grad", "passed": False,
+        ...      "parameter": "fc1.weight", "step": 3, "cause": "no zero_grad()"}]})
+        >>> [(row.name, row.status) for row in page.rows]
+        [('zero_grad', 'failed'), ('ok', 'passed')]
+        >>> page.rows[0].detail.facts[:2]
+        (('parameter', 'fc1.weight'), ('step', '3'))
+    """
+    results = [r for r in document.get("results", []) if isinstance(r, Mapping)]
+    order = sorted(range(len(results)), key=lambda i: (_STATUS_ORDER[verdict(results[i])], i))
+    budget = _HeatmapBudget(MAX_HEATMAPS)
+    rows = tuple(_row(i, results[i], budget) for i in order)
+    summary = summarize(results)
+    kinds = tuple(
+        KindCount(
+            kind,
+            KIND_LABELS.get(kind, kind),
+            c["checks"],
+            c["passed"],
+            c["failed"],
+            c["no_verdict"],
+        )
+        for kind, c in summary["by_kind"].items()
+    )
+    check_time = sum(r.duration_value for r in rows if math.isfinite(r.duration_value))
+    sources = tuple(
+        Source(
+            path=str(s.get("path", "?")),
+            created=str(s.get("created", "")),
+            checks=int(s.get("checks", 0)),
+            failed=int(s.get("failed", 0)),
+            duration=_duration(s.get("duration_s")),
+            environment="; ".join(
+                f"{k}: {v}"
+                for k, v in _environment(s.get("environment") or {})
+                if k in ("python", "torch", "cuda", "devices")
+            ),
+        )
+        for s in document.get("sources") or []
+        if isinstance(s, Mapping)
+    )
+    environment = document.get("environment") or {}
+    return Page(
+        title=title,
+        created=str(document.get("created", "")),
+        version=str(document.get("version", "")),
+        schema_version=int(document.get("schema_version", 0) or 0),
+        checks=summary["checks"],
+        passed=summary["passed"],
+        failed=summary["failed"],
+        no_verdict=summary["no_verdict"],
+        kinds=kinds,
+        duration=_duration(document.get("duration_s")),
+        check_time=charts.format_seconds(check_time) if rows else "—",
+        environment=_environment(environment if isinstance(environment, Mapping) else {}),
+        sources=sources,
+        rows=rows,
+        heatmaps_left_out=budget.left_out,
+        data={
+            "schema_version": document.get("schema_version"),
+            "created": document.get("created"),
+            "version": document.get("version"),
+            "summary": summary,
+        },
+    )
