@@ -103,3 +103,32 @@ def test_results_are_published_for_recorders() -> None:
         unsubscribe()
     gk.check_gradients(torch.sin, _x())
     assert [r.passed for r in seen] == [True, False]
+
+
+def test_full_mode_blocks_carry_a_pooled_error_map() -> None:
+    from _functions import TransposedMatmul
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(40, 40, generator=g, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(40, generator=g, dtype=torch.float64, requires_grad=True)
+    result = gk.check_gradients(TransposedMatmul.apply, (w, a), mode="full")
+    by_input = {p.input: p for p in result.pairs}
+    wrong, right = by_input["inputs[0]"], by_input["inputs[1]"]
+    assert wrong.error_map is not None and right.error_map is not None
+    m = wrong.error_map
+    assert (m.rows, m.cols) == (40, 1600)
+    assert len(m.abs_error) * m.row_step >= 40 and len(m.abs_error[0]) * m.col_step >= 1600
+    assert max(len(m.abs_error), len(m.abs_error[0])) <= 32
+    # pooling keeps the total count and the peak of the block
+    assert sum(map(sum, m.mismatched)) == wrong.mismatched
+    assert max(map(max, m.abs_error)) == pytest.approx(wrong.max_abs_error)
+    assert sum(map(sum, right.error_map.mismatched)) == 0
+    data = result.to_dict()
+    assert gk.GradCheckResult.from_dict(data).to_dict() == data
+    assert gk.GradCheckResult.from_dict(data) == result
+
+
+def test_fast_mode_has_no_error_map() -> None:
+    x = torch.randn(5000, dtype=torch.float64, requires_grad=True)
+    result = gk.check_gradients(lambda t: t * t, x, mode="fast")
+    assert all(p.error_map is None for p in result.pairs)

@@ -31,7 +31,7 @@ from .jacobian import (
     vjp_rows,
 )
 from .numerics import allowed_error, element_steps
-from .results import GradCheckResult, Hint, PairResult, ProbeResult, WorstElement
+from .results import ErrorMap, GradCheckResult, Hint, PairResult, ProbeResult, WorstElement
 from .state import capture_rng_state, preserved, seed_everything
 from .tolerances import machine_eps, resolve_tolerances
 from .trees import InputTree, flatten_outputs
@@ -197,8 +197,35 @@ def _pair_result(
         mismatched=int(mismatch.sum()),
         total=total,
         worst=tuple(worst),
+        error_map=_error_map(diff, mismatch, out_shape, in_shape),
     )
     return pair, mismatch
+
+
+def _error_map(
+    diff: torch.Tensor,
+    mismatch: torch.Tensor,
+    out_shape: tuple[int, ...],
+    in_shape: tuple[int, ...],
+) -> ErrorMap | None:
+    """|diff| max-pooled onto a small grid, for the report's heatmap (whole blocks only)."""
+    rows, cols = int(math.prod(out_shape)), int(math.prod(in_shape))
+    if diff.dim() != 2 or tuple(diff.shape) != (rows, cols) or diff.numel() == 0:
+        return None  # fast mode judged a single entry, not the block
+    row_step, col_step = ErrorMap.steps(rows, cols)
+    kernel = (row_step, col_step)
+    pooled = torch.nn.functional.max_pool2d(diff[None, None], kernel, ceil_mode=True)[0, 0]
+    counts = torch.nn.functional.avg_pool2d(
+        mismatch.to(torch.float64)[None, None], kernel, ceil_mode=True, divisor_override=1
+    )[0, 0]
+    return ErrorMap(
+        rows=rows,
+        cols=cols,
+        row_step=row_step,
+        col_step=col_step,
+        abs_error=tuple(tuple(float(v) for v in row) for row in pooled.tolist()),
+        mismatched=tuple(tuple(round(v) for v in row) for row in counts.tolist()),
+    )
 
 
 class _Check:
@@ -368,6 +395,10 @@ class _Check:
 
     # -- verdicts -------------------------------------------------------------------------
     def _result(self, **kw: Any) -> GradCheckResult:
+        # frozen results hold tuples, so that equality and hashing work after a round trip
+        for key in ("pairs", "probes"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
         return GradCheckResult(
             name=self.name,
             mode=getattr(self, "mode", self.opts.mode),
