@@ -24,21 +24,47 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import GradcheckError as GradcheckError
     from gradcheck_kit._src.errors import GradcheckKitError as GradcheckKitError
     from gradcheck_kit._src.errors import GradientMismatchError as GradientMismatchError
+    from gradcheck_kit._src.errors import GraphCheckError as GraphCheckError
     from gradcheck_kit._src.errors import InvalidArgument as InvalidArgument
+    from gradcheck_kit._src.errors import InvalidArgumentType as InvalidArgumentType
     from gradcheck_kit._src.errors import JacobianTooLargeError as JacobianTooLargeError
     from gradcheck_kit._src.errors import (
         NondeterministicFunctionError as NondeterministicFunctionError,
     )
     from gradcheck_kit._src.errors import NonFiniteOutputError as NonFiniteOutputError
+    from gradcheck_kit._src.errors import TrainingLoopError as TrainingLoopError
+    from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
     from gradcheck_kit._src.errors import UnsupportedInputError as UnsupportedInputError
     from gradcheck_kit._src.gradcheck import check_gradients as check_gradients
     from gradcheck_kit._src.gradcheck import check_module_gradients as check_module_gradients
+    from gradcheck_kit._src.graph import assert_detached as assert_detached
+    from gradcheck_kit._src.graph import assert_grad_is_none as assert_grad_is_none
+    from gradcheck_kit._src.graph import assert_graph_reaches as assert_graph_reaches
+    from gradcheck_kit._src.graph import assert_no_graph as assert_no_graph
+    from gradcheck_kit._src.graph import assert_no_shared_memory as assert_no_shared_memory
+    from gradcheck_kit._src.graph import assert_requires_grad as assert_requires_grad
+    from gradcheck_kit._src.graph import assert_shares_memory as assert_shares_memory
+    from gradcheck_kit._src.graph import graph_nodes as graph_nodes
     from gradcheck_kit._src.results import SCHEMA_VERSION as SCHEMA_VERSION
     from gradcheck_kit._src.results import GradCheckResult as GradCheckResult
     from gradcheck_kit._src.results import Hint as Hint
     from gradcheck_kit._src.results import PairResult as PairResult
     from gradcheck_kit._src.results import ProbeResult as ProbeResult
     from gradcheck_kit._src.results import WorstElement as WorstElement
+    from gradcheck_kit._src.training.assertions import (
+        assert_optimizer_tracks as assert_optimizer_tracks,
+    )
+    from gradcheck_kit._src.training.assertions import assert_params_frozen as assert_params_frozen
+    from gradcheck_kit._src.training.assertions import (
+        assert_params_updated as assert_params_updated,
+    )
+    from gradcheck_kit._src.training.assertions import (
+        assert_zero_grad_between_steps as assert_zero_grad_between_steps,
+    )
+    from gradcheck_kit._src.training.findings import TrainingFinding as TrainingFinding
+    from gradcheck_kit._src.training.findings import TrainingReport as TrainingReport
+    from gradcheck_kit._src.training.watcher import TrainingWatcher as TrainingWatcher
+    from gradcheck_kit._src.training.watcher import watch_training as watch_training
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -46,19 +72,39 @@ __all__ = [
     "GradcheckError",
     "GradcheckKitError",
     "GradientMismatchError",
+    "GraphCheckError",
     "Hint",
     "InvalidArgument",
+    "InvalidArgumentType",
     "JacobianTooLargeError",
     "NonFiniteOutputError",
     "NondeterministicFunctionError",
     "PairResult",
     "ProbeResult",
+    "TrainingFinding",
+    "TrainingLoopError",
+    "TrainingLoopWarning",
+    "TrainingReport",
+    "TrainingWatcher",
     "UnsupportedInputError",
     "WorstElement",
+    "assert_detached",
+    "assert_grad_is_none",
     "assert_gradients_close",
+    "assert_graph_reaches",
     "assert_module_gradients",
+    "assert_no_graph",
+    "assert_no_shared_memory",
+    "assert_optimizer_tracks",
+    "assert_params_frozen",
+    "assert_params_updated",
+    "assert_requires_grad",
+    "assert_shares_memory",
+    "assert_zero_grad_between_steps",
     "check_gradients",
     "check_module_gradients",
+    "graph_nodes",
+    "watch_training",
 ]
 
 try:
@@ -86,6 +132,26 @@ _LAZY_IMPORTS: dict[str, str] = {
     "UnsupportedInputError": "gradcheck_kit._src.errors",
     "NonFiniteOutputError": "gradcheck_kit._src.errors",
     "JacobianTooLargeError": "gradcheck_kit._src.errors",
+    "TrainingWatcher": "gradcheck_kit._src.training.watcher",
+    "watch_training": "gradcheck_kit._src.training.watcher",
+    "TrainingFinding": "gradcheck_kit._src.training.findings",
+    "TrainingReport": "gradcheck_kit._src.training.findings",
+    "assert_optimizer_tracks": "gradcheck_kit._src.training.assertions",
+    "assert_params_frozen": "gradcheck_kit._src.training.assertions",
+    "assert_params_updated": "gradcheck_kit._src.training.assertions",
+    "assert_zero_grad_between_steps": "gradcheck_kit._src.training.assertions",
+    "assert_detached": "gradcheck_kit._src.graph",
+    "assert_grad_is_none": "gradcheck_kit._src.graph",
+    "assert_graph_reaches": "gradcheck_kit._src.graph",
+    "assert_no_graph": "gradcheck_kit._src.graph",
+    "assert_no_shared_memory": "gradcheck_kit._src.graph",
+    "assert_requires_grad": "gradcheck_kit._src.graph",
+    "assert_shares_memory": "gradcheck_kit._src.graph",
+    "graph_nodes": "gradcheck_kit._src.graph",
+    "GraphCheckError": "gradcheck_kit._src.errors",
+    "InvalidArgumentType": "gradcheck_kit._src.errors",
+    "TrainingLoopError": "gradcheck_kit._src.errors",
+    "TrainingLoopWarning": "gradcheck_kit._src.errors",
 }
 
 

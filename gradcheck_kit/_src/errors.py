@@ -21,6 +21,10 @@ __all__ = [
     "UnsupportedInputError",
     "NonFiniteOutputError",
     "JacobianTooLargeError",
+    "TrainingLoopError",
+    "GraphCheckError",
+    "TrainingLoopWarning",
+    "InvalidArgumentType",
 ]
 
 
@@ -107,5 +111,77 @@ class JacobianTooLargeError(InvalidArgument):
 
     Examples:
         >>> issubclass(JacobianTooLargeError, InvalidArgument)
+        True
+    """
+
+
+class TrainingLoopError(GradcheckError):
+    """A training loop, or one step of it, does something that silently spoils learning.
+
+    Raised by :func:`gradcheck_kit.watch_training` at the end of the watched
+    block and by the training assertions (``assert_zero_grad_between_steps``,
+    ``assert_optimizer_tracks``, ``assert_params_updated``, ...). The full
+    report is ``.report`` (a ``TrainingReport``), its findings ``.findings``.
+
+    Examples:
+        >>> err = TrainingLoopError("Gradient not reset between optimizer steps")
+        >>> isinstance(err, AssertionError), err.findings
+        (True, ())
+    """
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+    @property
+    def findings(self) -> tuple[object, ...]:
+        """The findings of :attr:`report` (empty without one).
+
+        Examples:
+            >>> TrainingLoopError("x").findings
+            ()
+        """
+        return tuple(getattr(self.report, "findings", ()))
+
+
+class GraphCheckError(GradcheckError):
+    """A tensor's autograd graph, grad mode, ``.grad`` or memory sharing is not what was asserted.
+
+    Raised by ``assert_no_graph``, ``assert_detached``, ``assert_requires_grad``,
+    ``assert_grad_is_none``, ``assert_graph_reaches``, ``assert_shares_memory``
+    and ``assert_no_shared_memory``.
+
+    Examples:
+        >>> issubclass(GraphCheckError, AssertionError)
+        True
+    """
+
+
+class TrainingLoopWarning(UserWarning):
+    """What ``watch_training(..., on_error="warn")`` emits instead of raising.
+
+    Examples:
+        >>> issubclass(TrainingLoopWarning, UserWarning)
+        True
+    """
+
+
+class InvalidArgumentType(InvalidArgument, TypeError):
+    """An argument of the wrong type: both an :class:`InvalidArgument` and a :class:`TypeError`.
+
+    Examples:
+        >>> err = InvalidArgumentType("optimizer=3 must be a torch.optim.Optimizer, not int.")
+        >>> isinstance(err, ValueError), isinstance(err, TypeError)
+        (True, True)
+    """
+
+
+class AutogradFunctionError(GradcheckError):
+    """An audit of a custom ``torch.autograd.Function`` found a misuse or a wrong derivative.
+
+    The exception carries the full audit as ``.result``.
+
+    Examples:
+        >>> issubclass(AutogradFunctionError, GradcheckError)
         True
     """

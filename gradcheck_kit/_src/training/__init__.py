@@ -1,0 +1,10 @@
+"""Training-loop checks: what a loop does wrong without crashing (scenarios 4 and 5).
+
+* :mod:`.findings` — :class:`TrainingFinding` and :class:`TrainingReport`, their text and JSON.
+* :mod:`.common` — argument checks and parameter naming shared by the others.
+* :mod:`.tracking` — which side (model or optimizer) lost which parameter.
+* :mod:`.watcher` — :func:`watch_training`, the hooks around a running loop.
+* :mod:`.assertions` — one-line unit-test assertions built on the above.
+
+Nothing is imported here, so that loading one public name loads only what it needs.
+"""

@@ -1,0 +1,782 @@
+"""watch_training: catch a training loop's silent bugs from hooks while it runs.
+
+How it sees the loop, without changing it:
+
+* a post-accumulate-grad hook on every parameter counts the backward passes
+  summed into its ``.grad`` since the gradient was last reset. A reset shows as
+  a new ``.grad`` object (``zero_grad(set_to_none=True)``, ``p.grad = None``) or
+  as an in-place write between two looks at it (``zero_grad(set_to_none=False)``
+  zeroes in place, bumping the tensor's version counter), so it does not matter
+  whether the loop calls ``optimizer.zero_grad()``, ``model.zero_grad()`` or
+  writes ``.grad`` itself;
+* step pre- and post-hooks on each optimizer (per instance) look at the
+  gradients a step is about to apply: left over from a step that already
+  applied them (``zero_grad`` missing, misplaced, or called on another
+  optimizer), or none new at all; and at frozen parameters the step changed;
+* a module parameter-registration hook sees ``net.fc1.weight = nn.Parameter(...)``
+  (the optimizer keeps the old tensor) with the line that did it; writes through
+  ``.data``, ``copy_()``, ``load_state_dict`` or ``model.to(dtype)`` keep the
+  tensor and are not registrations;
+* at the end, parameters that never received a gradient, and which side
+  (model or optimizer) lost which parameter.
+
+The hooks only read: no tensor, gradient, random number generator or grad mode
+is touched, so a watched loop trains bit for bit as an unwatched one. Every hook
+is removed when the block ends, also when it raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import torch
+from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
+from torch.utils.hooks import RemovableHandle
+
+from .. import recording
+from ..errors import InvalidArgument, TrainingLoopError, TrainingLoopWarning
+from ..graph import Msg, apply_msg, check_msg, user_site
+from ..state import _bits_equal
+from ..validation import check_choice, check_int
+from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
+from .findings import TrainingFinding, TrainingReport, steps_kept
+from .tracking import tracking_findings
+
+__all__ = ["OnError", "TrainingWatcher", "watch_training"]
+
+OnError = Literal["raise", "warn", "record"]
+_ON_ERROR: Final = ("raise", "warn", "record")
+
+# id(module or optimizer) -> what watches it, for every object watched right now.
+_ACTIVE: dict[int, str] = {}
+
+
+def _site_text() -> str | None:
+    site = user_site()
+    return str(site) if site is not None else None
+
+
+class _ParamState:
+    """What the hooks know about one parameter's gradient."""
+
+    __slots__ = (
+        "applied",
+        "applied_count",
+        "count",
+        "hooked",
+        "manual",
+        "name",
+        "ref",
+        "site",
+        "total",
+        "version",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ref: weakref.ref[torch.Tensor] | None = None  # the .grad after the last look
+        self.version = 0  # its _version then
+        self.count = 0  # backward passes summed into .grad since its last reset
+        self.applied = 0  # optimizer steps that applied this .grad since its last reset
+        self.applied_count = 0  # count when a step last applied it
+        self.manual = False  # .grad set by hand (nonzero) since the last step
+        self.total = 0  # backward passes that reached it during the watch
+        self.site: str | None = None  # where a backward first summed onto an applied gradient
+        self.hooked = False
+
+    def reset(self) -> None:
+        self.count = self.applied = self.applied_count = 0
+        self.manual = False
+        self.site = None
+
+
+@dataclass
+class _Found:
+    finding: TrainingFinding
+    steps: list[int]
+    occurrences: int = 1
+
+
+@dataclass
+class _StepRecord:
+    closure: bool
+    frozen: list[tuple[torch.Tensor, int, torch.Tensor | None]]
+    written: list[tuple[torch.Tensor, int]]
+    fresh: bool = True
+
+
+class _Session:
+    """One run of a watcher: its hooks, the per-parameter state and what was found."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizers: tuple[torch.optim.Optimizer, ...],
+        accumulation_steps: int,
+        ignored: Callable[[str], bool],
+    ) -> None:
+        self.model = model
+        self.optimizers = optimizers
+        self.labels = optimizer_labels(optimizers)
+        self.k = accumulation_steps
+        self.ignored = ignored
+        self.states: dict[int, _ParamState] = {}
+        self.params: dict[int, torch.Tensor] = {}
+        self.handles: list[RemovableHandle] = []
+        self.step_no = [0] * len(optimizers)
+        self.pending: dict[int, _StepRecord] = {}
+        self.found: dict[tuple[str, str | None, str | None], _Found] = {}
+        self.former_names: dict[int, str] = {}
+        self.replaced_at: dict[str, str] = {}
+        self.module_names = {id(m): n for n, m in model.named_modules()}
+        self.first_backward: str | None = None
+        self.seen_backward = False
+        self.errors: list[str] = []
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------ set-up, tear-down
+
+    def open(self) -> None:
+        try:
+            for name, p in self.model.named_parameters():
+                self.former_names[id(p)] = name
+                if id(p) not in self.states:
+                    self.adopt(p, name)
+            for index, opt in enumerate(self.optimizers):
+                for gi, group in enumerate(opt.param_groups):
+                    for pi, p in enumerate(group["params"]):
+                        if id(p) not in self.states:
+                            self.adopt(
+                                p, f"{self.labels[index]}.param_groups[{gi}]['params'][{pi}]"
+                            )
+                self.handles.append(
+                    opt.register_step_pre_hook(functools.partial(self.before_step, index))
+                )
+                self.handles.append(
+                    opt.register_step_post_hook(functools.partial(self.after_step, index))
+                )
+            self.handles.append(register_module_parameter_registration_hook(self.on_register))
+            self.scan_tracking()
+        except BaseException:
+            self.remove_hooks()
+            raise
+
+    def remove_hooks(self) -> None:
+        handles, self.handles = self.handles, []
+        for handle in handles:
+            handle.remove()
+
+    def close(self, name: str, check: str) -> TrainingReport:
+        self.remove_hooks()
+        notes = list(self.errors)
+        try:
+            self.scan_tracking()
+            self.scan_no_gradient()
+        except Exception as exc:  # a report is still better than a crash at the end of training
+            notes.append(f"the end-of-watch checks failed: {type(exc).__name__}: {exc}")
+        findings = tuple(
+            dataclasses.replace(f.finding, steps=tuple(f.steps), occurrences=f.occurrences)
+            for f in self.found.values()
+        )
+        return TrainingReport(
+            name=name,
+            check=check,
+            findings=findings,
+            optimizer_steps=sum(self.step_no),
+            backward_passes=max((st.total for st in self.states.values()), default=0),
+            accumulation_steps=self.k,
+            duration_s=time.perf_counter() - self.started,
+            notes=tuple(notes),
+        )
+
+    def adopt(self, p: torch.Tensor, name: str) -> _ParamState:
+        st = _ParamState(name)
+        grad = p.grad
+        if grad is not None:  # a gradient left from before the watch counts as one pass
+            st.ref = weakref.ref(grad)
+            st.version = grad._version
+            st.count = 1 if nonzero(grad) else 0
+        self.states[id(p)] = st
+        self.params[id(p)] = p
+        if p.requires_grad:
+            self.hook(p, st)
+        return st
+
+    def hook(self, p: torch.Tensor, st: _ParamState) -> None:
+        try:
+            handle = p.register_post_accumulate_grad_hook(self.make_hook(st))
+        except RuntimeError:  # not a leaf: autograd never accumulates into it
+            return
+        self.handles.append(handle)
+        st.hooked = True
+
+    def make_hook(self, st: _ParamState) -> Callable[[torch.Tensor], None]:
+        limit = self.k
+
+        def after_accumulate(p: torch.Tensor) -> None:
+            try:
+                grad = p.grad
+                if grad is None:
+                    return
+                ref = st.ref
+                if ref is None or ref() is not grad:
+                    st.ref = weakref.ref(grad)  # a new .grad: it had been set to None
+                    st.reset()
+                elif grad._version - st.version > 1:
+                    st.reset()  # written in place since the last look: zeroed
+                st.version = grad._version
+                st.count += 1
+                st.total += 1
+                if not self.seen_backward:
+                    self.seen_backward = True
+                    self.first_backward = _site_text()
+                if st.applied and st.count > limit and st.site is None:
+                    st.site = _site_text()
+            except Exception as exc:  # never break the user's backward pass
+                self.errors.append(f"a gradient hook failed: {type(exc).__name__}: {exc}")
+
+        return after_accumulate
+
+    # ------------------------------------------------------------ findings
+
+    def add(
+        self,
+        kind: str,
+        parameter: str | None,
+        optimizer: str | None,
+        step: int | None,
+        make: Callable[[], TrainingFinding],
+    ) -> None:
+        key = (kind, parameter, optimizer)
+        current = self.found.get(key)
+        if current is None:
+            self.found[key] = _Found(make(), [step] if step is not None else [])
+        else:
+            current.occurrences += 1
+            steps_kept(current.steps, step)
+
+    def add_finding(self, finding: TrainingFinding) -> None:
+        key = (finding.kind, finding.parameter, finding.optimizer)
+        if key not in self.found:
+            self.found[key] = _Found(finding, [])
+
+    def scan_tracking(self) -> None:
+        for finding in tracking_findings(
+            self.model,
+            self.optimizers,
+            self.labels,
+            ignored=self.ignored,
+            former_names=self.former_names,
+            replaced_at=self.replaced_at,
+            strict=False,
+        ):
+            self.add_finding(finding)
+
+    def scan_no_gradient(self) -> None:
+        passes = max((st.total for st in self.states.values()), default=0)
+        if passes == 0:
+            return
+        for name, p in self.model.named_parameters():
+            st = self.states.get(id(p))
+            if st is None or not st.hooked or st.total or not p.requires_grad:
+                continue
+            if self.ignored(name):
+                continue
+            self.add_finding(
+                TrainingFinding(
+                    "no_gradient",
+                    name,
+                    expected="every parameter with requires_grad=True gets a gradient from "
+                    "the loss",
+                    found=f"no backward pass gave {name!r} a gradient, while other parameters "
+                    f"received one in {passes} backward pass{'es' if passes != 1 else ''}",
+                    cause="it is not used in the forward pass (a module never called, a branch "
+                    "not taken), or the path from it to the loss is cut by .detach(), .data, "
+                    "torch.no_grad() or .item()",
+                    fix="find the cut with gk.assert_graph_reaches(lambda: loss_fn(model(x)), "
+                    "model); if it is unused on purpose, freeze it (requires_grad_(False)) or "
+                    f"pass ignore=[{name!r}]",
+                    location=self.first_backward,
+                )
+            )
+
+    # ------------------------------------------------------------ optimizer steps
+
+    def sync(self, st: _ParamState, p: torch.Tensor) -> None:
+        """Bring ``st`` up to date with what happened to ``p.grad`` since the last backward."""
+        grad = p.grad
+        if grad is None:
+            if st.ref is not None or st.count or st.manual:
+                st.reset()
+                st.ref = None
+            return
+        ref = st.ref
+        if ref is None or ref() is not grad:  # set by hand: p.grad = ...
+            st.reset()
+            st.ref = weakref.ref(grad)
+            st.version = grad._version
+            st.manual = nonzero(grad)
+        elif grad._version != st.version:  # clipped, unscaled... or zeroed
+            st.version = grad._version
+            if not nonzero(grad):
+                st.reset()
+
+    def judge(self, index: int) -> bool:
+        """Check the gradients step ``step_no[index]`` applies; count them as applied."""
+        opt = self.optimizers[index]
+        step = self.step_no[index]
+        limit = self.k
+        fresh = False
+        trainable = 0
+        stale: list[tuple[_ParamState, int, int]] = []
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if not p.requires_grad:
+                    continue
+                trainable += 1
+                st = self.states.get(id(p))
+                if st is None:
+                    st = self.adopt(p, f"{self.labels[index]} parameter of shape {tuple(p.shape)}")
+                elif not st.hooked:  # unfrozen since the watch began
+                    self.hook(p, st)
+                self.sync(st, p)
+                if st.count > st.applied_count or st.manual:
+                    fresh = True
+                if st.applied and st.count > limit:
+                    stale.append((st, st.count, st.applied))
+                if st.count or st.manual:
+                    st.applied += 1
+                    st.applied_count = st.count
+                    st.manual = False
+        label = self.labels[index]
+        if stale:
+            here = _site_text()
+            for st, count, applied in stale:
+                self.add(
+                    "grad_not_reset",
+                    st.name,
+                    label,
+                    step,
+                    functools.partial(self.stale_finding, st, count, applied, step, label, here),
+                )
+        if not fresh:
+            self.add(
+                "empty_step",
+                None,
+                label,
+                step,
+                functools.partial(self.empty_finding, step, label, trainable, _site_text()),
+            )
+        return fresh
+
+    def stale_finding(
+        self,
+        st: _ParamState,
+        count: int,
+        applied: int,
+        step: int,
+        label: str,
+        step_site: str | None,
+    ) -> TrainingFinding:
+        limit = self.k
+        allowed = (
+            "its gradient is reset (zero_grad) after every optimizer step"
+            if limit == 1
+            else f"its gradient sums at most accumulation_steps={limit} backward passes "
+            "before it is reset"
+        )
+        return TrainingFinding(
+            "grad_not_reset",
+            st.name,
+            expected=allowed,
+            found=f"the gradient step {step} applied summed {count} backward passes, and "
+            f"{applied} earlier step{'s' if applied != 1 else ''} had already applied part "
+            "of it: those gradients are applied again, so the update goes in the wrong "
+            "direction",
+            cause="optimizer.zero_grad() (or model.zero_grad()) is missing from the loop, runs "
+            "less often than step(), or is called on another optimizer than the one stepping",
+            fix="call optimizer.zero_grad() once per step, before loss.backward() or after "
+            "optimizer.step(); to accumulate on purpose over k backward passes, pass "
+            "accumulation_steps=k",
+            step=step,
+            optimizer=label,
+            location=st.site or step_site,
+        )
+
+    def empty_finding(
+        self, step: int, label: str, trainable: int, site: str | None
+    ) -> TrainingFinding:
+        if trainable == 0:
+            found = (
+                f"{label} holds no parameter that requires grad: step {step} has nothing to apply"
+            )
+        else:
+            found = (
+                f"none of the {trainable} trainable parameters {label} holds received a "
+                f"gradient since the previous step: step {step} applies no new gradient "
+                "(only momentum or weight decay, if any)"
+            )
+        return TrainingFinding(
+            "empty_step",
+            None,
+            expected="each optimizer step applies gradients from at least one backward pass",
+            found=found,
+            cause="zero_grad() is called between loss.backward() and optimizer.step(), "
+            "backward() is not called (or on another model), or step() is called twice",
+            fix="order each iteration as zero_grad(), forward, loss.backward(), "
+            "optimizer.step() (zero_grad() may also come last)",
+            step=step,
+            optimizer=label,
+            location=site,
+        )
+
+    def before_step(self, index: int, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        try:
+            self.step_no[index] += 1
+            closure = kwargs.get("closure") if kwargs else None
+            if closure is None and args:
+                closure = args[0]
+            frozen: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
+            written: list[tuple[torch.Tensor, int]] = []
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.requires_grad:
+                        if p.grad is not None:
+                            written.append((p, p._version))
+                    else:
+                        before = p.detach().clone() if p.grad is not None else None
+                        frozen.append((p, p._version, before))
+            record = _StepRecord(closure is not None, frozen, written)
+            self.pending[index] = record
+            if closure is None:
+                record.fresh = self.judge(index)
+        except Exception as exc:
+            self.errors.append(f"a step pre-hook failed: {type(exc).__name__}: {exc}")
+
+    def after_step(self, index: int, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        try:
+            record = self.pending.pop(index, None)
+            if record is None:
+                return
+            if record.closure:
+                record.fresh = self.judge(index)
+            step, label = self.step_no[index], self.labels[index]
+            for p, version, before in record.frozen:
+                if p._version == version:
+                    continue
+                if before is not None and _bits_equal(before, p.detach()):
+                    continue
+                st = self.states.get(id(p))
+                name = st.name if st is not None else f"parameter of shape {tuple(p.shape)}"
+                self.add(
+                    "frozen_param_updated",
+                    name,
+                    label,
+                    step,
+                    functools.partial(
+                        _frozen_finding, name, step, label, before is not None, _site_text()
+                    ),
+                )
+            written = record.written
+            if record.fresh and written and all(p._version == v for p, v in written):
+                self.add(
+                    "empty_step",
+                    None,
+                    label,
+                    step,
+                    functools.partial(_unwritten_finding, step, label, len(written), _site_text()),
+                )
+        except Exception as exc:
+            self.errors.append(f"a step post-hook failed: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------ re-assignment
+
+    def on_register(self, module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        try:
+            prefix = self.module_names.get(id(module))
+            if prefix is None:
+                return
+            qualname = f"{prefix}.{name}" if prefix else name
+            old = dict(module.named_parameters(recurse=False)).get(name)
+            if old is param or self.ignored(qualname):
+                return
+            if old is not None:
+                self.former_names.setdefault(id(old), qualname)
+            site = _site_text()
+            if site is not None:
+                self.replaced_at[qualname] = site
+            if param is not None and id(param) not in self.states:
+                self.adopt(param, qualname)
+        except Exception as exc:
+            self.errors.append(f"the registration hook failed: {type(exc).__name__}: {exc}")
+
+
+def _frozen_finding(
+    name: str, step: int, label: str, had_grad: bool, site: str | None
+) -> TrainingFinding:
+    found = f"{name!r} has requires_grad=False, yet step {step} of {label} changed it"
+    if had_grad:
+        found += " (it still has a .grad, left from before it was frozen)"
+    return TrainingFinding(
+        "frozen_param_updated",
+        name,
+        expected="a parameter with requires_grad=False keeps its values",
+        found=found,
+        cause="it was frozen after the optimizer was built and still has a .grad "
+        "(zero_grad(set_to_none=False) keeps a zero gradient): weight decay and momentum "
+        "keep moving it",
+        fix="when freezing, also set p.grad = None (zero_grad(set_to_none=True)), and leave "
+        "frozen parameters out of the optimizer (or its weight decay)",
+        step=step,
+        optimizer=label,
+        location=site,
+    )
+
+
+def _unwritten_finding(step: int, label: str, count: int, site: str | None) -> TrainingFinding:
+    return TrainingFinding(
+        "empty_step",
+        None,
+        expected="an optimizer step writes the parameters it has gradients for",
+        found=f"step {step} of {label} wrote none of the {count} parameters that had a gradient",
+        cause="the optimizer's step() skips them (a custom optimizer, or parameters with "
+        "requires_grad changed inside step)",
+        fix="check the optimizer's step(): it must update every parameter with a gradient",
+        step=step,
+        optimizer=label,
+        location=site,
+    )
+
+
+class TrainingWatcher(contextlib.ContextDecorator):
+    """Hooks around a training loop; made by :func:`watch_training` (see there for the checks).
+
+    A context manager and a decorator. Each ``with`` block (or each call of a
+    decorated function) is one watch: hooks are added on entry, removed on exit,
+    and what was found becomes :attr:`report`.
+
+    Examples:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> watcher = watch_training(model, opt)
+        >>> with watcher:
+        ...     for _ in range(2):
+        ...         opt.zero_grad()
+        ...         model(torch.ones(1, 2)).sum().backward()
+        ...         opt.step()
+        >>> watcher.report.passed, watcher.report.optimizer_steps
+        (True, 2)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+        *,
+        accumulation_steps: int = 1,
+        on_error: OnError = "raise",
+        ignore: str | Sequence[str] = (),
+        msg: Msg = None,
+    ) -> None:
+        self._model = check_model(model)
+        self._optimizers = as_optimizers(optimizer)
+        check_int(accumulation_steps, "accumulation_steps", min_value=1)
+        check_choice(on_error, _ON_ERROR, "on_error")
+        self._ignored = ignore_matcher(ignore)
+        check_msg(msg)
+        self._accumulation_steps = accumulation_steps
+        self._on_error: OnError = on_error
+        self._msg = msg
+        self._session: _Session | None = None
+        self._report: TrainingReport | None = None
+        self._check = "watch_training"
+        self._publish = True
+        self._active_keys: list[int] = []
+
+    @property
+    def report(self) -> TrainingReport | None:
+        """What the last finished watch found (``None`` before the first one ends).
+
+        Examples:
+            >>> import torch
+            >>> watch_training(torch.nn.Linear(1, 1), torch.optim.SGD(
+            ...     torch.nn.Linear(1, 1).parameters(), lr=0.1)).report is None
+            True
+        """
+        return self._report
+
+    @property
+    def findings(self) -> tuple[TrainingFinding, ...]:
+        """What the running watch found so far (steps seen; end-of-watch checks not yet run).
+
+        After the watch, the findings of :attr:`report`.
+
+        Examples:
+            >>> import torch
+            >>> m = torch.nn.Linear(1, 1)
+            >>> with watch_training(m, torch.optim.SGD(m.parameters(), lr=0.1)) as w:
+            ...     w.findings
+            ()
+        """
+        if self._session is None:
+            return self._report.findings if self._report is not None else ()
+        return tuple(f.finding for f in self._session.found.values())
+
+    def __enter__(self) -> TrainingWatcher:
+        if self._session is not None:
+            raise InvalidArgument(
+                "this watch_training(...) is already active: a watcher cannot be entered "
+                "again inside its own block."
+            )
+        name = type(self._model).__name__
+        keys = [(id(m), f"module {(n or name)!r}") for n, m in self._model.named_modules()]
+        keys += [
+            (id(o), label)
+            for o, label in zip(self._optimizers, optimizer_labels(self._optimizers), strict=True)
+        ]
+        busy = [label for key, label in keys if key in _ACTIVE]
+        if busy:
+            raise InvalidArgument(
+                f"{busy[0]} is already watched by an enclosing watch_training(...): nested "
+                "watchers would count every backward pass and step twice. Watch once, "
+                "around the outermost loop (or end the other watch first)."
+            )
+        session = _Session(self._model, self._optimizers, self._accumulation_steps, self._ignored)
+        session.open()
+        for key, label in keys:
+            _ACTIVE[key] = label
+        self._active_keys = [key for key, _ in keys]
+        self._session = session
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        __tracebackhide__ = True
+        session = self._session
+        if session is None:
+            return
+        self._session = None
+        try:
+            report = session.close(type(self._model).__name__, self._check)
+        finally:
+            session.remove_hooks()
+            for key in self._active_keys:
+                _ACTIVE.pop(key, None)
+        self._report = report
+        if self._publish:
+            recording.publish(report)
+        if report.passed or self._on_error == "record":
+            return
+        text = apply_msg(report.summary(), self._msg)
+        if exc is not None:  # the block's own exception goes first; ours rides along
+            if hasattr(exc, "add_note"):
+                exc.add_note(text)
+            return
+        if self._on_error == "raise":
+            raise TrainingLoopError(text, report)
+        warnings.warn(text, TrainingLoopWarning, stacklevel=2)
+
+
+def watch_training(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+    *,
+    accumulation_steps: int = 1,
+    on_error: OnError = "raise",
+    ignore: str | Sequence[str] = (),
+    msg: Msg = None,
+) -> TrainingWatcher:
+    """Watch a training loop, however it is written, for bugs that do not crash it.
+
+    Use it as a context manager around the loop (or as a decorator on the
+    function that runs it). It finds, each naming the parameter (qualified
+    name), the optimizer step, what was expected, the likely cause, the fix and
+    the user's source line:
+
+    * ``grad_not_reset`` — a step applies a gradient that an earlier step already
+      applied: ``zero_grad()`` missing, placed so it runs less often than
+      ``step()``, or called on another optimizer. Several backward passes
+      between two steps (several losses, or accumulation with one step every k
+      passes) are fine; a loop that steps every pass but zeroes every k passes
+      needs ``accumulation_steps=k``.
+    * ``empty_step`` — a step with no new gradient (``zero_grad()`` between
+      ``backward()`` and ``step()``, a missing ``backward()``, two steps per pass).
+    * ``param_replaced`` / ``param_not_in_optimizer`` / ``param_not_in_model`` /
+      ``param_in_two_optimizers`` — the model and the optimizers disagree on
+      which tensors are trained (``net.fc1.weight = nn.Parameter(...)`` after the
+      optimizer was built). Writing through ``.data``, ``copy_()`` under
+      ``no_grad``, ``load_state_dict`` and ``model.to(dtype)`` are fine.
+    * ``no_gradient`` — a trainable parameter no backward pass reached (unused,
+      or cut off by ``detach()``).
+    * ``frozen_param_updated`` — a step changed a parameter with
+      ``requires_grad=False`` (weight decay or momentum on a stale ``.grad``).
+
+    The watched loop trains bit for bit as it would unwatched (the hooks only
+    read), every hook is removed at the end of the block, also when it raises,
+    and the report is published to the pytest plugin's results. Several
+    optimizers, learning-rate schedulers, ``torch.amp.GradScaler`` (a skipped
+    step is no step), closures (``LBFGS``), ``set_to_none`` either way and
+    ``model.zero_grad()`` are understood. Not seen: accumulation under
+    ``create_graph=True`` (each pass makes a new ``.grad``) and optimizers that
+    are not ``torch.optim.Optimizer``.
+
+    Args:
+        model: the module being trained (one ``nn.Module``; wrap several in an
+            ``nn.ModuleDict``).
+        optimizer: the optimizer, or a list of them, that train it.
+        accumulation_steps: how many backward passes a gradient may sum across
+            optimizer steps before it must be reset (1: reset after every step).
+        on_error: at the end of the block, ``"raise"`` a :class:`TrainingLoopError`,
+            ``"warn"`` with a :class:`TrainingLoopWarning`, or ``"record"`` (only
+            :attr:`TrainingWatcher.report`). If the block itself raises, that
+            exception propagates, with the findings added as a note.
+        ignore: qualified parameter names or shell patterns (``"head.*"``) to
+            leave out of every check.
+        msg: text put before the message, or a callable that rewrites it.
+
+    Returns:
+        A :class:`TrainingWatcher`; after the block its ``report`` holds the
+        :class:`TrainingReport`.
+
+    Raises:
+        TrainingLoopError: at the end of the block, when something was found
+            and ``on_error="raise"``.
+        InvalidArgument: a model without parameters, a bad ``accumulation_steps``
+            or ``on_error``, or (on entry) a model or optimizer already being
+            watched; :class:`InvalidArgumentType` for an optimizer that is not a
+            ``torch.optim.Optimizer`` or a model that is not a module.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> model = torch.nn.Linear(3, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+        >>> with gk.watch_training(model, opt):
+        ...     for _ in range(3):
+        ...         opt.zero_grad()
+        ...         torch.nn.functional.mse_loss(model(x), y).backward()
+        ...         opt.step()
+        >>> with gk.watch_training(model, opt, on_error="record") as watch:
+        ...     for _ in range(3):  # zero_grad() forgotten
+        ...         torch.nn.functional.mse_loss(model(x), y).backward()
+        ...         opt.step()
+        >>> [(f.kind, f.parameter, f.step) for f in watch.report.findings]
+        [('grad_not_reset', 'weight', 2), ('grad_not_reset', 'bias', 2)]
+    """
+    return TrainingWatcher(
+        model,
+        optimizer,
+        accumulation_steps=accumulation_steps,
+        on_error=on_error,
+        ignore=ignore,
+        msg=msg,
+    )
