@@ -21,6 +21,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gradcheck_kit._src.asserts import assert_gradients_close as assert_gradients_close
     from gradcheck_kit._src.asserts import assert_module_gradients as assert_module_gradients
+    from gradcheck_kit._src.autograd_function import (
+        assert_autograd_function as assert_autograd_function,
+    )
+    from gradcheck_kit._src.autograd_function import (
+        check_autograd_function as check_autograd_function,
+    )
+    from gradcheck_kit._src.errors import AutogradFunctionError as AutogradFunctionError
     from gradcheck_kit._src.errors import GradcheckError as GradcheckError
     from gradcheck_kit._src.errors import GradcheckKitError as GradcheckKitError
     from gradcheck_kit._src.errors import GradientMismatchError as GradientMismatchError
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
         NondeterministicFunctionError as NondeterministicFunctionError,
     )
     from gradcheck_kit._src.errors import NonFiniteOutputError as NonFiniteOutputError
+    from gradcheck_kit._src.errors import TrainingDivergenceError as TrainingDivergenceError
     from gradcheck_kit._src.errors import TrainingLoopError as TrainingLoopError
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
     from gradcheck_kit._src.errors import UnsupportedInputError as UnsupportedInputError
@@ -45,12 +53,24 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.graph import assert_requires_grad as assert_requires_grad
     from gradcheck_kit._src.graph import assert_shares_memory as assert_shares_memory
     from gradcheck_kit._src.graph import graph_nodes as graph_nodes
+    from gradcheck_kit._src.manual import assert_matches_manual as assert_matches_manual
+    from gradcheck_kit._src.manual import check_matches_manual as check_matches_manual
     from gradcheck_kit._src.results import SCHEMA_VERSION as SCHEMA_VERSION
+    from gradcheck_kit._src.results import AuditFinding as AuditFinding
+    from gradcheck_kit._src.results import FunctionAuditResult as FunctionAuditResult
     from gradcheck_kit._src.results import GradCheckResult as GradCheckResult
     from gradcheck_kit._src.results import Hint as Hint
+    from gradcheck_kit._src.results import ManualCheckResult as ManualCheckResult
+    from gradcheck_kit._src.results import ManualPairResult as ManualPairResult
     from gradcheck_kit._src.results import PairResult as PairResult
     from gradcheck_kit._src.results import ProbeResult as ProbeResult
+    from gradcheck_kit._src.results import SameTrainingResult as SameTrainingResult
+    from gradcheck_kit._src.results import SecondOrderResult as SecondOrderResult
+    from gradcheck_kit._src.results import ThreeWayElement as ThreeWayElement
+    from gradcheck_kit._src.results import TrajectoryDivergence as TrajectoryDivergence
     from gradcheck_kit._src.results import WorstElement as WorstElement
+    from gradcheck_kit._src.second_order import assert_second_order as assert_second_order
+    from gradcheck_kit._src.second_order import check_second_order as check_second_order
     from gradcheck_kit._src.training.assertions import (
         assert_optimizer_tracks as assert_optimizer_tracks,
     )
@@ -65,9 +85,14 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.training.findings import TrainingReport as TrainingReport
     from gradcheck_kit._src.training.watcher import TrainingWatcher as TrainingWatcher
     from gradcheck_kit._src.training.watcher import watch_training as watch_training
+    from gradcheck_kit._src.trajectories import assert_same_training as assert_same_training
+    from gradcheck_kit._src.trajectories import check_same_training as check_same_training
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AuditFinding",
+    "AutogradFunctionError",
+    "FunctionAuditResult",
     "GradCheckResult",
     "GradcheckError",
     "GradcheckKitError",
@@ -77,21 +102,30 @@ __all__ = [
     "InvalidArgument",
     "InvalidArgumentType",
     "JacobianTooLargeError",
+    "ManualCheckResult",
+    "ManualPairResult",
     "NonFiniteOutputError",
     "NondeterministicFunctionError",
     "PairResult",
     "ProbeResult",
+    "SameTrainingResult",
+    "SecondOrderResult",
+    "ThreeWayElement",
+    "TrainingDivergenceError",
     "TrainingFinding",
     "TrainingLoopError",
     "TrainingLoopWarning",
     "TrainingReport",
     "TrainingWatcher",
+    "TrajectoryDivergence",
     "UnsupportedInputError",
     "WorstElement",
+    "assert_autograd_function",
     "assert_detached",
     "assert_grad_is_none",
     "assert_gradients_close",
     "assert_graph_reaches",
+    "assert_matches_manual",
     "assert_module_gradients",
     "assert_no_graph",
     "assert_no_shared_memory",
@@ -99,10 +133,16 @@ __all__ = [
     "assert_params_frozen",
     "assert_params_updated",
     "assert_requires_grad",
+    "assert_same_training",
+    "assert_second_order",
     "assert_shares_memory",
     "assert_zero_grad_between_steps",
+    "check_autograd_function",
     "check_gradients",
+    "check_matches_manual",
     "check_module_gradients",
+    "check_same_training",
+    "check_second_order",
     "graph_nodes",
     "watch_training",
 ]
@@ -152,6 +192,24 @@ _LAZY_IMPORTS: dict[str, str] = {
     "InvalidArgumentType": "gradcheck_kit._src.errors",
     "TrainingLoopError": "gradcheck_kit._src.errors",
     "TrainingLoopWarning": "gradcheck_kit._src.errors",
+    "assert_matches_manual": "gradcheck_kit._src.manual",
+    "check_matches_manual": "gradcheck_kit._src.manual",
+    "assert_autograd_function": "gradcheck_kit._src.autograd_function",
+    "check_autograd_function": "gradcheck_kit._src.autograd_function",
+    "assert_second_order": "gradcheck_kit._src.second_order",
+    "check_second_order": "gradcheck_kit._src.second_order",
+    "assert_same_training": "gradcheck_kit._src.trajectories",
+    "check_same_training": "gradcheck_kit._src.trajectories",
+    "AuditFinding": "gradcheck_kit._src.results",
+    "FunctionAuditResult": "gradcheck_kit._src.results",
+    "ManualCheckResult": "gradcheck_kit._src.results",
+    "ManualPairResult": "gradcheck_kit._src.results",
+    "SameTrainingResult": "gradcheck_kit._src.results",
+    "SecondOrderResult": "gradcheck_kit._src.results",
+    "ThreeWayElement": "gradcheck_kit._src.results",
+    "TrajectoryDivergence": "gradcheck_kit._src.results",
+    "AutogradFunctionError": "gradcheck_kit._src.errors",
+    "TrainingDivergenceError": "gradcheck_kit._src.errors",
 }
 
 

@@ -33,7 +33,18 @@ ADAPTER_MODULES = (
 # The checks layer of _src (STYLE.md); the core must not import it.
 CHECK_MODULES = tuple(
     f"gradcheck_kit._src.{name}"
-    for name in ("gradcheck", "diagnose", "manual", "training", "graph", "devices", "asserts")
+    for name in (
+        "gradcheck",
+        "diagnose",
+        "manual",
+        "training",
+        "graph",
+        "devices",
+        "asserts",
+        "autograd_function",
+        "second_order",
+        "trajectories",
+    )
 )
 CORE_MODULES = tuple(
     f"gradcheck_kit._src.{name}"

@@ -25,6 +25,8 @@ __all__ = [
     "GraphCheckError",
     "TrainingLoopWarning",
     "InvalidArgumentType",
+    "AutogradFunctionError",
+    "TrainingDivergenceError",
 ]
 
 
@@ -185,3 +187,23 @@ class AutogradFunctionError(GradcheckError):
         >>> issubclass(AutogradFunctionError, GradcheckError)
         True
     """
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class TrainingDivergenceError(GradcheckError):
+    """Two training loops that should follow the same trajectory part ways.
+
+    The exception carries the comparison as ``.result``.
+
+    Examples:
+        >>> err = TrainingDivergenceError("Training loops diverge!")
+        >>> isinstance(err, AssertionError), err.result is None
+        (True, True)
+    """
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result

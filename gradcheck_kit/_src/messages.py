@@ -7,9 +7,28 @@ Imports no torch.
 
 from __future__ import annotations
 
-from .results import GradCheckResult, PairResult
+from .results import (
+    FunctionAuditResult,
+    GradCheckResult,
+    ManualCheckResult,
+    ManualPairResult,
+    PairResult,
+    SameTrainingResult,
+    ThreeWayElement,
+)
 
-__all__ = ["PREFIX", "format_result", "reproduce_line"]
+__all__ = [
+    "PREFIX",
+    "format_result",
+    "reproduce_line",
+    "format_manual_result",
+    "odd_one_out_text",
+    "odd_one_out_cause",
+    "reproduce_manual_line",
+    "format_second_order",
+    "format_audit_result",
+    "format_training_result",
+]
 
 PREFIX = "[gradcheck]"
 _MAX_PAIRS_SHOWN = 3
@@ -145,4 +164,306 @@ def format_result(result: GradCheckResult) -> str:
         lines.append(f"Note: {note}")
     if not result.passed:
         lines.append(f"Reproduce: {reproduce_line(result)}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ hand-written derivatives
+
+_ODD_SENTENCE = {
+    "manual": "your derivative disagrees with both autograd and finite differences",
+    "autograd": "autograd disagrees with both your derivative and finite differences",
+    "numeric": "finite differences disagree with both your derivative and autograd",
+    "none": "your derivative, autograd and finite differences all disagree",
+}
+
+_ODD_CAUSE = {
+    "manual": "the mistake is in your derivative; fn's autograd gradient is right.",
+    "autograd": (
+        "your derivative is right and fn's own backward is wrong (a custom "
+        "autograd.Function's backward, a .detach() or .data, an in-place op); training "
+        "with loss.backward() would use the wrong gradient."
+    ),
+    "numeric": (
+        "your derivative and autograd agree with each other, so they share one formula: "
+        "either both are wrong the same way (fn calls a custom autograd.Function whose "
+        "backward your derivative repeats), or fn is not smooth at these inputs (a kink, a "
+        "branch, a rounding step), where finite differences mean nothing: try another point."
+    ),
+    "none": (
+        "each disagrees with the other two: check fn's backward alone with "
+        "check_gradients(fn, inputs), then your derivative."
+    ),
+}
+
+_ODD_LABEL = {
+    "manual": "yours",
+    "autograd": "autograd",
+    "numeric": "numeric",
+    "none": "all differ",
+}
+
+
+def reproduce_manual_line(result: ManualCheckResult) -> str:
+    """The call that repeats a three-way check with the numbers it actually used."""
+    given = (
+        "manual_grad, inputs"
+        if result.interface == "grad"
+        else "inputs=inputs, manual_vjp=manual_vjp"
+    )
+    return (
+        f"gradcheck_kit.check_matches_manual({result.name}, {given}, mode={result.mode!r}, "
+        f"dtype={result.dtype_policy!r}, eps={result.eps:.3g}, atol={result.atol:.3g}, "
+        f"rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r})"
+    )
+
+
+def _where(pair: ManualPairResult, e: ThreeWayElement) -> str:
+    text = f"at index {_idx(e.input_index)} of '{pair.input}'"
+    if pair.output_shape:
+        text += f" (output '{pair.output}' index {_idx(e.output_index)})"
+    return text
+
+
+def odd_one_out_text(pair: ManualPairResult, e: ThreeWayElement) -> str:
+    """One sentence: which of the three is the odd one out at ``e``, with the three values.
+
+    Examples:
+        >>> from gradcheck_kit._src.results import ManualPairResult, ThreeWayElement
+        >>> e = ThreeWayElement((), (0,), manual=-1.0, autograd=1.0, numeric=1.0,
+        ...                     allowed=0.001, odd_one_out="manual")
+        >>> pair = ManualPairResult("output", "x", (), (2,), passed=False, total=2,
+        ...     manual_wrong=1, autograd_wrong=0, numeric_wrong=0, all_differ=0,
+        ...     max_abs_error=2.0, worst=(e,))
+        >>> odd_one_out_text(pair, e)[:60]
+        'your derivative disagrees with both autograd and finite diff'
+    """
+    return (
+        f"{_ODD_SENTENCE[e.odd_one_out]} {_where(pair, e)}: yours {_g(e.manual)}, autograd "
+        f"{_g(e.autograd)}, finite differences {_g(e.numeric)} (|diff| {_g(e.abs_error)}, "
+        f"up to {e.allowed:.2g} allowed)."
+    )
+
+
+def odd_one_out_cause(odd: str) -> str:
+    """The likely cause when ``odd`` (``manual``, ``autograd``, ``numeric``, ``none``) is wrong.
+
+    Examples:
+        >>> odd_one_out_cause("manual")
+        "the mistake is in your derivative; fn's autograd gradient is right."
+    """
+    return _ODD_CAUSE[odd]
+
+
+def _manual_pair_text(pair: ManualPairResult) -> list[str]:
+    pct = 100.0 * pair.mismatched / pair.total if pair.total else 0.0
+    named = ", ".join(f"{_ODD_LABEL[k]} {n}" for k, n in pair.counts.items() if n)
+    lines = [
+        f"Mismatched elements: {pair.mismatched} / {pair.total} ({pct:.1f}%); odd one out: {named}",
+        f"The failure occurred for output {pair.output!r}, input {pair.input!r}",
+    ]
+    if pair.worst:
+        lines.append("")
+        out = pair.output + ("[i]" if pair.output_shape else "")
+        lines.append(
+            f"  {'d ' + out + ' / d ' + pair.input + '[j]':<36} {'yours':>12} {'autograd':>12} "
+            f"{'numeric':>12} {'|diff|':>10} {'allowed':>10}  odd one out"
+        )
+        for e in pair.worst:
+            where = f"j={_idx(e.input_index)}"
+            if pair.output_shape:
+                where = f"i={_idx(e.output_index)} " + where
+            lines.append(
+                f"  {where:<36} {e.manual:>12.6g} {e.autograd:>12.6g} {e.numeric:>12.6g} "
+                f"{e.abs_error:>10.3g} {e.allowed:>10.3g}  {_ODD_LABEL[e.odd_one_out]}"
+            )
+    return lines
+
+
+def format_manual_result(result: ManualCheckResult) -> str:
+    """Render a three-way comparison: which of the three is the odd one out, where, and why.
+
+    Examples:
+        >>> from gradcheck_kit._src.results import (ManualCheckResult, ManualPairResult,
+        ...     ThreeWayElement)
+        >>> e = ThreeWayElement((), (1,), manual=1.0, autograd=2.0, numeric=2.0,
+        ...                     allowed=0.002, odd_one_out="manual")
+        >>> pair = ManualPairResult("output", "inputs[0]", (), (3,), passed=False, total=3,
+        ...     manual_wrong=1, autograd_wrong=0, numeric_wrong=0, all_differ=0,
+        ...     max_abs_error=1.0, worst=(e,))
+        >>> r = ManualCheckResult(name="f", passed=False, status="mismatch",
+        ...     odd_one_out="manual", mode="full", mode_requested="auto", dtype="float64",
+        ...     dtype_policy="float64", eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, rng="fixed",
+        ...     interface="grad", pairs=(pair,))
+        >>> line = format_manual_result(r).splitlines()[2]
+        >>> line.startswith("Odd one out: your derivative disagrees with both autograd and "
+        ...                 "finite differences at index (1,) of 'inputs[0]': yours 1, autograd 2")
+        True
+    """
+    how = f"{result.mode} mode, {result.dtype}"
+    if result.interface == "vjp":
+        how += ", manual_vjp"
+    head = f"({result.check} of {result.name!r}, {how})"
+    lines: list[str] = []
+    if result.status == "nondeterministic":
+        lines += [f"{PREFIX} fn is not deterministic {head}", ""]
+        lines += [h.text for h in result.hints]
+    elif result.passed:
+        lines.append(f"{PREFIX} Your derivative matches autograd and finite differences {head}")
+        total = sum(p.total for p in result.pairs)
+        lines.append(f"{len(result.pairs)} gradient block(s), {total} entries compared three ways")
+    else:
+        lines.append(f"{PREFIX} Derivatives disagree! {head}")
+        failing = [p for p in result.pairs if not p.passed]
+        if failing:
+            first = failing[0]
+            odd = result.odd_one_out or first.odd_one_out or "none"
+            shown = [e for e in first.worst if e.odd_one_out == odd] or list(first.worst)
+            lines.append("")
+            if shown:
+                lines.append(f"Odd one out: {odd_one_out_text(first, shown[0])}")
+            lines.append(f"Likely cause: {_ODD_CAUSE[odd]}")
+        for pair in failing[:_MAX_PAIRS_SHOWN]:
+            lines.append("")
+            lines += _manual_pair_text(pair)
+        if len(failing) > _MAX_PAIRS_SHOWN:
+            lines.append("")
+            lines.append(
+                f"... and {len(failing) - _MAX_PAIRS_SHOWN} more mismatching block(s): "
+                + ", ".join(f"{p.output!r}/{p.input!r}" for p in failing[_MAX_PAIRS_SHOWN:])
+            )
+        # the odd_one_out hint repeats the lines above for one-line reports (result.hint)
+        shown_hints = [h for h in result.hints if h.kind != "odd_one_out"]
+        if shown_hints:
+            lines.append("")
+            lines += [f"Hint: {h.text}" for h in shown_hints]
+    lines += [f"Note: {note}" for note in result.notes]
+    if not result.passed:
+        lines.append(f"Reproduce: {reproduce_manual_line(result)}")
+    return "\n".join(lines)
+
+
+def format_second_order(result: GradCheckResult) -> str:
+    """Render a second-order check: :func:`format_result` read one order up.
+
+    Examples:
+        >>> from gradcheck_kit._src.results import SecondOrderResult
+        >>> r = SecondOrderResult(name="f", passed=True, status="passed", mode="full",
+        ...     mode_requested="auto", dtype="float64", dtype_policy="float64", eps=1e-6,
+        ...     atol=1e-5, rtol=1e-3, seed=0, rng="fixed")
+        >>> format_second_order(r).splitlines()[0]
+        "[gradcheck] Second derivatives match (check_second_order of 'f', full mode, float64)"
+    """
+    lines = format_result(result).splitlines()
+    head = _header(result)
+    if result.passed:
+        lines[0] = f"{PREFIX} Second derivatives match {head}"
+    elif result.hints and result.hints[0].kind == "double_backward" and not result.pairs:
+        lines[0] = f"{PREFIX} Double backward failed! {head}"
+    elif result.status != "nondeterministic":
+        lines[0] = f"{PREFIX} Second derivatives are not close! {head}"
+        lines.insert(
+            1,
+            "(the Hessian: 'analytic' is double backward through autograd, 'numeric' finite "
+            "differences of the gradient)",
+        )
+    reproduce = (
+        f"Reproduce: gradcheck_kit.check_second_order({result.name}, inputs, "
+        f"mode={result.mode!r}, dtype={result.dtype_policy!r}, eps={result.eps:.3g}, "
+        f"atol={result.atol:.3g}, rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r})"
+    )
+    return "\n".join(reproduce if line.startswith("Reproduce: ") else line for line in lines)
+
+
+_AUDIT_STATUS = {"passed": "passed ", "failed": "FAILED ", "skipped": "skipped"}
+
+
+def format_audit_result(result: FunctionAuditResult) -> str:
+    """Render an audit of a custom autograd.Function: one line per property examined.
+
+    Examples:
+        >>> from gradcheck_kit._src.results import AuditFinding, FunctionAuditResult
+        >>> r = FunctionAuditResult(name="Square", passed=False, dtype="float64",
+        ...     dtype_policy="float64", seed=0,
+        ...     findings=(AuditFinding("gradient_dtype", "failed", "float32 for float64"),))
+        >>> print(format_audit_result(r).splitlines()[2])
+          FAILED  gradient_dtype: float32 for float64
+    """
+    head = f"({result.check} of {result.name!r}, {result.dtype})"
+    failed = result.failed
+    if result.passed:
+        lines = [f"{PREFIX} autograd.Function audit passed {head}"]
+    else:
+        lines = [
+            f"{PREFIX} autograd.Function audit failed: {len(failed)} of "
+            f"{len(result.findings)} checks {head}"
+        ]
+    lines.append("")
+    for f in result.findings:
+        lines.append(f"  {_AUDIT_STATUS.get(f.status, f.status)} {f.check}: {f.text}")
+    if result.hints and not result.passed:
+        lines.append("")
+        lines += [f"Hint: {h.text}" for h in result.hints]
+    lines += [f"Note: {note}" for note in result.notes]
+    for label, nested in (
+        ("Backward against finite differences", result.gradient),
+        ("Double backward against finite differences of the gradient", result.second_order),
+    ):
+        if nested is not None and not nested.passed:
+            lines += ["", f"{label}:"]
+            lines += ["    " + line if line else "" for line in nested.summary().splitlines()]
+    if not result.passed:
+        lines.append(
+            f"Reproduce: gradcheck_kit.check_autograd_function({result.name}, inputs, "
+            f"dtype={result.dtype_policy!r}, seed={result.seed})"
+        )
+    return "\n".join(lines)
+
+
+def format_training_result(result: SameTrainingResult) -> str:
+    """Render a comparison of two training loops: the first step and entry where they part.
+
+    Examples:
+        >>> from gradcheck_kit._src.results import SameTrainingResult
+        >>> r = SameTrainingResult(name="a vs b", step_a="a", step_b="b", passed=True,
+        ...     steps=10, steps_run=10, dtype="float32", atol=3e-4, rtol=3e-4, seed=0,
+        ...     parameters=("params",), max_abs_error=1e-7)
+        >>> format_training_result(r).splitlines()[0]
+        "[gradcheck] Training loops agree (check_same_training of 'a' vs 'b', 10 steps, float32)"
+    """
+    head = (
+        f"({result.check} of {result.step_a!r} vs {result.step_b!r}, {result.steps} steps, "
+        f"{result.dtype})"
+    )
+    d = result.divergence
+    if result.passed or d is None:
+        lines = [
+            f"{PREFIX} Training loops agree {head}",
+            f"Greatest difference over {result.steps_run} steps: {_g(result.max_abs_error)} "
+            f"(atol={result.atol:.3g}, rtol={result.rtol:.3g}) in {len(result.parameters)} "
+            f"parameter(s)",
+        ]
+    else:
+        lines = [
+            f"{PREFIX} Training loops diverge! {head}",
+            "",
+            f"First divergence after step {d.step} of {result.steps}, parameter "
+            f"{d.parameter!r} at index {_idx(d.index)}:",
+            f"  {result.step_a}: {d.value_a:.8g}   {result.step_b}: {d.value_b:.8g}   "
+            f"|diff| {_g(d.abs_error)} (up to {d.allowed:.2g} allowed)",
+        ]
+        if d.parameter_errors:
+            lines.append(
+                "Greatest difference per parameter at that step: "
+                + ", ".join(f"{name!r} {_g(err)}" for name, err in d.parameter_errors)
+            )
+        if result.hints:
+            lines.append("")
+            lines += [f"Hint: {h.text}" for h in result.hints]
+    lines += [f"Note: {note}" for note in result.notes]
+    if not result.passed:
+        lines.append(
+            f"Reproduce: gradcheck_kit.check_same_training({result.step_a}, {result.step_b}, "
+            f"params, steps={result.steps}, atol={result.atol:.3g}, rtol={result.rtol:.3g}, "
+            f"seed={result.seed})"
+        )
     return "\n".join(lines)

@@ -22,6 +22,14 @@ __all__ = [
     "PairResult",
     "ProbeResult",
     "GradCheckResult",
+    "ThreeWayElement",
+    "ManualPairResult",
+    "ManualCheckResult",
+    "SecondOrderResult",
+    "AuditFinding",
+    "FunctionAuditResult",
+    "TrajectoryDivergence",
+    "SameTrainingResult",
 ]
 
 SCHEMA_VERSION = 1
@@ -422,5 +430,642 @@ class GradCheckResult:
             evaluations=int(data["evaluations"]),
             vectorized=bool(data["vectorized"]),
             check=data.get("check", "check_gradients"),
+            test_id=data.get("test_id"),
+        )
+
+
+# ------------------------------------------------------------------ hand-written derivatives
+
+OddOneOut = Literal["manual", "autograd", "numeric", "none"]
+
+# The order in which a block's categories are named when several occur.
+_ODD_ORDER: tuple[str, ...] = ("manual", "autograd", "numeric", "none")
+
+
+def _opt_index(value: Any) -> tuple[int, ...]:
+    return tuple(int(i) for i in value)
+
+
+@dataclass(frozen=True)
+class ThreeWayElement:
+    """One gradient entry seen three ways: the user's derivative, autograd, finite differences.
+
+    ``odd_one_out`` names the one that disagrees with the other two:
+    ``"manual"`` (your derivative), ``"autograd"``, ``"numeric"`` (finite
+    differences), or ``"none"`` when all three disagree. ``allowed`` is the
+    allowance the comparison with finite differences used.
+
+    Examples:
+        >>> e = ThreeWayElement((), (1,), manual=1.0, autograd=2.0, numeric=2.0,
+        ...                     allowed=0.002, odd_one_out="manual")
+        >>> e.abs_error, e.to_dict()["odd_one_out"]
+        (1.0, 'manual')
+    """
+
+    output_index: tuple[int, ...]
+    input_index: tuple[int, ...]
+    manual: float
+    autograd: float
+    numeric: float
+    allowed: float
+    odd_one_out: str
+
+    @property
+    def abs_error(self) -> float:
+        """How far the odd one lies from the other two (for ``"none"``: your derivative from FD)."""
+        if self.odd_one_out == "autograd":
+            return abs(self.autograd - self.numeric)
+        if self.odd_one_out == "numeric":
+            return abs(self.numeric - self.manual)
+        return abs(self.manual - self.numeric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output_index": list(self.output_index),
+            "input_index": list(self.input_index),
+            "manual": _num(self.manual),
+            "autograd": _num(self.autograd),
+            "numeric": _num(self.numeric),
+            "allowed": _num(self.allowed),
+            "odd_one_out": self.odd_one_out,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ThreeWayElement:
+        return cls(
+            output_index=_opt_index(data["output_index"]),
+            input_index=_opt_index(data["input_index"]),
+            manual=float(data["manual"]),
+            autograd=float(data["autograd"]),
+            numeric=float(data["numeric"]),
+            allowed=float(data["allowed"]),
+            odd_one_out=data["odd_one_out"],
+        )
+
+
+@dataclass(frozen=True)
+class ManualPairResult:
+    """The three-way comparison for one (output leaf, input leaf) block of the gradient.
+
+    The counts say, per mismatched entry, which of the three was the odd one
+    out; ``total`` is the number of entries compared. In ``"fast"`` mode the
+    output is ``"projections"``: entry ``k`` of it is the gradient of
+    ``<u_k, fn(inputs)>`` for a random cotangent ``u_k``.
+
+    Examples:
+        >>> pair = ManualPairResult("output", "inputs[0]", (), (3,), passed=False, total=3,
+        ...                         manual_wrong=2, autograd_wrong=0, numeric_wrong=0,
+        ...                         all_differ=0, max_abs_error=1.0)
+        >>> pair.mismatched, pair.odd_one_out
+        (2, 'manual')
+    """
+
+    output: str
+    input: str
+    output_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    passed: bool
+    total: int
+    manual_wrong: int
+    autograd_wrong: int
+    numeric_wrong: int
+    all_differ: int
+    max_abs_error: float
+    worst: tuple[ThreeWayElement, ...] = ()
+
+    @property
+    def mismatched(self) -> int:
+        """Entries where the three do not all agree."""
+        return self.manual_wrong + self.autograd_wrong + self.numeric_wrong + self.all_differ
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Mismatched entries per odd one out (``manual``, ``autograd``, ``numeric``, ``none``)."""
+        return {
+            "manual": self.manual_wrong,
+            "autograd": self.autograd_wrong,
+            "numeric": self.numeric_wrong,
+            "none": self.all_differ,
+        }
+
+    @property
+    def odd_one_out(self) -> str | None:
+        """The odd one out of most mismatched entries; None when the block passed."""
+        counts = self.counts
+        if not any(counts.values()):
+            return None
+        return max(_ODD_ORDER, key=lambda k: (counts[k], -_ODD_ORDER.index(k)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "input": self.input,
+            "output_shape": list(self.output_shape),
+            "input_shape": list(self.input_shape),
+            "passed": self.passed,
+            "total": self.total,
+            "manual_wrong": self.manual_wrong,
+            "autograd_wrong": self.autograd_wrong,
+            "numeric_wrong": self.numeric_wrong,
+            "all_differ": self.all_differ,
+            "max_abs_error": _num(self.max_abs_error),
+            "worst": [w.to_dict() for w in self.worst],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManualPairResult:
+        return cls(
+            output=data["output"],
+            input=data["input"],
+            output_shape=_opt_index(data["output_shape"]),
+            input_shape=_opt_index(data["input_shape"]),
+            passed=bool(data["passed"]),
+            total=int(data["total"]),
+            manual_wrong=int(data["manual_wrong"]),
+            autograd_wrong=int(data["autograd_wrong"]),
+            numeric_wrong=int(data["numeric_wrong"]),
+            all_differ=int(data["all_differ"]),
+            max_abs_error=float(data["max_abs_error"]),
+            worst=tuple(ThreeWayElement.from_dict(w) for w in data["worst"]),
+        )
+
+
+@dataclass(frozen=True)
+class ManualCheckResult:
+    """A hand-written derivative compared with autograd and finite differences.
+
+    Returned by :func:`gradcheck_kit.check_matches_manual`. ``passed`` is the
+    verdict; ``odd_one_out`` says which of the three disagrees with the other
+    two on most mismatched entries (``"manual"``, ``"autograd"``,
+    ``"numeric"``, ``"none"``), None when all agree. ``interface`` is
+    ``"grad"`` (``manual_grad(*inputs)``) or ``"vjp"``
+    (``manual_vjp(grad_output, *inputs)``).
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        >>> result = gk.check_matches_manual(lambda x: (x ** 2).sum(), lambda x: 2 * x, x)
+        >>> result.passed, result.kind, result.odd_one_out
+        (True, 'manual', None)
+    """
+
+    name: str
+    passed: bool
+    status: Status
+    odd_one_out: str | None
+    mode: str
+    mode_requested: str
+    dtype: str
+    dtype_policy: str
+    eps: float
+    atol: float
+    rtol: float
+    seed: int
+    rng: str
+    interface: str
+    pairs: tuple[ManualPairResult, ...] = ()
+    hints: tuple[Hint, ...] = ()
+    notes: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    evaluations: int = 0
+    check: str = "check_matches_manual"
+    test_id: str | None = None
+    kind: str = field(default="manual", init=False)
+
+    @property
+    def hint(self) -> str | None:
+        """The most specific diagnosis as one sentence, or None when there is none."""
+        return self.hints[0].text if self.hints else None
+
+    @property
+    def max_abs_error(self) -> float:
+        """The largest distance of an odd one out from the other two (0.0 with none)."""
+        return max((p.max_abs_error for p in self.pairs), default=0.0)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        """A multi-line, human-readable account of the check (the assertion's message)."""
+        from .messages import format_manual_result
+
+        return format_manual_result(self)
+
+    def with_test_id(self, test_id: str | None) -> ManualCheckResult:
+        """A copy labelled with the test that made it (used by the pytest plugin)."""
+        return dataclasses.replace(self, test_id=test_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This result as plain JSON-ready data (schema ``SCHEMA_VERSION``)."""
+        return {
+            "kind": self.kind,
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "check": self.check,
+            "test_id": self.test_id,
+            "passed": self.passed,
+            "status": self.status,
+            "odd_one_out": self.odd_one_out,
+            "mode": self.mode,
+            "mode_requested": self.mode_requested,
+            "dtype": self.dtype,
+            "dtype_policy": self.dtype_policy,
+            "eps": _num(self.eps),
+            "atol": _num(self.atol),
+            "rtol": _num(self.rtol),
+            "seed": self.seed,
+            "rng": self.rng,
+            "interface": self.interface,
+            "duration_s": self.duration_s,
+            "evaluations": self.evaluations,
+            "max_abs_error": _num(self.max_abs_error),
+            "hint": self.hint,
+            "hints": [h.to_dict() for h in self.hints],
+            "notes": list(self.notes),
+            "pairs": [p.to_dict() for p in self.pairs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManualCheckResult:
+        """Rebuild a result from :meth:`to_dict` output."""
+        return cls(
+            name=data["name"],
+            passed=bool(data["passed"]),
+            status=data["status"],
+            odd_one_out=data.get("odd_one_out"),
+            mode=data["mode"],
+            mode_requested=data["mode_requested"],
+            dtype=data["dtype"],
+            dtype_policy=data["dtype_policy"],
+            eps=float(data["eps"]),
+            atol=float(data["atol"]),
+            rtol=float(data["rtol"]),
+            seed=int(data["seed"]),
+            rng=data["rng"],
+            interface=data["interface"],
+            pairs=tuple(ManualPairResult.from_dict(p) for p in data["pairs"]),
+            hints=tuple(Hint.from_dict(h) for h in data["hints"]),
+            notes=tuple(data["notes"]),
+            duration_s=float(data["duration_s"]),
+            evaluations=int(data["evaluations"]),
+            check=data.get("check", "check_matches_manual"),
+            test_id=data.get("test_id"),
+        )
+
+
+@dataclass(frozen=True)
+class SecondOrderResult(GradCheckResult):
+    """Second derivatives (double backward) compared with finite differences of the gradient.
+
+    Returned by :func:`gradcheck_kit.check_second_order`. The same fields as
+    :class:`GradCheckResult`, read one order up: the function checked is the
+    gradient map ``inputs -> grad`` (outputs named ``grad[<input>]``), its
+    "analytic" Jacobian is the Hessian by double backward, its "numeric" one
+    the finite differences of the gradient.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        >>> result = gk.check_second_order(lambda x: x.sin().sum(), x)
+        >>> result.passed, result.kind, result.pairs[0].output
+        (True, 'second_order', 'grad[input]')
+    """
+
+    check: str = "check_second_order"
+    kind: str = field(default="second_order", init=False)
+
+    def summary(self) -> str:
+        """A multi-line, human-readable account of the check (the assertion's message)."""
+        from .messages import format_second_order
+
+        return format_second_order(self)
+
+
+AuditStatus = Literal["passed", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class AuditFinding:
+    """One item of an audit of a custom ``torch.autograd.Function``.
+
+    ``check`` names the property examined (``backward``, ``gradient_count``,
+    ``gradient_shape``, ``gradient_dtype``, ``non_tensor_gradient``,
+    ``non_differentiable``, ``forward_mode``, ``double_backward``,
+    ``repeatable``, ``inputs_unchanged``); ``status`` is ``passed``,
+    ``failed`` or ``skipped``; ``text`` says what was found and what to do.
+
+    Examples:
+        >>> f = AuditFinding("forward_mode", "skipped", "no jvp staticmethod")
+        >>> f.to_dict()["status"]
+        'skipped'
+    """
+
+    check: str
+    status: str
+    text: str
+    input: str | None = None
+    output: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "status": self.status,
+            "text": self.text,
+            "input": self.input,
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditFinding:
+        return cls(
+            check=data["check"],
+            status=data["status"],
+            text=data["text"],
+            input=data.get("input"),
+            output=data.get("output"),
+        )
+
+
+def _nested_gradient(data: dict[str, Any] | None) -> GradCheckResult | None:
+    if data is None:
+        return None
+    if data.get("kind") == "second_order":
+        return SecondOrderResult.from_dict(data)
+    return GradCheckResult.from_dict(data)
+
+
+@dataclass(frozen=True)
+class FunctionAuditResult:
+    """Everything an audit of a custom ``torch.autograd.Function`` found.
+
+    Returned by :func:`gradcheck_kit.check_autograd_function`. ``passed`` is
+    False when any finding failed. ``gradient`` is the backward's check against
+    finite differences, ``second_order`` the double-backward check (either is
+    None when it could not run).
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> class Square(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         ctx.save_for_backward(x)
+        ...         return x * x
+        ...     @staticmethod
+        ...     def backward(ctx, grad):
+        ...         (x,) = ctx.saved_tensors
+        ...         return 2 * x * grad
+        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        >>> result = gk.check_autograd_function(Square, x)
+        >>> result.passed, result.kind
+        (True, 'autograd_function')
+    """
+
+    name: str
+    passed: bool
+    dtype: str
+    dtype_policy: str
+    seed: int
+    findings: tuple[AuditFinding, ...] = ()
+    gradient: GradCheckResult | None = None
+    second_order: GradCheckResult | None = None
+    hints: tuple[Hint, ...] = ()
+    notes: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    check: str = "check_autograd_function"
+    test_id: str | None = None
+    kind: str = field(default="autograd_function", init=False)
+
+    @property
+    def failed(self) -> tuple[AuditFinding, ...]:
+        """The findings that failed, in the order they were examined."""
+        return tuple(f for f in self.findings if f.status == "failed")
+
+    @property
+    def hint(self) -> str | None:
+        """The first failed finding's text, else the first hint; None when all passed."""
+        if self.failed:
+            return self.failed[0].text
+        return self.hints[0].text if self.hints else None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        """A multi-line, human-readable account of the audit (the assertion's message)."""
+        from .messages import format_audit_result
+
+        return format_audit_result(self)
+
+    def with_test_id(self, test_id: str | None) -> FunctionAuditResult:
+        """A copy labelled with the test that made it (used by the pytest plugin)."""
+        return dataclasses.replace(self, test_id=test_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This result as plain JSON-ready data (schema ``SCHEMA_VERSION``)."""
+        return {
+            "kind": self.kind,
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "check": self.check,
+            "test_id": self.test_id,
+            "passed": self.passed,
+            "dtype": self.dtype,
+            "dtype_policy": self.dtype_policy,
+            "seed": self.seed,
+            "duration_s": self.duration_s,
+            "hint": self.hint,
+            "findings": [f.to_dict() for f in self.findings],
+            "gradient": self.gradient.to_dict() if self.gradient is not None else None,
+            "second_order": (
+                self.second_order.to_dict() if self.second_order is not None else None
+            ),
+            "hints": [h.to_dict() for h in self.hints],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FunctionAuditResult:
+        """Rebuild a result from :meth:`to_dict` output."""
+        return cls(
+            name=data["name"],
+            passed=bool(data["passed"]),
+            dtype=data["dtype"],
+            dtype_policy=data["dtype_policy"],
+            seed=int(data["seed"]),
+            findings=tuple(AuditFinding.from_dict(f) for f in data["findings"]),
+            gradient=_nested_gradient(data.get("gradient")),
+            second_order=_nested_gradient(data.get("second_order")),
+            hints=tuple(Hint.from_dict(h) for h in data["hints"]),
+            notes=tuple(data["notes"]),
+            duration_s=float(data["duration_s"]),
+            check=data.get("check", "check_autograd_function"),
+            test_id=data.get("test_id"),
+        )
+
+
+# --------------------------------------------------------------------------- training trajectories
+
+
+@dataclass(frozen=True)
+class TrajectoryDivergence:
+    """Where two training loops first part: after ``step`` (1-based), in one parameter entry.
+
+    ``value_a``/``value_b`` are the entry's values in the two loops at that
+    step; ``allowed`` the allowance ``atol + rtol * max(|a|, |b|)``.
+    ``parameter_errors`` holds the largest difference of every parameter at
+    that step.
+
+    Examples:
+        >>> d = TrajectoryDivergence(3, "params", (0,), value_a=1.0, value_b=1.5,
+        ...                          abs_error=0.5, allowed=1e-4)
+        >>> d.to_dict()["step"]
+        3
+    """
+
+    step: int
+    parameter: str
+    index: tuple[int, ...]
+    value_a: float
+    value_b: float
+    abs_error: float
+    allowed: float
+    parameter_errors: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "parameter": self.parameter,
+            "index": list(self.index),
+            "value_a": _num(self.value_a),
+            "value_b": _num(self.value_b),
+            "abs_error": _num(self.abs_error),
+            "allowed": _num(self.allowed),
+            "parameter_errors": [[name, _num(err)] for name, err in self.parameter_errors],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrajectoryDivergence:
+        return cls(
+            step=int(data["step"]),
+            parameter=data["parameter"],
+            index=_opt_index(data["index"]),
+            value_a=float(data["value_a"]),
+            value_b=float(data["value_b"]),
+            abs_error=float(data["abs_error"]),
+            allowed=float(data["allowed"]),
+            parameter_errors=tuple(
+                (str(name), float(err)) for name, err in data.get("parameter_errors", [])
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SameTrainingResult:
+    """Two training loops run from the same parameters, compared step by step.
+
+    Returned by :func:`gradcheck_kit.check_same_training`. ``divergence`` is
+    the first step and parameter entry where they part (None when they agree
+    for all ``steps``); ``max_abs_error`` the largest difference seen over the
+    steps run; ``steps_run`` stops at the divergence.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> def halve(p):
+        ...     p.mul_(0.5)
+        >>> def halve_too(p):
+        ...     return p / 2
+        >>> result = gk.check_same_training(halve, halve_too, torch.ones(3), steps=4)
+        >>> result.passed, result.steps_run, result.kind
+        (True, 4, 'same_training')
+    """
+
+    name: str
+    step_a: str
+    step_b: str
+    passed: bool
+    steps: int
+    steps_run: int
+    dtype: str
+    atol: float
+    rtol: float
+    seed: int
+    parameters: tuple[str, ...] = ()
+    divergence: TrajectoryDivergence | None = None
+    max_abs_error: float = 0.0
+    hints: tuple[Hint, ...] = ()
+    notes: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    check: str = "check_same_training"
+    test_id: str | None = None
+    kind: str = field(default="same_training", init=False)
+
+    @property
+    def hint(self) -> str | None:
+        """The most specific diagnosis as one sentence, or None when there is none."""
+        return self.hints[0].text if self.hints else None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        """A multi-line, human-readable account of the comparison (the assertion's message)."""
+        from .messages import format_training_result
+
+        return format_training_result(self)
+
+    def with_test_id(self, test_id: str | None) -> SameTrainingResult:
+        """A copy labelled with the test that made it (used by the pytest plugin)."""
+        return dataclasses.replace(self, test_id=test_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This result as plain JSON-ready data (schema ``SCHEMA_VERSION``)."""
+        return {
+            "kind": self.kind,
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "check": self.check,
+            "test_id": self.test_id,
+            "passed": self.passed,
+            "step_a": self.step_a,
+            "step_b": self.step_b,
+            "steps": self.steps,
+            "steps_run": self.steps_run,
+            "dtype": self.dtype,
+            "atol": _num(self.atol),
+            "rtol": _num(self.rtol),
+            "seed": self.seed,
+            "parameters": list(self.parameters),
+            "divergence": self.divergence.to_dict() if self.divergence is not None else None,
+            "max_abs_error": _num(self.max_abs_error),
+            "duration_s": self.duration_s,
+            "hint": self.hint,
+            "hints": [h.to_dict() for h in self.hints],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SameTrainingResult:
+        """Rebuild a result from :meth:`to_dict` output."""
+        divergence = data.get("divergence")
+        return cls(
+            name=data["name"],
+            step_a=data["step_a"],
+            step_b=data["step_b"],
+            passed=bool(data["passed"]),
+            steps=int(data["steps"]),
+            steps_run=int(data["steps_run"]),
+            dtype=data["dtype"],
+            atol=float(data["atol"]),
+            rtol=float(data["rtol"]),
+            seed=int(data["seed"]),
+            parameters=tuple(data["parameters"]),
+            divergence=(
+                TrajectoryDivergence.from_dict(divergence) if divergence is not None else None
+            ),
+            max_abs_error=float(data["max_abs_error"]),
+            hints=tuple(Hint.from_dict(h) for h in data["hints"]),
+            notes=tuple(data["notes"]),
+            duration_s=float(data["duration_s"]),
+            check=data.get("check", "check_same_training"),
             test_id=data.get("test_id"),
         )

@@ -1,0 +1,850 @@
+"""check_autograd_function / assert_autograd_function: audit a custom torch.autograd.Function.
+
+A hand-written ``backward`` can be wrong in ways a gradient check alone does
+not name: it returns a gradient for a float argument, one value too few, a
+float32 gradient for a float64 input (autograd casts it silently), a gradient
+of a broadcast shape (autograd sums it silently), or it mutates a saved tensor
+so that a second call differs. The audit runs the Function once through a
+recording subclass to see exactly what ``backward`` returned, then checks
+backward against finite differences, ``jvp`` against backward, outputs marked
+non-differentiable against finite differences, and double backward (with the
+core checker and :func:`check_second_order`).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.autograd import forward_ad
+
+from . import recording
+from .diagnose import Block, diagnose
+from .errors import AutogradFunctionError, InvalidArgument
+from .gradcheck import DtypePolicy, Mode, _pair_result, check_gradients
+from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
+from .second_order import check_second_order, muted
+from .state import preserved, seed_everything
+from .tolerances import machine_eps, resolve_tolerances
+from .trees import InputTree, describe_tensor
+
+__all__ = ["check_autograd_function", "assert_autograd_function"]
+
+Msg = str | Callable[[str], str] | None
+
+# The forward-mode audit builds whole Jacobians one column (forward pass) and one row
+# (backward pass) at a time: meant for the small inputs an audit runs on.
+_MAX_FORWARD_AUDIT_ENTRIES = 1 << 16
+# Two analytic derivatives (jvp and backward) differ by their own roundoff only.
+_ANALYTIC_ROUNDOFF_ULPS = 64
+_BASE = torch.autograd.Function
+FunctionClass = type[torch.autograd.Function]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return describe_tensor(value)
+    return f"{type(value).__name__} {value!r:.40}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def is_once_differentiable(function: FunctionClass) -> bool:
+    """Whether ``function``'s backward is wrapped by torch's ``once_differentiable``.
+
+    ``functools.wraps`` gives the wrapper the user's name; its code object
+    still belongs to torch's ``wrapper``.
+    """
+    backward = function.backward if function.backward is not _BASE.backward else function.vjp
+    code = getattr(backward, "__code__", None)
+    return (
+        hasattr(backward, "__wrapped__")
+        and code is not None
+        and code.co_name == "wrapper"
+        and code.co_filename.replace("\\", "/").endswith("torch/autograd/function.py")
+    )
+
+
+def _intermediates(
+    saved: Sequence[torch.Tensor], args: Sequence[Any], outs: Sequence[Any]
+) -> list[tuple[int, ...]]:
+    """Shapes of saved tensors that share memory with no input and no output of forward."""
+    known = [t for t in (*args, *outs) if isinstance(t, torch.Tensor)]
+    found = []
+    for t in saved:
+        if not any(t.untyped_storage().data_ptr() == k.untyped_storage().data_ptr() for k in known):
+            found.append(tuple(t.shape))
+    return found
+
+
+def _recording_subclass(function: FunctionClass, records: list[Any]) -> FunctionClass:
+    """``function`` with its backward (or vjp) recording what it returns to autograd."""
+    attr = "backward" if function.backward is not _BASE.backward else "vjp"
+    original = getattr(function, attr)
+
+    def recorded(ctx: Any, *grads: Any) -> Any:
+        try:
+            saved = [t for t in ctx.saved_tensors if isinstance(t, torch.Tensor)]
+        except Exception:  # saved tensors freed, or hooks that refuse a second unpack
+            saved = []
+        out = original(ctx, *grads)
+        records.append((out, saved))
+        return out
+
+    namespace = {
+        attr: staticmethod(recorded),
+        "__module__": function.__module__,
+        "__qualname__": function.__qualname__,
+    }
+    subclass: FunctionClass = type(function.__name__, (function,), namespace)
+    return subclass
+
+
+class _Audit:
+    """One audit over prepared arguments; collects findings in the order examined."""
+
+    def __init__(
+        self,
+        function: FunctionClass,
+        inputs: Any,
+        *,
+        mode: Mode,
+        dtype: DtypePolicy,
+        eps: float | None,
+        atol: float | None,
+        rtol: float | None,
+        seed: int,
+        second_order: bool | None,
+        name: str,
+    ) -> None:
+        self.function = function
+        self.inputs = inputs
+        self.single = isinstance(inputs, torch.Tensor)
+        self.args: tuple[Any, ...] = (inputs,) if self.single else tuple(inputs)
+        self.paths = ["input"] if self.single else [f"inputs[{i}]" for i in range(len(self.args))]
+        self.mode = mode
+        self.dtype = dtype
+        self.eps, self.atol, self.rtol = eps, atol, rtol
+        self.seed = seed
+        self.second_order = second_order
+        self.name = name
+        self.findings: list[AuditFinding] = []
+        self.hints: list[Hint] = []
+        self.notes: list[str] = []
+        self.gradient: GradCheckResult | None = None
+        self.second: GradCheckResult | None = None
+        self.intermediates: list[tuple[int, ...]] = []
+
+    def add(self, check: str, status: str, text: str, **where: str | None) -> None:
+        self.findings.append(AuditFinding(check, status, text, **where))
+
+    def run(self) -> FunctionAuditResult:
+        start = time.perf_counter()
+        with preserved(self.inputs):
+            seed_everything(self.seed)
+            runs_cleanly = self._structure()
+            if runs_cleanly:
+                self._backward_check()
+                self._forward_mode()
+                self._double_backward()
+        failed = any(f.status == "failed" for f in self.findings)
+        result = FunctionAuditResult(
+            name=self.name,
+            passed=not failed,
+            dtype=self.dtype_name,
+            dtype_policy=self.dtype,
+            seed=self.seed,
+            findings=tuple(self.findings),
+            gradient=self.gradient,
+            second_order=self.second,
+            hints=tuple(self.hints),
+            notes=tuple(self.notes),
+            duration_s=time.perf_counter() - start,
+        )
+        recording.publish(result)
+        return result
+
+    # -- what backward returns -----------------------------------------------------------
+    def _copies(self) -> list[Any]:
+        work = torch.float64 if self.dtype == "float64" else None
+        out: list[Any] = []
+        for a in self.args:
+            if isinstance(a, torch.Tensor):
+                floating = a.is_floating_point()
+                c = a.detach().to(dtype=work if (work and floating) else a.dtype, copy=True)
+                out.append(c.requires_grad_(bool(a.requires_grad and floating)))
+            else:
+                out.append(a)
+        return out
+
+    def _structure(self) -> bool:
+        """Run forward and backward once through the recording subclass; judge the return.
+
+        Returns whether backward runs cleanly (the checks that call it again need that).
+        """
+        records: list[Any] = []
+        probe = _recording_subclass(self.function, records)
+        args = self._copies()
+        xs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        dtypes = [x.dtype for x in xs] or [torch.get_default_dtype()]
+        self.dtype_name = str(max(dtypes, key=machine_eps)).removeprefix("torch.")
+        before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
+        with torch.enable_grad():
+            try:
+                raw = probe.apply(*args)
+            except Exception as exc:
+                if hasattr(exc, "add_note"):
+                    exc.add_note(
+                        f"gradcheck_kit: raised by {self.name}.forward on copies of the inputs "
+                        f"(dtype={self.dtype!r})"
+                    )
+                raise
+        outs = list(raw) if isinstance(raw, (tuple, list)) else [raw]
+        self._changed_inputs(args, before, outs, "forward")
+        self.marked = [
+            k
+            for k, o in enumerate(outs)
+            if isinstance(o, torch.Tensor) and o.is_floating_point() and not o.requires_grad
+        ]
+        self.out_paths = (
+            ["output"]
+            if not isinstance(raw, (tuple, list))
+            else [f"output[{k}]" for k in range(len(outs))]
+        )
+        diff = [o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad]
+        if not diff:
+            self.add(
+                "backward",
+                "skipped",
+                "no output requires grad (no input requires grad, or every output is marked "
+                "non-differentiable): backward never runs",
+            )
+            self._non_differentiable(outs)
+            return False
+        gen = torch.Generator().manual_seed(self.seed)
+        cots = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o in diff]
+        error: BaseException | None = None
+        grads: list[tuple[torch.Tensor, ...]] = []
+        for _ in range(2):
+            try:
+                grads.append(
+                    torch.autograd.grad(
+                        diff, xs, grad_outputs=cots, retain_graph=True, allow_unused=True
+                    )
+                )
+            except Exception as exc:
+                error = exc
+                break
+        returned, saved = records[0] if records else (None, [])
+        self.intermediates = _intermediates(saved, args, outs)
+        malformed = self._judge_return(returned, args, error)
+        self._changed_inputs(args, before, outs, "backward")
+        if error is not None and not malformed:
+            self.add("backward", "failed", f"backward raised {_first_line(error)}")
+        if error is not None:
+            return False
+        self._repeatable(grads)
+        self._non_differentiable(outs)
+        return True
+
+    def _judge_return(
+        self, returned: Any, args: Sequence[Any], error: BaseException | None
+    ) -> bool:
+        """Findings about the values backward returned; True when one explains ``error``."""
+        if returned is None and error is not None:
+            return False
+        values = list(returned) if isinstance(returned, tuple) else [returned]
+        failed_before = len(self.failed())
+        n = len(args)
+        extra = values[n:]
+        if len(values) < n or any(v is not None for v in extra):
+            given = ", ".join(
+                f"{p} ({_describe(a)})" for p, a in zip(self.paths, args, strict=True)
+            )
+            self.add(
+                "gradient_count",
+                "failed",
+                f"backward returned {len(values)} value(s) for {n} forward input(s): {given}; "
+                f"return exactly one per input of forward, None for those without a gradient",
+            )
+        for path, arg, g in zip(self.paths, args, values, strict=False):
+            if not isinstance(arg, torch.Tensor):
+                if g is not None:
+                    self.add(
+                        "non_tensor_gradient",
+                        "failed",
+                        f"backward returned {_describe(g)} for {path}, which is a "
+                        f"{type(arg).__name__} ({arg!r:.40}), not a tensor; return None in its "
+                        f"place (autograd raises otherwise)",
+                        input=path,
+                    )
+                continue
+            if g is None:
+                if arg.requires_grad:
+                    self.notes.append(f"backward returned None for {path}: autograd uses 0")
+                continue
+            if not isinstance(g, torch.Tensor):
+                self.add(
+                    "gradient_type",
+                    "failed",
+                    f"backward returned {_describe(g)} for {path}; a gradient is a tensor shaped "
+                    f"like its input ({describe_tensor(arg)}) or None",
+                    input=path,
+                )
+                continue
+            if not arg.is_floating_point():
+                self.notes.append(
+                    f"backward returned a gradient for {path} ({describe_tensor(arg)}), which "
+                    f"cannot have one; autograd ignores it: return None"
+                )
+                continue
+            if tuple(g.shape) != tuple(arg.shape):
+                try:
+                    torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape))
+                    summed = torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape)) == g.shape
+                except RuntimeError:
+                    summed = False
+                fate = (
+                    "autograd sums it down to the input's shape without a word, which hides a "
+                    "missing reduction or a wrong broadcast"
+                    if summed
+                    else "autograd rejects it"
+                )
+                self.add(
+                    "gradient_shape",
+                    "failed",
+                    f"backward returned a gradient of shape {tuple(g.shape)} for {path}, which "
+                    f"has shape {tuple(arg.shape)}; {fate}. Return exactly the input's shape.",
+                    input=path,
+                )
+            if g.dtype != arg.dtype:
+                self.add(
+                    "gradient_dtype",
+                    "failed",
+                    f"backward returned {str(g.dtype).removeprefix('torch.')} for {path}, which "
+                    f"is {str(arg.dtype).removeprefix('torch.')}; autograd casts it silently and "
+                    f"the precision is lost. Create tensors in backward with dtype=x.dtype "
+                    f"(torch.*_like(...)) instead of the default dtype.",
+                    input=path,
+                )
+            if g.device != arg.device:
+                self.add(
+                    "gradient_device",
+                    "failed",
+                    f"backward returned a gradient on {g.device} for {path}, which is on "
+                    f"{arg.device}",
+                    input=path,
+                )
+        if len(self.failed()) == failed_before:
+            if error is None:
+                self.add(
+                    "gradient_structure",
+                    "passed",
+                    "backward returns one gradient per forward input, None for non-tensors, "
+                    "with the inputs' shapes and dtypes",
+                )
+            return False
+        return error is not None
+
+    def failed(self) -> list[AuditFinding]:
+        return [f for f in self.findings if f.status == "failed"]
+
+    def _changed_inputs(
+        self, args: Sequence[Any], before: Sequence[Any], outs: Sequence[Any], stage: str
+    ) -> None:
+        for path, arg, old in zip(self.paths, args, before, strict=True):
+            if not isinstance(arg, torch.Tensor) or old is None:
+                continue
+            if any(o is arg for o in outs):
+                continue  # returned after ctx.mark_dirty: an in-place op by contract
+            same = torch.equal(arg.detach(), old) or bool(
+                (torch.isnan(arg.detach()) & torch.isnan(old)).sum() + (arg.detach() == old).sum()
+                == old.numel()
+            )
+            if not same and not any(
+                f.check == "inputs_unchanged" and f.input == path for f in self.findings
+            ):
+                self.add(
+                    "inputs_unchanged",
+                    "failed",
+                    f"{stage} modified {path} in place without declaring it; clone before "
+                    f"modifying, or call ctx.mark_dirty({path.split('[')[0]}) and return it",
+                    input=path,
+                )
+
+    def _repeatable(self, grads: list[tuple[torch.Tensor, ...]]) -> None:
+        first, second = grads
+        worst = 0.0
+        for a, b in zip(first, second, strict=True):
+            if a is None or b is None:
+                continue
+            d = (a.detach().to(torch.float64) - b.detach().to(torch.float64)).abs()
+            d = torch.where(torch.isnan(a) & torch.isnan(b), 0.0, d.nan_to_num(float("inf")))
+            worst = max(worst, float(d.max()) if d.numel() else 0.0)
+        if worst > 0.0:
+            self.add(
+                "repeatable",
+                "failed",
+                f"backward gave different gradients when called twice on the same graph "
+                f"(largest difference {worst:.3g}): does it modify a saved tensor or a ctx "
+                f"attribute in place?",
+            )
+        else:
+            self.add("repeatable", "passed", "backward gives the same gradients when called twice")
+
+    # -- against finite differences -------------------------------------------------------
+    def _options(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "dtype": self.dtype,
+            "eps": self.eps,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "seed": self.seed,
+        }
+
+    def _non_differentiable(self, outs: Sequence[Any]) -> None:
+        single = len(self.out_paths) == 1 and self.out_paths[0] == "output"
+        for k in self.marked:
+            path = self.out_paths[k]
+
+            def select(*args: Any, _k: int = k) -> Any:
+                out = self.function.apply(*args)
+                return out if single else out[_k]
+
+            try:
+                with muted():
+                    result = check_gradients(select, self.inputs, **self._options())
+            except Exception as exc:
+                self.add("non_differentiable", "failed", _first_line(exc), output=path)
+                continue
+            if result.passed:
+                self.add(
+                    "non_differentiable",
+                    "passed",
+                    f"{path} is marked non-differentiable and finite differences agree it "
+                    f"does not depend on the inputs",
+                    output=path,
+                )
+                continue
+            pair = next(p for p in result.pairs if not p.passed)
+            w = pair.worst[0] if pair.worst else None
+            at = (
+                f" (finite differences give {w.numeric:.4g} at output index "
+                f"{w.output_index}, input index {w.input_index})"
+                if w is not None
+                else ""
+            )
+            self.add(
+                "non_differentiable",
+                "failed",
+                f"{path} is marked non-differentiable (ctx.mark_non_differentiable) but depends "
+                f"on {pair.input}{at}: every gradient through it is silently dropped. Mark only "
+                f"outputs that are constant in the inputs (indices, masks, counts).",
+                output=path,
+                input=pair.input,
+            )
+
+    def _backward_check(self) -> None:
+        try:
+            with muted():
+                self.gradient = check_gradients(self.function.apply, self.inputs, **self._options())
+        except Exception as exc:
+            self.add("backward", "failed", f"checking backward raised {_first_line(exc)}")
+            return
+        g = self.gradient
+        if g.passed:
+            n = sum(p.total for p in g.pairs)
+            self.add(
+                "backward",
+                "passed",
+                f"backward agrees with finite differences ({g.mode} mode, {n} Jacobian entries)",
+            )
+            return
+        failing = [p for p in g.pairs if not p.passed]
+        where = ""
+        if failing and failing[0].worst:
+            w = failing[0].worst[0]
+            where = (
+                f" at output '{failing[0].output}' index {w.output_index}, input "
+                f"'{failing[0].input}' index {w.input_index}: backward gives {w.analytic:.6g}, "
+                f"finite differences {w.numeric:.6g}"
+            )
+        text = f"backward disagrees with finite differences{where}"
+        if g.hint:
+            text += f" — {g.hint}"
+        self.add("backward", "failed", text)
+
+    # -- forward mode ---------------------------------------------------------------------
+    def _forward_mode(self) -> None:
+        if self.function.jvp is _BASE.jvp:
+            self.add(
+                "forward_mode",
+                "skipped",
+                "no jvp staticmethod: forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) "
+                "raises on this Function; define jvp (with ctx.save_for_forward) to support it",
+            )
+            return
+        args = self._copies()
+        positions = [
+            i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad
+        ]
+        xs = [args[i] for i in positions]
+        with torch.enable_grad():
+            raw = self.function.apply(*args)
+        outs = [
+            o
+            for o in (list(raw) if isinstance(raw, (tuple, list)) else [raw])
+            if isinstance(o, torch.Tensor) and o.requires_grad
+        ]
+        out_paths = [
+            p
+            for p, o in zip(
+                self.out_paths, list(raw) if isinstance(raw, (tuple, list)) else [raw], strict=True
+            )
+            if isinstance(o, torch.Tensor) and o.requires_grad
+        ]
+        m = sum(int(o.numel()) for o in outs)
+        n = sum(int(x.numel()) for x in xs)
+        if m * n > _MAX_FORWARD_AUDIT_ENTRIES:
+            self.add(
+                "forward_mode",
+                "skipped",
+                f"the Jacobian has {m} x {n} entries, too many for the forward-mode audit "
+                f"(up to {_MAX_FORWARD_AUDIT_ENTRIES}); audit on smaller inputs",
+            )
+            return
+        try:
+            # forward AD warns about internals on first use (as the core, hide that)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fwd = self._forward_columns(args, positions, len(outs))
+        except Exception as exc:
+            text = f"jvp raised {_first_line(exc)}"
+            if "unpack" in str(exc) or "saved" in str(exc):
+                text += (
+                    " — in forward mode ctx.saved_tensors holds only what "
+                    "ctx.save_for_forward(...) saved: save the tensors jvp needs with it"
+                )
+            self.add("forward_mode", "failed", text)
+            return
+        rev = self._reverse_rows(outs, xs)
+        tol = resolve_tolerances(
+            torch.float64 if self.dtype == "float64" else xs[0].dtype,
+            atol=self.atol,
+            rtol=self.rtol,
+        )
+        failures = []
+        blocks = []
+        for j, (o, opath) in enumerate(zip(outs, out_paths, strict=True)):
+            for i, x in enumerate(xs):
+                A, R = fwd[j][i], rev[j][i]
+                slack = (
+                    _ANALYTIC_ROUNDOFF_ULPS * machine_eps(x.dtype) * torch.maximum(A.abs(), R.abs())
+                )
+                allowed = tol.atol + tol.rtol * R.abs() + slack
+                pair, mismatch = _pair_result(
+                    opath, self.paths[positions[i]], tuple(o.shape), tuple(x.shape), A, R, allowed
+                )
+                if not pair.passed:
+                    failures.append(pair)
+                    values = x.detach().reshape(-1).to(torch.float64)
+                    blocks.append(
+                        Block(
+                            pair.output,
+                            pair.input,
+                            pair.output_shape,
+                            pair.input_shape,
+                            A,
+                            R,
+                            mismatch,
+                            values,
+                        )
+                    )
+        if not failures:
+            self.add(
+                "forward_mode",
+                "passed",
+                f"jvp agrees with backward on all {m * n} Jacobian entries",
+            )
+            return
+        pair = failures[0]
+        w = pair.worst[0]
+        backward_right = self.gradient is not None and self.gradient.passed
+        culprit = (
+            "jvp is wrong (backward agrees with finite differences)"
+            if backward_right
+            else ("backward disagrees with finite differences too: fix it first")
+        )
+        self.add(
+            "forward_mode",
+            "failed",
+            f"jvp disagrees with backward at output '{pair.output}' index {w.output_index}, "
+            f"input '{pair.input}' index {w.input_index}: jvp gives {w.analytic:.6g}, backward "
+            f"{w.numeric:.6g} ({pair.mismatched} of {pair.total} entries differ); {culprit}",
+            output=pair.output,
+            input=pair.input,
+        )
+        for h in diagnose(blocks):
+            text = h.text.replace("analytic", "jvp", 1).replace("numeric", "backward", 1)
+            self.hints.append(
+                Hint(
+                    h.kind,
+                    text.replace(" in the backward?", " in jvp?"),
+                    h.factor,
+                    h.output,
+                    h.input,
+                )
+            )
+
+    def _forward_columns(
+        self, args: list[Any], positions: list[int], n_outs: int
+    ) -> list[list[torch.Tensor]]:
+        """``J`` by forward mode, one input entry at a time: [output][input] -> (m_j, n_i)."""
+        cols: list[list[list[torch.Tensor]]] = [[[] for _ in positions] for _ in range(n_outs)]
+        for i, p in enumerate(positions):
+            x = args[p]
+            for e in range(int(x.numel())):
+                tangent = torch.zeros_like(x.detach())
+                tangent.view(-1)[e] = 1.0
+                with forward_ad.dual_level():
+                    dual_args = list(args)
+                    dual_args[p] = forward_ad.make_dual(x.detach(), tangent)
+                    for q in positions:
+                        if q != p:
+                            dual_args[q] = args[q].detach()
+                    raw = self.function.apply(*dual_args)
+                    outs = [
+                        o
+                        for o in (list(raw) if isinstance(raw, (tuple, list)) else [raw])
+                        if isinstance(o, torch.Tensor) and o.is_floating_point()
+                    ]
+                    kept = [o for k, o in enumerate(outs) if k not in self.marked]
+                    for j, o in enumerate(kept[:n_outs]):
+                        t = forward_ad.unpack_dual(o).tangent
+                        col = (
+                            torch.zeros(o.numel(), dtype=torch.float64)
+                            if t is None
+                            else (t.detach().reshape(-1).to(torch.float64).cpu())
+                        )
+                        cols[j][i].append(col)
+        return [[torch.stack(c, dim=1) for c in per_out] for per_out in cols]
+
+    def _reverse_rows(
+        self, outs: list[torch.Tensor], xs: list[torch.Tensor]
+    ) -> list[list[torch.Tensor]]:
+        """``J`` by backward, one output entry at a time: [output][input] -> (m_j, n_i)."""
+        result: list[list[torch.Tensor]] = []
+        for o in outs:
+            rows: list[list[torch.Tensor]] = [[] for _ in xs]
+            for e in range(int(o.numel())):
+                cot = torch.zeros_like(o.detach())
+                cot.view(-1)[e] = 1.0
+                grads = torch.autograd.grad(
+                    o,
+                    xs,
+                    grad_outputs=cot,
+                    retain_graph=True,
+                    allow_unused=True,
+                    materialize_grads=True,
+                )
+                for i, g in enumerate(grads):
+                    rows[i].append(g.detach().reshape(-1).to(torch.float64).cpu())
+            result.append([torch.stack(r) for r in rows])
+        return result
+
+    # -- second order ---------------------------------------------------------------------
+    def _double_backward(self) -> None:
+        if self.second_order is False:
+            self.add("double_backward", "skipped", "not checked (second_order=False)")
+            return
+        once = is_once_differentiable(self.function)
+        try:
+            with muted():
+                self.second = check_second_order(
+                    self.function.apply, self.inputs, **self._options()
+                )
+        except Exception as exc:
+            self.add(
+                "double_backward", "failed", f"checking double backward raised {_first_line(exc)}"
+            )
+            return
+        so = self.second
+        if so.passed:
+            n = sum(p.total for p in so.pairs)
+            self.add(
+                "double_backward",
+                "passed",
+                f"double backward agrees with finite differences of the gradient ({n} entries)",
+            )
+            return
+        if once:
+            text = (
+                "backward is marked @once_differentiable, so second derivatives (gradient "
+                "penalties, Hessian-vector products, torch.autograd.gradgradcheck) are not "
+                "available"
+            )
+            if self.second_order is None:
+                self.add(
+                    "double_backward",
+                    "skipped",
+                    text + " by design; pass second_order=True to require them",
+                )
+                self.second = None
+            else:
+                self.add(
+                    "double_backward",
+                    "failed",
+                    text + ": remove the decorator and write backward with differentiable ops",
+                )
+            return
+        text = "double backward disagrees with finite differences of the gradient"
+        if self.intermediates:
+            shapes = ", ".join(str(s) for s in self.intermediates)
+            text += (
+                f" — forward saved tensor(s) of shape {shapes} with ctx.save_for_backward that "
+                f"are neither inputs nor outputs: double backward treats them as constants. "
+                f"Recompute them in backward from the saved inputs, or return them as outputs"
+            )
+        elif so.hint:
+            text += f" — {so.hint}"
+        self.add("double_backward", "failed", text)
+
+
+def check_autograd_function(
+    function: FunctionClass,
+    inputs: Any,
+    *,
+    mode: Mode = "auto",
+    dtype: DtypePolicy = "float64",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    second_order: bool | None = None,
+    name: str | None = None,
+) -> FunctionAuditResult:
+    """Audit a custom ``torch.autograd.Function`` for wrong derivatives and misuse.
+
+    Examined, in order: what ``backward`` returns (one value per forward input,
+    None for non-tensor inputs, the inputs' shapes, dtypes and devices), inputs
+    modified in place without ``ctx.mark_dirty``, that ``backward`` gives the
+    same result twice, that outputs marked with ``ctx.mark_non_differentiable``
+    really are constant, ``backward`` against finite differences, ``jvp``
+    against ``backward`` (where ``jvp`` is defined), and double backward
+    against finite differences of the gradient (an ``@once_differentiable``
+    backward is reported as skipped unless ``second_order=True``).
+
+    Args:
+        function: the Function class (not ``.apply``, not an instance).
+        inputs: forward's arguments: a tensor or a tuple/list (non-tensors allowed).
+            Floating tensors with ``requires_grad=True`` are differentiated.
+        mode: as in :func:`check_gradients`, for the finite-difference checks.
+        dtype: ``"float64"`` audits float64 copies; ``"native"`` the inputs' dtype.
+        eps: base finite-difference step; default by dtype.
+        atol: absolute tolerance per entry; default by dtype.
+        rtol: relative tolerance per entry; default by dtype.
+        seed: seeds the RNGs and random cotangents.
+        second_order: None checks double backward but accepts a declared
+            ``@once_differentiable``; True requires second derivatives; False skips.
+        name: label for messages and reports (default: the class name).
+
+    Returns:
+        A :class:`FunctionAuditResult`; ``passed`` is False if any finding failed.
+
+    Raises:
+        InvalidArgument: ``function`` is not a Function subclass, or bad inputs.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> class Scale(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x, k):
+        ...         ctx.k = k
+        ...         return x * k
+        ...     @staticmethod
+        ...     def backward(ctx, grad):
+        ...         return grad * ctx.k, grad.sum()  # a gradient for the float k: wrong
+        >>> x = torch.randn(3, requires_grad=True)
+        >>> result = gk.check_autograd_function(Scale, (x, 2.0))
+        >>> result.passed, [f.check for f in result.failed]
+        (False, ['non_tensor_gradient'])
+    """
+    if not (isinstance(function, type) and issubclass(function, _BASE)):
+        owner = getattr(function, "__self__", None)
+        if isinstance(owner, type) and issubclass(owner, _BASE):
+            guess = f" Pass the class {owner.__name__}, not {owner.__name__}.apply."
+        elif isinstance(function, _BASE):
+            guess = f" Pass the class {type(function).__name__}, not an instance."
+        else:
+            guess = " For a plain function use check_gradients(fn, inputs)."
+        raise InvalidArgument(
+            f"function={function!r:.60} is not a torch.autograd.Function subclass.{guess}"
+        )
+    if isinstance(inputs, dict):
+        raise InvalidArgument(
+            "Function.apply takes positional arguments only; pass inputs as a tuple, not a dict."
+        )
+    if second_order is not None and not isinstance(second_order, bool):
+        raise InvalidArgument(f"second_order={second_order!r} must be None, True or False.")
+    InputTree(inputs)  # the same validation as every check: something requires grad, no sparse
+    # force validation of the numeric options before anything runs
+    resolve_tolerances(torch.float64, eps=eps, atol=atol, rtol=rtol)
+    return _Audit(
+        function,
+        inputs,
+        mode=mode,
+        dtype=dtype,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        seed=seed,
+        second_order=second_order,
+        name=name or function.__name__,
+    ).run()
+
+
+def assert_autograd_function(
+    function: FunctionClass, inputs: Any, *, msg: Msg = None, **options: Any
+) -> FunctionAuditResult:
+    """Assert that a custom ``torch.autograd.Function`` passes :func:`check_autograd_function`.
+
+    Takes the arguments of :func:`check_autograd_function`, plus ``msg`` (a
+    string put before the report, or a callable that rewrites it).
+
+    Returns:
+        The passing :class:`FunctionAuditResult`.
+
+    Raises:
+        AutogradFunctionError: a finding failed; the message lists every finding.
+        InvalidArgument: misuse, as in :func:`check_autograd_function`.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> class Cube(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         ctx.save_for_backward(x)
+        ...         return x ** 3
+        ...     @staticmethod
+        ...     def backward(ctx, grad):
+        ...         (x,) = ctx.saved_tensors
+        ...         return 3 * x ** 2 * grad
+        >>> _ = gk.assert_autograd_function(Cube, torch.randn(4, requires_grad=True))
+    """
+    __tracebackhide__ = True
+    result = check_autograd_function(function, inputs, **options)
+    if result.passed:
+        return result
+    text = result.summary()
+    if callable(msg):
+        text = msg(text)
+    elif msg is not None:
+        text = f"{msg}\n\n{text}"
+    raise AutogradFunctionError(text, result)

@@ -1,0 +1,801 @@
+"""check_matches_manual / assert_matches_manual: a hand-written derivative, three ways.
+
+A user's own derivative — ``manual_grad(*inputs)`` for a scalar ``fn``, or
+``manual_vjp(grad_output, *inputs)`` for any ``fn`` — is compared entry by entry
+with ``fn``'s autograd gradient and with finite differences of ``fn``. When the
+three disagree, the one that disagrees with the other two is named: that is
+where the bug is. Finite differences (with their error estimates and the core's
+multi-scale re-judging of suspect entries), reverse-mode rows, tolerances,
+leave-no-trace and hints all come from the core checker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any, cast
+
+import torch
+from torch.utils import _pytree as pytree
+
+from . import recording
+from .diagnose import Block, diagnose, format_factor
+from .errors import (
+    GradientMismatchError,
+    InvalidArgument,
+    NondeterministicFunctionError,
+    NonFiniteOutputError,
+    UnsupportedInputError,
+)
+from .gradcheck import (
+    CheckOptions,
+    DtypePolicy,
+    Mode,
+    RngPolicy,
+    _annotate,
+    _captured_objects,
+    _Check,
+    _close_repeat,
+    _fn_name,
+    _unravel,
+)
+from .jacobian import Evaluator, central_differences, flat_cat, vjp_rows
+from .messages import odd_one_out_cause, odd_one_out_text
+from .numerics import allowed_error, element_steps
+from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
+from .state import capture_rng_state, preserved, seed_everything
+from .tolerances import Tolerances, machine_eps, resolve_tolerances
+from .trees import InputLeaf, InputTree, describe_tensor, flatten_outputs
+
+__all__ = ["check_matches_manual", "assert_matches_manual"]
+
+Msg = str | Callable[[str], str] | None
+
+# "auto" calls manual_vjp once per output entry (the whole Jacobian) up to this many
+# outputs; beyond, it compares n_probes random projections of the gradient instead.
+_AUTO_FULL_MAX_OUTPUTS = 64
+_WORST_KEPT = 5
+_DEFAULT_PROBES = 4
+_EXTRA_TRIES_WHEN_RANDOM = 4
+# Who is wrong, in the words of the messages; the reference is what the other two agree on.
+_SUBJECT = {"manual": "your derivative", "autograd": "autograd"}
+_REFERENCE = {
+    "manual": "autograd and finite differences",
+    "autograd": "your derivative and finite differences",
+}
+# A ratio yours/reference spreading wider than this over the wrong entries is not a constant
+# factor (diagnose names those) but one that depends on the input: a forgotten inner derivative.
+_RATIO_SPREAD = 0.02
+
+
+def _judge_scales(
+    tol: Tolerances,
+    analytic: torch.Tensor,
+    vals: dict[float, torch.Tensor],
+    rounds: dict[float, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The core's per-entry choice among finite-difference step scales (h, h/8, h/64).
+
+    ``_Check._judge_scales`` reads nothing of the check but ``tol`` and
+    ``_SCALES``; borrowing it keeps one copy of that judgement.
+    """
+    stand_in = SimpleNamespace(tol=tol, _SCALES=_Check._SCALES)
+    return _Check._judge_scales(cast(Any, stand_in), analytic, vals, rounds)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Entry-wise agreement; two NaNs agree, NaN and a number do not."""
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return ((a - b).abs() <= allowed) | both_nan
+
+
+class _ManualCheck:
+    """One three-way comparison over prepared inputs."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        manual: Callable[..., Any],
+        interface: str,
+        tree: InputTree,
+        opts: CheckOptions,
+        *,
+        name: str,
+        preserve: Sequence[Any],
+    ) -> None:
+        self.fn = fn
+        self.manual = manual
+        self.interface = interface
+        self.what = "manual_grad" if interface == "grad" else "manual_vjp"
+        self.tree = tree
+        self.opts = opts
+        self.name = name
+        self.preserve = preserve
+        self.notes: list[str] = []
+        self.hints: list[Hint] = []
+        self.calls = 0
+
+    def _prepare_rng(self) -> None:
+        if self.opts.rng == "replay":
+            seed_everything(self.opts.seed)
+
+    def run(self) -> ManualCheckResult:
+        start = time.perf_counter()
+        with preserved(*self.preserve):
+            seed_everything(self.opts.seed)
+            result = self._run()
+        final = dataclasses.replace(result, duration_s=time.perf_counter() - start)
+        recording.publish(final)
+        return final
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _run(self) -> ManualCheckResult:
+        work_dtype = torch.float64 if self.opts.dtype == "float64" else None
+        base = self.tree.working_copies(work_dtype)
+        xs: list[torch.Tensor] = []
+        self.checked: list[InputLeaf] = []
+        for i, leaf in enumerate(self.tree.leaves):
+            if leaf.checked:
+                base[i] = base[i].requires_grad_(True)
+                xs.append(base[i])
+                self.checked.append(leaf)
+        self.base = base
+        ev = Evaluator(self.fn, self.tree, base, self._prepare_rng)
+        with torch.enable_grad():
+            try:
+                self._prepare_rng()
+                ev.calls += 1
+                raw = self.tree.call(self.fn, base, xs)
+            except InvalidArgument:
+                raise
+            except Exception as exc:
+                _annotate(exc, self.opts, work_dtype)
+                raise
+        leaves, skipped = flatten_outputs(raw)
+        if skipped:
+            self.notes.append(f"skipped non-floating outputs {', '.join(skipped)}")
+        if any(leaf.path.endswith((".real", ".imag")) for leaf in leaves):
+            raise UnsupportedInputError(
+                "fn returns a complex tensor; hand-written derivatives of complex outputs are "
+                "not supported yet. Return the real and imaginary parts as two real outputs."
+            )
+        self.spec_leaves, self.spec = pytree.tree_flatten(raw)
+        ev.all_paths = [leaf.path for leaf in leaves]
+        if any(leaf.tensor.requires_grad for leaf in leaves):
+            frozen = [leaf.path for leaf in leaves if not leaf.tensor.requires_grad]
+            if frozen:
+                # as the core does: outputs autograd marks as not differentiable are not compared
+                self.notes.append(
+                    f"outputs {', '.join(frozen)} do not require grad (not differentiable or "
+                    f"detached) and were not compared"
+                )
+                ev.keep = [k for k, leaf in enumerate(leaves) if leaf.tensor.requires_grad]
+                leaves = [leaves[k] for k in ev.keep]
+        self.kept = ev.keep if ev.keep is not None else list(range(len(leaves)))
+        ev.out_paths = [leaf.path for leaf in leaves]
+        ev.out_shapes = [tuple(leaf.tensor.shape) for leaf in leaves]
+        outs = [leaf.tensor for leaf in leaves]
+        self.out_paths = ev.out_paths
+        n_out = sum(int(o.numel()) for o in outs)
+        if self.interface == "grad" and (len(outs) != 1 or n_out != 1):
+            shapes = ", ".join(f"{leaf.path}: {describe_tensor(leaf.tensor)}" for leaf in leaves)
+            raise InvalidArgument(
+                f"manual_grad(*inputs) gives the gradient of a scalar, but fn returns {shapes}. "
+                f"For a vector-valued fn pass manual_vjp=lambda grad_output, *inputs: ... "
+                f"(the vector-Jacobian product J^T grad_output) instead of manual_grad."
+            )
+        _check_finite(leaves)
+        dtypes = [x.dtype for x in xs] + [o.dtype for o in outs]
+        worst_dtype = max(dtypes, key=machine_eps)
+        self.tol = resolve_tolerances(
+            worst_dtype, eps=self.opts.eps, atol=self.opts.atol, rtol=self.opts.rtol
+        )
+        self.u_out = max(machine_eps(o.dtype) for o in outs)
+        self.dtype_name = str(worst_dtype).removeprefix("torch.")
+        ref = flat_cat(outs)
+        again = self._repeat(ev, xs, ref)
+        if not _close_repeat(ref, again, self.u_out):
+            return self._nondeterministic(ref, again)
+
+        if self.interface == "grad" or self.opts.mode == "full":
+            self.mode = "full"
+        elif self.opts.mode == "fast":
+            self.mode = "fast"
+        else:
+            self.mode = "full" if n_out <= _AUTO_FULL_MAX_OUTPUTS else "fast"
+        if self.mode == "full":
+            U = torch.eye(n_out, dtype=torch.float64)
+        else:
+            gen = torch.Generator().manual_seed(self.opts.seed)
+            k = self.opts.n_probes or _DEFAULT_PROBES
+            signs = torch.randint(0, 2, (k, n_out), generator=gen)
+            U = signs.to(torch.float64) * 2 - 1
+        pairs = self._compare(ev, xs, outs, ref, U)
+        if ev.fallback_reason:
+            self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
+        passed = all(p.passed for p in pairs)
+        totals = {k: sum(p.counts[k] for p in pairs) for k in ("manual", "autograd", "numeric")}
+        totals["none"] = sum(p.all_differ for p in pairs)
+        odd = None if passed else max(totals, key=lambda k: totals[k])
+        if odd is not None:
+            self.hints.insert(0, _odd_one_out_hint(pairs, odd))
+        return self._result(
+            passed=passed,
+            status="passed" if passed else "mismatch",
+            odd_one_out=odd,
+            pairs=tuple(pairs),
+            evaluations=ev.calls + self.calls,
+        )
+
+    def _repeat(self, ev: Evaluator, xs: list[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
+        """Evaluate fn once more at the same point, to tell a random fn from a smooth one."""
+        detached = [x.detach() for x in xs]
+        with torch.no_grad():
+            self._prepare_rng()
+            before = capture_rng_state()
+            again = flat_cat(ev.raw(detached))
+            ev.calls += 1
+            draws = capture_rng_state() != before
+            tries = _EXTRA_TRIES_WHEN_RANDOM if draws else 0
+            while _close_repeat(ref, again, self.u_out) and tries:
+                again = flat_cat(ev(detached))
+                tries -= 1
+        if draws and self.opts.rng == "replay":
+            self.notes.append(
+                f"fn draws random numbers; every evaluation replayed the RNG state of "
+                f"seed={self.opts.seed}"
+            )
+        return again
+
+    def _result(self, **kw: Any) -> ManualCheckResult:
+        return ManualCheckResult(
+            name=self.name,
+            mode=getattr(self, "mode", self.opts.mode),
+            mode_requested=self.opts.mode,
+            dtype=getattr(self, "dtype_name", self.opts.dtype),
+            dtype_policy=self.opts.dtype,
+            eps=self.tol.eps,
+            atol=self.tol.atol,
+            rtol=self.tol.rtol,
+            seed=self.opts.seed,
+            rng=self.opts.rng,
+            interface=self.interface,
+            hints=tuple(self.hints),
+            notes=tuple(self.notes),
+            **kw,
+        )
+
+    def _nondeterministic(self, ref: torch.Tensor, again: torch.Tensor) -> ManualCheckResult:
+        diff = (ref - again).abs()
+        diff = torch.where(torch.isnan(diff), math.inf, diff)
+        text = (
+            f"fn returned different outputs for the same inputs (largest difference "
+            f"{float(diff.max()):.3g}): it draws random numbers or keeps state between calls, "
+            f"so finite differences cannot be compared with it. "
+        )
+        if self.opts.rng == "replay":
+            text += "Even with the RNG state replayed: it depends on something besides its inputs."
+        else:
+            text += "Pass rng='replay' to give every evaluation the same RNG state."
+        self.hints.insert(0, Hint(kind="nondeterministic", text=text))
+        return self._result(passed=False, status="nondeterministic", odd_one_out=None)
+
+    # -- the three gradients --------------------------------------------------------------
+    def _manual_rows(self, outs: list[torch.Tensor], U: torch.Tensor) -> list[torch.Tensor]:
+        """``u_k^T J`` per input by the user's derivative: (K, n_i) float64 each."""
+        per_input: list[list[torch.Tensor]] = [[] for _ in self.checked]
+        for k in range(int(U.shape[0])):
+            fresh = [x.detach().clone() for x in self._checked_values()]
+            if self.interface == "grad":
+                call: Callable[..., Any] = self.manual
+            else:
+                call = functools.partial(self.manual, self._grad_output(outs, U[k]))
+            self._prepare_rng()
+            self.calls += 1
+            try:
+                value = self.tree.call(call, self.base, fresh)
+            except InvalidArgument:
+                raise
+            except Exception as exc:
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"gradcheck_kit: raised by {self.what} on copies of the inputs")
+                raise
+            for i, g in enumerate(self._validate(value)):
+                per_input[i].append(g.detach().reshape(-1).to(torch.float64).cpu())
+        return [torch.stack(rows) for rows in per_input]
+
+    def _checked_values(self) -> list[torch.Tensor]:
+        return [self.base[i] for i, leaf in enumerate(self.tree.leaves) if leaf.checked]
+
+    def _grad_output(self, outs: list[torch.Tensor], u: torch.Tensor) -> Any:
+        """The cotangent ``u`` shaped like fn's output (zeros for outputs not compared)."""
+        parts: dict[int, torch.Tensor] = {}
+        offset = 0
+        for k, o in zip(self.kept, outs, strict=True):
+            m = int(o.numel())
+            parts[k] = u[offset : offset + m].reshape(o.shape).to(dtype=o.dtype, device=o.device)
+            offset += m
+        values: list[Any] = []
+        floating = 0
+        for leaf in self.spec_leaves:
+            if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+                default = torch.zeros_like(leaf.detach())
+                values.append(parts.get(floating, default))
+                floating += 1
+            else:
+                values.append(None)
+        return pytree.tree_unflatten(values, self.spec)
+
+    def _validate(self, value: Any) -> list[torch.Tensor]:
+        """The user's return value as one gradient per checked input, or InvalidArgument."""
+        what, checked, leaves = self.what, self.checked, self.tree.leaves
+        expected = ", ".join(f"{leaf.path} ({describe_tensor(leaf.original)})" for leaf in checked)
+        if isinstance(value, torch.Tensor):
+            got: list[Any] = [value]
+        elif isinstance(value, (tuple, list)):
+            got = pytree.tree_flatten(value, is_leaf=lambda v: v is None)[0]
+        else:
+            raise InvalidArgument(
+                f"{what} returned {type(value).__name__} ({value!r:.60}); it must return a "
+                f"tensor or a tuple of tensors, one gradient per input that requires grad: "
+                f"{expected}."
+            )
+        if len(got) == len(checked):
+            picked = got
+        elif len(got) == len(leaves):
+            picked = [g for g, leaf in zip(got, leaves, strict=True) if leaf.checked]
+        else:
+            raise InvalidArgument(
+                f"{what} returned {len(got)} value(s), but {len(checked)} input(s) require "
+                f"grad: {expected}. Return one gradient per input that requires grad, in order, "
+                f"or one per input with None where there is no gradient."
+            )
+        out: list[torch.Tensor] = []
+        for leaf, g in zip(checked, picked, strict=True):
+            shape = tuple(leaf.original.shape)
+            if g is None:
+                raise InvalidArgument(
+                    f"{what} returned None for {leaf.path} ({describe_tensor(leaf.original)}), "
+                    f"which requires grad; return its gradient (torch.zeros_like(...) if it is 0)."
+                )
+            if not isinstance(g, torch.Tensor):
+                raise InvalidArgument(
+                    f"{what} returned {type(g).__name__} ({g!r:.40}) for {leaf.path}, not a "
+                    f"tensor; the gradient of {leaf.path} must be a tensor of shape {shape} "
+                    f"(torch.full_like(x, value) makes one)."
+                )
+            if not g.is_floating_point():
+                raise InvalidArgument(
+                    f"{what} returned a {describe_tensor(g)} for {leaf.path}; a gradient is a "
+                    f"floating-point tensor of shape {shape}."
+                )
+            if tuple(g.shape) != shape:
+                raise InvalidArgument(
+                    f"{what} returned a gradient of shape {tuple(g.shape)} for {leaf.path}, "
+                    f"which has shape {shape}; a gradient has the shape of its input (a sum over "
+                    f"a broadcast dimension missing, a stray keepdim, or a transpose?)."
+                )
+            x = self.base[leaves.index(leaf)]
+            if g.dtype != x.dtype:
+                note = (
+                    f"{what} returned {str(g.dtype).removeprefix('torch.')} for {leaf.path}, "
+                    f"which was checked in {str(x.dtype).removeprefix('torch.')}"
+                )
+                if note not in self.notes:
+                    self.notes.append(note)
+            out.append(g)
+        return out
+
+    def _compare(
+        self,
+        ev: Evaluator,
+        xs: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        ref: torch.Tensor,
+        U: torch.Tensor,
+    ) -> list[ManualPairResult]:
+        tol = self.tol
+        manual = self._manual_rows(outs, U)
+        cots = []
+        offset = 0
+        for o in outs:
+            m = int(o.numel())
+            block = U[:, offset : offset + m].reshape(-1, *o.shape)
+            cots.append(block.to(dtype=o.dtype, device=o.device))
+            offset += m
+        with torch.enable_grad():
+            rows = vjp_rows(outs, xs, cots, ev)
+        pairs: list[ManualPairResult] = []
+        absU = U.abs()
+        for i, x in enumerate(xs):
+            n_i = int(x.numel())
+            A = rows[i].reshape(-1, n_i).to(torch.float64).cpu()
+            Mn = manual[i]
+            steps = element_steps(x, tol.eps).to(x.device)
+            coords = torch.arange(n_i, device=x.device)
+            fd = central_differences(ev, xs, i, coords, steps, [1.0], ref, self.u_out)
+            N = U @ fd.values[1.0].T.cpu()
+            err = absU @ fd.roundoff[1.0].T.cpu()
+            allowed = allowed_error(N, err, atol=tol.atol, rtol=tol.rtol, safety=tol.safety)
+            num_m, num_a = N.clone(), N.clone()
+            al_m, al_a = allowed.clone(), allowed.clone()
+            suspect = ~(_close(Mn, N, allowed) & _close(A, N, allowed))
+            cols = suspect.any(dim=0).nonzero().reshape(-1)
+            if cols.numel():
+                # re-judge suspect columns at smaller steps, as the core does, once for each
+                # of the two derivatives: each is right if it agrees at some scale
+                multipliers = [m for pair in _Check._SCALES for m in pair if m != 1.0]
+                fd2 = central_differences(
+                    ev, xs, i, cols.to(x.device), steps, multipliers, ref, self.u_out
+                )
+                vals = {c: U @ v.T.cpu() for c, v in fd2.values.items()}
+                rounds = {c: absU @ r.T.cpu() for c, r in fd2.roundoff.items()}
+                vals[1.0], rounds[1.0] = N[:, cols], err[:, cols]
+                n_m, a_m, _ = _judge_scales(tol, Mn[:, cols], vals, rounds)
+                n_a, a_a, _ = _judge_scales(tol, A[:, cols], vals, rounds)
+                num_m[:, cols], al_m[:, cols] = n_m, a_m
+                num_a[:, cols], al_a[:, cols] = n_a, a_a
+            close_mn = _close(Mn, num_m, al_m)
+            close_an = _close(A, num_a, al_a)
+            numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
+            allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
+            close_ma = _close(Mn, A, allow)
+            pairs += self._pairs(i, x, outs, Mn, A, numeric, allow, close_mn, close_an, close_ma)
+        return pairs
+
+    def _pairs(
+        self,
+        i: int,
+        x: torch.Tensor,
+        outs: list[torch.Tensor],
+        Mn: torch.Tensor,
+        A: torch.Tensor,
+        numeric: torch.Tensor,
+        allowed: torch.Tensor,
+        close_mn: torch.Tensor,
+        close_an: torch.Tensor,
+        close_ma: torch.Tensor,
+    ) -> list[ManualPairResult]:
+        """Split the (K, n_i) comparison into blocks per output leaf and classify entries."""
+        ok = close_mn & close_an
+        odd = {
+            "manual": ~ok & close_an,
+            "autograd": ~ok & ~close_an & close_mn,
+            "numeric": ~close_an & ~close_mn & close_ma,
+            "none": ~close_an & ~close_mn & ~close_ma,
+        }
+        # how far the odd one lies from the other two, per entry
+        distance = torch.where(
+            odd["autograd"],
+            (A - numeric).abs(),
+            torch.where(odd["numeric"], (numeric - Mn).abs(), (Mn - numeric).abs()),
+        )
+        distance = torch.where(torch.isnan(distance) & ~ok, math.inf, distance)
+        distance = torch.where(ok, (Mn - numeric).abs().nan_to_num(0.0), distance)
+        if self.mode == "full":
+            blocks = []
+            offset = 0
+            for path, o in zip(self.out_paths, outs, strict=True):
+                m = int(o.numel())
+                blocks.append((path, tuple(o.shape), slice(offset, offset + m)))
+                offset += m
+        else:
+            blocks = [("projections", (int(Mn.shape[0]),), slice(0, int(Mn.shape[0])))]
+        in_path, in_shape = self.checked[i].path, tuple(x.shape)
+        x_values = x.detach().reshape(-1).to(torch.float64).cpu()
+        pairs = []
+        for out_path, out_shape, rows in blocks:
+            masks = {k: v[rows] for k, v in odd.items()}
+            bad = ~ok[rows]
+            dist = distance[rows]
+            excess = torch.where(bad, dist - allowed[rows], -math.inf).reshape(-1)
+            n_bad = int(bad.sum())
+            worst = []
+            if n_bad:
+                n_in = int(Mn.shape[1])
+                for flat in torch.argsort(excess, descending=True)[: min(_WORST_KEPT, n_bad)]:
+                    r, c = divmod(int(flat), n_in)
+                    kind = next(k for k, v in masks.items() if bool(v[r, c]))
+                    worst.append(
+                        ThreeWayElement(
+                            output_index=_unravel(r, out_shape),
+                            input_index=_unravel(c, in_shape),
+                            manual=float(Mn[rows][r, c]),
+                            autograd=float(A[rows][r, c]),
+                            numeric=float(numeric[rows][r, c]),
+                            allowed=float(allowed[rows][r, c]),
+                            odd_one_out=kind,
+                        )
+                    )
+            pairs.append(
+                ManualPairResult(
+                    output=out_path,
+                    input=in_path,
+                    output_shape=out_shape,
+                    input_shape=in_shape,
+                    passed=n_bad == 0,
+                    total=int(bad.numel()),
+                    manual_wrong=int(masks["manual"].sum()),
+                    autograd_wrong=int(masks["autograd"].sum()),
+                    numeric_wrong=int(masks["numeric"].sum()),
+                    all_differ=int(masks["none"].sum()),
+                    max_abs_error=float(dist.max()) if dist.numel() else 0.0,
+                    worst=tuple(worst),
+                )
+            )
+            if n_bad:
+                self._hint(out_path, out_shape, in_path, in_shape, x_values, rows, Mn, A, masks)
+        return pairs
+
+    # -- hints ----------------------------------------------------------------------------
+    def _hint(
+        self,
+        out_path: str,
+        out_shape: tuple[int, ...],
+        in_path: str,
+        in_shape: tuple[int, ...],
+        x_values: torch.Tensor,
+        rows: slice,
+        Mn: torch.Tensor,
+        A: torch.Tensor,
+        masks: dict[str, torch.Tensor],
+    ) -> None:
+        """Core hints for the entries where one derivative is the odd one out, in our words."""
+        for who, wrong, right in (("manual", Mn, A), ("autograd", A, Mn)):
+            mask = masks[who]
+            if not bool(mask.any()):
+                continue
+            # the other derivative is the reference: it agrees with FD here, without FD's noise
+            block = Block(
+                out_path, in_path, out_shape, in_shape, wrong[rows], right[rows], mask, x_values
+            )
+            found = [_reword(h, who) for h in diagnose([block])]
+            if who == "manual" and not any(h.kind in ("factor", "sign", "zero") for h in found):
+                ratio = _ratio_hint(wrong[rows][mask], right[rows][mask], out_path, in_path)
+                if ratio is not None:
+                    found.insert(0, ratio)
+            for h in found:
+                if h not in self.hints:
+                    self.hints.append(h)
+
+
+def _odd_one_out_hint(pairs: Sequence[ManualPairResult], odd: str) -> Hint:
+    """The verdict in one sentence, first among the hints (what one-line reports show)."""
+    pair = next(p for p in pairs if not p.passed and p.odd_one_out == odd)
+    element = next((e for e in pair.worst if e.odd_one_out == odd), pair.worst[0])
+    text = f"{odd_one_out_text(pair, element)} Likely cause: {odd_one_out_cause(odd)}"
+    return Hint(kind="odd_one_out", text=text, output=pair.output, input=pair.input)
+
+
+def _reword(hint: Hint, who: str) -> Hint:
+    """A core hint (worded for autograd vs finite differences) for the derivative ``who``."""
+    subject, reference = _SUBJECT[who], _REFERENCE[who]
+    where = f"for '{hint.output}' with respect to '{hint.input}'"
+    text = hint.text
+    if hint.kind == "factor" and hint.factor is not None:
+        text = (
+            f"{subject} ≈ {hint.factor:.3g} × the value {reference} agree on, {where} — "
+            f"{format_factor(hint.factor)}?"
+        )
+    elif hint.kind == "sign":
+        text = (
+            f"{subject} ≈ −(the value {reference} agree on), {where} — a sign error (a missing "
+            f"minus, or operands swapped in a subtraction)?"
+        )
+    elif hint.kind == "zero":
+        if "no gradient" in text or "zero gradient" in text:
+            text = f"{subject} is 0 where {reference} are not, {where} — a term forgotten?"
+        else:
+            text = (
+                f"{subject} is not 0 where {reference} give 0, {where} — a gradient given for "
+                f"the wrong input, or two gradients swapped?"
+            )
+    elif hint.kind == "transposed":
+        text = text.replace("analytic ≈ numeric", f"{subject} ≈ {reference}").replace(
+            " in the backward?", "?"
+        )
+    elif hint.kind == "region":
+        text = text.replace("the gradient of ", f"{subject} for ", 1).replace(
+            "the backward formula", "the formula"
+        )
+    else:
+        text = f"{subject}: {text}"
+    return dataclasses.replace(hint, text=text)
+
+
+def _ratio_hint(wrong: torch.Tensor, right: torch.Tensor, out: str, inp: str) -> Hint | None:
+    """Yours/reference varying from entry to entry: a factor depending on the input is missing."""
+    keep = torch.isfinite(wrong) & torch.isfinite(right) & (right != 0) & (wrong != 0)
+    if int(keep.sum()) < 2:
+        return None
+    ratio = wrong[keep] / right[keep]
+    lo, hi = float(ratio.min()), float(ratio.max())
+    if hi - lo <= _RATIO_SPREAD * max(abs(lo), abs(hi)):
+        return None
+    text = (
+        f"your derivative / the value autograd and finite differences agree on varies from "
+        f"{lo:.3g} to {hi:.3g} over the wrong entries of '{out}' with respect to '{inp}': a "
+        f"factor that depends on the input is missing or extra — the inner derivative of a "
+        f"chain rule (d/dx of the inside of a composition) forgotten?"
+    )
+    return Hint(kind="inner_factor", text=text, output=out, input=inp)
+
+
+def _check_finite(leaves: Sequence[Any]) -> None:
+    for out in leaves:
+        bad = ~torch.isfinite(out.tensor.detach())
+        if bool(bad.any()):
+            first = int(bad.reshape(-1).nonzero()[0])
+            idx = _unravel(first, tuple(out.tensor.shape))
+            value = float(out.tensor.detach().reshape(-1)[first])
+            raise NonFiniteOutputError(
+                f"{out.path} is {value} at index {idx} at the point being checked; gradients "
+                f"are undefined there. Check the inputs' domain (log/sqrt of non-positive "
+                f"values, division by zero, overflow)."
+            )
+
+
+def check_matches_manual(
+    fn: Callable[..., Any],
+    manual_grad: Callable[..., Any] | None = None,
+    inputs: Any = None,
+    *,
+    manual_vjp: Callable[..., Any] | None = None,
+    mode: Mode = "auto",
+    dtype: DtypePolicy = "float64",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    rng: RngPolicy = "fixed",
+    n_probes: int | None = None,
+    name: str | None = None,
+) -> ManualCheckResult:
+    """Compare a hand-written derivative with autograd and with finite differences.
+
+    For a scalar ``fn``, ``manual_grad(*inputs)`` returns the gradient with
+    respect to each input that requires grad: a tensor when one does, else a
+    tuple in order (or one entry per input, None where there is no gradient).
+    For any ``fn``, ``manual_vjp(grad_output, *inputs)`` returns ``J^T
+    grad_output`` in the same form, ``grad_output`` shaped like ``fn``'s output.
+    Every entry is judged three ways; where they disagree, the result names the
+    odd one out. Runs on copies; inputs, ``.grad``, flags, modes and RNGs are
+    left as they were.
+
+    Args:
+        fn: the function whose derivative was written by hand.
+        manual_grad: ``manual_grad(*inputs)``, the gradient of a scalar ``fn``.
+        inputs: a tensor, a tuple/list of arguments or a dict of keyword arguments.
+        manual_vjp: ``manual_vjp(grad_output, *inputs)``, instead of ``manual_grad``.
+        mode: with ``manual_vjp``, ``"full"`` calls it once per output entry (the
+            whole Jacobian); ``"fast"`` compares ``n_probes`` random projections;
+            ``"auto"`` is full up to 64 output entries.
+        dtype: ``"float64"`` checks float64 copies; ``"native"`` the inputs' own dtype.
+        eps: base finite-difference step; default by dtype.
+        atol: absolute tolerance per entry; default by dtype.
+        rtol: relative tolerance per entry; default by dtype.
+        seed: seeds the RNGs and the random projections.
+        rng: ``"fixed"`` or ``"replay"`` (every evaluation sees the same RNG state).
+        n_probes: random projections in fast mode (default 4).
+        name: label for messages and reports (default: ``fn``'s qualified name).
+
+    Returns:
+        A :class:`ManualCheckResult`; ``passed`` is the verdict and
+        ``odd_one_out`` names the derivative that is wrong.
+
+    Raises:
+        InvalidArgument: bad arguments; ``manual_grad`` for a non-scalar ``fn``;
+            a derivative returning the wrong number of values, shapes or
+            non-tensors (the message names the input and the shapes).
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        >>> gk.check_matches_manual(lambda x: (x ** 3).sum(), lambda x: 3 * x ** 2, x).passed
+        True
+        >>> wrong = gk.check_matches_manual(lambda x: (x ** 3).sum(), lambda x: x ** 2, x)
+        >>> wrong.passed, wrong.odd_one_out
+        (False, 'manual')
+        >>> gk.check_matches_manual(torch.sin, inputs=x,
+        ...                         manual_vjp=lambda v, x: v * torch.cos(x)).passed
+        True
+    """
+    opts = CheckOptions.create(
+        mode=mode,
+        dtype=dtype,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        seed=seed,
+        rng=rng,
+        n_probes=n_probes,
+        max_jacobian_bytes=1,
+    )
+    if not callable(fn):
+        raise InvalidArgument(f"fn={fn!r} is not callable; pass the function first.")
+    if (manual_grad is None) == (manual_vjp is None):
+        given = "both" if manual_grad is not None else "neither"
+        raise InvalidArgument(
+            f"pass exactly one of manual_grad (the gradient of a scalar fn) and manual_vjp "
+            f"(grad_output, *inputs -> J^T grad_output); got {given}."
+        )
+    manual = manual_grad if manual_grad is not None else manual_vjp
+    label = "manual_grad" if manual_grad is not None else "manual_vjp"
+    if not callable(manual):
+        hint = (
+            " Maybe the arguments are swapped: the order is (fn, manual_grad, inputs)."
+            if isinstance(manual, (torch.Tensor, tuple, list))
+            else ""
+        )
+        raise InvalidArgument(f"{label}={manual!r:.60} is not callable.{hint}")
+    if inputs is None:
+        raise InvalidArgument(
+            "inputs is missing: pass the point to check at, e.g. "
+            "check_matches_manual(fn, manual_grad, x) or (fn, inputs=x, manual_vjp=...)."
+        )
+    tree = InputTree(inputs)
+    preserve = [inputs, *_captured_objects(fn), *_captured_objects(manual)]
+    return _ManualCheck(
+        fn,
+        manual,
+        "grad" if manual_grad is not None else "vjp",
+        tree,
+        opts,
+        name=name or _fn_name(fn),
+        preserve=preserve,
+    ).run()
+
+
+def raise_for_manual(result: ManualCheckResult, msg: Msg = None) -> None:
+    """Raise the matching :class:`GradcheckError` for a failed three-way result."""
+    __tracebackhide__ = True
+    if result.passed:
+        return
+    text = result.summary()
+    if callable(msg):
+        text = msg(text)
+    elif msg is not None:
+        text = f"{msg}\n\n{text}"
+    if result.status == "nondeterministic":
+        raise NondeterministicFunctionError(text, result)
+    raise GradientMismatchError(text, result)
+
+
+def assert_matches_manual(
+    fn: Callable[..., Any],
+    manual_grad: Callable[..., Any] | None = None,
+    inputs: Any = None,
+    *,
+    msg: Msg = None,
+    **options: Any,
+) -> ManualCheckResult:
+    """Assert that a hand-written derivative agrees with autograd and finite differences.
+
+    Takes the arguments of :func:`check_matches_manual` (``manual_vjp=``,
+    ``dtype=``, ``atol=``, ``rtol=``, ...), plus ``msg``: a string put before the
+    report, or a callable that receives the report and returns the text to raise.
+
+    Returns:
+        The passing :class:`ManualCheckResult`.
+
+    Raises:
+        GradientMismatchError: the three disagree; the message names the odd one
+            out ("your derivative disagrees with both autograd and finite
+            differences at index ..."), the values, a likely cause, hints and a
+            line that reproduces the check.
+        NondeterministicFunctionError: ``fn`` is stochastic (try ``rng="replay"``).
+        InvalidArgument: misuse, as in :func:`check_matches_manual`.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> w = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+        >>> _ = gk.assert_matches_manual(lambda w: (w @ w).trace(), lambda w: 2 * w.T, w)
+    """
+    __tracebackhide__ = True
+    result = check_matches_manual(fn, manual_grad, inputs, **options)
+    raise_for_manual(result, msg)
+    return result

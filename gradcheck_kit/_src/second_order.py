@@ -1,0 +1,403 @@
+"""check_second_order / assert_second_order: double backward against finite differences.
+
+Second derivatives are first derivatives of the gradient. The gradient map
+``inputs -> grad fn(inputs)`` (computed with ``create_graph=True``) is handed to
+the core checker: its autograd Jacobian is the Hessian by double backward, its
+finite differences are differences of the gradient, in full or fast mode, with
+the core's tolerances, hints and leave-no-trace. A double backward that raises
+(``@once_differentiable``, a saved tensor modified in place) is reported as a
+failed check with the reason, not as a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from . import recording
+from .errors import GradientMismatchError, InvalidArgument, NondeterministicFunctionError
+from .gradcheck import (
+    _DEFAULT_BUDGET,
+    CheckOptions,
+    DtypePolicy,
+    Mode,
+    RngPolicy,
+    _annotate,
+    _captured_objects,
+    _fn_name,
+    check_gradients,
+)
+from .results import GradCheckResult, Hint, SecondOrderResult
+from .state import preserved, seed_everything
+from .tolerances import machine_eps, resolve_tolerances
+from .trees import InputTree, flatten_outputs
+
+__all__ = ["check_second_order", "assert_second_order", "muted"]
+
+Msg = str | Callable[[str], str] | None
+
+_NO_GRAPH = (
+    "the gradient of fn carries no graph, so autograd cannot differentiate it again and "
+    "gives 0 for every second derivative: a backward marked @once_differentiable, or one "
+    "computed with non-differentiable operations (.detach(), .data, .numpy(), torch.no_grad(), "
+    "a tensor saved inside forward that is neither an input nor an output)?"
+)
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Keep the results of nested checks from the listeners (the pytest plugin, reports).
+
+    A composite check publishes one result of its own; the checks it runs
+    inside are parts of it, not results of the test.
+    """
+    # recording has no public way to pause; its listener list is the one switch
+    saved = list(recording._listeners)
+    recording._listeners.clear()
+    try:
+        yield
+    finally:
+        recording._listeners[:] = saved
+
+
+class _GradientMap:
+    """``fn``'s gradient as a function of the same inputs, differentiable once more.
+
+    Called by the core like ``fn`` (``g(x)``, ``g(*args)`` or ``g(**kwargs)``);
+    returns one gradient per checked input. A vector-valued ``fn`` is reduced
+    with a fixed cotangent per output (``<v, fn(x)>``).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        tree: InputTree,
+        cotangents: Sequence[torch.Tensor] | None,
+    ) -> None:
+        self.fn = fn
+        self.style = tree.call_style
+        self.positions = [k for k, leaf in enumerate(tree.leaves) if leaf.checked]
+        self.cotangents = cotangents
+        self.__name__ = f"grad({_fn_name(fn)})"
+        self.__qualname__ = self.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        container: Any = kwargs if self.style == "kwargs" else args
+        flat, spec = pytree.tree_flatten(container)
+        with torch.enable_grad():
+            xs = []
+            for p in self.positions:
+                x = flat[p]
+                # finite differences evaluate at plain tensors: make them differentiable here
+                xs.append(x if x.requires_grad else x.detach().requires_grad_(True))
+                flat[p] = xs[-1]
+            rebuilt = pytree.tree_unflatten(flat, spec)
+            out = self.fn(**rebuilt) if self.style == "kwargs" else self.fn(*rebuilt)
+            scalar = _reduce(out, self.cotangents)
+            if not scalar.requires_grad:
+                return tuple(torch.zeros_like(x) for x in xs)
+            grads = torch.autograd.grad(
+                scalar, xs, create_graph=True, allow_unused=True, materialize_grads=True
+            )
+        # A gradient without a graph would be dropped by the core as "not differentiable";
+        # a zero-valued leaf keeps it in the comparison, where its zero Hessian shows.
+        anchor = torch.zeros((), dtype=scalar.dtype, device=scalar.device, requires_grad=True)
+        return tuple(g if g.requires_grad else g + anchor.to(g.dtype) for g in grads)
+
+
+def _reduce(out: Any, cotangents: Sequence[torch.Tensor] | None) -> torch.Tensor:
+    leaves, _ = flatten_outputs(out)
+    if cotangents is None:
+        return leaves[0].tensor.sum()
+    total = None
+    for leaf, v in zip(leaves, cotangents, strict=True):
+        term = (leaf.tensor * v.to(dtype=leaf.tensor.dtype, device=leaf.tensor.device)).sum()
+        total = term if total is None else total + term.to(total.dtype)
+    if total is None:  # pragma: no cover - flatten_outputs refuses an output without leaves
+        raise InvalidArgument("fn returned no floating-point tensor.")
+    return total
+
+
+def _double_backward_text(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    head = f"double backward raised {type(exc).__name__}: {message[:200]}"
+    if "differentiate twice" in message or "once_differentiable" in message:
+        cause = (
+            "a backward is marked @once_differentiable and has no second derivative; remove "
+            "the decorator and write that backward with differentiable torch operations if "
+            "second derivatives are needed (gradient penalties, Hessian-vector products)"
+        )
+    elif "inplace operation" in message or "in-place operation" in message:
+        cause = (
+            "a tensor saved for backward is modified in place (after ctx.save_for_backward in "
+            "forward, or inside backward): clone it before modifying it"
+        )
+    elif "saved" in message or "freed" in message:
+        cause = (
+            "a backward uses saved tensors that are freed or unpacked twice; use "
+            "ctx.save_for_backward (not ctx attributes) for inputs and outputs"
+        )
+    else:
+        cause = (
+            "the backward of some operation (a custom autograd.Function?) cannot be differentiated"
+        )
+    return f"{head} — {cause}."
+
+
+def _preflight(
+    fn: Callable[..., Any], tree: InputTree, opts: CheckOptions, seed: int
+) -> tuple[list[torch.Tensor] | None, BaseException | None, bool, torch.dtype]:
+    """One forward, backward and double backward on copies.
+
+    Returns the cotangents for a vector-valued fn (None for a scalar one), the
+    exception double backward raised (or None), whether the gradient carries a
+    graph, and the dtype the check will run in.
+    """
+    work_dtype = torch.float64 if opts.dtype == "float64" else None
+    base = tree.working_copies(work_dtype)
+    xs = []
+    for i, leaf in enumerate(tree.leaves):
+        if leaf.checked:
+            base[i] = base[i].requires_grad_(True)
+            xs.append(base[i])
+    with torch.enable_grad():
+        try:
+            out = tree.call(fn, base, xs)
+        except InvalidArgument:
+            raise
+        except Exception as exc:
+            _annotate(exc, opts, work_dtype)
+            raise
+        leaves, _ = flatten_outputs(out)
+        cotangents: list[torch.Tensor] | None = None
+        if len(leaves) != 1 or leaves[0].tensor.numel() != 1:
+            gen = torch.Generator().manual_seed(seed)
+            cotangents = [
+                torch.randn(leaf.tensor.shape, generator=gen, dtype=torch.float64)
+                for leaf in leaves
+            ]
+        dtypes = [x.dtype for x in xs] + [leaf.tensor.dtype for leaf in leaves]
+        worst = max(dtypes, key=machine_eps)
+        scalar = _reduce(out, cotangents)
+        if not scalar.requires_grad:
+            return cotangents, None, True, worst
+        grads = torch.autograd.grad(
+            scalar, xs, create_graph=True, allow_unused=True, materialize_grads=True
+        )
+        live = [g for g in grads if g.requires_grad]
+        if not live:
+            return cotangents, None, False, worst
+        try:
+            total = torch.stack([g.sum() for g in live]).sum()
+            torch.autograd.grad(total, xs, allow_unused=True)
+        except RuntimeError as exc:
+            return cotangents, exc, True, worst
+    return cotangents, None, True, worst
+
+
+def _rename(text: str, mapping: dict[str, str]) -> str:
+    if not mapping:
+        return text
+    pattern = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
+    return re.sub(pattern, lambda m: mapping[m.group(0)], text)
+
+
+def _as_second_order(
+    result: GradCheckResult, mapping: dict[str, str], **kw: Any
+) -> SecondOrderResult:
+    fields = {
+        f.name: getattr(result, f.name) for f in dataclasses.fields(GradCheckResult) if f.init
+    }
+    fields["pairs"] = tuple(
+        dataclasses.replace(p, output=mapping.get(p.output, p.output)) for p in result.pairs
+    )
+    fields["hints"] = tuple(
+        dataclasses.replace(
+            h,
+            text=_rename(h.text, mapping),
+            output=mapping.get(h.output, h.output) if h.output else h.output,
+        )
+        for h in result.hints
+    )
+    fields["notes"] = tuple(_rename(n, mapping) for n in result.notes)
+    fields["check"] = "check_second_order"
+    fields.update(kw)
+    return SecondOrderResult(**fields)
+
+
+def check_second_order(
+    fn: Callable[..., Any],
+    inputs: Any,
+    *,
+    mode: Mode = "auto",
+    dtype: DtypePolicy = "float64",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    rng: RngPolicy = "fixed",
+    n_probes: int | None = None,
+    max_jacobian_bytes: int = _DEFAULT_BUDGET,
+    name: str | None = None,
+) -> SecondOrderResult:
+    """Compare second derivatives by double backward with finite differences of the gradient.
+
+    The gradient of ``fn`` (a vector-valued ``fn`` is first reduced to ``<v,
+    fn(inputs)>`` with a fixed random ``v`` drawn from ``seed``) is checked like
+    any function by :func:`check_gradients`: in ``"full"`` mode the whole
+    Hessian, in ``"fast"`` mode random Hessian-vector products ``u^T H w``. Its
+    outputs are named ``grad[<input>]``. First derivatives are assumed right:
+    check them with :func:`check_gradients`.
+
+    Args:
+        fn: the function whose second derivatives are checked.
+        inputs: a tensor, a tuple/list of arguments or a dict of keyword arguments.
+        mode: ``"full"``, ``"fast"`` or ``"auto"``, as in :func:`check_gradients`.
+        dtype: ``"float64"`` (default) or ``"native"``.
+        eps: base finite-difference step; default by dtype.
+        atol: absolute tolerance per Hessian entry; default by dtype.
+        rtol: relative tolerance per Hessian entry; default by dtype.
+        seed: seeds the RNGs, the random projections and ``v``.
+        rng: ``"fixed"`` or ``"replay"``.
+        n_probes: random projections in fast mode, as in :func:`check_gradients`.
+        max_jacobian_bytes: memory budget for full mode.
+        name: label for messages and reports (default: ``fn``'s qualified name).
+
+    Returns:
+        A :class:`SecondOrderResult`. When double backward raises
+        (``@once_differentiable``, a saved tensor modified in place) the result
+        fails with a ``double_backward`` hint naming the reason.
+
+    Raises:
+        InvalidArgument: bad arguments or inputs, as in :func:`check_gradients`.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        >>> gk.check_second_order(lambda x: (x ** 3).sum(), x).passed
+        True
+        >>> gk.check_second_order(torch.tanh, x, mode="fast").mode
+        'fast'
+    """
+    opts = CheckOptions.create(
+        mode=mode,
+        dtype=dtype,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        seed=seed,
+        rng=rng,
+        n_probes=n_probes,
+        max_jacobian_bytes=max_jacobian_bytes,
+    )
+    if not callable(fn):
+        raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")
+    tree = InputTree(inputs)
+    label = name or _fn_name(fn)
+    start = time.perf_counter()
+    with preserved(inputs, *_captured_objects(fn)):
+        seed_everything(seed)
+        cotangents, problem, has_graph, worst = _preflight(fn, tree, opts, seed)
+    mapping = {f"output[{k}]": f"grad[{leaf.path}]" for k, leaf in enumerate(tree.checked)}
+    if problem is not None:
+        tol = resolve_tolerances(worst, eps=eps, atol=atol, rtol=rtol)
+        text = _double_backward_text(problem)
+        final = SecondOrderResult(
+            name=label,
+            passed=False,
+            status="mismatch",
+            mode=opts.mode,
+            mode_requested=opts.mode,
+            dtype=str(worst).removeprefix("torch."),
+            dtype_policy=opts.dtype,
+            eps=tol.eps,
+            atol=tol.atol,
+            rtol=tol.rtol,
+            seed=seed,
+            rng=rng,
+            hints=(Hint(kind="double_backward", text=text),),
+            duration_s=time.perf_counter() - start,
+        )
+        recording.publish(final)
+        return final
+    grad_map = _GradientMap(fn, tree, cotangents)
+    with muted(), preserved(*_captured_objects(fn)):
+        inner = check_gradients(
+            grad_map,
+            inputs,
+            mode=mode,
+            dtype=dtype,
+            eps=eps,
+            atol=atol,
+            rtol=rtol,
+            seed=seed,
+            rng=rng,
+            n_probes=n_probes,
+            max_jacobian_bytes=max_jacobian_bytes,
+            name=label,
+        )
+    extra: dict[str, Any] = {"duration_s": time.perf_counter() - start}
+    result = _as_second_order(inner, mapping, **extra)
+    # autograd.grad does not run under vmap, so the core evaluated the gradient map point by
+    # point; say so plainly instead of passing on functorch's error text
+    notes = [
+        "finite differences of the gradient were evaluated one point at a time (the gradient "
+        "map calls autograd.grad, which does not run under vmap)"
+        if n.startswith("evaluated without vmap")
+        else n
+        for n in result.notes
+    ]
+    if cotangents is not None:
+        notes.append(
+            f"fn is vector-valued: checked the second derivatives of <v, fn(inputs)> for a "
+            f"fixed random v (seed={seed})"
+        )
+    hints = list(result.hints)
+    if not has_graph and not result.passed:
+        hints.insert(0, Hint(kind="double_backward", text=_NO_GRAPH))
+    final = dataclasses.replace(result, notes=tuple(notes), hints=tuple(hints))
+    recording.publish(final)
+    return final
+
+
+def assert_second_order(
+    fn: Callable[..., Any], inputs: Any, *, msg: Msg = None, **options: Any
+) -> SecondOrderResult:
+    """Assert that ``fn``'s second derivatives (double backward) agree with finite differences.
+
+    Takes the arguments of :func:`check_second_order`, plus ``msg`` (a string
+    put before the report, or a callable that rewrites it).
+
+    Returns:
+        The passing :class:`SecondOrderResult`.
+
+    Raises:
+        GradientMismatchError: a second derivative is wrong, or double backward
+            raises; the message says where, by how much and the likely cause.
+        NondeterministicFunctionError: ``fn`` is stochastic (try ``rng="replay"``).
+        InvalidArgument: misuse, as in :func:`check_second_order`.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+        >>> _ = gk.assert_second_order(lambda x: (x @ x).sin().sum(), x)
+    """
+    __tracebackhide__ = True
+    result = check_second_order(fn, inputs, **options)
+    if result.passed:
+        return result
+    text = result.summary()
+    if callable(msg):
+        text = msg(text)
+    elif msg is not None:
+        text = f"{msg}\n\n{text}"
+    if result.status == "nondeterministic":
+        raise NondeterministicFunctionError(text, result)
+    raise GradientMismatchError(text, result)
