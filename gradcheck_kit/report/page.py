@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from gradcheck_kit.report.heatmap import Heatmap, entry_error, heatmap
 
 __all__ = [
     "MAX_HEATMAPS",
+    "MAX_DETAILS",
     "KIND_LABELS",
     "Field",
     "Table",
@@ -42,6 +44,8 @@ __all__ = [
 # Heatmaps drawn per page: each costs a few kB, and past a few hundred failing
 # blocks nobody looks at the next one (the numbers stay in the tables).
 MAX_HEATMAPS = 200
+# Failures shown with every detail; past them a failure gets one line (the JSON has all).
+MAX_DETAILS = 1000
 # Rows of a nested table shown before "... N more".
 MAX_TABLE_ROWS = 50
 # Characters of a nested value shown as JSON text.
@@ -86,15 +90,19 @@ _GRADIENT_KEYS = frozenset(
         "probes",
     }
 )
-_TRAINING_FIELDS = (
+# A training finding's facts, in reading order: label, then the keys that may hold it.
+_FINDING_FIELDS = (
     ("parameter", ("parameter", "param", "parameters")),
     ("step", ("step",)),
+    ("optimizer", ("optimizer",)),
     ("expected", ("expected",)),
     ("found", ("found", "actual")),
     ("cause", ("cause",)),
     ("fix", ("fix",)),
-    ("source", ("source", "location", "where")),
-    ("detector", ("detector", "check")),
+    ("source", ("location", "source", "where")),
+)
+_TRAINING_KEYS = frozenset(
+    {"findings", "check", "optimizer_steps", "backward_passes", "accumulation_steps", "notes"}
 )
 _BENCHMARK_KEYS = frozenset(
     {"devices", "speedup", "sweep", "sizes", "crossover", "size_name", "backward"}
@@ -160,10 +168,20 @@ class GradientDetail:
 
 
 @dataclass(frozen=True)
-class TrainingDetail:
-    """A training-loop finding: parameter, step, expected, cause, fix, source."""
+class FindingView:
+    """One training-loop finding: its title and parameter, step, expected, cause, fix, source."""
 
+    title: str
     facts: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TrainingDetail:
+    """A training-loop check: what it watched, and each finding."""
+
+    settings: tuple[tuple[str, str], ...]
+    findings: tuple[FindingView, ...]
+    notes: tuple[str, ...]
     template: str = "training"
 
 
@@ -197,6 +215,11 @@ class Row:
     detail: GradientDetail | TrainingDetail | BenchmarkDetail | None
     fields: tuple[Field, ...] = ()
     reproduce_test: str = ""
+    # Passed checks of a kind with a one-line account show only that line (``full``
+    # false): a page of 10,000 checks stays a few MB. Failures are open at load.
+    line: str = ""
+    full: bool = True
+    open: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,6 +265,8 @@ class Page:
     sources: tuple[Source, ...]
     rows: tuple[Row, ...]
     heatmaps_left_out: int
+    details_left_out: int = 0
+    common_settings: tuple[tuple[str, str], ...] = ()
     max_heatmaps: int = MAX_HEATMAPS
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -348,18 +373,25 @@ def _py(value: Any) -> str:
     return repr(number)
 
 
-class _HeatmapBudget:
-    """Counts heatmaps drawn, so that a page of thousands of failures stays light."""
+class _Budget:
+    """Counts heatmaps and full details, so that a page of thousands of failures stays light."""
 
-    def __init__(self, limit: int) -> None:
-        self.left = limit
-        self.left_out = 0
+    def __init__(self, heatmaps: int, details: int) -> None:
+        self.heatmaps_left, self.details_left = heatmaps, details
+        self.heatmaps_left_out = self.details_left_out = 0
 
-    def take(self) -> bool:
-        if self.left > 0:
-            self.left -= 1
+    def take_heatmap(self) -> bool:
+        if self.heatmaps_left > 0:
+            self.heatmaps_left -= 1
             return True
-        self.left_out += 1
+        self.heatmaps_left_out += 1
+        return False
+
+    def take_detail(self) -> bool:
+        if self.details_left > 0:
+            self.details_left -= 1
+            return True
+        self.details_left_out += 1
         return False
 
 
@@ -411,13 +443,13 @@ def _worst(pair: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[WorstView, .
     return ("i", "j", *(_WORST_COLUMNS.get(k, k) for k in columns)), tuple(views)
 
 
-def _pair_view(pair: Mapping[str, Any], budget: _HeatmapBudget) -> PairView:
+def _pair_view(pair: Mapping[str, Any], budget: _Budget) -> PairView:
     passed = pair.get("passed") is True
     worst_columns, worst = _worst(pair) if not passed else ((), ())
     drawn = None
     left_out = False
     if not passed:
-        if budget.take():
+        if budget.take_heatmap():
             drawn = heatmap(pair)
         else:
             left_out = True
@@ -449,13 +481,12 @@ def _subject_arguments(record: Mapping[str, Any]) -> str:
     return "inputs"
 
 
-def _gradient_detail(
-    record: Mapping[str, Any], name: str, budget: _HeatmapBudget
-) -> GradientDetail:
+def _settings(record: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The settings a check ran with (what reproduces it), as text."""
+    if not isinstance(record.get("pairs"), list):
+        return ()
     mode, requested = record.get("mode"), record.get("mode_requested")
-    settings = [
-        ("check", format_value(record.get("check"))),
-        ("status", format_value(record.get("status"))),
+    settings = (
         ("mode", format_value(mode) + (f" (asked: {requested})" if requested != mode else "")),
         ("dtype", _dtype(record)),
         ("eps", format_value(record.get("eps"))),
@@ -463,6 +494,48 @@ def _gradient_detail(
         ("rtol", format_value(record.get("rtol"))),
         ("seed", format_value(record.get("seed"))),
         ("rng", format_value(record.get("rng"))),
+    )
+    return tuple((k, v) for k, v in settings if v != "—")
+
+
+def _pairs_line(
+    record: Mapping[str, Any],
+    settings: tuple[tuple[str, str], ...],
+    common: tuple[tuple[str, str], ...],
+) -> str:
+    """A check in one line: settings unlike most checks', then each block's numbers."""
+    parts = [f"{k} {v}" for k, v in settings if (k, v) not in common]
+    pairs = [p for p in record.get("pairs") or [] if isinstance(p, Mapping)]
+    for pair in pairs[:4]:
+        parts.append(
+            f"{pair.get('output', '?')} {_shape(pair.get('output_shape', []))} / "
+            f"{pair.get('input', '?')} {_shape(pair.get('input_shape', []))}: "
+            f"max |diff| {format_value(pair.get('max_abs_error'))}, {_mismatched(pair)} mismatched"
+        )
+    if len(pairs) > 4:
+        parts.append(f"… {len(pairs) - 4} more blocks")
+    if isinstance(record.get("evaluations"), int):
+        parts.append(f"{record['evaluations']} evaluations")
+    parts += [str(n) for n in record.get("notes") or []]
+    return " · ".join(parts)
+
+
+def _training_line(record: Mapping[str, Any]) -> str:
+    detail, _ = _training_detail(record)
+    parts = [f"{k} {v}" for k, v in detail.settings]
+    return " · ".join([*parts, "no finding", *detail.notes])
+
+
+def _gradient_detail(
+    record: Mapping[str, Any],
+    name: str,
+    run_settings: tuple[tuple[str, str], ...],
+    budget: _Budget,
+) -> GradientDetail:
+    settings = [
+        ("check", format_value(record.get("check"))),
+        ("status", format_value(record.get("status"))),
+        *run_settings,
         ("evaluations", format_value(record.get("evaluations"))),
         ("vectorized", format_value(record.get("vectorized"))),
     ]
@@ -494,24 +567,65 @@ def _gradient_detail(
     )
 
 
-def _training_detail(record: Mapping[str, Any]) -> tuple[TrainingDetail, frozenset[str]]:
+def _finding(data: Mapping[str, Any]) -> tuple[FindingView, set[str]]:
     facts: list[tuple[str, str]] = []
-    used: set[str] = set()
-    for label, keys in _TRAINING_FIELDS:
+    used: set[str] = {"title"}
+    for label, keys in _FINDING_FIELDS:
         for key in keys:
-            if key in record and record[key] not in (None, ""):
-                value = record[key]
+            if data.get(key) not in (None, "", []):
+                value = data[key]
                 if label == "source" and isinstance(value, Mapping):
-                    value = (
-                        f"{value.get('file', value.get('filename', '?'))}:{value.get('line', '?')}"
-                    )
+                    where = value.get("file", value.get("filename", "?"))
+                    value = f"{where}:{value.get('line', '?')}"
                 facts.append((label, format_value(value)))
                 used.add(key)
                 break
-    if "file" in record and "source" not in used:
-        facts.append(("source", f"{record['file']}:{record.get('line', '?')}"))
-        used.update({"file", "line"})
-    return TrainingDetail(tuple(facts)), frozenset(used)
+    occurrences = data.get("occurrences")
+    if isinstance(occurrences, int) and occurrences > 1:
+        steps = data.get("steps") or []
+        shown = f" (steps {format_value(steps)})" if steps else ""
+        facts.append(("seen", f"{occurrences} times{shown}"))
+    used.update({"occurrences", "steps"})
+    title = data.get("title")
+    if not isinstance(title, str) or not title:
+        kind = data.get("kind")
+        title = str(kind).replace("_", " ") if kind and kind != "training" else "finding"
+    return FindingView(title, tuple(facts)), used
+
+
+def _training_detail(record: Mapping[str, Any]) -> tuple[TrainingDetail, frozenset[str]]:
+    raw = record.get("findings")
+    used: set[str] = set(_TRAINING_KEYS)
+    if isinstance(raw, list):
+        findings = [_finding(f)[0] for f in raw if isinstance(f, Mapping)]
+    else:
+        # One finding as the record itself (its facts at the top level).
+        view, keys = _finding(record)
+        findings = [view] if view.facts else []
+        used |= keys
+    settings = [
+        (label, format_value(record[key]))
+        for key, label in (
+            ("check", "check"),
+            ("optimizer_steps", "optimizer steps"),
+            ("backward_passes", "backward passes"),
+            ("accumulation_steps", "accumulation steps"),
+        )
+        if record.get(key) is not None
+    ]
+    notes = tuple(str(n) for n in record.get("notes") or [] if n)
+    return TrainingDetail(tuple(settings), tuple(findings), notes), frozenset(used)
+
+
+def _training_summary(record: Mapping[str, Any]) -> str:
+    """The first finding in one line (and how many more), for the row."""
+    raw = record.get("findings")
+    if not isinstance(raw, list) or not raw or not isinstance(raw[0], Mapping):
+        return ""
+    first, _ = _finding(raw[0])
+    facts = dict(first.facts)
+    text = first.title + (f": {facts['parameter']}" if "parameter" in facts else "")
+    return text + (f" (and {len(raw) - 1} more)" if len(raw) > 1 else "")
 
 
 def _benchmark_detail(record: Mapping[str, Any]) -> BenchmarkDetail | None:
@@ -543,13 +657,16 @@ def _measure(record: Mapping[str, Any], kind: str) -> tuple[str, float]:
     """The one number that says most about a record, as text and as a sort key."""
     if "max_abs_error" in record and record.get("pairs") != []:
         value = _float(record["max_abs_error"])
-        return f"|diff| {format_value(record['max_abs_error'])}", value
+        return format_value(record["max_abs_error"]), value
     if kind == "device_benchmark":
         bench = charts.read_benchmark(record)
         if bench is not None and bench.speedups:
             phase = "forward_backward" if "forward_backward" in bench.speedups else None
             ratio = bench.speedups[phase or next(iter(bench.speedups))]
             return f"{ratio:.3g}× speedup", ratio
+    if isinstance(record.get("findings"), list) and record["findings"]:
+        count = len(record["findings"])
+        return f"{count} finding{'s' if count != 1 else ''}", float(count)
     if isinstance(record.get("step"), int):
         return f"step {record['step']}", float(record["step"])
     for key in ("max_error", "error", "value"):
@@ -559,25 +676,42 @@ def _measure(record: Mapping[str, Any], kind: str) -> tuple[str, float]:
     return "", math.nan
 
 
-def _row(index: int, record: Mapping[str, Any], budget: _HeatmapBudget) -> Row:
+def _row(
+    index: int,
+    record: Mapping[str, Any],
+    budget: _Budget,
+    settings: tuple[tuple[str, str], ...],
+    common: tuple[tuple[str, str], ...],
+) -> Row:
     raw_kind = record.get("kind")
     kind = raw_kind if isinstance(raw_kind, str) and raw_kind else "unknown"
     status = verdict(record)
     name = _name(record, kind)
+    measure, measure_value = _measure(record, kind)
+    duration = _float(record.get("duration_s"))
+    test_id = record.get("test_id")
+    summary = _summary_text(record) or (_training_summary(record) if kind == "training" else "")
+    has_pairs = isinstance(record.get("pairs"), list)
+    line = ""
+    # A passed check, and a failure past the page's limit, show one line, not a detail.
+    if (has_pairs or kind == "training") and (
+        (status == "passed" and not summary) or (status != "passed" and not budget.take_detail())
+    ):
+        line = _pairs_line(record, settings, common) if has_pairs else _training_line(record)
+        if status != "passed":
+            line += f" · details left out (the page shows the first {MAX_DETAILS} in full)"
     detail: GradientDetail | TrainingDetail | BenchmarkDetail | None = None
     used: frozenset[str] = frozenset()
-    if isinstance(record.get("pairs"), list):
-        detail = _gradient_detail(record, name, budget)
+    if line:
+        pass
+    elif has_pairs:
+        detail = _gradient_detail(record, name, settings, budget)
         used = _GRADIENT_KEYS
     elif kind == "training":
         detail, used = _training_detail(record)
     elif kind == "device_benchmark":
         detail = _benchmark_detail(record)
         used = _BENCHMARK_KEYS if detail is not None else frozenset()
-    summary = _summary_text(record)
-    measure, measure_value = _measure(record, kind)
-    duration = _float(record.get("duration_s"))
-    test_id = record.get("test_id")
     return Row(
         index=index,
         status=status,
@@ -592,12 +726,20 @@ def _row(index: int, record: Mapping[str, Any], budget: _HeatmapBudget) -> Row:
         duration_value=duration,
         summary=summary,
         detail=detail,
-        fields=_fields(record, used | {k for k in _SUMMARY_KEYS if record.get(k) == summary}),
+        fields=(
+            ()
+            if line
+            else _fields(record, used | {k for k in _SUMMARY_KEYS if record.get(k) == summary})
+        ),
         reproduce_test=(
             f"python -m pytest {shlex.quote(test_id)} --gradcheck"
-            if isinstance(test_id, str)
+            if isinstance(test_id, str) and not line
             else ""
         ),
+        line=line,
+        full=not line,
+        # A benchmark's charts are its point, verdict or not.
+        open=status != "passed" or (kind == "device_benchmark" and detail is not None),
     )
 
 
@@ -636,17 +778,21 @@ def build_page(document: Mapping[str, Any], *, title: str = "gradcheck report") 
     Examples:
         >>> page = build_page({"results": [
         ...     {"kind": "gradient", "name": "ok", "passed": True, "pairs": []},
-        ...     {"kind": "training", "name": "zero_grad", "passed": False,
-        ...      "parameter": "fc1.weight", "step": 3, "cause": "no zero_grad()"}]})
+        ...     {"kind": "training", "name": "Net", "passed": False, "findings": [
+        ...         {"title": "Gradient not reset", "parameter": "fc1.weight", "step": 3}]}]})
         >>> [(row.name, row.status) for row in page.rows]
-        [('zero_grad', 'failed'), ('ok', 'passed')]
-        >>> page.rows[0].detail.facts[:2]
-        (('parameter', 'fc1.weight'), ('step', '3'))
+        [('Net', 'failed'), ('ok', 'passed')]
+        >>> page.rows[0].summary, page.rows[0].detail.findings[0].facts
+        ('Gradient not reset: fc1.weight', (('parameter', 'fc1.weight'), ('step', '3')))
     """
     results = [r for r in document.get("results", []) if isinstance(r, Mapping)]
     order = sorted(range(len(results)), key=lambda i: (_STATUS_ORDER[verdict(results[i])], i))
-    budget = _HeatmapBudget(MAX_HEATMAPS)
-    rows = tuple(_row(i, results[i], budget) for i in order)
+    budget = _Budget(MAX_HEATMAPS, MAX_DETAILS)
+    settings = [_settings(r) for r in results]
+    # The settings most checks share are shown once, in the header, not in every row.
+    counted = Counter(s for s in settings if s)
+    common = counted.most_common(1)[0][0] if counted and counted.most_common(1)[0][1] > 1 else ()
+    rows = tuple(_row(i, results[i], budget, settings[i], common) for i in order)
     summary = summarize(results)
     kinds = tuple(
         KindCount(
@@ -692,7 +838,9 @@ def build_page(document: Mapping[str, Any], *, title: str = "gradcheck report") 
         environment=_environment(environment if isinstance(environment, Mapping) else {}),
         sources=sources,
         rows=rows,
-        heatmaps_left_out=budget.left_out,
+        heatmaps_left_out=budget.heatmaps_left_out,
+        details_left_out=budget.details_left_out,
+        common_settings=common,
         data={
             "schema_version": document.get("schema_version"),
             "created": document.get("created"),

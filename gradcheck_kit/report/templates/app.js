@@ -14,6 +14,9 @@
   var empty = document.getElementById("empty");
   var state = { filter: "all", kind: "", q: "" };
   var STATUS_ORDER = { failed: 0, no_verdict: 1, passed: 2 };
+  /* Ties keep the page's first order (failures first, then as recorded). */
+  var firstOrder = new Map();
+  bodies.forEach(function (body, i) { firstOrder.set(body, i); });
 
   function readLocation() {
     var text = window.location.hash.replace(/^#/, "") || window.location.search.replace(/^\?/, "");
@@ -58,20 +61,28 @@
   }
 
   function setOpen(body, open) {
-    var toggle = body.querySelector("button.toggle");
     body.rows[1].hidden = !open;
-    toggle.setAttribute("aria-expanded", String(open));
+    body.rows[0].cells[2].querySelector("button").setAttribute("aria-expanded", String(open));
   }
 
-  function number(body, key) {
-    var value = parseFloat(body.getAttribute(key));
+  /* Sort keys are read from the cells, not stored twice: "9.5e-10", "2 findings", "25× speedup". */
+  var UNITS = { s: 1, ms: 1e-3, "µs": 1e-6, ns: 1e-9 };
+  function leadingNumber(text) {
+    text = text.trim();
+    if (/^-?inf/.test(text)) { return text.charAt(0) === "-" ? -Infinity : Infinity; }
+    var value = parseFloat(text);
     return isNaN(value) ? null : value;
+  }
+  function seconds(text) {
+    var value = leadingNumber(text);
+    var unit = text.trim().split(/\s+/)[1];
+    return value === null ? null : value * (UNITS[unit] || 1);
   }
 
   function sortKey(key) {
     if (key === "status") { return function (b) { return STATUS_ORDER[b.getAttribute("data-status")]; }; }
-    if (key === "measure") { return function (b) { return number(b, "data-measure"); }; }
-    if (key === "duration") { return function (b) { return number(b, "data-duration"); }; }
+    if (key === "measure") { return function (b) { return leadingNumber(b.rows[0].cells[4].textContent); }; }
+    if (key === "duration") { return function (b) { return seconds(b.rows[0].cells[5].textContent); }; }
     var column = { kind: 1, name: 2, test: 3 }[key];
     return function (b) { return b.rows[0].cells[column].textContent.toLowerCase(); };
   }
@@ -88,7 +99,7 @@
         if (y === null) { return -1; }
         return (x < y ? -1 : 1) * sign;
       }
-      return number(a, "data-index") - number(b, "data-index");
+      return firstOrder.get(a) - firstOrder.get(b);
     });
     table.querySelectorAll("th[data-sort]").forEach(function (other) { other.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", descending ? "descending" : "ascending");
@@ -115,7 +126,7 @@
     });
   });
   table.addEventListener("click", function (event) {
-    var toggle = event.target.closest("button.toggle");
+    var toggle = event.target.closest("#checks > tbody > tr:first-child > td > button");
     if (toggle) {
       var body = toggle.closest("tbody");
       setOpen(body, body.rows[1].hidden);
