@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.state import fingerprint
@@ -157,3 +159,44 @@ def test_passing_and_failing_checks_leave_no_trace(
     assert gk.check_matches_manual(loss, right, (w, b), dtype=dtype).passed
     wrong = gk.check_matches_manual(loss, lambda w, b: (right(w, b)[0], -b), (w, b), dtype=dtype)
     assert not wrong.passed
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    policy=st.sampled_from(["float64", "native"]),
+    with_grad=st.booleans(),
+    grad_enabled=st.booleans(),
+    wrong=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_no_trace_at_random_inputs_flags_and_modes(
+    shape: list[int],
+    dtype: torch.dtype,
+    policy: str,
+    with_grad: bool,
+    grad_enabled: bool,
+    wrong: bool,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=dtype).requires_grad_()
+    c = torch.randn(shape, generator=gen, dtype=dtype)  # a constant fn closes over
+    if with_grad:
+        x.grad = torch.randn(shape, generator=gen, dtype=dtype)
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(grad_enabled)
+    try:
+        before = fingerprint(x, c)
+        result = gk.check_matches_manual(
+            lambda x: (torch.sin(x) * c).sum(),
+            lambda x: torch.cos(x) * (-c if wrong else c),
+            x,
+            dtype=policy,  # type: ignore[arg-type]
+        )
+        assert fingerprint(x, c) == before, before.diff(fingerprint(x, c))
+    finally:
+        torch.set_grad_enabled(previous)
+    # a sign error is caught unless c vanishes where it matters (never, for normal draws)
+    assert result.passed != wrong, result.summary()
