@@ -48,4 +48,4 @@ def test_large_model_fast_mode() -> None:
     net = nn.Sequential(nn.Linear(1024, 1024), nn.GELU(), nn.Linear(1024, 64))
     x = torch.randn(16, 1024)
     result = gk.assert_module_gradients(net, x, loss_fn=lambda y: y.square().mean())
-    assert result.mode == "fast" and len(result.probes) == 4
+    assert result.mode == "fast" and len(result.probes) == 2  # 2 probes past 65,536 inputs

@@ -71,6 +71,10 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.results import WorstElement as WorstElement
     from gradcheck_kit._src.second_order import assert_second_order as assert_second_order
     from gradcheck_kit._src.second_order import check_second_order as check_second_order
+    from gradcheck_kit._src.targets import CheckTarget as CheckTarget
+    from gradcheck_kit._src.targets import TargetError as TargetError
+    from gradcheck_kit._src.targets import resolve_target as resolve_target
+    from gradcheck_kit._src.targets import target as target
     from gradcheck_kit._src.training.assertions import (
         assert_optimizer_tracks as assert_optimizer_tracks,
     )
@@ -92,6 +96,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AuditFinding",
     "AutogradFunctionError",
+    "CheckTarget",
     "FunctionAuditResult",
     "GradCheckResult",
     "GradcheckError",
@@ -110,6 +115,7 @@ __all__ = [
     "ProbeResult",
     "SameTrainingResult",
     "SecondOrderResult",
+    "TargetError",
     "ThreeWayElement",
     "TrainingDivergenceError",
     "TrainingFinding",
@@ -144,6 +150,8 @@ __all__ = [
     "check_same_training",
     "check_second_order",
     "graph_nodes",
+    "resolve_target",
+    "target",
     "watch_training",
 ]
 
@@ -154,6 +162,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # Public name -> the module that defines it. Kept beside __all__; a test checks they agree.
 _LAZY_IMPORTS: dict[str, str] = {
+    "CheckTarget": "gradcheck_kit._src.targets",
+    "TargetError": "gradcheck_kit._src.targets",
+    "resolve_target": "gradcheck_kit._src.targets",
+    "target": "gradcheck_kit._src.targets",
     "check_gradients": "gradcheck_kit._src.gradcheck",
     "check_module_gradients": "gradcheck_kit._src.gradcheck",
     "assert_gradients_close": "gradcheck_kit._src.asserts",

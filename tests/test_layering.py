@@ -44,6 +44,7 @@ CHECK_MODULES = tuple(
         "autograd_function",
         "second_order",
         "trajectories",
+        "targets",
     )
 )
 CORE_MODULES = tuple(

@@ -123,7 +123,9 @@ def test_marked_tests_run_with_the_flag(pytester: pytest.Pytester) -> None:
 def test_marker_is_registered_with_a_description(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--markers")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["@pytest.mark.gradcheck: a gradient check; skipped unless*"])
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.gradcheck(mode=, dtype=, eps=, atol=, rtol=, seed=, rng=, *: a gradient check*"]
+    )
 
 
 def test_options_are_in_their_own_group(pytester: pytest.Pytester) -> None:
@@ -152,7 +154,7 @@ def test_unknown_marker_arguments_are_errors(pytester: pytest.Pytester) -> None:
     )
     result = run(pytester, "--gradcheck")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*gradcheck mark can't have 'atoll' keyword argument.*"])
+    result.stdout.fnmatch_lines(["*gradcheck mark can't have 'atoll' keyword argument (known: *"])
 
 
 # ---------------------------------------------------------------- the JSON file
@@ -225,7 +227,7 @@ def test_bad():
     result.stdout.fnmatch_lines(
         [
             "*-- gradcheck --*",
-            "3 checks, 2 failed",
+            "3 checks, 2 failed*",
             "FAILED bad-check in test_terminal_summary.py::test_bad",
             "FAILED worse-check in test_terminal_summary.py::test_bad",
             f"results: {Path(DEFAULT_JSON_PATH)}",
@@ -238,7 +240,7 @@ def test_empty_run_still_writes_a_document(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = run(pytester, "--gradcheck")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["0 checks, 0 failed"])
+    result.stdout.fnmatch_lines(["0 checks, 0 failed*"])
     assert load(pytester.path / DEFAULT_JSON_PATH)["results"] == []
 
 
@@ -301,7 +303,7 @@ def test_x(i):
     )
     result = pytester.runpytest_subprocess("--strict-markers", *PLUGIN, "--gradcheck", "-n", "2")
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["4 checks, 1 failed", "FAILED check-2 in *test_x?2?"])
+    result.stdout.fnmatch_lines(["4 checks, 1 failed*", "FAILED check-2 in *test_x?2?"])
     document = load(pytester.path / DEFAULT_JSON_PATH)
     by_name = {r["name"]: r for r in document["results"]}
     assert sorted(by_name) == [f"check-{i}" for i in range(4)]

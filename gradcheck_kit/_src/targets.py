@@ -21,6 +21,7 @@ from torch import nn
 from .errors import InvalidArgument
 from .gradcheck import check_gradients, check_module_gradients
 from .results import GradCheckResult
+from .target_mark import TARGET_ATTRIBUTE, target_spec
 
 __all__ = [
     "CheckTarget",
@@ -35,7 +36,7 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_MARK = "__gradcheck_target__"
+_MARK = TARGET_ATTRIBUTE
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 # Options a target (or its decorator) may fix; the session's options fill the rest.
 _OPTION_NAMES = frozenset(
@@ -139,7 +140,7 @@ def is_target(obj: object) -> bool:
         >>> is_target(print)
         False
     """
-    return callable(obj) and isinstance(getattr(obj, _MARK, None), dict)
+    return target_spec(obj) is not None
 
 
 def target_options(obj: object) -> dict[str, Any]:
@@ -149,8 +150,8 @@ def target_options(obj: object) -> dict[str, Any]:
         >>> target_options(print)
         {}
     """
-    spec = getattr(obj, _MARK, None)
-    return dict(spec["options"]) if isinstance(spec, dict) else {}
+    spec = target_spec(obj)
+    return dict(spec["options"]) if spec is not None else {}
 
 
 def _check_options(
@@ -249,7 +250,8 @@ def load_targets(factory: Callable[[], Any], *, label: str | None = None) -> lis
     except Exception as exc:
         raise TargetError(f"target factory {where} raised {type(exc).__name__}: {exc}") from exc
     defaults = target_options(factory)
-    name = getattr(factory, _MARK, {}).get("name") if is_target(factory) else None
+    spec = target_spec(factory)
+    name = spec["name"] if spec is not None else None
     items = list(_items(made, where))
     if not items:
         raise TargetError(f"target factory {where} returned nothing to check ({made!r}).")

@@ -22,12 +22,27 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gradcheck_kit import __version__
+from gradcheck_kit._src.target_mark import target_spec
+from gradcheck_kit.pytest_plugin.collect import TargetFactory
+from gradcheck_kit.pytest_plugin.fixtures import (
+    GradcheckFixture,
+    TrainingWatchFixture,
+    seeded_rng,
+    select_device,
+)
+from gradcheck_kit.pytest_plugin.options import (
+    CheckDefaults,
+    add_check_options,
+    apply_marker,
+    read_defaults,
+)
 from gradcheck_kit.pytest_plugin.session import GradcheckSession, environment
 
 __all__ = [
@@ -36,6 +51,7 @@ __all__ = [
     "MARKER_DESCRIPTION",
     "SKIP_REASON",
     "GradcheckReporter",
+    "gradcheck_defaults_key",
     "gradcheck_session_key",
     "parse_json_path",
     "parse_report_path",
@@ -45,11 +61,10 @@ DEFAULT_JSON_PATH = "reports/gradcheck.json"
 DEFAULT_REPORT_PATH = "reports/gradcheck.html"
 SKIP_REASON = "gradient check: run with --gradcheck"
 MARKER_DESCRIPTION = (
-    "gradcheck: a gradient check; skipped unless pytest runs with --gradcheck, "
-    "which also records its results in the JSON report."
+    "gradcheck(mode=, dtype=, eps=, atol=, rtol=, seed=, rng=, n_probes=, devices=): a "
+    "gradient check; skipped unless pytest runs with --gradcheck. The keywords override "
+    "the run's options for the gradcheck fixture in this test."
 )
-# Keyword arguments the marker accepts; none yet. Anything else is a mistake in the test.
-_MARKER_KWARGS: frozenset[str] = frozenset()
 # Keys under which an xdist worker hands its results and environment to the controller.
 _WORKEROUTPUT_KEY = "gradcheck_results"
 _WORKER_ENVIRONMENT_KEY = "gradcheck_environment"
@@ -59,6 +74,8 @@ _MAX_SEEDS_LISTED = 20
 
 gradcheck_session_key = pytest.StashKey[GradcheckSession]()
 """The run's :class:`GradcheckSession` on ``config.stash``; present only with ``--gradcheck``."""
+gradcheck_defaults_key = pytest.StashKey[CheckDefaults]()
+"""The run's resolved check options on ``config.stash`` (always present)."""
 _json_path_key = pytest.StashKey[Path]()
 _reporter_key = pytest.StashKey["GradcheckReporter"]()
 
@@ -133,6 +150,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "result and write them to the JSON file of --gradcheck-json. Default: %(default)r"
         ),
     )
+    add_check_options(group, parser)
     add_option_ini(
         "--gradcheck-json",
         dest="gradcheck_json",
@@ -174,6 +192,24 @@ def _path_option(config: pytest.Config, dest: str) -> Path:
 
 def _json_path(config: pytest.Config) -> Path:
     return _path_option(config, "gradcheck_json")
+
+
+_SLOWEST_LISTED = 3
+_WORST_LISTED = 3
+
+
+def _number(value: Any) -> float:
+    """A record's number, 0.0 when absent or not a finite float (strings like 'inf' kept)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _where(record: dict[str, Any]) -> str:
+    name = record.get("name") or record.get("kind") or "check"
+    test_id = record.get("test_id")
+    return f"{name} ({test_id})" if test_id else str(name)
 
 
 def _json_safe(value: Any) -> Any:
@@ -268,7 +304,25 @@ class GradcheckReporter:
         results, failed = self.recorder.results, self.recorder.failed
         terminalreporter.write_sep("-", "gradcheck")
         noun = "check" if len(results) == 1 else "checks"
-        terminalreporter.write_line(f"{len(results)} {noun}, {len(failed)} failed")
+        seconds = sum(_number(r.get("duration_s")) for r in results)
+        terminalreporter.write_line(
+            f"{len(results)} {noun}, {len(failed)} failed ({seconds:.2f} s in checks)"
+        )
+        timed = sorted(results, key=lambda r: -_number(r.get("duration_s")))[:_SLOWEST_LISTED]
+        if len(results) > 1:
+            terminalreporter.write_line(
+                "slowest: "
+                + "; ".join(f"{_number(r.get('duration_s')):.2f} s {_where(r)}" for r in timed)
+            )
+        worst = sorted(failed, key=lambda r: -_number(r.get("max_abs_error")))[:_WORST_LISTED]
+        for result in worst:
+            if result.get("max_abs_error") is not None:
+                hint = f" — {result['hint']}" if result.get("hint") else ""
+                terminalreporter.write_line(
+                    f"worst: |analytic - numeric| {_number(result['max_abs_error']):.3g} in "
+                    f"{_where(result)}{hint}",
+                    red=True,
+                )
         for result in failed:
             test_id = result.get("test_id") or "(outside any test)"
             terminalreporter.write_line(f"FAILED {result.get('name')} in {test_id}", red=True)
@@ -290,6 +344,7 @@ class GradcheckReporter:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; with ``--gradcheck``, start recording results."""
     config.addinivalue_line("markers", MARKER_DESCRIPTION)
+    config.stash[gradcheck_defaults_key] = read_defaults(config)
     if not config.getoption("gradcheck"):
         return
     config.stash[_json_path_key] = _json_path(config)
@@ -314,9 +369,40 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(reporter)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without ``--gradcheck``, skip the tests marked ``gradcheck``."""
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> TargetFactory | None:
+    """A function marked ``@gradcheck_kit.target`` in a test file is a target, not a test."""
+    if target_spec(obj) is None:
+        return None
+    config = collector.config
+    return TargetFactory.from_parent(
+        collector,
+        name=name,
+        factory=obj,
+        defaults=config.stash[gradcheck_defaults_key],
+        enabled=bool(config.getoption("gradcheck")),
+        skip_reason=SKIP_REASON,
+    )
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Add the ``--gradcheck-targets`` items; without ``--gradcheck``, skip marked tests."""
     if config.getoption("gradcheck"):
+        defaults = config.stash[gradcheck_defaults_key]
+        for spec in defaults.targets:
+            collector = TargetFactory.from_parent(
+                session,
+                name=spec,
+                spec=spec,
+                defaults=defaults,
+                enabled=True,
+                skip_reason=SKIP_REASON,
+            )
+            # genitems reports a failing factory as a collection error, like any module's
+            items.extend(session.genitems(collector))
         return
     skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
@@ -333,9 +419,89 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("gradcheck"):
         if marker.args:
             raise ValueError(f"gradcheck mark takes no positional arguments, got {marker.args!r}.")
-        for name in marker.kwargs:
-            if name not in _MARKER_KWARGS:
-                raise ValueError(f"gradcheck mark can't have {name!r} keyword argument.")
+        apply_marker(item.config.stash[gradcheck_defaults_key], marker.kwargs)
+
+
+def _test_defaults(request: pytest.FixtureRequest) -> CheckDefaults:
+    defaults = request.config.stash[gradcheck_defaults_key]
+    # the closest mark wins, as pytest's own marks do: apply the farthest first
+    for marker in reversed(list(request.node.iter_markers("gradcheck"))):
+        defaults = apply_marker(defaults, marker.kwargs)
+    return defaults
+
+
+@pytest.fixture
+def gradcheck(request: pytest.FixtureRequest) -> GradcheckFixture:
+    """Gradient-check assertions bound to the run's ``--gradcheck-*`` options and the marker.
+
+    ``gradcheck(fn, inputs)`` asserts (``assert_gradients_close``), ``gradcheck.check``
+    returns the result, ``gradcheck.module(model, inputs)`` and ``gradcheck.manual(fn,
+    manual_grad, inputs)`` check a module and a hand-written derivative. Keyword
+    arguments override the options for one call.
+
+    Example::
+
+        @pytest.mark.gradcheck(mode="full")
+        def test_tanh(gradcheck):
+            gradcheck(torch.tanh, torch.randn(4, dtype=torch.float64, requires_grad=True))
+    """
+    return GradcheckFixture(_test_defaults(request))
+
+
+@pytest.fixture
+def training_watch() -> Iterator[TrainingWatchFixture]:
+    """``training_watch(model, optimizer, **options)`` starts ``watch_training`` until teardown.
+
+    Example::
+
+        def test_loop(training_watch):
+            training_watch(model, optimizer, accumulation_steps=4)
+            train(model, optimizer)      # findings fail the test at teardown
+    """
+    watch = TrainingWatchFixture()
+    yield watch
+    watch.close()
+
+
+@pytest.fixture
+def grad_device(request: pytest.FixtureRequest) -> Any:
+    """A ``torch.device``; the test runs once per device of ``--gradcheck-device``.
+
+    ``cpu`` by default, ``all`` gives cpu and cuda; a CUDA case skips with the reason
+    where there is no GPU. ``@pytest.mark.gradcheck(devices=["cuda"])`` picks per test.
+
+    Example::
+
+        def test_on_each_device(gradcheck, grad_device):
+            x = torch.randn(3, dtype=torch.float64, device=grad_device, requires_grad=True)
+            gradcheck(torch.sin, x)
+    """
+    return select_device(getattr(request, "param", "cpu"))
+
+
+@pytest.fixture
+def grad_rng(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """torch, NumPy and ``random`` seeded with ``--gradcheck-seed`` (or the marker's seed).
+
+    Yields a seeded ``torch.Generator``; every global RNG state is restored afterwards.
+
+    Example::
+
+        def test_dropout_model(gradcheck, grad_rng):
+            x = torch.randn(4, 3, generator=grad_rng, dtype=torch.float64)
+    """
+    yield from seeded_rng(_test_defaults(request).seed)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``grad_device`` over the selected devices (cpu, cuda)."""
+    if "grad_device" not in metafunc.fixturenames:
+        return
+    defaults = metafunc.config.stash[gradcheck_defaults_key]
+    for marker in reversed(list(metafunc.definition.iter_markers("gradcheck"))):
+        defaults = apply_marker(defaults, marker.kwargs)
+    devices = list(defaults.devices())
+    metafunc.parametrize("grad_device", devices, indirect=True, ids=devices)
 
 
 @pytest.hookimpl(trylast=True)

@@ -1,0 +1,143 @@
+"""What the plugin's fixtures hand to a test: a checker bound to the run's options.
+
+Imports no torch at module level: pytest imports the plugin in every run, and
+these objects import the checks only when a test uses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pytest
+
+from gradcheck_kit.pytest_plugin.options import CheckDefaults
+
+__all__ = ["GradcheckFixture", "TrainingWatchFixture", "seeded_rng", "select_device"]
+
+
+class GradcheckFixture:
+    """The ``gradcheck`` fixture: assertions bound to the run's options and this test's marker.
+
+    ``--gradcheck-mode/-dtype/-seed/-atol/-rtol`` (or their ini keys) and
+    ``@pytest.mark.gradcheck(...)`` give the defaults; keyword arguments of a call
+    win over both. Every check is recorded with the test's id for the JSON/HTML
+    report when pytest runs with ``--gradcheck``.
+
+    Examples:
+        >>> # test_my_ops.py
+        >>> def test_tanh(gradcheck):
+        ...     import torch
+        ...     x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+        ...     gradcheck(torch.tanh, x)             # raises GradientMismatchError if wrong
+        ...     result = gradcheck.check(torch.tanh, x)   # returns the result, never raises
+        ...     assert result.passed
+    """
+
+    def __init__(self, defaults: CheckDefaults) -> None:
+        self.defaults = defaults
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword options every call starts from."""
+        return self.defaults.as_kwargs()
+
+    def __call__(self, fn: Callable[..., Any], inputs: Any, **overrides: Any) -> Any:
+        """Assert ``fn``'s gradients at ``inputs`` (like ``assert_gradients_close``)."""
+        from gradcheck_kit._src.asserts import assert_gradients_close
+
+        return assert_gradients_close(fn, inputs, **{**self.options, **overrides})
+
+    def check(self, fn: Callable[..., Any], inputs: Any, **overrides: Any) -> Any:
+        """Check without raising (like ``check_gradients``); returns the result."""
+        from gradcheck_kit._src.gradcheck import check_gradients
+
+        return check_gradients(fn, inputs, **{**self.options, **overrides})
+
+    def module(self, module: Any, inputs: Any, **overrides: Any) -> Any:
+        """Assert a module's gradients (like ``assert_module_gradients``)."""
+        from gradcheck_kit._src.asserts import assert_module_gradients
+
+        return assert_module_gradients(module, inputs, **{**self.options, **overrides})
+
+    def manual(
+        self,
+        fn: Callable[..., Any],
+        manual_grad: Callable[..., Any] | None = None,
+        inputs: Any = None,
+        **overrides: Any,
+    ) -> Any:
+        """Assert a hand-written derivative (like ``assert_matches_manual``)."""
+        from gradcheck_kit._src.manual import assert_matches_manual
+
+        options = {k: v for k, v in self.options.items() if k != "n_probes"}
+        return assert_matches_manual(fn, manual_grad, inputs, **{**options, **overrides})
+
+
+class TrainingWatchFixture:
+    """The ``training_watch`` fixture: ``watch_training`` closed at the end of the test.
+
+    Call it with the model and optimizer (and any ``watch_training`` option) once
+    they exist; it starts watching at once and returns the watcher. At teardown the
+    watcher is closed, so a finding fails the test even when the test never leaves
+    a ``with`` block of its own.
+
+    Examples:
+        >>> # test_training.py
+        >>> def test_loop(training_watch):
+        ...     import torch
+        ...     model = torch.nn.Linear(3, 1)
+        ...     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        ...     training_watch(model, opt)
+        ...     for _ in range(3):
+        ...         opt.zero_grad()
+        ...         model(torch.randn(8, 3)).pow(2).mean().backward()
+        ...         opt.step()
+    """
+
+    def __init__(self) -> None:
+        self._open: list[AbstractContextManager[Any]] = []
+
+    def __call__(self, model: Any, optimizer: Any, **options: Any) -> Any:
+        """Start watching ``model`` trained by ``optimizer``; returns the watcher."""
+        from gradcheck_kit._src.training.watcher import watch_training
+
+        watcher = watch_training(model, optimizer, **options)
+        entered = watcher.__enter__()
+        self._open.append(watcher)
+        return entered
+
+    def close(self) -> None:
+        """Exit every watcher still open, newest first; findings raise here."""
+        while self._open:
+            self._open.pop().__exit__(None, None, None)
+
+
+def seeded_rng(seed: int) -> Iterator[Any]:
+    """Seed torch, NumPy and ``random`` with ``seed``; restore their states afterwards.
+
+    Yields a ``torch.Generator`` seeded with ``seed`` for explicit use.
+    """
+    import torch
+
+    from gradcheck_kit._src.state import capture_rng_state, restore_rng_state, seed_everything
+
+    saved = capture_rng_state()
+    seed_everything(seed)
+    try:
+        yield torch.Generator().manual_seed(seed)
+    finally:
+        restore_rng_state(saved)
+
+
+def select_device(name: str) -> Any:
+    """``torch.device(name)``, or skip the test with the reason when it is not usable."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip(
+            "CUDA device not available: torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'})"
+        )
+    return torch.device(name)

@@ -1,0 +1,258 @@
+"""The plugin's check options: parsing, ini fallback, and per-test marker overrides.
+
+No pytest hooks here (``plugin.py`` wires them) and no torch. Each
+``--gradcheck-*`` option has an ini twin; the command line beats the ini file,
+which beats the default. ``@pytest.mark.gradcheck(mode="full", atol=1e-5)``
+beats both for one test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "MODES",
+    "DTYPES",
+    "DEVICES",
+    "MARKER_KWARGS",
+    "CheckDefaults",
+    "parse_mode",
+    "parse_dtype",
+    "parse_device",
+    "parse_seed",
+    "parse_tolerance",
+    "parse_targets",
+    "add_check_options",
+    "read_defaults",
+    "apply_marker",
+]
+
+MODES = ("auto", "full", "fast")
+DTYPES = ("float64", "native")
+DEVICES = ("cpu", "cuda", "all")
+# What @pytest.mark.gradcheck(...) accepts: the check options, plus a device list.
+MARKER_KWARGS = frozenset(
+    {"mode", "dtype", "eps", "atol", "rtol", "seed", "rng", "n_probes", "devices"}
+)
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(string: str) -> str:
+        value = string.strip().lower()
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"Could not parse value: {string!r}. Expected one of {', '.join(choices)}."
+            )
+        return value
+
+    parse.__name__ = f"parse_{name}"
+    return parse
+
+
+parse_mode = _choice("mode", MODES)
+parse_dtype = _choice("dtype", DTYPES)
+parse_device = _choice("device", DEVICES)
+
+
+def parse_seed(string: str) -> int:
+    """An integer seed >= 0.
+
+    Examples:
+        >>> parse_seed(" 7 ")
+        7
+    """
+    try:
+        value = int(string.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Could not parse value: {string!r}. Expected an integer >= 0."
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"Could not parse value: {string!r}. Expected >= 0.")
+    return value
+
+
+def parse_tolerance(string: str) -> float:
+    """A finite float >= 0.
+
+    Examples:
+        >>> parse_tolerance("1e-5")
+        1e-05
+    """
+    try:
+        value = float(string.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Could not parse value: {string!r}. Expected a number such as 1e-5."
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"Could not parse value: {string!r}. Expected a finite number >= 0."
+        )
+    return value
+
+
+def parse_targets(string: str) -> list[str]:
+    """Comma- or blank-separated ``package.module:factory`` names.
+
+    Examples:
+        >>> parse_targets("a.b:f, c:g")
+        ['a.b:f', 'c:g']
+    """
+    return [part for part in string.replace(",", " ").split() if part]
+
+
+@dataclass(frozen=True)
+class CheckDefaults:
+    """The run's check options after CLI > ini > default resolution.
+
+    ``None`` means "the check's own default" (tolerances by dtype, for example).
+
+    Examples:
+        >>> CheckDefaults().as_kwargs()
+        {'mode': 'auto', 'dtype': 'float64', 'seed': 0}
+    """
+
+    mode: str = "auto"
+    dtype: str = "float64"
+    device: str = "cpu"
+    seed: int = 0
+    atol: float | None = None
+    rtol: float | None = None
+    targets: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``check_gradients`` (unset tolerances left out)."""
+        kwargs: dict[str, Any] = {"mode": self.mode, "dtype": self.dtype, "seed": self.seed}
+        if self.atol is not None:
+            kwargs["atol"] = self.atol
+        if self.rtol is not None:
+            kwargs["rtol"] = self.rtol
+        kwargs.update(self.extra)
+        return kwargs
+
+    def devices(self) -> tuple[str, ...]:
+        """The devices ``--gradcheck-device`` selects, in order."""
+        return ("cpu", "cuda") if self.device == "all" else (self.device,)
+
+
+# option, dest, parser, metavar, default (as the ini text), help
+_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str, str], ...] = (
+    ("--gradcheck-mode", "gradcheck_mode", parse_mode, "{auto,full,fast}", "auto",
+     "full Jacobians, random projections, or full when small"),
+    ("--gradcheck-dtype", "gradcheck_dtype", parse_dtype, "{float64,native}", "float64",
+     "check float64 copies, or the tensors' own dtype"),
+    ("--gradcheck-device", "gradcheck_device", parse_device, "{cpu,cuda,all}", "cpu",
+     "devices the grad_device fixture runs on; cuda skips where there is no GPU"),
+    ("--gradcheck-seed", "gradcheck_seed", parse_seed, "N", "0",
+     "seed of every check and of the grad_rng fixture"),
+    ("--gradcheck-atol", "gradcheck_atol", parse_tolerance, "ATOL", "",
+     "absolute tolerance per Jacobian entry (empty: by dtype)"),
+    ("--gradcheck-rtol", "gradcheck_rtol", parse_tolerance, "RTOL", "",
+     "relative tolerance per Jacobian entry (empty: by dtype)"),
+    ("--gradcheck-targets", "gradcheck_targets", parse_targets, "MOD:FACTORY,...", "",
+     "factories to check without writing tests, each collected as a test item"),
+)  # fmt: skip
+
+
+def add_check_options(group: Any, parser: pytest.Parser) -> None:
+    """Add the check options to the ``gradcheck`` group, each with its ini twin."""
+    for option, dest, parse, metavar, default, text in _OPTIONS:
+        parser.addini(dest, default=default, type="string", help=f"Default value for {option}")
+        shown = repr(default) if default else "unset"
+        group.addoption(
+            option,
+            dest=dest,
+            type=parse,
+            metavar=metavar,
+            default=None,
+            help=f"{text[0].upper()}{text[1:]}. Default: {shown}",
+        )
+
+
+def read_defaults(config: pytest.Config) -> CheckDefaults:
+    """Resolve every check option: command line, else ini, else default.
+
+    Raises:
+        pytest.UsageError: an ini value does not parse; the message names the key.
+    """
+    values: dict[str, Any] = {}
+    for _option, dest, parse, _metavar, _default, _text in _OPTIONS:
+        cli_value = config.getoption(dest)
+        if cli_value is not None:
+            values[dest] = cli_value
+            continue
+        ini_value = str(config.getini(dest)).strip()
+        if not ini_value:
+            values[dest] = None
+            continue
+        try:
+            values[dest] = parse(ini_value)
+        except argparse.ArgumentTypeError as exc:
+            raise pytest.UsageError(f"{dest} = {ini_value!r} in the ini file: {exc}") from None
+    return CheckDefaults(
+        mode=values["gradcheck_mode"] or "auto",
+        dtype=values["gradcheck_dtype"] or "float64",
+        device=values["gradcheck_device"] or "cpu",
+        seed=values["gradcheck_seed"] if values["gradcheck_seed"] is not None else 0,
+        atol=values["gradcheck_atol"],
+        rtol=values["gradcheck_rtol"],
+        targets=tuple(values["gradcheck_targets"] or ()),
+    )
+
+
+def apply_marker(defaults: CheckDefaults, marker_kwargs: Mapping[str, Any]) -> CheckDefaults:
+    """The defaults with one test's ``@pytest.mark.gradcheck(...)`` overrides applied.
+
+    Raises:
+        ValueError: an unknown keyword, or a value of the wrong kind (named).
+
+    Examples:
+        >>> apply_marker(CheckDefaults(), {"mode": "full", "atol": 1e-5}).as_kwargs()
+        {'mode': 'full', 'dtype': 'float64', 'seed': 0, 'atol': 1e-05}
+    """
+    unknown = sorted(set(marker_kwargs) - MARKER_KWARGS)
+    if unknown:
+        raise ValueError(
+            f"gradcheck mark can't have {unknown[0]!r} keyword argument "
+            f"(known: {', '.join(sorted(MARKER_KWARGS))})."
+        )
+    changes: dict[str, Any] = {}
+    extra = dict(defaults.extra)
+    for name, value in marker_kwargs.items():
+        if name == "mode":
+            changes["mode"] = _marker_choice(name, value, MODES)
+        elif name == "dtype":
+            changes["dtype"] = _marker_choice(name, value, DTYPES)
+        elif name == "seed":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"gradcheck mark: seed={value!r} must be an int >= 0.")
+            changes["seed"] = value
+        elif name in ("atol", "rtol"):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"gradcheck mark: {name}={value!r} must be a number >= 0.")
+            changes[name] = float(value)
+        elif name == "devices":
+            devices = (value,) if isinstance(value, str) else tuple(value)
+            bad = [d for d in devices if d not in ("cpu", "cuda")]
+            if bad or not devices:
+                raise ValueError(f"gradcheck mark: devices={value!r}; use 'cpu' and/or 'cuda'.")
+            changes["device"] = "all" if len(set(devices)) == 2 else devices[0]
+        else:  # eps, rng, n_probes: validated by the check itself, with its own message
+            extra[name] = value
+    return replace(defaults, extra=extra, **changes)
+
+
+def _marker_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(
+            f"gradcheck mark: {name}={value!r} is not one of {', '.join(map(repr, choices))}."
+        )
+    return str(value)
