@@ -6,12 +6,16 @@ Commands:
 * ``gradcheck-kit check-json PATH``: summarise a results file written by
   ``pytest --gradcheck``, one line per result; exit 1 if any result failed,
   2 if the file is missing or is not a results file.
+* ``gradcheck-kit check TARGET [TARGET ...]``: run the gradient checks of
+  ``package.module:factory`` targets without pytest (scripts, pre-commit hooks);
+  exit 1 if any check failed, 2 if a target cannot be resolved or built.
 * ``gradcheck-kit report IN.json [IN2.json ...] -o OUT.html [--json MERGED.json]``:
   render the HTML report of one results file, or merge several (CI shards,
   separate runs) into one report and, with ``--json``, one JSON document;
   exit 2 if a file is missing, not JSON, or of a newer schema version.
 
-Imports no torch: reading a results file needs none (and Jinja2 only for ``report``).
+Imports no torch: reading a results file needs none (and Jinja2 only for ``report``);
+``check`` imports the checks when it runs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gradcheck_kit import __version__
+from gradcheck_kit.pytest_plugin.options import (
+    CheckDefaults,
+    parse_dtype,
+    parse_mode,
+    parse_seed,
+    parse_tolerance,
+)
 from gradcheck_kit.report.document import (
     DocumentError,
     load_document,
@@ -64,6 +75,38 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     check_json.add_argument("path", metavar="PATH", type=Path, help="the JSON results file")
+    check = commands.add_parser(
+        "check",
+        help="run the gradient checks of package.module:factory targets",
+        description=(
+            "Resolve each TARGET (package.module:factory) with importlib, call the factory and "
+            "check what it returns, as pytest --gradcheck --gradcheck-targets would. "
+            "Exit status: 0 all passed, 1 some failed, 2 a target could not be resolved or built."
+        ),
+    )
+    check.add_argument("targets", metavar="TARGET", nargs="+", help="package.module:factory")
+    check.add_argument("--mode", type=parse_mode, default="auto", help="Default: %(default)r")
+    check.add_argument("--dtype", type=parse_dtype, default="float64", help="Default: %(default)r")
+    check.add_argument("--seed", type=parse_seed, default=0, help="Default: %(default)r")
+    check.add_argument("--atol", type=parse_tolerance, default=None, help="Default: by dtype")
+    check.add_argument("--rtol", type=parse_tolerance, default=None, help="Default: by dtype")
+    check.add_argument(
+        "--path",
+        metavar="DIR",
+        type=Path,
+        action="append",
+        default=None,
+        help="put DIR first on sys.path to import the targets (repeatable). Default: the "
+        "current directory",
+    )
+    check.add_argument(
+        "--json",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="also write the results as a JSON document (for gradcheck-kit report). "
+        "Default: %(default)r",
+    )
     report = commands.add_parser(
         "report",
         help="render the HTML report of results files, merging several into one",
@@ -120,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_json(args.path, out=sys.stdout, err=sys.stderr)
     if args.command == "report":
         return _report(args, out=sys.stdout, err=sys.stderr)
+    if args.command == "check":
+        return _check_targets(args, out=sys.stdout, err=sys.stderr)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 
@@ -186,3 +231,51 @@ def _report(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     if args.json is not None:
         print(f"wrote {args.json}", file=out)
     return EXIT_OK
+
+
+def _check_targets(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    for folder in reversed(args.path or [Path.cwd()]):
+        sys.path.insert(0, str(folder.resolve()))
+    # Imported here: the other commands need no torch.
+    from gradcheck_kit._src.targets import (
+        TargetError,
+        describe,
+        load_targets,
+        resolve_target,
+        run_target,
+    )
+    from gradcheck_kit.pytest_plugin.session import GradcheckSession
+
+    defaults = CheckDefaults(
+        mode=args.mode, dtype=args.dtype, seed=args.seed, atol=args.atol, rtol=args.rtol
+    )
+    recorder = GradcheckSession(version=__version__)
+    recorder.start()
+    failed_reports: list[str] = []
+    total = failed = 0
+    try:
+        for spec in args.targets:
+            try:
+                targets = load_targets(resolve_target(spec), label=spec)
+            except TargetError as exc:
+                print(f"{PROG}: error: {exc}", file=err)
+                return EXIT_USAGE
+            for label, target in zip(describe(targets), targets, strict=True):
+                recorder.current_test_id = f"{spec}::{label}"
+                result = run_target(target, **defaults.as_kwargs())
+                total += 1
+                word = "PASSED" if result.passed else "FAILED"
+                print(f"{word} {spec}::{label} ({result.duration_s:.2f} s)", file=out)
+                if not result.passed:
+                    failed += 1
+                    failed_reports.append(f"{spec}::{label}\n{result.summary()}")
+    finally:
+        recorder.stop()
+    for text in failed_reports:
+        print("", file=out)
+        print(text, file=out)
+    noun = "check" if total == 1 else "checks"
+    print(f"{total} {noun}, {failed} failed", file=out)
+    if args.json is not None:
+        recorder.write_json(args.json, recorder.document())
+    return EXIT_FAILED if failed else EXIT_OK
