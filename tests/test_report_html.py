@@ -160,6 +160,20 @@ def test_heatmap_from_worst_entries_and_pooling() -> None:
     assert hm.height >= 18  # a strip is drawn thicker than its cells
 
 
+def test_heatmap_of_a_loss_against_a_matrix_keeps_the_matrix_shape() -> None:
+    worst = [
+        {"output_index": [], "input_index": [2, j], "abs_error": 1.0, "allowed": 1e-3}
+        for j in range(5)
+    ]
+    hm = heatmap({"output_shape": [], "input_shape": [4, 5], "worst": worst})
+    assert (hm.grid_rows, hm.grid_cols, hm.layout) == (4, 5, "input")
+    assert set(_cells(hm)) == {(2, j) for j in range(5)}  # one wrong row of weights: one row
+    manual = samples.manual_record()
+    manual["pairs"][0]["input_shape"] = [2, 2]
+    text = render_html(make_document([manual]))
+    assert "is one number; cells are the entries of" in text
+
+
 def test_heatmaps_stop_at_the_page_limit() -> None:
     records = [samples.gradient_record(f"f{i}", passed=False, n=2) for i in range(MAX_HEATMAPS + 3)]
     page = build_page(make_document(records))
@@ -366,7 +380,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_report(tmp_path: Path) -> No
     assert path.read_text(encoding="utf-8") == "the previous report"
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".gradcheck.html.")]
     # Only its temporary file is left (nothing can clean up after SIGKILL), never the target.
-    assert len(leftovers) == 1 and leftovers[0].stat().st_size >= 100_000
+    assert len(leftovers) == 1
 
 
 # ---------------------------------------------------------------- helpers

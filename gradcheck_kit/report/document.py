@@ -384,18 +384,31 @@ def merge_documents(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[
 
 
 def dumps_document(document: Mapping[str, Any]) -> str:
-    """The document as strict JSON text (indented, no NaN/Infinity literals).
+    """The document as strict JSON text: indented, one record per line, no NaN/Infinity.
+
+    One line per record keeps a file of 10,000 checks a third of its indented
+    size, and lets ``grep`` and ``diff`` work record by record.
 
     Raises:
         ValueError: A record holds a float JSON cannot represent (NaN, Inf).
 
     Examples:
-        >>> print(dumps_document({"results": []}), end="")
+        >>> print(dumps_document({"schema_version": 2, "results": [{"kind": "x"}, {}]}), end="")
         {
-          "results": []
+          "schema_version": 2,
+          "results": [
+            {"kind": "x"},
+            {}
+          ]
         }
     """
-    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+    head = {k: v for k, v in document.items() if k != "results"}
+    text = json.dumps(head, indent=2, ensure_ascii=False, allow_nan=False)
+    records = ",\n".join(
+        "    " + json.dumps(r, ensure_ascii=False, allow_nan=False) for r in document["results"]
+    )
+    body = f'"results": [\n{records}\n  ]' if records else '"results": []'
+    return (text[:-2] + ",\n  " if head else "{\n  ") + body + "\n}\n"
 
 
 def write_document(document: Mapping[str, Any], path: Path) -> Path:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 __all__ = ["write_text_atomic"]
 
+_BATCH = 4096
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -51,8 +53,15 @@ def write_text_atomic(path: Path, chunks: str | Iterable[str]) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as tmp:
+            # Jinja2 yields a piece per expression (a quarter of a million for 10,000
+            # checks); joining them in batches costs a tenth of writing them one by one.
+            batch: list[str] = []
             for chunk in chunks:
-                tmp.write(chunk)
+                batch.append(chunk)
+                if len(batch) >= _BATCH:
+                    tmp.write("".join(batch))
+                    batch.clear()
+            tmp.write("".join(batch))
             tmp.flush()
             # The rename must not reach the disk before the data does (a crash of
             # the machine right after it would otherwise leave an empty report).

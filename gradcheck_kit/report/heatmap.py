@@ -75,6 +75,7 @@ class Heatmap:
     vmax: float
     legend: tuple[tuple[str, str], ...]
     title: str
+    layout: str = "jacobian"  # or "input": one output entry, cells laid out as the input
 
 
 def _float(value: Any) -> float:
@@ -137,13 +138,17 @@ def _cells_from_map(error_map: Mapping[str, Any]) -> dict[tuple[int, int], Cell]
 
 
 def _cells_from_worst(
-    pair: Mapping[str, Any], row_step: int, col_step: int
+    pair: Mapping[str, Any], row_step: int, col_step: int, as_input: bool
 ) -> dict[tuple[int, int], Cell]:
     cells: dict[tuple[int, int], Cell] = {}
     out_shape, in_shape = pair.get("output_shape") or [], pair.get("input_shape") or []
     for worst in pair.get("worst") or []:
-        r = _flat(worst.get("output_index") or [], out_shape) // row_step
-        c = _flat(worst.get("input_index") or [], in_shape) // col_step
+        column = _flat(worst.get("input_index") or [], in_shape)
+        if as_input:  # the input's own layout: leading dimensions down, the last across
+            r, c = divmod(column, int(in_shape[-1]))
+        else:
+            r, c = _flat(worst.get("output_index") or [], out_shape), column
+        r, c = r // row_step, c // col_step
         value, allowed = entry_error(worst), _float(worst.get("allowed"))
         over = not value <= allowed  # NaN and inf count as over
         old_value, old_over = cells.get((r, c), (-math.inf, False))
@@ -191,15 +196,22 @@ def heatmap(pair: Mapping[str, Any]) -> Heatmap:
         in ``unmeasured``.
 
     Examples:
-        >>> pair = {"output_shape": [1000], "input_shape": [1000], "worst": [],
-        ...         "error_map": {"rows": 1000, "cols": 1000, "row_step": 32,
-        ...                       "col_step": 32, "abs_error": [[0.5]], "mismatched": [[3]]}}
+        >>> pair = {"output_shape": [64], "input_shape": [64], "worst": [],
+        ...         "error_map": {"rows": 64, "cols": 64, "row_step": 32, "col_step": 32,
+        ...                       "abs_error": [[0.5, 0.0], [0.0, 1e-9]],
+        ...                       "mismatched": [[3, 0], [0, 0]]}}
         >>> hm = heatmap(pair)
-        >>> hm.source, hm.layers[0].fill, hm.unmeasured
-        ('error_map', '#67000d', '')
+        >>> hm.source, (hm.grid_rows, hm.grid_cols), hm.unmeasured
+        ('error_map', (2, 2), '')
+        >>> [(layer.fill, layer.d) for layer in hm.layers]
+        [('#67000d', 'M0 0h1v1h-1z'), ('#eef3f9', 'M1 0h1v1h-1zM0 1h2v1h-2z')]
     """
+    in_shape = [int(n) for n in pair.get("input_shape") or []]
     rows = max(1, _numel(pair.get("output_shape") or []))
-    cols = max(1, _numel(pair.get("input_shape") or []))
+    cols = max(1, _numel(in_shape))
+    # One output entry (a loss) against a matrix: draw the gradient in the matrix's own
+    # shape, where a wrong row or a wrong block of weights shows as one.
+    as_input = rows == 1 and len(in_shape) >= 2 and all(n > 0 for n in in_shape)
     error_map = pair.get("error_map")
     if isinstance(error_map, Mapping) and error_map.get("abs_error"):
         source = "error_map"
@@ -208,10 +220,18 @@ def heatmap(pair: Mapping[str, Any]) -> Heatmap:
         rows = int(error_map.get("rows", rows)) or rows
         cols = int(error_map.get("cols", cols)) or cols
         cells = _cells_from_map(error_map)
+        # A pooled strip cannot be folded back into the input's shape.
+        as_input = as_input and rows == 1 and row_step == col_step == 1
+        if as_input:
+            last = in_shape[-1]
+            cells = {divmod(c, last): cell for (_, c), cell in cells.items()}
+            rows, cols = cols // last, last
     else:
         source = "worst"
+        if as_input:
+            rows, cols = cols // in_shape[-1], in_shape[-1]
         row_step, col_step = ErrorMap.steps(rows, cols)
-        cells = _cells_from_worst(pair, row_step, col_step)
+        cells = _cells_from_worst(pair, row_step, col_step, as_input)
     grid_rows = max(1, -(-rows // row_step), *(r + 1 for r, _ in cells))
     grid_cols = max(1, -(-cols // col_step), *(c + 1 for _, c in cells))
 
@@ -225,8 +245,10 @@ def heatmap(pair: Mapping[str, Any]) -> Heatmap:
         else:
             fill = (_OVER if over else _WITHIN)[_level(value, lo, hi)]
         by_fill.setdefault(fill, []).append((r, c))
-    # Worst-entries mode: the measured cells are drawn over one "not measured" rectangle.
-    unmeasured = f"M0 0h{grid_cols}v{grid_rows}h-{grid_cols}z" if source == "worst" else ""
+    # Worst-entries mode: the measured cells are drawn over one "not measured" rectangle
+    # (unless they cover the whole grid).
+    covered = len(cells) >= grid_rows * grid_cols
+    unmeasured = "" if covered else f"M0 0h{grid_cols}v{grid_rows}h-{grid_cols}z"
 
     cell_px = max(_MIN_CELL, min(_MAX_CELL, _MAX_PIXELS // max(grid_rows, grid_cols)))
     # A strip (a scalar loss against a vector) is drawn thicker than its cells are wide.
@@ -242,7 +264,8 @@ def heatmap(pair: Mapping[str, Any]) -> Heatmap:
         legend.append((_NOT_MEASURED, "not measured"))
     over_count = sum(1 for _, over in cells.values() if over)
     title = (
-        f"|analytic − numeric| over {rows} × {cols} entries "
+        f"|analytic − numeric| over {rows} × {cols} "
+        f"{'entries of the input (one output entry)' if as_input else 'Jacobian entries'} "
         f"({grid_rows} × {grid_cols} cells of {row_step} × {col_step}); "
         f"{over_count} cell(s) over the allowance; "
         f"darker = larger, log scale from {_fmt(vmin)} to {_fmt(vmax)}"
@@ -263,4 +286,5 @@ def heatmap(pair: Mapping[str, Any]) -> Heatmap:
         vmax=vmax,
         legend=tuple(legend),
         title=title,
+        layout="input" if as_input else "jacobian",
     )

@@ -393,7 +393,12 @@ def sample_environment() -> dict[str, Any]:
 
 
 def sample_document(
-    n_checks: int, *, failed_every: int = 20, seed: int = 0, error_map_size: int = 16
+    n_checks: int,
+    *,
+    failed_every: int = 20,
+    seed: int = 0,
+    error_map_size: int = 16,
+    passing_error_maps: bool = False,
 ) -> dict[str, Any]:
     """A document of ``n_checks`` records of every kind, one in ``failed_every`` failing.
 
@@ -405,6 +410,7 @@ def sample_document(
         failed_every: One record in this many fails.
         seed: Seed of the values.
         error_map_size: Size of the failing gradient checks' Jacobians.
+        passing_error_maps: Give passed gradient checks (4 x 4) an error map too.
 
     Returns:
         A document of the current schema.
@@ -434,7 +440,7 @@ def sample_document(
                     passed=not failed,
                     pattern=patterns[i % 3],
                     n=error_map_size if failed else 4,
-                    error_map=True,
+                    error_map=failed or passing_error_maps,
                     test_id=test_id,
                     seed=seed,
                 )
