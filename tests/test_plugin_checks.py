@@ -442,3 +442,16 @@ def test_a_newcomers_project_with_src_layout_and_own_conftest(pytester: pytest.P
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*2 checks, 0 failed*"])
     assert Path(pytester.path / "reports" / "gradcheck.html").is_file()
+
+
+def test_fixtures_are_documented_in_pytest_fixtures(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "--fixtures")
+    result.stdout.fnmatch_lines(
+        [
+            "gradcheck -- *",
+            "*Gradient-check assertions bound to the run's*",
+            "training_watch -- *",
+            "grad_device -- *",
+            "grad_rng -- *",
+        ]
+    )
