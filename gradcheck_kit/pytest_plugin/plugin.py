@@ -259,7 +259,7 @@ class GradcheckReporter:
         """Seeds and options of this run, for the report's environment."""
         option = self.config.option
         options = {
-            dest: _json_safe(value)
+            dest: _json_safe(self._effective(dest, value))
             for dest, value in sorted(vars(option).items())
             if dest.startswith("gradcheck")
         }
@@ -280,6 +280,16 @@ class GradcheckReporter:
         if per_check:
             seeds["per_check"] = per_check[:_MAX_SEEDS_LISTED]
         return {"seeds": seeds, "options": options}
+
+    def _effective(self, dest: str, value: Any) -> Any:
+        """An option left unset on the command line reads its ini key (or the ini default)."""
+        if value is not None:
+            return value
+        try:
+            ini = self.config.getini(dest)
+        except ValueError:  # an option without an ini key
+            return None
+        return ini if ini not in ("", []) else None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
