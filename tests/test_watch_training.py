@@ -512,6 +512,27 @@ def test_parameter_missing_from_the_optimizer_and_held_twice() -> None:
     }
 
 
+class Idle(torch.optim.Optimizer):
+    """An optimizer whose step() forgets to update anything."""
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params, {"lr": 0.1})
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        return None
+
+
+def test_a_step_that_writes_nothing_is_an_empty_step() -> None:
+    net, _ = make()
+    opt = Idle(net.parameters())
+    with gk.watch_training(net, opt, on_error="record") as watch:
+        zero_before_backward(net, opt)
+    assert watch.report is not None
+    (finding,) = watch.report.findings
+    assert (finding.kind, finding.step, finding.occurrences) == ("empty_step", 1, 6)
+    assert "wrote none of the 4 parameters that had a gradient" in finding.found
+
+
 def test_extra_learnable_tensor_in_the_optimizer_is_fine() -> None:
     net, _ = make()
     log_var = torch.zeros(1, requires_grad=True)

@@ -14,6 +14,8 @@ from torch import nn
 
 from ..errors import InvalidArgument, InvalidArgumentType
 
+_SAMPLE = 64  # elements nonzero() looks at before it scans a whole gradient
+
 __all__ = [
     "as_optimizers",
     "check_model",
@@ -141,8 +143,14 @@ def optimizer_labels(optimizers: Sequence[torch.optim.Optimizer]) -> list[str]:
 
 
 def nonzero(grad: torch.Tensor) -> bool:
-    """Whether ``grad`` holds any nonzero element (sparse or odd layouts count as nonzero)."""
+    """Whether ``grad`` holds any nonzero element (sparse or odd layouts count as nonzero).
+
+    Looks at the first elements first: a gradient that is not zero almost always
+    shows it there, and a full scan of a large one costs as much as a clipping pass.
+    """
     try:
+        if grad.numel() > _SAMPLE and grad.is_contiguous() and bool(grad.view(-1)[:_SAMPLE].any()):
+            return True
         return bool(grad.any())
     except (RuntimeError, NotImplementedError, TypeError):
         return True

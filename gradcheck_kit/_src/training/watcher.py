@@ -108,10 +108,16 @@ class _Found:
 
 @dataclass
 class _StepRecord:
+    """What the post-step hook compares: frozen parameters and the written ones' versions."""
+
     closure: bool
     frozen: list[tuple[torch.Tensor, int, torch.Tensor | None]]
     written: list[tuple[torch.Tensor, int]]
     fresh: bool = True
+
+    def note_frozen(self, p: torch.Tensor) -> None:
+        # Only a frozen parameter with a .grad can be moved by a standard optimizer: copy those.
+        self.frozen.append((p, p._version, p.detach().clone() if p.grad is not None else None))
 
 
 class _Session:
@@ -228,12 +234,13 @@ class _Session:
                 if grad is None:
                     return
                 ref = st.ref
+                version = grad._version
                 if ref is None or ref() is not grad:
                     st.ref = weakref.ref(grad)  # a new .grad: it had been set to None
                     st.reset()
-                elif grad._version - st.version > 1:
+                elif version - st.version > 1:
                     st.reset()  # written in place since the last look: zeroed
-                st.version = grad._version
+                st.version = version
                 st.count += 1
                 st.total += 1
                 if not self.seen_backward:
@@ -312,51 +319,79 @@ class _Session:
     # ------------------------------------------------------------ optimizer steps
 
     def sync(self, st: _ParamState, p: torch.Tensor) -> None:
-        """Bring ``st`` up to date with what happened to ``p.grad`` since the last backward."""
+        """Bring ``st`` up to date when ``p.grad`` was set to None or replaced by hand."""
         grad = p.grad
         if grad is None:
             if st.ref is not None or st.count or st.manual:
                 st.reset()
                 st.ref = None
             return
-        ref = st.ref
-        if ref is None or ref() is not grad:  # set by hand: p.grad = ...
-            st.reset()
-            st.ref = weakref.ref(grad)
+        st.reset()  # set by hand: p.grad = ...
+        st.ref = weakref.ref(grad)
+        st.version = grad._version
+        st.manual = nonzero(grad)
+
+    @staticmethod
+    def sync_written(changed: list[tuple[_ParamState, torch.Tensor]]) -> None:
+        """Gradients written in place since their last backward: scaled, or zeroed?
+
+        ``clip_grad_norm_`` and ``GradScaler.unscale_`` scale every gradient in one
+        call; a ``zero_grad(set_to_none=False)`` between ``backward()`` and
+        ``step()`` zeroes every one. One look at the first tells which, so a
+        clipped loop pays for one check per step, not one per parameter.
+        """
+        zeroed = not nonzero(changed[0][1])
+        for st, grad in changed:
             st.version = grad._version
-            st.manual = nonzero(grad)
-        elif grad._version != st.version:  # clipped, unscaled... or zeroed
-            st.version = grad._version
-            if not nonzero(grad):
+            if zeroed and not nonzero(grad):
                 st.reset()
 
-    def judge(self, index: int) -> bool:
-        """Check the gradients step ``step_no[index]`` applies; count them as applied."""
+    def judge(self, index: int, record: _StepRecord | None) -> bool:
+        """Check the gradients step ``step_no[index]`` applies; count them as applied.
+
+        With a ``record``, also note what the post-step hook compares.
+        """
         opt = self.optimizers[index]
         step = self.step_no[index]
         limit = self.k
-        fresh = False
-        trainable = 0
-        stale: list[tuple[_ParamState, int, int]] = []
+        states = self.states
+        entries: list[_ParamState] = []
+        changed: list[tuple[_ParamState, torch.Tensor]] = []
         for group in opt.param_groups:
             for p in group["params"]:
                 if not p.requires_grad:
+                    if record is not None:
+                        record.note_frozen(p)
                     continue
-                trainable += 1
-                st = self.states.get(id(p))
+                st = states.get(id(p))
                 if st is None:
                     st = self.adopt(p, f"{self.labels[index]} parameter of shape {tuple(p.shape)}")
                 elif not st.hooked:  # unfrozen since the watch began
                     self.hook(p, st)
-                self.sync(st, p)
-                if st.count > st.applied_count or st.manual:
-                    fresh = True
-                if st.applied and st.count > limit:
-                    stale.append((st, st.count, st.applied))
-                if st.count or st.manual:
-                    st.applied += 1
-                    st.applied_count = st.count
-                    st.manual = False
+                grad = p.grad
+                ref = st.ref
+                same = ref is not None and ref() is grad
+                if grad is None or not same:
+                    self.sync(st, p)
+                elif grad._version != st.version:
+                    changed.append((st, grad))
+                if record is not None and grad is not None:
+                    record.written.append((p, p._version))
+                entries.append(st)
+        if changed:
+            self.sync_written(changed)
+        fresh = False
+        stale: list[tuple[_ParamState, int, int]] = []
+        for st in entries:
+            if st.count > st.applied_count or st.manual:
+                fresh = True
+            if st.applied and st.count > limit:
+                stale.append((st, st.count, st.applied))
+            if st.count or st.manual:
+                st.applied += 1
+                st.applied_count = st.count
+                st.manual = False
+        trainable = len(entries)
         label = self.labels[index]
         if stale:
             here = _site_text()
@@ -442,23 +477,19 @@ class _Session:
     def before_step(self, index: int, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         try:
             self.step_no[index] += 1
+            # torch passes step()'s own arguments: (optimizer, closure=None)
             closure = kwargs.get("closure") if kwargs else None
-            if closure is None and args:
-                closure = args[0]
-            frozen: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
-            written: list[tuple[torch.Tensor, int]] = []
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if p.requires_grad:
-                        if p.grad is not None:
-                            written.append((p, p._version))
-                    else:
-                        before = p.detach().clone() if p.grad is not None else None
-                        frozen.append((p, p._version, before))
-            record = _StepRecord(closure is not None, frozen, written)
+            if closure is None and len(args) > 1:
+                closure = args[1]
+            record = _StepRecord(closure is not None, [], [])
             self.pending[index] = record
             if closure is None:
-                record.fresh = self.judge(index)
+                record.fresh = self.judge(index, record)
+            else:  # the closure makes the gradients: judge them after the step
+                for group in opt.param_groups:
+                    for p in group["params"]:
+                        if not p.requires_grad:
+                            record.note_frozen(p)
         except Exception as exc:
             self.errors.append(f"a step pre-hook failed: {type(exc).__name__}: {exc}")
 
@@ -468,7 +499,7 @@ class _Session:
             if record is None:
                 return
             if record.closure:
-                record.fresh = self.judge(index)
+                record.fresh = self.judge(index, None)
             step, label = self.step_no[index], self.labels[index]
             for p, version, before in record.frozen:
                 if p._version == version:
