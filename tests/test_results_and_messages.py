@@ -114,7 +114,7 @@ def test_full_mode_blocks_carry_a_pooled_error_map() -> None:
     result = gk.check_gradients(TransposedMatmul.apply, (w, a), mode="full")
     by_input = {p.input: p for p in result.pairs}
     wrong, right = by_input["inputs[0]"], by_input["inputs[1]"]
-    assert wrong.error_map is not None and right.error_map is not None
+    assert wrong.error_map is not None and right.error_map is None  # passing: no map
     m = wrong.error_map
     assert (m.rows, m.cols) == (40, 1600)
     assert len(m.abs_error) * m.row_step >= 40 and len(m.abs_error[0]) * m.col_step >= 1600
@@ -122,7 +122,6 @@ def test_full_mode_blocks_carry_a_pooled_error_map() -> None:
     # pooling keeps the total count and the peak of the block
     assert sum(map(sum, m.mismatched)) == wrong.mismatched
     assert max(map(max, m.abs_error)) == pytest.approx(wrong.max_abs_error)
-    assert sum(map(sum, right.error_map.mismatched)) == 0
     data = result.to_dict()
     assert gk.GradCheckResult.from_dict(data).to_dict() == data
     assert gk.GradCheckResult.from_dict(data) == result

@@ -197,7 +197,8 @@ def _pair_result(
         mismatched=int(mismatch.sum()),
         total=total,
         worst=tuple(worst),
-        error_map=_error_map(diff, mismatch, out_shape, in_shape),
+        # a passing block draws nothing in the report, and a map is ~20 kB of JSON
+        error_map=_error_map(diff, mismatch, out_shape, in_shape) if bool(mismatch.any()) else None,
     )
     return pair, mismatch
 
