@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.autograd_function import (
         check_autograd_function as check_autograd_function,
     )
+    from gradcheck_kit._src.devices import DeviceBenchmark as DeviceBenchmark
+    from gradcheck_kit._src.devices import DeviceParityResult as DeviceParityResult
+    from gradcheck_kit._src.devices import DeviceTiming as DeviceTiming
+    from gradcheck_kit._src.devices import assert_device_parity as assert_device_parity
+    from gradcheck_kit._src.devices import benchmark_devices as benchmark_devices
+    from gradcheck_kit._src.devices import check_device_parity as check_device_parity
     from gradcheck_kit._src.errors import AutogradFunctionError as AutogradFunctionError
+    from gradcheck_kit._src.errors import DeviceParityError as DeviceParityError
+    from gradcheck_kit._src.errors import DeviceUnavailableError as DeviceUnavailableError
     from gradcheck_kit._src.errors import GradcheckError as GradcheckError
     from gradcheck_kit._src.errors import GradcheckKitError as GradcheckKitError
     from gradcheck_kit._src.errors import GradientMismatchError as GradientMismatchError
@@ -97,6 +105,11 @@ __all__ = [
     "AuditFinding",
     "AutogradFunctionError",
     "CheckTarget",
+    "DeviceBenchmark",
+    "DeviceParityError",
+    "DeviceParityResult",
+    "DeviceTiming",
+    "DeviceUnavailableError",
     "FunctionAuditResult",
     "GradCheckResult",
     "GradcheckError",
@@ -128,6 +141,7 @@ __all__ = [
     "WorstElement",
     "assert_autograd_function",
     "assert_detached",
+    "assert_device_parity",
     "assert_grad_is_none",
     "assert_gradients_close",
     "assert_graph_reaches",
@@ -143,7 +157,9 @@ __all__ = [
     "assert_second_order",
     "assert_shares_memory",
     "assert_zero_grad_between_steps",
+    "benchmark_devices",
     "check_autograd_function",
+    "check_device_parity",
     "check_gradients",
     "check_matches_manual",
     "check_module_gradients",
@@ -162,6 +178,14 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # Public name -> the module that defines it. Kept beside __all__; a test checks they agree.
 _LAZY_IMPORTS: dict[str, str] = {
+    "DeviceBenchmark": "gradcheck_kit._src.devices",
+    "DeviceParityError": "gradcheck_kit._src.errors",
+    "DeviceParityResult": "gradcheck_kit._src.devices",
+    "DeviceTiming": "gradcheck_kit._src.devices",
+    "DeviceUnavailableError": "gradcheck_kit._src.errors",
+    "assert_device_parity": "gradcheck_kit._src.devices",
+    "benchmark_devices": "gradcheck_kit._src.devices",
+    "check_device_parity": "gradcheck_kit._src.devices",
     "CheckTarget": "gradcheck_kit._src.targets",
     "TargetError": "gradcheck_kit._src.targets",
     "resolve_target": "gradcheck_kit._src.targets",

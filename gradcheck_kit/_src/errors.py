@@ -27,6 +27,8 @@ __all__ = [
     "InvalidArgumentType",
     "AutogradFunctionError",
     "TrainingDivergenceError",
+    "DeviceParityError",
+    "DeviceUnavailableError",
 ]
 
 
@@ -207,3 +209,31 @@ class TrainingDivergenceError(GradcheckError):
     def __init__(self, message: str, result: object | None = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class DeviceParityError(GradcheckError):
+    """Outputs or gradients differ between devices (CPU vs CUDA) beyond the tolerance.
+
+    The exception carries the comparison as ``.result``.
+
+    Examples:
+        >>> err = DeviceParityError("Outputs or gradients differ between devices!")
+        >>> isinstance(err, AssertionError), err.result is None
+        (True, True)
+    """
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class DeviceUnavailableError(GradcheckKitError, RuntimeError):
+    """A device that was asked for explicitly is not present (no CUDA build, no GPU, ...).
+
+    Benchmarks and parity checks report missing devices as skipped instead; this is
+    raised only where one device was required (a fixture turns it into a skip).
+
+    Examples:
+        >>> isinstance(DeviceUnavailableError("CUDA device not available"), RuntimeError)
+        True
+    """

@@ -1,0 +1,359 @@
+"""CPU vs CUDA benchmarks and gradient parity (gradcheck_kit._src.devices).
+
+Everything here runs on a CPU-only machine; the CUDA cases skip with the reason.
+No timing assertions: only that timings exist, are positive and are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import gradcheck_kit as gk
+from gradcheck_kit._src import devices as dv
+from gradcheck_kit._src import recording
+from gradcheck_kit._src.state import capture_rng_state, fingerprint
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(
+    not CUDA, reason="CUDA device not available (torch.cuda.is_available() is False)"
+)
+CPU2 = (torch.device("cpu"), torch.device("cpu"))
+FAST: dict[str, Any] = {"min_run_time": 0.005, "warmup": 1}
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2))
+
+
+def _inputs() -> torch.Tensor:
+    return torch.randn(4, 6)
+
+
+def _parity(fn: Any, make_inputs: Any, **kwargs: Any) -> gk.DeviceParityResult:
+    """Two CPU runs compared through the internal entry point (no second device here)."""
+    options: dict[str, Any] = {
+        "loss_fn": None,
+        "atol": None,
+        "rtol": None,
+        "seed": 0,
+        "name": None,
+        "repeat": False,
+    }
+    options.update(kwargs)
+    return dv._parity(fn, make_inputs, CPU2, **options)
+
+
+class _SecondCallDiffers:
+    """A function that computes differently from its second call on (a device-dependent bug)."""
+
+    def __init__(self, second: Any) -> None:
+        self.calls = 0
+        self.second = second
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return (x @ x.T).sin() if self.calls == 1 else self.second(x)
+
+
+# ------------------------------------------------------------------ benchmark
+
+
+def test_cpu_only_benchmark_has_a_cpu_row_and_a_skipped_cuda_row() -> None:
+    bench = gk.benchmark_devices(_net(), _inputs, **FAST)
+    cpu = bench.timing("cpu")
+    assert cpu.skipped is None and cpu.name
+    for phase in ("forward", "forward_backward"):
+        timing = cpu.timing(phase)
+        assert timing is not None and timing.median_s > 0 and timing.runs >= 1
+    if not CUDA:
+        cuda = bench.timing("cuda")
+        assert cuda.skipped is not None and cuda.skipped.startswith("CUDA device not available")
+        assert bench.skipped == {"cuda": cuda.skipped}
+        assert bench.speedup() == {}
+
+
+def test_backward_false_times_forward_only_and_optimizer_adds_train_step() -> None:
+    bench = gk.benchmark_devices(_net(), _inputs, devices=("cpu",), backward=False, **FAST)
+    assert bench.phases == ("forward",)
+    bench = gk.benchmark_devices(
+        _net(),
+        _inputs,
+        devices=["cpu"],
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        **FAST,
+    )
+    assert bench.phases == ("forward", "forward_backward", "train_step")
+    assert bench.main_phase == "train_step"
+
+
+def test_size_sweep_shape_and_summary() -> None:
+    bench = gk.benchmark_devices(
+        _net(), lambda n: torch.randn(n, 6), sizes=[2, 8, 32], size_name="batch", **FAST
+    )
+    assert bench.sizes == (2, 8, 32)
+    assert [(r.device, r.size) for r in bench.timings] == [
+        (d, s) for s in (2, 8, 32) for d in ("cpu", "cuda")
+    ]
+    text = bench.summary()
+    assert text.startswith("Device benchmark: Sequential (cpu, cuda)")
+    assert "batch" in text and "forward_backward median (IQR)" in text
+    if not CUDA:
+        assert text.count("skipped: CUDA device not available") == 3
+        assert bench.crossover is None
+
+
+def test_to_dict_is_strict_json_in_the_report_shape() -> None:
+    bench = gk.benchmark_devices(_net(), lambda n: torch.randn(n, 6), sizes=[2, 4], **FAST)
+    record = json.loads(json.dumps(bench.to_dict(), allow_nan=False))
+    assert record["kind"] == "device_benchmark"
+    assert [d["device"] for d in record["devices"]] == ["cpu", "cuda"]
+    assert record["devices"][0]["forward"]["median_s"] > 0
+    assert [p["size"] for p in record["sweep"]] == [2, 4]
+    assert "crossover" in record
+    labelled = bench.with_test_id("tests/x.py::t")
+    assert labelled.to_dict()["test_id"] == "tests/x.py::t" and bench.test_id is None
+
+
+def test_report_page_renders_a_benchmark_and_a_parity_record() -> None:
+    from gradcheck_kit.report import document
+
+    bench = gk.benchmark_devices(_net(), lambda n: torch.randn(n, 6), sizes=[2, 4], **FAST)
+    parity = _parity(_SecondCallDiffers(lambda x: (x @ x.T).sin() * 1.01), _grad_inputs)
+    assert document.KNOWN_KINDS  # the report knows both kinds
+    for record in (bench.to_dict(), parity.to_dict(), gk.check_device_parity(_net(), _inputs)):
+        data = record if isinstance(record, dict) else record.to_dict()
+        json.dumps(data, allow_nan=False)
+        assert data["kind"] in document.KNOWN_KINDS
+
+
+def test_crossover_is_the_first_size_from_which_the_last_device_stays_faster() -> None:
+    speed = {1: {"f": 0.5}, 2: {"f": 1.5}, 3: {"f": 0.9}, 4: {"f": 2.0}, 5: {"f": 3.0}}
+    assert dv._crossover((1, 2, 3, 4, 5), speed, "f") == 4
+    assert dv._crossover((5, 4, 1), speed, "f") == 4
+    assert dv._crossover((1, 3), speed, "f") is None
+    assert dv._crossover((2, 4), speed, "f") == 2
+
+
+def test_benchmark_leaves_module_inputs_and_rng_untouched() -> None:
+    net = _net()
+    net.train()
+    before = fingerprint(net)
+    rng = capture_rng_state()
+    py_state = random.getstate()
+    bench = gk.benchmark_devices(
+        net, lambda: torch.randn(3, 6), optimizer=lambda p: torch.optim.SGD(p, lr=1.0), **FAST
+    )
+    assert bench.timing("cpu").skipped is None
+    assert fingerprint(net) == before
+    assert capture_rng_state() == rng and random.getstate() == py_state
+    assert all(p.device.type == "cpu" and p.grad is None for p in net.parameters())
+
+
+def test_results_are_published() -> None:
+    seen: list[Any] = []
+    unsubscribe = recording.subscribe(seen.append)
+    try:
+        gk.benchmark_devices(_net(), _inputs, devices=("cpu",), **FAST)
+        gk.check_device_parity(_net(), _inputs)
+    finally:
+        unsubscribe()
+    assert [r.kind for r in seen] == ["device_benchmark", "device_parity"]
+
+
+def test_benchmark_callable_groups_by_callable_and_phase() -> None:
+    class FakeBenchmark:
+        group: str | None = None
+
+        def __init__(self) -> None:
+            self.extra_info: dict[str, Any] = {}
+            self.calls = 0
+
+        def __call__(self, step: Any) -> str:
+            step()
+            self.calls += 1
+            return "done"
+
+    fake = FakeBenchmark()
+    assert dv.benchmark_callable(fake, "cpu", _net(), _inputs, phase="forward") == "done"
+    assert fake.group == "Sequential forward" and fake.extra_info["device"] == "cpu"
+    if not CUDA:
+        with pytest.raises(gk.DeviceUnavailableError, match="CUDA device not available"):
+            dv.benchmark_callable(FakeBenchmark(), "cuda", _net(), _inputs)
+    with pytest.raises(gk.InvalidArgument, match="train_step"):
+        dv.benchmark_callable(FakeBenchmark(), "cpu", _net(), _inputs, phase="train_step")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"devices": ("cpu", "gpu")}, "'gpu', which is not a torch device"),
+        ({"devices": "cpu"}, r"did you mean devices=\('cpu',\)"),
+        ({"devices": ("cpu", 3)}, "must be a str or torch.device"),
+        ({"devices": ("cpu", "meta")}, "meta device holds no data"),
+        ({"devices": ("cpu", "cpu")}, "names a device twice"),
+        ({"sizes": [1, 2.5]}, r"sizes\[1\]=2.5 must be an int"),
+        ({"sizes": [True]}, r"sizes\[0\]=True must be an int"),
+        ({"sizes": "64"}, "must be a sequence of ints"),
+        ({"sizes": [0]}, r"sizes\[0\]=0 must be >= 1"),
+        ({"sizes": []}, "empty"),
+        ({"min_run_time": 0}, "min_run_time=0 must be > 0"),
+        ({"warmup": -1}, "warmup=-1 must be >= 0"),
+    ],
+)
+def test_benchmark_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(gk.InvalidArgument, match=match):
+        gk.benchmark_devices(_net(), _inputs, **kwargs)
+
+
+def test_make_inputs_not_callable() -> None:
+    with pytest.raises(gk.InvalidArgument, match=r"make_inputs=.* must be a callable"):
+        gk.benchmark_devices(_net(), torch.randn(2, 6))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="wrap fixed inputs"):
+        gk.check_device_parity(_net(), torch.randn(2, 6))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"devices": ("cpu",)}, "at least 2 devices"),
+        ({"devices": ("cpu", "cpu")}, "names a device twice"),
+        ({"devices": ("cpu", "cuda:x")}, "not a torch device"),
+        ({"atol": -1.0}, "atol=-1.0 must be >= 0"),
+        ({"rtol": "big"}, "rtol='big' must be a number"),
+    ],
+)
+def test_parity_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(gk.InvalidArgument, match=match):
+        gk.check_device_parity(_net(), _inputs, **kwargs)
+
+
+# ------------------------------------------------------------------ parity
+
+
+def _grad_inputs() -> torch.Tensor:
+    return torch.randn(5, 7, requires_grad=True)
+
+
+def test_parity_of_a_pure_function_passes_with_every_leaf() -> None:
+    result = _parity(_net(), lambda: torch.randn(5, 6, requires_grad=True))
+    assert result.status == "passed" and result.passed
+    leaves = {leaf.leaf for leaf in result.leaves}
+    assert "output" in leaves and "grad params/0.weight" in leaves
+
+
+def test_parity_catches_a_device_dependent_function() -> None:
+    result = _parity(_SecondCallDiffers(lambda x: (x @ x.T).sin() * 1.001), _grad_inputs)
+    assert result.status == "failed" and not result
+    text = result.summary()
+    assert "differ between devices" in text
+    assert "Greatest absolute difference" in text and "at index (" in text
+    assert "'output'" in text or "'grad input[0]'" in text
+
+
+def test_parity_catches_a_float16_computation_against_float32() -> None:
+    fn = _SecondCallDiffers(lambda x: (x.half() @ x.half().T).float().sin())
+    result = _parity(fn, lambda: torch.randn(30, 40, requires_grad=True))
+    assert result.status == "failed"
+    assert any(leaf.leaf == "output" and leaf.mismatched > 0 for leaf in result.failures)
+
+
+def test_parity_float64_reference_against_float32_run_is_caught() -> None:
+    calls = [0]
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        y = x if calls[0] == 1 else x.float().double()  # the second "device" rounds to float32
+        return (y @ y.T).exp()
+
+    result = _parity(fn, lambda: torch.randn(8, 8, dtype=torch.float64, requires_grad=True))
+    assert result.dtype == "float64" and result.status == "failed"
+
+
+def test_parity_tolerances_grow_with_size_and_shrink_with_precision() -> None:
+    small = dv.parity_tolerances(torch.float32, 10)
+    large = dv.parity_tolerances(torch.float32, 10**6)
+    assert large[1] > small[1]
+    assert dv.parity_tolerances(torch.float64, 10**6)[1] < large[1]
+    assert dv.parity_tolerances(torch.float16, 10)[1] >= 1e-3
+
+
+def test_explicit_tolerances_decide() -> None:
+    fn = _SecondCallDiffers(lambda x: (x @ x.T).sin() + 1e-4)
+    assert _parity(fn, _grad_inputs).status == "failed"
+    fn = _SecondCallDiffers(lambda x: (x @ x.T).sin() + 1e-4)
+    assert _parity(fn, _grad_inputs, atol=1e-3).status == "passed"
+
+
+def test_tf32_hint_is_given_for_float32_cuda_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dv, "_tf32_on", lambda: True)
+    leaf = dv.ParityLeaf("output", "cuda", 1e-3, 1e-3, 1e-6, 1e-6, (0,), 1.0, 1.001, 1, 4)
+    hints = dv._hints(
+        (torch.device("cpu"), torch.device("cuda")), torch.float32, [leaf], {"cuda": True}
+    )
+    text = " ".join(hints)
+    assert "nondeterministic" in text and "use_deterministic_algorithms" in text
+    if not CUDA:
+        assert "torch.backends.cuda.matmul.allow_tf32" in text
+        assert "torch.backends.cudnn.allow_tf32" in text
+
+
+def test_parity_without_a_second_device_is_skipped_not_failed() -> None:
+    if CUDA:
+        pytest.skip("a CUDA device is present: parity runs for real (see the CUDA tests)")
+    result = gk.check_device_parity(_net(), _inputs)
+    assert result.status == "skipped" and result.passed
+    assert (
+        result.skipped_reason is not None and "CUDA device not available" in result.skipped_reason
+    )
+    assert gk.assert_device_parity(_net(), _inputs).status == "skipped"
+    record = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert record["passed"] is None and record["kind"] == "device_parity"
+
+
+def test_assert_device_parity_raises_with_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    failing = _parity(_SecondCallDiffers(lambda x: (x @ x.T).cos()), _grad_inputs)
+    monkeypatch.setattr(dv, "_parity", lambda *a, **k: failing)
+    with pytest.raises(gk.DeviceParityError, match="differ between devices") as info:
+        gk.assert_device_parity(_net(), _inputs)
+    assert info.value.result is failing
+    with pytest.raises(gk.DeviceParityError, match=r"^custom$"):
+        gk.assert_device_parity(_net(), _inputs, msg="custom")
+    with pytest.raises(gk.DeviceParityError, match=r"^pre: "):
+        gk.assert_device_parity(_net(), _inputs, msg=lambda m: "pre: " + m)
+
+
+def test_parity_leaves_module_and_rng_untouched() -> None:
+    net = nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5))
+    before = fingerprint(net)
+    rng = capture_rng_state()
+    result = _parity(net, lambda: torch.randn(3, 6, requires_grad=True))
+    assert result.status == "passed"  # dropout sees the same seed on every run
+    assert fingerprint(net) == before and capture_rng_state() == rng
+
+
+# ------------------------------------------------------------------ CUDA
+
+
+@needs_cuda
+def test_cuda_benchmark_times_both_devices() -> None:
+    bench = gk.benchmark_devices(_net(), _inputs, **FAST)
+    assert bench.skipped == {}
+    assert set(bench.speedup()) == {"forward", "forward_backward"}
+
+
+@needs_cuda
+def test_cuda_parity_float64_passes_and_user_module_stays_on_cpu() -> None:
+    net = _net().double()
+    result = gk.assert_device_parity(net, lambda: torch.randn(4, 6, dtype=torch.float64))
+    assert result.status == "passed"
+    assert all(p.device.type == "cpu" for p in net.parameters())
