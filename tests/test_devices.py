@@ -7,6 +7,7 @@ No timing assertions: only that timings exist, are positive and are reported.
 from __future__ import annotations
 
 import json
+import math
 import random
 from typing import Any
 
@@ -121,16 +122,32 @@ def test_to_dict_is_strict_json_in_the_report_shape() -> None:
     assert labelled.to_dict()["test_id"] == "tests/x.py::t" and bench.test_id is None
 
 
-def test_report_page_renders_a_benchmark_and_a_parity_record() -> None:
-    from gradcheck_kit.report import document
+def test_records_validate_against_the_report_schema_and_render() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    referencing = pytest.importorskip("referencing")
+    from importlib import resources
+
+    from gradcheck_kit.report.document import make_document
+    from gradcheck_kit.report.html import render_html
 
     bench = gk.benchmark_devices(_net(), lambda n: torch.randn(n, 6), sizes=[2, 4], **FAST)
-    parity = _parity(_SecondCallDiffers(lambda x: (x @ x.T).sin() * 1.01), _grad_inputs)
-    assert document.KNOWN_KINDS  # the report knows both kinds
-    for record in (bench.to_dict(), parity.to_dict(), gk.check_device_parity(_net(), _inputs)):
-        data = record if isinstance(record, dict) else record.to_dict()
-        json.dumps(data, allow_nan=False)
-        assert data["kind"] in document.KNOWN_KINDS
+    failed = _parity(_SecondCallDiffers(lambda x: (x @ x.T).sin() * 1.01), _grad_inputs)
+    skipped = gk.check_device_parity(_net(), _inputs)
+    records = [r.with_test_id(f"t::{i}").to_dict() for i, r in enumerate((bench, failed, skipped))]
+    document = json.loads(json.dumps(make_document(records), allow_nan=False))
+    package = resources.files("gradcheck_kit")
+    schemas = [
+        json.loads(package.joinpath(path).read_text())
+        for path in ("report/document_schema.json", "_src/schema.json")
+    ]
+    registry = referencing.Registry().with_resources(
+        (schema["$id"], referencing.Resource.from_contents(schema)) for schema in schemas
+    )
+    validator = jsonschema.Draft202012Validator(schemas[0], registry=registry)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+    assert not errors, errors
+    html = render_html(document)
+    assert "device benchmark" in html and "device parity" in html
 
 
 def test_crossover_is_the_first_size_from_which_the_last_device_stays_faster() -> None:
@@ -330,6 +347,30 @@ def test_assert_device_parity_raises_with_the_result(monkeypatch: pytest.MonkeyP
         gk.assert_device_parity(_net(), _inputs, msg="custom")
     with pytest.raises(gk.DeviceParityError, match=r"^pre: "):
         gk.assert_device_parity(_net(), _inputs, msg=lambda m: "pre: " + m)
+
+
+def test_equal_infinities_and_nans_agree_and_a_new_nan_does_not() -> None:
+    ref = torch.tensor([1.0, math.inf, -math.inf, math.nan], dtype=torch.float64)
+    assert dv._compare("output", ref, ref.clone(), "cpu", 1e-6, 1e-6).passed
+    other = ref.clone()
+    other[0] = math.nan
+    leaf = dv._compare("output", ref, other, "cpu", 1e-6, 1e-6)
+    assert leaf.mismatched == 1 and leaf.index == (0,)
+    json.dumps(leaf.to_dict(), allow_nan=False)
+
+
+def test_a_raising_function_propagates_and_leaves_rng_untouched() -> None:
+    rng = capture_rng_state()
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        torch.rand(3)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        _parity(broken, _grad_inputs)
+    with pytest.raises(RuntimeError, match="boom"):
+        gk.benchmark_devices(broken, _grad_inputs, devices=("cpu",), **FAST)
+    assert capture_rng_state() == rng
 
 
 def test_parity_leaves_module_and_rng_untouched() -> None:

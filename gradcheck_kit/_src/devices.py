@@ -1024,19 +1024,22 @@ def _compare(
         return ParityLeaf(
             name, device, math.inf, math.inf, atol, rtol, (), math.nan, math.nan, 1, 1
         )
-    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    finite = ref[torch.isfinite(ref)]
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
     allowed_abs = max(atol, rtol * scale) if math.isfinite(scale) else atol
     diff = (ref - other).abs()
-    diff = torch.where(torch.isnan(ref) & torch.isnan(other), torch.zeros_like(diff), diff)
+    same = (ref == other) | (torch.isnan(ref) & torch.isnan(other))  # equal infs and NaNs agree
+    diff = torch.where(same, torch.zeros_like(diff), diff)
     diff = torch.nan_to_num(diff, nan=math.inf)
-    bound = allowed_abs + rtol * ref.abs()
+    magnitude = torch.where(torch.isfinite(ref), ref.abs(), torch.zeros_like(ref))
+    bound = allowed_abs + rtol * magnitude  # a non-finite reference must be matched exactly
     bad = diff > bound
     if ref.numel() == 0:
         return ParityLeaf(name, device, 0.0, 0.0, allowed_abs, rtol, (), 0.0, 0.0, 0, 0)
     excess = (diff - bound).flatten()
     flat = int(torch.argmax(excess))
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), ref.shape))
-    rel = diff / ref.abs().clamp_min(1e-300)
+    rel = diff / magnitude.clamp_min(1e-300)
     return ParityLeaf(
         leaf=name,
         device=device,
