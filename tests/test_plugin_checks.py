@@ -455,3 +455,51 @@ def test_fixtures_are_documented_in_pytest_fixtures(pytester: pytest.Pytester) -
             "grad_rng -- *",
         ]
     )
+
+
+def test_device_benchmark_times_each_device_in_one_group(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_step(device_benchmark):
+            model = torch.nn.Linear(8, 2)
+            device_benchmark(model, lambda: torch.randn(4, 8), phase="forward_backward")
+        """
+    )
+    out_json = pytester.path / "bench.json"
+    # pytest-benchmark's plugin on (PLUGIN disables it for the other inner runs)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--gradcheck-device=all",
+        "--benchmark-min-rounds=2",
+        "--benchmark-max-time=0.05",
+        f"--benchmark-json={out_json}",
+        "-rs",
+    )
+    import torch
+
+    if torch.cuda.is_available():
+        result.assert_outcomes(passed=2)
+    else:
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines(["*CUDA device not available*"])
+    benchmarks = json.loads(out_json.read_text())["benchmarks"]
+    assert {b["group"] for b in benchmarks} == {"Linear forward_backward"}
+    assert {b["extra_info"]["device"] for b in benchmarks} >= {"cpu"}
+
+
+def test_device_benchmark_without_pytest_benchmark_says_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_step(device_benchmark):
+            device_benchmark(torch.nn.Linear(2, 1), lambda: torch.randn(3, 2))
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*device_benchmark needs pytest-benchmark's `benchmark` fixture*"])
+    result.stdout.no_fnmatch_line("*During handling*")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -501,6 +501,44 @@ def grad_rng(request: pytest.FixtureRequest) -> Iterator[Any]:
             x = torch.randn(4, 3, generator=grad_rng, dtype=torch.float64)
     """
     yield from seeded_rng(_test_defaults(request).seed)
+
+
+@pytest.fixture
+def device_benchmark(request: pytest.FixtureRequest, grad_device: Any) -> Callable[..., Any]:
+    """Time a step on this test's ``grad_device`` with pytest-benchmark's ``benchmark``.
+
+    ``device_benchmark(fn_or_module, make_inputs, phase="forward_backward", ...)``
+    copies the module and inputs to the device and hands the step to ``benchmark``,
+    grouped by callable and phase, so pytest-benchmark's table (and
+    ``--benchmark-json``) shows cpu and cuda side by side. With ``--gradcheck-device
+    all`` the test runs once per device; a missing GPU skips with the reason.
+
+    Example::
+
+        def test_step_speed(device_benchmark):
+            device_benchmark(model, lambda: torch.randn(64, 1000), phase="forward_backward")
+    """
+    try:
+        benchmark = request.getfixturevalue("benchmark")
+    except pytest.FixtureLookupError:
+        benchmark = None
+    if benchmark is None:
+        pytest.fail(
+            "device_benchmark needs pytest-benchmark's `benchmark` fixture: install "
+            "pytest-benchmark and do not disable it with -p no:benchmark.",
+            pytrace=False,
+        )
+
+    def run(fn_or_module: Any, make_inputs: Callable[[], Any], **options: Any) -> Any:
+        from gradcheck_kit._src.devices import benchmark_callable
+        from gradcheck_kit._src.errors import DeviceUnavailableError
+
+        try:
+            return benchmark_callable(benchmark, grad_device, fn_or_module, make_inputs, **options)
+        except DeviceUnavailableError as exc:
+            pytest.skip(str(exc))
+
+    return run
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
