@@ -10,6 +10,7 @@ parameters, bit for bit, as unwatched.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -44,18 +45,13 @@ def train(steps: int, watch: bool) -> tuple[DynamicNet, list[float], gk.Training
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     losses = []
     watcher = gk.watch_training(model, optimizer) if watch else None
-    if watcher is not None:
-        watcher.__enter__()
-    try:
+    with watcher or contextlib.nullcontext():
         for _ in range(steps):
             loss = criterion(model(x), y)
             losses.append(loss.item())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    finally:
-        if watcher is not None:
-            watcher.__exit__(None, None, None)
     return model, losses, watcher.report if watcher is not None else None
 
 

@@ -216,10 +216,20 @@ def writes_that_keep_the_tensor(net: Net, opt: torch.optim.Optimizer) -> None:
 
 
 def to_float64_in_place(net: Net, opt: torch.optim.Optimizer) -> None:
-    net.to(torch.float64)
-    for b in batches(dtype=torch.float64):
+    for i, (b32, b64) in enumerate(zip(batches(), batches(dtype=torch.float64), strict=True)):
+        if i == 2:
+            net.to(torch.float64)  # keeps every Parameter (and .grad) object
+        opt.zero_grad(set_to_none=False)
+        loss_of(net, b64 if i >= 2 else b32).backward()
+        opt.step()
+
+
+def gradient_penalty(net: Net, opt: torch.optim.Optimizer) -> None:
+    for b in batches():
         opt.zero_grad()
-        loss_of(net, b).backward()
+        loss = loss_of(net, b)
+        grads = torch.autograd.grad(loss, list(net.parameters()), create_graph=True)
+        (loss + 0.01 * sum(g.pow(2).sum() for g in grads)).backward()
         opt.step()
 
 
@@ -249,6 +259,7 @@ CORRECT: dict[str, tuple[Callable[[Net, torch.optim.Optimizer], None], dict[str,
     "LBFGS with a closure": (lbfgs_closure, {"opt_cls": torch.optim.LBFGS, "max_iter": 3}),
     ".data, copy_, load_state_dict": (writes_that_keep_the_tensor, {"momentum": 0.9}),
     "model.to(float64) in place": (to_float64_in_place, {}),
+    "autograd.grad penalty": (gradient_penalty, {}),
     "progressive unfreezing": (progressive_unfreezing, {"momentum": 0.9}),
     "Adam with weight decay": (zero_before_backward, {"opt_cls": torch.optim.AdamW}),
     "SGD momentum, weight decay": (zero_after_step, {"momentum": 0.9, "weight_decay": 0.1}),

@@ -5,6 +5,7 @@ Every check here raises before anything is hooked, run or changed.
 
 from __future__ import annotations
 
+import ctypes
 import fnmatch
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -145,11 +146,21 @@ def optimizer_labels(optimizers: Sequence[torch.optim.Optimizer]) -> list[str]:
 def nonzero(grad: torch.Tensor) -> bool:
     """Whether ``grad`` holds any nonzero element (sparse or odd layouts count as nonzero).
 
-    Looks at the first elements first: a gradient that is not zero almost always
-    shows it there, and a full scan of a large one costs as much as a clipping pass.
+    Looks at the first elements first: a gradient that is not zero almost
+    always shows it there, and a full scan of a large one costs as much as a
+    clipping pass. On the CPU their bytes are read straight from memory (no
+    tensor operation, so no dispatcher round trip at every optimizer step). The
+    question is "was it zeroed?", and ``zero_()`` writes ``+0.0``, all zero bits:
+    a ``-0.0`` among those first elements counts as nonzero.
     """
     try:
-        if grad.numel() > _SAMPLE and grad.is_contiguous() and bool(grad.view(-1)[:_SAMPLE].any()):
+        if grad.is_contiguous() and grad.numel() > 0 and grad.device.type == "cpu":
+            size = min(grad.numel(), _SAMPLE) * grad.element_size()
+            if ctypes.string_at(grad.data_ptr(), size) != bytes(size):
+                return True
+        elif (
+            grad.numel() > _SAMPLE and grad.is_contiguous() and bool(grad.view(-1)[:_SAMPLE].any())
+        ):
             return True
         return bool(grad.any())
     except (RuntimeError, NotImplementedError, TypeError):
