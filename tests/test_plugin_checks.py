@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -457,7 +458,13 @@ def test_fixtures_are_documented_in_pytest_fixtures(pytester: pytest.Pytester) -
     )
 
 
-def test_device_benchmark_times_each_device_in_one_group(pytester: pytest.Pytester) -> None:
+def test_device_benchmark_times_each_device_in_one_group(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an outer xdist run leaves its worker variables to the inner one, and pytest-benchmark
+    # switches itself off where it thinks xdist is active
+    for name in [n for n in os.environ if n.startswith("PYTEST_XDIST")]:
+        monkeypatch.delenv(name)
     pytester.makepyfile(
         """
         import torch
