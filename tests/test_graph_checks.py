@@ -304,6 +304,13 @@ def test_graph_reaches_an_output_without_graph() -> None:
         gk.assert_graph_reaches(loss, model)
 
 
+def test_a_tensor_named_twice_is_reported_under_both_names() -> None:
+    w = torch.ones(3, requires_grad=True)
+    with pytest.raises(gk.GraphCheckError) as err:
+        gk.assert_graph_reaches(lambda: (w.detach() * 2).sum(), {"first": w, "second": w})
+    assert "'first', 'second': detach returns a tensor without autograd history" in str(err.value)
+
+
 def test_graph_reaches_intermediate_tensors() -> None:
     w = torch.ones(3, requires_grad=True)
     h = w * 2

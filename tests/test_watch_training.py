@@ -678,6 +678,27 @@ def test_hooks_are_removed_when_the_block_raises_and_findings_ride_along() -> No
         assert any("Gradient not reset" in n for n in notes)
 
 
+def test_a_failing_hook_never_breaks_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_kit._src.training import watcher as watcher_module
+
+    def broken() -> None:
+        raise LookupError("no frames")
+
+    net, opt = make()
+    zero_before_backward(net, opt)
+    plain = _bits(net, opt)
+    monkeypatch.setattr(watcher_module, "user_site", broken)
+    net, opt = make()
+    warns = pytest.warns(
+        RuntimeWarning, match=r"a gradient hook failed: LookupError: no frames \(1 time\)"
+    )
+    with warns, gk.watch_training(net, opt, on_error="record") as watch:
+        zero_before_backward(net, opt)
+    assert _same_bits(plain, _bits(net, opt))
+    assert watch.report is not None and watch.report.passed
+    assert hook_counts(net, opt) == (0, 0)
+
+
 def test_watcher_is_reusable_and_works_as_a_decorator() -> None:
     net, opt = make()
     watcher = gk.watch_training(net, opt, on_error="record")

@@ -158,9 +158,10 @@ def _named_tensors(items: tuple[Any, ...], what: str) -> list[tuple[str, torch.T
     local = _local_names()
     out: list[tuple[str, torch.Tensor]] = []
 
-    def visit(value: Any, label: str) -> None:
+    def visit(value: Any, label: str, named: bool = False) -> None:
         if isinstance(value, torch.Tensor):
-            out.append((local.get(id(value), label), value))
+            # A dict key is the caller's own name for it; otherwise the caller's variable's.
+            out.append((label if named else local.get(id(value), label), value))
         elif isinstance(value, nn.Module):
             params = list(value.named_parameters())
             if not params:
@@ -168,7 +169,7 @@ def _named_tensors(items: tuple[Any, ...], what: str) -> list[tuple[str, torch.T
             out.extend(params)
         elif isinstance(value, Mapping):
             for key, item in value.items():
-                visit(item, str(key))
+                visit(item, str(key), named=True)
         elif isinstance(value, (list, tuple)):
             for index, item in enumerate(value):
                 visit(item, f"{label}[{index}]")
@@ -697,11 +698,10 @@ class _FlowTracer(TorchFunctionMode):
     def __init__(self, targets: list[torch.Tensor]) -> None:
         super().__init__()
         self._deps: dict[int, tuple[weakref.ref[torch.Tensor], frozenset[int], frozenset[int]]] = {}
-        for index, t in enumerate(targets):
-            grad = frozenset({index}) if t.requires_grad else frozenset()
-            self._deps.setdefault(id(t), (weakref.ref(t), frozenset(), frozenset()))
-            ref, data, through = self._deps[id(t)]
-            self._deps[id(t)] = (ref, data | {index}, through | grad)
+        for index, t in enumerate(targets):  # a tensor named twice carries both indices
+            data, through = self._lookup(t)
+            tracked = frozenset({index}) if t.requires_grad else frozenset()
+            self._deps[id(t)] = (weakref.ref(t), data | {index}, through | tracked)
         self.used: set[int] = set()
         self.cuts: dict[int, _Event] = {}
 
@@ -889,6 +889,17 @@ def _why_unreached(
             "requires_grad=False, so autograd does not track it",
             "call .requires_grad_() on it if it should learn, or leave it out of the check",
         )
+    if tracer is not None:  # what the trace saw is the most specific answer
+        event = tracer.cuts.get(index)
+        if event is not None:
+            found, fix = _CUT_TEXT[event.reason]
+            where = f" at {event.site}" if event.site else ""
+            return found.format(op=event.op) + where, fix
+        if index not in tracer.used:
+            return (
+                "no operation in the computation read it (is its module called in forward()?)",
+                "use it in the forward pass, or freeze it (requires_grad_(False)) / remove it",
+            )
     if not has_graph:
         return (
             "the output has no autograd graph at all (requires_grad=False): it was computed "
@@ -900,16 +911,6 @@ def _why_unreached(
             "not connected to the output's graph: unused by the forward pass, or its path "
             "cut by .detach(), .data, torch.no_grad() or .item()",
             "find the cut by passing a function instead of the output",
-        )
-    event = tracer.cuts.get(index)
-    if event is not None:
-        found, fix = _CUT_TEXT[event.reason]
-        where = f" at {event.site}" if event.site else ""
-        return found.format(op=event.op) + where, fix
-    if index not in tracer.used:
-        return (
-            "no operation in the computation read it (is its module called in forward()?)",
-            "use it in the forward pass, or freeze it (requires_grad_(False)) / remove it",
         )
     return (
         "its value is read, but nothing derived from it reaches the output",

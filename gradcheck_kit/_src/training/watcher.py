@@ -45,6 +45,7 @@ from torch.utils.hooks import RemovableHandle
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError, TrainingLoopWarning
 from ..graph import Msg, apply_msg, check_msg, user_site
+from ..messages import PREFIX
 from ..state import _bits_equal
 from ..validation import check_choice, check_int
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
@@ -136,6 +137,8 @@ class _Session:
         self.k = accumulation_steps
         self.ignored = ignored
         self.states: dict[int, _ParamState] = {}
+        # Strong references for the watch's duration: `states` is keyed by id(), which a
+        # freed parameter (one replaced by nn.Parameter(...)) would hand to a new tensor.
         self.params: dict[int, torch.Tensor] = {}
         self.handles: list[RemovableHandle] = []
         self.step_no = [0] * len(optimizers)
@@ -146,7 +149,7 @@ class _Session:
         self.module_names = {id(m): n for n, m in model.named_modules()}
         self.first_backward: str | None = None
         self.seen_backward = False
-        self.errors: list[str] = []
+        self.errors: dict[str, int] = {}  # a hook's own failure -> how often
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------ set-up, tear-down
@@ -183,7 +186,10 @@ class _Session:
 
     def close(self, name: str, check: str) -> TrainingReport:
         self.remove_hooks()
-        notes = list(self.errors)
+        notes = [
+            f"{text} ({count} time{'s' if count != 1 else ''}); some checks were skipped"
+            for text, count in self.errors.items()
+        ]
         try:
             self.scan_tracking()
             self.scan_no_gradient()
@@ -249,9 +255,14 @@ class _Session:
                 if st.applied and st.count > limit and st.site is None:
                     st.site = _site_text()
             except Exception as exc:  # never break the user's backward pass
-                self.errors.append(f"a gradient hook failed: {type(exc).__name__}: {exc}")
+                self.failed("a gradient hook failed", exc)
 
         return after_accumulate
+
+    def failed(self, what: str, exc: Exception) -> None:
+        """Note a failure of the watcher's own hook; the user's loop must go on."""
+        text = f"{what}: {type(exc).__name__}: {exc}"
+        self.errors[text] = self.errors.get(text, 0) + 1
 
     # ------------------------------------------------------------ findings
 
@@ -491,7 +502,7 @@ class _Session:
                         if not p.requires_grad:
                             record.note_frozen(p)
         except Exception as exc:
-            self.errors.append(f"a step pre-hook failed: {type(exc).__name__}: {exc}")
+            self.failed("a step pre-hook failed", exc)
 
     def after_step(self, index: int, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         try:
@@ -527,7 +538,7 @@ class _Session:
                     functools.partial(_unwritten_finding, step, label, len(written), _site_text()),
                 )
         except Exception as exc:
-            self.errors.append(f"a step post-hook failed: {type(exc).__name__}: {exc}")
+            self.failed("a step post-hook failed", exc)
 
     # ------------------------------------------------------------ re-assignment
 
@@ -548,7 +559,7 @@ class _Session:
             if param is not None and id(param) not in self.states:
                 self.adopt(param, qualname)
         except Exception as exc:
-            self.errors.append(f"the registration hook failed: {type(exc).__name__}: {exc}")
+            self.failed("the registration hook failed", exc)
 
 
 def _frozen_finding(
@@ -703,6 +714,12 @@ class TrainingWatcher(contextlib.ContextDecorator):
             for key in self._active_keys:
                 _ACTIVE.pop(key, None)
         self._report = report
+        if session.errors:
+            warnings.warn(
+                f"{PREFIX} watch_training could not check everything: " + "; ".join(report.notes),
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self._publish:
             recording.publish(report)
         if report.passed or self._on_error == "record":
