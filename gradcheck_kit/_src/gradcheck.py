@@ -34,10 +34,10 @@ from .numerics import allowed_error, element_steps
 from .results import ErrorMap, GradCheckResult, Hint, PairResult, ProbeResult, WorstElement
 from .state import capture_rng_state, preserved, seed_everything
 from .tolerances import machine_eps, resolve_tolerances
-from .trees import InputTree, flatten_outputs
+from .trees import InputLeaf, InputTree, OutputLeaf, flatten_outputs
 from .validation import check_choice, check_int, check_positive
 
-__all__ = ["check_gradients", "check_module_gradients", "CheckOptions"]
+__all__ = ["check_gradients", "check_module_gradients", "CheckOptions", "FirstCall", "first_call"]
 
 Mode = Literal["auto", "full", "fast"]
 DtypePolicy = Literal["float64", "native"]
@@ -229,6 +229,90 @@ def _error_map(
     )
 
 
+@dataclasses.dataclass
+class FirstCall:
+    """``fn`` called once on working copies of the inputs, its outputs sorted out.
+
+    ``xs`` are the checked inputs (copies that require grad), ``checked`` their
+    leaves; ``all_leaves`` every floating output, ``leaves``/``outs`` the ones
+    compared (outputs autograd marks as not differentiable are left out, as
+    torch.autograd.gradcheck does).
+    """
+
+    ev: Evaluator
+    base: list[Any]
+    xs: list[torch.Tensor]
+    checked: list[InputLeaf]
+    raw: Any
+    all_leaves: list[OutputLeaf]
+    leaves: list[OutputLeaf]
+
+    @property
+    def outs(self) -> list[torch.Tensor]:
+        """The compared output tensors."""
+        return [leaf.tensor for leaf in self.leaves]
+
+    @property
+    def kept(self) -> list[int]:
+        """Indices into ``all_leaves`` of the compared outputs."""
+        return self.ev.keep if self.ev.keep is not None else list(range(len(self.leaves)))
+
+
+def first_call(
+    fn: Callable[..., Any],
+    tree: InputTree,
+    opts: CheckOptions,
+    prepare_rng: Callable[[], None],
+    notes: list[str],
+) -> FirstCall:
+    """Call ``fn`` on working copies (float64 under ``dtype="float64"``) with grad enabled.
+
+    Shared by every check that compares derivatives of ``fn``; appends what it
+    skipped to ``notes``. An exception from ``fn`` propagates with a note on the
+    dtype policy.
+    """
+    work_dtype = torch.float64 if opts.dtype == "float64" else None
+    base = tree.working_copies(work_dtype)
+    xs: list[torch.Tensor] = []
+    checked: list[InputLeaf] = []
+    for i, leaf in enumerate(tree.leaves):
+        if leaf.checked:
+            base[i] = base[i].requires_grad_(True)
+            xs.append(base[i])
+            checked.append(leaf)
+    ev = Evaluator(fn, tree, base, prepare_rng)
+    with torch.enable_grad():
+        try:
+            prepare_rng()
+            ev.calls += 1
+            raw = tree.call(fn, base, xs)
+        except InvalidArgument:
+            raise
+        except Exception as exc:
+            _annotate(exc, opts, work_dtype)
+            raise
+    all_leaves, skipped = flatten_outputs(raw)
+    if skipped:
+        notes.append(f"skipped non-floating outputs {', '.join(skipped)} (they have no gradient)")
+    ev.all_paths = [leaf.path for leaf in all_leaves]
+    leaves = all_leaves
+    if any(leaf.tensor.requires_grad for leaf in all_leaves):
+        # like torch.autograd.gradcheck: outputs autograd marks as not differentiable
+        # (the mean/rstd of native_layer_norm, a deliberately detached statistic) are
+        # not compared; with no differentiable output at all, the Jacobian must be zero
+        frozen = [leaf.path for leaf in all_leaves if not leaf.tensor.requires_grad]
+        if frozen:
+            notes.append(
+                f"outputs {', '.join(frozen)} do not require grad (not differentiable or "
+                f"detached) and were not compared"
+            )
+            ev.keep = [k for k, leaf in enumerate(all_leaves) if leaf.tensor.requires_grad]
+            leaves = [all_leaves[k] for k in ev.keep]
+    ev.out_paths = [leaf.path for leaf in leaves]
+    ev.out_shapes = [tuple(leaf.tensor.shape) for leaf in leaves]
+    return FirstCall(ev, base, xs, checked, raw, all_leaves, leaves)
+
+
 class _Check:
     """One run of the checker over prepared inputs."""
 
@@ -264,47 +348,9 @@ class _Check:
         return _finish(result, time.perf_counter() - start)
 
     def _run(self) -> GradCheckResult:
-        work_dtype = torch.float64 if self.opts.dtype == "float64" else None
-        base = self.tree.working_copies(work_dtype)
-        xs: list[torch.Tensor] = []
-        self.in_paths: list[str] = []
-        for i, leaf in enumerate(self.tree.leaves):
-            if leaf.checked:
-                base[i] = base[i].requires_grad_(True)
-                xs.append(base[i])
-                self.in_paths.append(leaf.path)
-        ev = Evaluator(self.fn, self.tree, base, self._prepare_rng)
-        with torch.enable_grad():
-            try:
-                self._prepare_rng()
-                ev.calls += 1
-                raw = self.tree.call(self.fn, base, xs)
-            except InvalidArgument:
-                raise
-            except Exception as exc:
-                _annotate(exc, self.opts, work_dtype)
-                raise
-        leaves, skipped = flatten_outputs(raw)
-        if skipped:
-            self.notes.append(
-                f"skipped non-floating outputs {', '.join(skipped)} (they have no gradient)"
-            )
-        ev.all_paths = [leaf.path for leaf in leaves]
-        if any(leaf.tensor.requires_grad for leaf in leaves):
-            # like torch.autograd.gradcheck: outputs autograd marks as not differentiable
-            # (the mean/rstd of native_layer_norm, a deliberately detached statistic) are
-            # not compared; with no differentiable output at all, the Jacobian must be zero
-            frozen = [leaf.path for leaf in leaves if not leaf.tensor.requires_grad]
-            if frozen:
-                self.notes.append(
-                    f"outputs {', '.join(frozen)} do not require grad (not differentiable or "
-                    f"detached) and were not compared"
-                )
-                ev.keep = [k for k, leaf in enumerate(leaves) if leaf.tensor.requires_grad]
-                leaves = [leaves[k] for k in ev.keep]
-        ev.out_paths = [leaf.path for leaf in leaves]
-        ev.out_shapes = [tuple(leaf.tensor.shape) for leaf in leaves]
-        outs = [leaf.tensor for leaf in leaves]
+        call = first_call(self.fn, self.tree, self.opts, self._prepare_rng, self.notes)
+        ev, xs, leaves, outs = call.ev, call.xs, call.leaves, call.outs
+        self.in_paths = [leaf.path for leaf in call.checked]
         self.out_paths = ev.out_paths
         self._shapes = list(ev.out_shapes)
         if outs and all(o.numel() == 0 for o in outs):

@@ -36,12 +36,12 @@ from .gradcheck import (
     DtypePolicy,
     Mode,
     RngPolicy,
-    _annotate,
     _captured_objects,
     _Check,
     _close_repeat,
     _fn_name,
     _unravel,
+    first_call,
 )
 from .jacobian import Evaluator, central_differences, flat_cat, vjp_rows
 from .messages import odd_one_out_cause, odd_one_out_text
@@ -49,7 +49,7 @@ from .numerics import allowed_error, element_steps
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
 from .state import capture_rng_state, preserved, seed_everything
 from .tolerances import Tolerances, machine_eps, resolve_tolerances
-from .trees import InputLeaf, InputTree, describe_tensor, flatten_outputs
+from .trees import InputTree, describe_tensor
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
 
@@ -134,51 +134,16 @@ class _ManualCheck:
 
     # -- set-up ---------------------------------------------------------------------------
     def _run(self) -> ManualCheckResult:
-        work_dtype = torch.float64 if self.opts.dtype == "float64" else None
-        base = self.tree.working_copies(work_dtype)
-        xs: list[torch.Tensor] = []
-        self.checked: list[InputLeaf] = []
-        for i, leaf in enumerate(self.tree.leaves):
-            if leaf.checked:
-                base[i] = base[i].requires_grad_(True)
-                xs.append(base[i])
-                self.checked.append(leaf)
-        self.base = base
-        ev = Evaluator(self.fn, self.tree, base, self._prepare_rng)
-        with torch.enable_grad():
-            try:
-                self._prepare_rng()
-                ev.calls += 1
-                raw = self.tree.call(self.fn, base, xs)
-            except InvalidArgument:
-                raise
-            except Exception as exc:
-                _annotate(exc, self.opts, work_dtype)
-                raise
-        leaves, skipped = flatten_outputs(raw)
-        if skipped:
-            self.notes.append(f"skipped non-floating outputs {', '.join(skipped)}")
-        if any(leaf.path.endswith((".real", ".imag")) for leaf in leaves):
+        call = first_call(self.fn, self.tree, self.opts, self._prepare_rng, self.notes)
+        ev, xs, leaves, outs = call.ev, call.xs, call.leaves, call.outs
+        self.checked, self.base = call.checked, call.base
+        if any(leaf.path.endswith((".real", ".imag")) for leaf in call.all_leaves):
             raise UnsupportedInputError(
                 "fn returns a complex tensor; hand-written derivatives of complex outputs are "
                 "not supported yet. Return the real and imaginary parts as two real outputs."
             )
-        self.spec_leaves, self.spec = pytree.tree_flatten(raw)
-        ev.all_paths = [leaf.path for leaf in leaves]
-        if any(leaf.tensor.requires_grad for leaf in leaves):
-            frozen = [leaf.path for leaf in leaves if not leaf.tensor.requires_grad]
-            if frozen:
-                # as the core does: outputs autograd marks as not differentiable are not compared
-                self.notes.append(
-                    f"outputs {', '.join(frozen)} do not require grad (not differentiable or "
-                    f"detached) and were not compared"
-                )
-                ev.keep = [k for k, leaf in enumerate(leaves) if leaf.tensor.requires_grad]
-                leaves = [leaves[k] for k in ev.keep]
-        self.kept = ev.keep if ev.keep is not None else list(range(len(leaves)))
-        ev.out_paths = [leaf.path for leaf in leaves]
-        ev.out_shapes = [tuple(leaf.tensor.shape) for leaf in leaves]
-        outs = [leaf.tensor for leaf in leaves]
+        self.spec_leaves, self.spec = pytree.tree_flatten(call.raw)
+        self.kept = call.kept
         self.out_paths = ev.out_paths
         n_out = sum(int(o.numel()) for o in outs)
         if self.interface == "grad" and (len(outs) != 1 or n_out != 1):
