@@ -37,7 +37,14 @@ from .tolerances import machine_eps, resolve_tolerances
 from .trees import InputLeaf, InputTree, OutputLeaf, flatten_outputs
 from .validation import check_choice, check_int, check_positive
 
-__all__ = ["check_gradients", "check_module_gradients", "CheckOptions", "FirstCall", "first_call"]
+__all__ = [
+    "check_gradients",
+    "check_module_gradients",
+    "CheckOptions",
+    "FirstCall",
+    "first_call",
+    "call_again",
+]
 
 Mode = Literal["auto", "full", "fast"]
 DtypePolicy = Literal["float64", "native"]
@@ -310,7 +317,61 @@ def first_call(
             leaves = [all_leaves[k] for k in ev.keep]
     ev.out_paths = [leaf.path for leaf in leaves]
     ev.out_shapes = [tuple(leaf.tensor.shape) for leaf in leaves]
+    _check_outputs_usable(leaves)
     return FirstCall(ev, base, xs, checked, raw, all_leaves, leaves)
+
+
+def _check_outputs_usable(leaves: Sequence[OutputLeaf]) -> None:
+    if leaves and all(leaf.tensor.numel() == 0 for leaf in leaves):
+        shapes = ", ".join(f"{leaf.path} {tuple(leaf.tensor.shape)}" for leaf in leaves)
+        raise InvalidArgument(
+            f"every output fn returns is empty ({shapes}): there is no gradient to check. "
+            f"Pick inputs for which fn returns at least one element."
+        )
+    for out in leaves:
+        bad = ~torch.isfinite(out.tensor.detach())
+        if bool(bad.any()):
+            first = int(bad.reshape(-1).nonzero()[0])
+            idx = _unravel(first, tuple(out.tensor.shape))
+            value = float(out.tensor.detach().reshape(-1)[first])
+            raise NonFiniteOutputError(
+                f"{out.path} is {value} at index {idx} at the point being checked; "
+                f"gradients are undefined there. Check the inputs' domain (log/sqrt of "
+                f"non-positive values, division by zero, overflow)."
+            )
+
+
+def call_again(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    ref: torch.Tensor,
+    unit_roundoff: float,
+    opts: CheckOptions,
+    prepare_rng: Callable[[], None],
+    notes: list[str],
+) -> torch.Tensor:
+    """``fn`` evaluated once more at the same point, to tell a random fn from a smooth one.
+
+    The caller compares the result with ``ref`` (``_close_repeat``).
+    """
+    detached = [x.detach() for x in xs]
+    with torch.no_grad():
+        prepare_rng()
+        before = capture_rng_state()
+        again = flat_cat(ev.raw(detached))
+        ev.calls += 1
+        draws = capture_rng_state() != before
+        # Two calls can agree by chance (a random depth drawn from 0..3 repeats one time
+        # in four), so a function seen drawing random numbers gets a few more tries.
+        tries = _EXTRA_TRIES_WHEN_RANDOM if draws else 0
+        while _close_repeat(ref, again, unit_roundoff) and tries:
+            again = flat_cat(ev(detached))
+            tries -= 1
+    if draws and opts.rng == "replay":
+        notes.append(
+            f"fn draws random numbers; every evaluation replayed the RNG state of seed={opts.seed}"
+        )
+    return again
 
 
 class _Check:
@@ -349,28 +410,10 @@ class _Check:
 
     def _run(self) -> GradCheckResult:
         call = first_call(self.fn, self.tree, self.opts, self._prepare_rng, self.notes)
-        ev, xs, leaves, outs = call.ev, call.xs, call.leaves, call.outs
+        ev, xs, outs = call.ev, call.xs, call.outs
         self.in_paths = [leaf.path for leaf in call.checked]
         self.out_paths = ev.out_paths
         self._shapes = list(ev.out_shapes)
-        if outs and all(o.numel() == 0 for o in outs):
-            pieces = zip(ev.out_paths, outs, strict=True)
-            shapes = ", ".join(f"{path} {tuple(o.shape)}" for path, o in pieces)
-            raise InvalidArgument(
-                f"every output fn returns is empty ({shapes}): there is no gradient to check. "
-                f"Pick inputs for which fn returns at least one element."
-            )
-        for out in leaves:
-            bad = ~torch.isfinite(out.tensor.detach())
-            if bool(bad.any()):
-                first = int(bad.reshape(-1).nonzero()[0])
-                idx = _unravel(first, tuple(out.tensor.shape))
-                value = float(out.tensor.detach().reshape(-1)[first])
-                raise NonFiniteOutputError(
-                    f"{out.path} is {value} at index {idx} at the point being checked; "
-                    f"gradients are undefined there. Check the inputs' domain (log/sqrt of "
-                    f"non-positive values, division by zero, overflow)."
-                )
         dtypes = [x.dtype for x in xs] + [o.dtype for o in outs]
         worst_dtype = max(dtypes, key=machine_eps)
         self.tol = resolve_tolerances(
@@ -380,26 +423,9 @@ class _Check:
         self.u_in = max(machine_eps(x.dtype) for x in xs)
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
         ref = flat_cat(outs)
-        detached = [x.detach() for x in xs]
-        with torch.no_grad():
-            self._prepare_rng()
-            before = capture_rng_state()
-            again = flat_cat(ev.raw(detached))
-            ev.calls += 1
-            draws = capture_rng_state() != before
-            # Two calls can agree by chance (a random depth drawn from 0..3 repeats one time
-            # in four), so a function seen drawing random numbers gets a few more tries.
-            tries = _EXTRA_TRIES_WHEN_RANDOM if draws else 0
-            while _close_repeat(ref, again, self.u_out) and tries:
-                again = flat_cat(ev(detached))
-                tries -= 1
+        again = call_again(ev, xs, ref, self.u_out, self.opts, self._prepare_rng, self.notes)
         if not _close_repeat(ref, again, self.u_out):
             return self._nondeterministic(ref, again)
-        if draws and self.opts.rng == "replay":
-            self.notes.append(
-                f"fn draws random numbers; every evaluation replayed the RNG state of "
-                f"seed={self.opts.seed}"
-            )
 
         n_in = sum(int(x.numel()) for x in xs)
         n_out = int(ref.numel())

@@ -28,7 +28,6 @@ from .errors import (
     GradientMismatchError,
     InvalidArgument,
     NondeterministicFunctionError,
-    NonFiniteOutputError,
     UnsupportedInputError,
 )
 from .gradcheck import (
@@ -41,13 +40,14 @@ from .gradcheck import (
     _close_repeat,
     _fn_name,
     _unravel,
+    call_again,
     first_call,
 )
 from .jacobian import Evaluator, central_differences, flat_cat, vjp_rows
 from .messages import odd_one_out_cause, odd_one_out_text
 from .numerics import allowed_error, element_steps
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
-from .state import capture_rng_state, preserved, seed_everything
+from .state import preserved, seed_everything
 from .tolerances import Tolerances, machine_eps, resolve_tolerances
 from .trees import InputTree, describe_tensor
 
@@ -60,7 +60,6 @@ Msg = str | Callable[[str], str] | None
 _AUTO_FULL_MAX_OUTPUTS = 64
 _WORST_KEPT = 5
 _DEFAULT_PROBES = 4
-_EXTRA_TRIES_WHEN_RANDOM = 4
 # Who is wrong, in the words of the messages; the reference is what the other two agree on.
 _SUBJECT = {"manual": "your derivative", "autograd": "autograd"}
 _REFERENCE = {
@@ -153,7 +152,6 @@ class _ManualCheck:
                 f"For a vector-valued fn pass manual_vjp=lambda grad_output, *inputs: ... "
                 f"(the vector-Jacobian product J^T grad_output) instead of manual_grad."
             )
-        _check_finite(leaves)
         dtypes = [x.dtype for x in xs] + [o.dtype for o in outs]
         worst_dtype = max(dtypes, key=machine_eps)
         self.tol = resolve_tolerances(
@@ -162,7 +160,7 @@ class _ManualCheck:
         self.u_out = max(machine_eps(o.dtype) for o in outs)
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
         ref = flat_cat(outs)
-        again = self._repeat(ev, xs, ref)
+        again = call_again(ev, xs, ref, self.u_out, self.opts, self._prepare_rng, self.notes)
         if not _close_repeat(ref, again, self.u_out):
             return self._nondeterministic(ref, again)
 
@@ -195,26 +193,6 @@ class _ManualCheck:
             pairs=tuple(pairs),
             evaluations=ev.calls + self.calls,
         )
-
-    def _repeat(self, ev: Evaluator, xs: list[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
-        """Evaluate fn once more at the same point, to tell a random fn from a smooth one."""
-        detached = [x.detach() for x in xs]
-        with torch.no_grad():
-            self._prepare_rng()
-            before = capture_rng_state()
-            again = flat_cat(ev.raw(detached))
-            ev.calls += 1
-            draws = capture_rng_state() != before
-            tries = _EXTRA_TRIES_WHEN_RANDOM if draws else 0
-            while _close_repeat(ref, again, self.u_out) and tries:
-                again = flat_cat(ev(detached))
-                tries -= 1
-        if draws and self.opts.rng == "replay":
-            self.notes.append(
-                f"fn draws random numbers; every evaluation replayed the RNG state of "
-                f"seed={self.opts.seed}"
-            )
-        return again
 
     def _result(self, **kw: Any) -> ManualCheckResult:
         return ManualCheckResult(
@@ -588,20 +566,6 @@ def _ratio_hint(wrong: torch.Tensor, right: torch.Tensor, out: str, inp: str) ->
         f"chain rule (d/dx of the inside of a composition) forgotten?"
     )
     return Hint(kind="inner_factor", text=text, output=out, input=inp)
-
-
-def _check_finite(leaves: Sequence[Any]) -> None:
-    for out in leaves:
-        bad = ~torch.isfinite(out.tensor.detach())
-        if bool(bad.any()):
-            first = int(bad.reshape(-1).nonzero()[0])
-            idx = _unravel(first, tuple(out.tensor.shape))
-            value = float(out.tensor.detach().reshape(-1)[first])
-            raise NonFiniteOutputError(
-                f"{out.path} is {value} at index {idx} at the point being checked; gradients "
-                f"are undefined there. Check the inputs' domain (log/sqrt of non-positive "
-                f"values, division by zero, overflow)."
-            )
 
 
 def check_matches_manual(
