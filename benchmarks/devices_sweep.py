@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--check", action="store_true", help="independent timing of the step")
-    parser.add_argument("--check-steps", type=int, default=20)
+    parser.add_argument("--check-steps", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args()
     if args.threads is not None:

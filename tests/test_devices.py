@@ -18,6 +18,7 @@ from torch import nn
 import gradcheck_kit as gk
 from gradcheck_kit._src import devices as dv
 from gradcheck_kit._src import recording
+from gradcheck_kit._src.precision import Tf32Settings
 from gradcheck_kit._src.state import capture_rng_state, fingerprint
 
 CUDA = torch.cuda.is_available()
@@ -311,17 +312,21 @@ def test_explicit_tolerances_decide() -> None:
     assert _parity(fn, _grad_inputs, atol=1e-3).status == "passed"
 
 
-def test_tf32_hint_is_given_for_float32_cuda_failures(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dv, "_tf32_on", lambda: True)
-    leaf = dv.ParityLeaf("output", "cuda", 1e-3, 1e-3, 1e-6, 1e-6, (0,), 1.0, 1.001, 1, 4)
-    hints = dv._hints(
-        (torch.device("cpu"), torch.device("cuda")), torch.float32, [leaf], {"cuda": True}
-    )
+def test_tf32_hint_is_given_for_float32_cuda_failures() -> None:
+    saved = Tf32Settings.capture()
+    torch.set_float32_matmul_precision("high")
+    try:
+        leaf = dv.ParityLeaf("output", "cuda", 1e-3, 1e-3, 1e-6, 1e-6, (0,), 1.0, 1.001, 1, 4)
+        hints = dv._hints(
+            (torch.device("cpu"), torch.device("cuda")), torch.float32, [leaf], {"cuda": True}
+        )
+    finally:
+        saved.restore()
     text = " ".join(hints)
     assert "nondeterministic" in text and "use_deterministic_algorithms" in text
     if not CUDA:
-        assert "torch.backends.cuda.matmul.allow_tf32" in text
-        assert "torch.backends.cudnn.allow_tf32" in text
+        assert "TF32 is on for cuBLAS matmuls, cuDNN convolutions" in text
+        assert "fp32_precision" in text and "allow_tf32" in text
 
 
 def test_parity_without_a_second_device_is_skipped_not_failed() -> None:

@@ -33,6 +33,7 @@ from torch import nn
 
 from . import recording
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
+from .precision import Tf32Settings
 from .state import preserved, replaying_rng
 from .validation import check_int, check_positive
 
@@ -1062,10 +1063,6 @@ def _problem_terms(prep: _Prepared) -> int:
     return max([1, *sizes])
 
 
-def _tf32_on() -> bool:
-    return bool(torch.backends.cuda.matmul.allow_tf32) or bool(torch.backends.cudnn.allow_tf32)
-
-
 def _hints(
     devs: Sequence[torch.device],
     dtype: torch.dtype,
@@ -1083,7 +1080,8 @@ def _hints(
                 "of its inputs. Try torch.use_deterministic_algorithms(True) with "
                 "CUBLAS_WORKSPACE_CONFIG=:4096:8."
             )
-    if cuda and dtype == torch.float32 and _tf32_on():
+    tf32 = Tf32Settings.capture().enabled()
+    if cuda and dtype == torch.float32 and tf32:
         worst_rel = max((f.max_rel_error for f in failures), default=0.0)
         # Unknown capability (no CUDA in this process) is treated as Ampere or newer.
         ampere = not torch.cuda.is_available() or any(
@@ -1091,13 +1089,12 @@ def _hints(
         )
         if ampere:
             hints.append(
-                "TF32 is on (torch.backends.cuda.matmul.allow_tf32="
-                f"{torch.backends.cuda.matmul.allow_tf32}, torch.backends.cudnn.allow_tf32="
-                f"{torch.backends.cudnn.allow_tf32}): on Ampere and newer GPUs float32 "
+                f"TF32 is on for {', '.join(tf32)}: on Ampere and newer GPUs float32 "
                 f"matmuls and convolutions then round to a 10-bit mantissa (~{_TF32_EPS:.0e} "
-                f"relative; the worst relative difference here is {worst_rel:.2g}). Set both "
-                "flags to False (or torch.set_float32_matmul_precision('highest')) to compare "
-                "full float32."
+                f"relative; the worst relative difference here is {worst_rel:.2g}). To compare "
+                "full float32, set torch.backends.cuda.matmul.fp32_precision and "
+                "torch.backends.cudnn.conv.fp32_precision to 'ieee' (torch < 2.9: "
+                "torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False)."
             )
     if (
         cuda

@@ -31,6 +31,7 @@ from .jacobian import (
     vjp_rows,
 )
 from .numerics import allowed_error, element_steps
+from .precision import full_float32_precision, tf32_note
 from .results import ErrorMap, GradCheckResult, Hint, PairResult, ProbeResult, WorstElement
 from .state import capture_rng_state, preserved, seed_everything
 from .tolerances import machine_eps, resolve_tolerances
@@ -394,6 +395,7 @@ class _Check:
         self.check = check
         self.preserve = preserve
         self.notes: list[str] = []
+        self.tf32_switched: list[str] = []
         self.hints: list[Hint] = []
 
     # -- set-up ---------------------------------------------------------------------------
@@ -403,7 +405,7 @@ class _Check:
 
     def run(self) -> GradCheckResult:
         start = time.perf_counter()
-        with preserved(*self.preserve):
+        with preserved(*self.preserve), full_float32_precision() as self.tf32_switched:
             seed_everything(self.opts.seed)
             result = self._run()
         return _finish(result, time.perf_counter() - start)
@@ -411,6 +413,9 @@ class _Check:
     def _run(self) -> GradCheckResult:
         call = first_call(self.fn, self.tree, self.opts, self._prepare_rng, self.notes)
         ev, xs, outs = call.ev, call.xs, call.outs
+        note = tf32_note(self.tf32_switched, xs)
+        if note:
+            self.notes.append(note)
         self.in_paths = [leaf.path for leaf in call.checked]
         self.out_paths = ev.out_paths
         self._shapes = list(ev.out_shapes)

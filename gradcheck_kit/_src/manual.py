@@ -46,6 +46,7 @@ from .gradcheck import (
 from .jacobian import Evaluator, central_differences, flat_cat, vjp_rows
 from .messages import odd_one_out_cause, odd_one_out_text
 from .numerics import allowed_error, element_steps
+from .precision import full_float32_precision, tf32_note
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
 from .state import preserved, seed_everything
 from .tolerances import Tolerances, machine_eps, resolve_tolerances
@@ -115,6 +116,7 @@ class _ManualCheck:
         self.name = name
         self.preserve = preserve
         self.notes: list[str] = []
+        self.tf32_switched: list[str] = []
         self.hints: list[Hint] = []
         self.calls = 0
 
@@ -124,7 +126,7 @@ class _ManualCheck:
 
     def run(self) -> ManualCheckResult:
         start = time.perf_counter()
-        with preserved(*self.preserve):
+        with preserved(*self.preserve), full_float32_precision() as self.tf32_switched:
             seed_everything(self.opts.seed)
             result = self._run()
         final = dataclasses.replace(result, duration_s=time.perf_counter() - start)
@@ -135,6 +137,9 @@ class _ManualCheck:
     def _run(self) -> ManualCheckResult:
         call = first_call(self.fn, self.tree, self.opts, self._prepare_rng, self.notes)
         ev, xs, leaves, outs = call.ev, call.xs, call.leaves, call.outs
+        note = tf32_note(self.tf32_switched, xs)
+        if note:
+            self.notes.append(note)
         self.checked, self.base = call.checked, call.base
         if any(leaf.path.endswith((".real", ".imag")) for leaf in call.all_leaves):
             raise UnsupportedInputError(

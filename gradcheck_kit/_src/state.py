@@ -2,7 +2,7 @@
 
 A check promises to leave every tensor, parameter, buffer, ``.grad``,
 ``requires_grad`` flag, module training mode, optimizer state, global autograd
-mode and random number generator exactly as it found them, whether it passes,
+mode, TF32 switch and random number generator exactly as it found them, whether it passes,
 fails, or the user's function raises. This module is the one mechanism for that:
 
 * :func:`snapshot` / :func:`preserved` record the state reachable from some
@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .errors import InvalidArgument
+from .precision import Tf32Settings
 from .validation import check_int
 
 __all__ = [
@@ -383,6 +384,7 @@ class GlobalModes:
     default_device: torch.device
     deterministic: bool
     deterministic_warn_only: bool
+    tf32: Tf32Settings
 
     @classmethod
     def capture(cls) -> GlobalModes:
@@ -400,6 +402,7 @@ class GlobalModes:
             default_device=_default_device(),
             deterministic=torch.are_deterministic_algorithms_enabled(),
             deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+            tf32=Tf32Settings.capture(),
         )
 
     def restore(self) -> None:
@@ -434,6 +437,8 @@ class GlobalModes:
             torch.use_deterministic_algorithms(
                 self.deterministic, warn_only=self.deterministic_warn_only
             )
+        if now.tf32 != self.tf32:
+            self.tf32.restore()
 
     def diff(self, other: GlobalModes) -> list[str]:
         """Name each mode that differs, from this capture to ``other``.
@@ -453,6 +458,7 @@ class GlobalModes:
             ("default_device", "default device"),
             ("deterministic", "deterministic algorithms"),
             ("deterministic_warn_only", "deterministic algorithms' warn_only"),
+            ("tf32", "TF32 settings"),
         )
         out = []
         for attr, what in names:
