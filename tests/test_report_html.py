@@ -25,7 +25,7 @@ from gradcheck_kit.report import charts, samples
 from gradcheck_kit.report.document import make_document
 from gradcheck_kit.report.heatmap import heatmap
 from gradcheck_kit.report.html import render_html, write_html
-from gradcheck_kit.report.page import MAX_HEATMAPS, build_page
+from gradcheck_kit.report.page import MAX_DETAILS, MAX_HEATMAPS, build_page
 
 
 class Page(HTMLParser):
@@ -181,6 +181,21 @@ def test_heatmaps_stop_at_the_page_limit() -> None:
     text = render_html(make_document(records))
     assert text.count('<svg class="heatmap"') == MAX_HEATMAPS
     assert "3 more have their numbers only" in text
+
+
+def test_failures_past_the_detail_limit_keep_their_row_and_hint_only() -> None:
+    records = [samples.gradient_record(f"f{i}", passed=False, n=2) for i in range(MAX_DETAILS + 2)]
+    page = build_page(make_document(records))
+    assert page.details_left_out == 2
+    last = page.rows[-1]
+    assert last.bare and not last.full and last.detail is None and last.status == "failed"
+    text = render_html(make_document(records))
+    assert f"Failures are shown in full for the first {MAX_DETAILS}; 2 more" in text
+    # a bare failure: its name is plain text (nothing to open) and its body has one row
+    body = text[text.rindex("<tbody") :].split("</table>")[0]
+    assert f">{last.name}<" in body and "<button" not in body
+    assert body.count("<tr") == 1
+    assert all(not row.bare for row in page.rows[:MAX_DETAILS])
 
 
 def test_benchmark_reading_is_lenient() -> None:

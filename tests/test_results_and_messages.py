@@ -121,7 +121,7 @@ def test_full_mode_blocks_carry_a_pooled_error_map() -> None:
     assert max(len(m.abs_error), len(m.abs_error[0])) <= 32
     # pooling keeps the total count and the peak of the block
     assert sum(map(sum, m.mismatched)) == wrong.mismatched
-    assert max(map(max, m.abs_error)) == pytest.approx(wrong.max_abs_error)
+    assert max(map(max, m.abs_error)) == pytest.approx(wrong.max_abs_error, rel=1e-4)
     data = result.to_dict()
     assert gk.GradCheckResult.from_dict(data).to_dict() == data
     assert gk.GradCheckResult.from_dict(data) == result

@@ -232,7 +232,8 @@ def _error_map(
         cols=cols,
         row_step=row_step,
         col_step=col_step,
-        abs_error=tuple(tuple(float(v) for v in row) for row in pooled.tolist()),
+        # 4 digits draw the same picture and keep a failing run's JSON a third the size
+        abs_error=tuple(tuple(float(f"{v:.4g}") for v in row) for row in pooled.tolist()),
         mismatched=tuple(tuple(round(v) for v in row) for row in counts.tolist()),
     )
 

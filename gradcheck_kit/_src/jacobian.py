@@ -228,7 +228,7 @@ def central_differences(
             h = (c * base_steps[idx]).to(x.dtype)
             plus = flat.unsqueeze(0).repeat(b, 1)
             minus = plus.clone()
-            ar = torch.arange(b)
+            ar = torch.arange(b, device=x.device)
             plus[ar, idx] = plus[ar, idx] + h
             minus[ar, idx] = minus[ar, idx] - h
             taken[c] = plus[ar, idx].to(torch.float64) - minus[ar, idx].to(torch.float64)

@@ -151,9 +151,11 @@ class ErrorMap:
     ``rows``/``cols`` are the two sizes. Cell ``(i, j)`` covers rows
     ``i*row_step`` to ``(i+1)*row_step - 1`` and columns ``j*col_step`` to
     ``(j+1)*col_step - 1`` (the last cell of a side may be smaller). It holds the
-    largest |diff| there (``inf`` where one side is NaN) in ``abs_error`` and the
-    number of entries over their allowance in ``mismatched``. :meth:`steps` gives
-    the steps that keep both sides within :data:`ERROR_MAP_MAX_CELLS`.
+    largest |diff| there (``inf`` where one side is NaN), to 4 significant digits
+    (a picture's worth; the exact worst entries are in the pair's ``worst``), in
+    ``abs_error`` and the number of entries over their allowance in
+    ``mismatched``. :meth:`steps` gives the steps that keep both sides within
+    :data:`ERROR_MAP_MAX_CELLS`.
 
     Examples:
         >>> ErrorMap.steps(100, 3)

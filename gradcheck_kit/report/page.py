@@ -45,7 +45,7 @@ __all__ = [
 # blocks nobody looks at the next one (the numbers stay in the tables).
 MAX_HEATMAPS = 200
 # Failures shown with every detail; past them a failure gets one line (the JSON has all).
-MAX_DETAILS = 1000
+MAX_DETAILS = 500
 # Rows of a nested table shown before "... N more".
 MAX_TABLE_ROWS = 50
 # Characters of a nested value shown as JSON text.
@@ -220,6 +220,8 @@ class Row:
     line: str = ""
     full: bool = True
     open: bool = False
+    # A failure past the page's detail limit: its first row only, nothing to open.
+    bare: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,7 @@ class Page:
     details_left_out: int = 0
     common_settings: tuple[tuple[str, str], ...] = ()
     max_heatmaps: int = MAX_HEATMAPS
+    max_details: int = MAX_DETAILS
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -732,16 +735,17 @@ def _row(
     summary = _summary_text(record) or (_training_summary(record) if kind == "training" else "")
     has_pairs = isinstance(record.get("pairs"), list)
     line = ""
-    # A passed check, and a failure past the page's limit, show one line, not a detail.
-    if (has_pairs or kind == "training") and (
-        (status == "passed" and not summary) or (status != "passed" and not budget.take_detail())
-    ):
-        line = _pairs_line(record, settings, common) if has_pairs else _training_line(record)
-        if status != "passed":
-            line += f" · details left out (the page shows the first {MAX_DETAILS} in full)"
+    # A passed check shows one line, not a detail; a failure past the page's limit shows
+    # its row alone (with its hint): 10,000 failures would otherwise weigh over 5 MB.
+    bare = False
+    if has_pairs or kind == "training":
+        if status == "passed" and not summary:
+            line = _pairs_line(record, settings, common) if has_pairs else _training_line(record)
+        elif status != "passed" and not budget.take_detail():
+            bare = True
     detail: GradientDetail | TrainingDetail | BenchmarkDetail | None = None
     used: frozenset[str] = frozenset()
-    if line:
+    if line or bare:
         pass
     elif has_pairs:
         detail = _gradient_detail(record, name, settings, budget)
@@ -767,16 +771,17 @@ def _row(
         detail=detail,
         fields=(
             ()
-            if line
+            if line or bare
             else _fields(record, used | {k for k in _SUMMARY_KEYS if record.get(k) == summary})
         ),
         reproduce_test=(
             f"python -m pytest {shlex.quote(test_id)} --gradcheck"
-            if isinstance(test_id, str) and not line
+            if isinstance(test_id, str) and not line and not bare
             else ""
         ),
         line=line,
-        full=not line,
+        full=not line and not bare,
+        bare=bare,
         # A benchmark's charts are its point, verdict or not.
         open=status != "passed" or (kind == "device_benchmark" and detail is not None),
     )

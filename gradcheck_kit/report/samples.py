@@ -120,7 +120,7 @@ def gradient_record(
             cols=n,
             row_step=1,
             col_step=1,
-            abs_error=tuple(tuple(row) for row in diff),
+            abs_error=tuple(tuple(float(f"{v:.4g}") for v in row) for row in diff),
             mismatched=tuple(tuple(int(v) for v in row) for row in over),
         )
     pair = PairResult(

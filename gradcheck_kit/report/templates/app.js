@@ -61,6 +61,7 @@
   }
 
   function setOpen(body, open) {
+    if (body.rows.length < 2) { return; }  /* a failure past the page's detail limit */
     body.rows[1].hidden = !open;
     body.rows[0].cells[2].querySelector("button").setAttribute("aria-expanded", String(open));
   }
