@@ -16,6 +16,8 @@ from _functions import (
     square_ok,
     square_sign,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradcheck_kit as gk
 
@@ -284,3 +286,67 @@ def test_input_unused_by_every_output_has_a_zero_gradient(mode: str) -> None:
 def test_an_empty_output_beside_others_is_fine(mode: str) -> None:
     result = gk.check_gradients(lambda a: (a[:0], a.exp()), f64(4), mode=mode)
     assert result.passed, result.summary()
+
+
+# ----------------------------------------------------------------- backward linear in grad_output
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("n_probes", [None, 1])
+def test_a_backward_that_ignores_grad_output_fails_even_for_a_scalar_loss(
+    mode: str, n_probes: int | None
+) -> None:
+    from _functions import sum_squares_ignores_grad
+
+    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    result = gk.check_gradients(
+        sum_squares_ignores_grad,
+        x,
+        mode=mode,  # type: ignore[arg-type]
+        n_probes=n_probes if mode == "fast" else None,
+    )
+    assert not result.passed and result.status == "mismatch"
+    hint = next(h for h in result.hints if h.kind == "grad_output")
+    assert hint.input == "input"
+    assert "not linear in grad_output" in hint.text and "ignores grad_output" in hint.text
+    # the Jacobian from unit grad_outputs is right: only the probe can see this bug
+    assert all(p.passed for p in result.pairs)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_backward_that_bends_grad_output_fails(mode: str) -> None:
+    from _functions import sin_bends_grad
+
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    result = gk.check_gradients(sin_bends_grad, x, mode=mode)  # type: ignore[arg-type]
+    assert not result.passed
+    hint = result.hints[0]
+    assert hint.kind == "grad_output" and "at index (" in hint.text
+    with pytest.raises(gk.GradientMismatchError, match="not linear in grad_output"):
+        gk.assert_gradients_close(sin_bends_grad, x, mode=mode)  # type: ignore[arg-type]
+
+
+def test_gradients_zero_by_cancellation_are_not_mistaken_for_nonlinearity() -> None:
+    # The bias before a batch norm has gradient 0, computed as a sum of terms that cancel.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh())
+    for mode in ("full", "fast"):
+        result = gk.check_module_gradients(net, torch.randn(8, 3), mode=mode)  # type: ignore[arg-type]
+        assert result.passed, result.summary()
+        assert not any(h.kind == "grad_output" for h in result.hints)
+
+
+@given(seed=st.integers(0, 2**16))
+@settings(max_examples=15, deadline=None)
+def test_linear_backwards_never_trip_the_probe(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
+    for mode in ("full", "fast"):
+        result = gk.check_gradients(
+            lambda w, x: torch.tanh(w @ x) * 1e6,
+            (w, x),
+            mode=mode,
+            seed=seed,  # type: ignore[arg-type]
+        )
+        assert result.passed, result.summary()

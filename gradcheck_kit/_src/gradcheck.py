@@ -397,6 +397,7 @@ class _Check:
         self.preserve = preserve
         self.notes: list[str] = []
         self.tf32_switched: list[str] = []
+        self.linear_ok = True
         self.hints: list[Hint] = []
 
     # -- set-up ---------------------------------------------------------------------------
@@ -460,7 +461,9 @@ class _Check:
             pairs = self._full(ev, xs, outs, ref)
         else:
             pairs, probes = self._fast(ev, xs, outs, ref)
-        passed = all(p.passed for p in pairs) if mode == "full" else self.fast_verdict
+        passed = (
+            all(p.passed for p in pairs) and self.linear_ok if mode == "full" else self.fast_verdict
+        )
         if ev.fallback_reason:
             self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
         return self._result(
@@ -541,6 +544,30 @@ class _Check:
         tol = self.tol
         with torch.enable_grad():
             analytic = reverse_jacobian(outs, xs, ev)
+            # Unit cotangents cannot show a backward that ignores grad_output (right for a
+            # scalar loss, where grad_output is 1, wrong inside a network) or bends it (abs,
+            # clamp): three random ones can.
+            gen = torch.Generator().manual_seed(self.opts.seed)
+            g1 = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in outs]
+            g2 = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in outs]
+            cots = [
+                torch.stack([a, b, _combined_cotangent(a, b)]).to(o.device)
+                for a, b, o in zip(g1, g2, outs, strict=True)
+            ]
+            probe_rows = vjp_rows(outs, xs, cots, ev)
+        linear = _linearity_hint(
+            [r[0] for r in probe_rows],
+            [r[1] for r in probe_rows],
+            [r[2] for r in probe_rows],
+            self.in_paths,
+            [tuple(x.shape) for x in xs],
+            max(self.u_in, self.u_out),
+            tol.atol * sum(float(_combination_weight(c, 1)) for c in cots),
+            f"g1, g2: two random grad_outputs drawn with seed={self.opts.seed}",
+        )
+        self.linear_ok = linear is None
+        if linear is not None:
+            self.hints.append(linear)
         pairs: list[PairResult] = []
         blocks: list[Block] = []
         nonsmooth = 0
@@ -703,9 +730,28 @@ class _Check:
         # the direction actually taken is measured after rounding anyway.
         magnitudes = [torch.clamp(x.detach().abs(), min=1.0) for x in xs]
         dirs = [[_rademacher(m, gen) * m for m in magnitudes] for _ in range(K)]
-        cots = [torch.stack([us[k][j] for k in range(K)]) for j in range(len(outs))]
+        # One more row, a combination of the first probes, tests that backward is linear
+        # in grad_output at the price of one batched row.
+        extra = [
+            _combined_cotangent(us[0][j], us[1][j] if K > 1 else None) for j in range(len(outs))
+        ]
+        cots = [torch.stack([*(us[k][j] for k in range(K)), extra[j]]) for j in range(len(outs))]
         with torch.enable_grad():
             rows = vjp_rows(outs, xs, cots, ev)
+        linear = _linearity_hint(
+            [r[0] for r in rows],
+            [r[1] for r in rows] if K > 1 else None,
+            [r[K] for r in rows],
+            self.in_paths,
+            [tuple(x.shape) for x in xs],
+            max(self.u_in, self.u_out),
+            tol.atol * sum(float(_combination_weight(c, min(1, K - 1), K)) for c in cots),
+            f"g1, g2: the first two projection vectors, drawn with seed={self.opts.seed}"
+            if K > 1
+            else f"g1 = g2: the projection vector, drawn with seed={self.opts.seed}",
+        )
+        if linear is not None:
+            self.hints.insert(0, linear)
         # Step h first: a probe that agrees within roundoff passes without the 2h step
         # (truncation error cannot make a right gradient look wrong-but-close). Only the
         # probes that do not agree pay for the 2h evaluations that estimate truncation.
@@ -795,7 +841,9 @@ class _Check:
                         f"error estimate, but the entry they narrow down to is within "
                         f"atol/rtol (worst |diff| {pair.max_abs_error:.3g})"
                     )
-        self.fast_verdict = not suspects or (bool(pairs) and all(p.passed for p in pairs))
+        self.fast_verdict = linear is None and (
+            not suspects or (bool(pairs) and all(p.passed for p in pairs))
+        )
         return pairs, probes
 
     def _localise(
@@ -914,6 +962,81 @@ class _Check:
             f"{list(out_index)} / d {self.in_paths[leaf]}{list(in_index)}"
         )
         return dataclasses.replace(pair, worst=worst)
+
+
+# The linearity probe: vjp(g1 - 2 g2) must equal vjp(g1) - 2 vjp(g2). A negative,
+# non-unit coefficient catches a backward that ignores grad_output (c != c - 2c) and one
+# that bends it (|g1 - 2 g2| != |g1| - 2|g2|).
+_COMBINATION = -2.0
+
+
+def _combined_cotangent(g1: torch.Tensor, g2: torch.Tensor | None) -> torch.Tensor:
+    return g1 + _COMBINATION * (g2 if g2 is not None else g1)
+
+
+def _combination_weight(cots: torch.Tensor, second: int, combined: int = 2) -> torch.Tensor:
+    """Sum |g1| + 2 sum |g2| + sum |g1 - 2 g2| over one output's stacked cotangents."""
+    return (
+        cots[0].abs().sum()
+        + abs(_COMBINATION) * cots[second].abs().sum()
+        + cots[combined].abs().sum()
+    )
+
+
+def _linearity_hint(
+    v1: Sequence[torch.Tensor],
+    v2: Sequence[torch.Tensor] | None,
+    v12: Sequence[torch.Tensor],
+    in_paths: Sequence[str],
+    in_shapes: Sequence[tuple[int, ...]],
+    unit_roundoff: float,
+    floor: float,
+    drawn: str,
+) -> Hint | None:
+    """A hint when backward is not linear in grad_output, else None.
+
+    ``v1``, ``v2`` and ``v12`` are the vjps (per input) of ``g1``, ``g2`` and
+    ``g1 - 2 g2`` (of ``g1`` and ``-g1`` when ``v2`` is None). The same backward
+    computes all three, so a linear one agrees up to the roundoff of its sums; the
+    allowance sqrt(u) relative to the terms' magnitudes is far above that and far
+    below what a nonlinear backward gives. ``floor`` is the absolute part: what atol
+    allows each Jacobian entry, summed over the cotangents' entries (an entry whose
+    gradient is zero by cancellation carries roundoff of the terms that cancelled).
+    """
+    worst: tuple[float, int, int, float, float] | None = None
+    for i, (a, c) in enumerate(zip(v1, v12, strict=True)):
+        a64, c64 = (
+            a.detach().to(torch.float64).reshape(-1),
+            c.detach().to(torch.float64).reshape(-1),
+        )
+        b64 = a64 if v2 is None else v2[i].detach().to(torch.float64).reshape(-1)
+        expected = a64 + _COMBINATION * b64
+        scale = a64.abs() + abs(_COMBINATION) * b64.abs() + c64.abs()
+        diff = (c64 - expected).abs()
+        finite = torch.isfinite(diff) & torch.isfinite(scale)
+        allowed = math.sqrt(unit_roundoff) * scale + floor
+        excess = torch.where(finite, diff - allowed, -math.inf)
+        if excess.numel() == 0:
+            continue
+        j = int(torch.argmax(excess))
+        over = float(excess[j])
+        if over > 0 and (worst is None or over > worst[0]):
+            worst = (over, i, j, float(c64[j]), float(expected[j]))
+    if worst is None:
+        return None
+    _, i, j, got, want = worst
+    return Hint(
+        kind="grad_output",
+        input=in_paths[i],
+        text=(
+            f"backward is not linear in grad_output: the gradient of {in_paths[i]} at index "
+            f"{_unravel(j, in_shapes[i])} is {got:.6g} for grad_output g1 - 2·g2, but g1's "
+            f"minus twice g2's is {want:.6g} ({drawn}). A backward must return "
+            f"J^T · grad_output: it ignores grad_output (the gradient as if grad_output were "
+            f"all ones, right for a scalar loss and wrong inside a network) or transforms it "
+            f"(abs, clamp, a norm). Multiply by grad_output in the backward."
+        ),
+    )
 
 
 def _rademacher(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

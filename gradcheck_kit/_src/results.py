@@ -104,7 +104,7 @@ class Hint:
 
     ``kind`` is one of: ``factor``, ``sign``, ``transposed``, ``region``,
     ``zero``, ``one_input``, ``one_output``, ``nondeterministic``,
-    ``domain``, ``forward``.
+    ``domain``, ``forward``, ``grad_output`` (backward not linear in grad_output).
 
     Examples:
         >>> Hint(kind="sign", text="analytic ≈ -numeric: a sign error?").kind
