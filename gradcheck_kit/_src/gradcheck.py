@@ -998,30 +998,30 @@ def _linearity_hint(
     ``v1``, ``v2`` and ``v12`` are the vjps (per input) of ``g1``, ``g2`` and
     ``g1 - 2 g2`` (of ``g1`` and ``-g1`` when ``v2`` is None). The same backward
     computes all three, so a linear one agrees up to the roundoff of its sums; the
-    allowance sqrt(u) relative to the terms' magnitudes is far above that and far
-    below what a nonlinear backward gives. ``floor`` is the absolute part: what atol
+    allowance, sqrt(u) times the largest magnitudes of the three, is far above that
+    and far below what a nonlinear backward gives. ``floor`` is the absolute part: what atol
     allows each Jacobian entry, summed over the cotangents' entries (an entry whose
     gradient is zero by cancellation carries roundoff of the terms that cancelled).
     """
     worst: tuple[float, int, int, float, float] | None = None
     for i, (a, c) in enumerate(zip(v1, v12, strict=True)):
-        a64, c64 = (
-            a.detach().to(torch.float64).reshape(-1),
-            c.detach().to(torch.float64).reshape(-1),
-        )
-        b64 = a64 if v2 is None else v2[i].detach().to(torch.float64).reshape(-1)
-        expected = a64 + _COMBINATION * b64
-        scale = a64.abs() + abs(_COMBINATION) * b64.abs() + c64.abs()
-        diff = (c64 - expected).abs()
-        finite = torch.isfinite(diff) & torch.isfinite(scale)
-        allowed = math.sqrt(unit_roundoff) * scale + floor
-        excess = torch.where(finite, diff - allowed, -math.inf)
-        if excess.numel() == 0:
+        a, c = a.detach().reshape(-1), c.detach().reshape(-1)
+        if a.numel() == 0:
             continue
-        j = int(torch.argmax(excess))
-        over = float(excess[j])
-        if over > 0 and (worst is None or over > worst[0]):
-            worst = (over, i, j, float(c64[j]), float(expected[j]))
+        b = a if v2 is None else v2[i].detach().reshape(-1)
+        # In the gradients' own dtype with one temporary and per-tensor magnitudes: on a
+        # model with millions of parameters this costs a few passes over the gradients.
+        diff = torch.add(a, b, alpha=_COMBINATION).sub_(c).abs_()
+        scale = sum(
+            w * float(torch.linalg.vector_norm(t, math.inf))
+            for w, t in ((1.0, a), (abs(_COMBINATION), b), (1.0, c))
+        )
+        allowed = math.sqrt(unit_roundoff) * scale + floor
+        j = int(torch.argmax(diff.nan_to_num_(nan=0.0)))
+        over = float(diff[j]) - allowed
+        if over > 0 and math.isfinite(over) and (worst is None or over > worst[0]):
+            want = float(a[j]) + _COMBINATION * float(b[j])
+            worst = (over, i, j, float(c[j]), want)
     if worst is None:
         return None
     _, i, j, got, want = worst
