@@ -113,9 +113,51 @@ def test_mixed_second_derivatives_of_two_inputs() -> None:
     result = gk.check_second_order(lambda x, y: (torch.sin(x * y) * x).sum(), (x, y))
     assert result.passed
     blocks = {(p.output, p.input) for p in result.pairs}
-    assert blocks == {
-        (f"grad[{a}]", b) for a in ("inputs[0]", "inputs[1]") for b in ("inputs[0]", "inputs[1]")
-    }
+    grads = ("grad[inputs[0]]", "grad[inputs[1]]")
+    assert blocks == {(g, b) for g in grads for b in ("inputs[0]", "inputs[1]", "grad_output")}
+
+
+class _DetachedGradOutput(torch.autograd.Function):
+    """x**3 whose backward detaches grad_output: right first derivative, right d/dx of the
+    gradient, wrong d/d(grad_output), which a penalty on an inner layer's gradient uses."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g.detach() * 3 * x**2
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("vector_valued", [False, True])
+def test_a_backward_that_detaches_grad_output_fails_second_order(
+    mode: str, vector_valued: bool
+) -> None:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        y = _DetachedGradOutput.apply(x)
+        return y if vector_valued else y.sum()
+
+    x = _x(n=4)
+    assert gk.check_gradients(fn, x).passed  # first order is right
+    result = gk.check_second_order(fn, x, mode=mode)  # type: ignore[arg-type]
+    assert not result.passed
+    bad = [p for p in result.pairs if not p.passed]
+    assert bad and all(p.input.startswith("grad_output") for p in bad)
+    assert all(p.passed for p in result.pairs if p.input == "input")
+    assert any(h.text.startswith("with respect to grad_output") for h in result.hints) or (
+        mode == "fast"
+    )
+
+
+def test_grad_output_pairs_are_named_per_output() -> None:
+    x = _x(n=3)
+    result = gk.check_second_order(lambda x: (x.sin(), (x * x).sum()), x, mode="full")
+    assert result.passed, result.summary()
+    assert {p.input for p in result.pairs} == {"input", "grad_output[0]", "grad_output[1]"}
 
 
 def test_vector_valued_fn_is_reduced_with_a_noted_random_cotangent() -> None:

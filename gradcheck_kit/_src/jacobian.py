@@ -449,7 +449,7 @@ def forward_directional(
                     # no tangent at all: forward AD did not run through fn (an op or a
                     # custom Function without forward-mode support that did not raise)
                     return None
-                parts.append(tangent.reshape(-1).to(torch.float64))
+                parts.append(tangent.detach().reshape(-1).to(torch.float64))
             return torch.cat(parts).cpu()
     except InvalidArgument:
         raise

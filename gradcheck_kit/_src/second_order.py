@@ -112,6 +112,78 @@ class _GradientMap:
         return tuple(g if g.requires_grad else g + anchor.to(g.dtype) for g in grads)
 
 
+class _GradOutputMap:
+    """``v -> grad <v, fn(x)>`` at fixed inputs: its Jacobian is ``J^T``.
+
+    Autograd differentiates it through the backward formulas' dependence on
+    their grad_output, which a gradient penalty on an inner layer relies on and
+    which a backward that detaches or ignores grad_output gets wrong, however
+    right its derivative with respect to the inputs is.
+    """
+
+    def __init__(self, fn: Callable[..., Any], tree: InputTree, base: list[Any]) -> None:
+        self.fn = fn
+        self.tree = tree
+        self.base = base
+        self.__name__ = f"grad_output_map({_fn_name(fn)})"
+        self.__qualname__ = self.__name__
+
+    def __call__(self, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.enable_grad():
+            xs = [
+                self.base[i].detach().requires_grad_(True)
+                for i, leaf in enumerate(self.tree.leaves)
+                if leaf.checked
+            ]
+            out = self.tree.call(self.fn, self.base, xs)
+            scalar = _reduce(out, list(vs))
+            grads = torch.autograd.grad(
+                scalar, xs, create_graph=True, allow_unused=True, materialize_grads=True
+            )
+        anchor = torch.zeros((), dtype=scalar.dtype, device=scalar.device, requires_grad=True)
+        return tuple(g if g.requires_grad else g + anchor.to(g.dtype) for g in grads)
+
+
+def _merge_grad_output(
+    result: SecondOrderResult,
+    part: GradCheckResult,
+    mapping: dict[str, str],
+    n_cotangents: int,
+) -> SecondOrderResult:
+    """``result`` with the grad_output check's pairs, probes, hints and verdict added."""
+    names = (
+        {"input": "grad_output"}
+        if n_cotangents == 1
+        else {f"inputs[{k}]": f"grad_output[{k}]" for k in range(n_cotangents)}
+    )
+    both = {**mapping, **names}
+    pairs = tuple(
+        dataclasses.replace(
+            p, output=mapping.get(p.output, p.output), input=names.get(p.input, p.input)
+        )
+        for p in part.pairs
+    )
+    hints = tuple(
+        dataclasses.replace(
+            h,
+            text=f"with respect to grad_output: {_rename(h.text, both)}",
+            output=mapping.get(h.output, h.output) if h.output else h.output,
+            input=names.get(h.input, h.input) if h.input else h.input,
+        )
+        for h in part.hints
+    )
+    status = result.status if not result.passed else part.status
+    return dataclasses.replace(
+        result,
+        passed=result.passed and part.passed,
+        status=status,
+        pairs=result.pairs + pairs,
+        probes=result.probes + part.probes,
+        hints=result.hints + hints,
+        evaluations=result.evaluations + part.evaluations,
+    )
+
+
 def _reduce(out: Any, cotangents: Sequence[torch.Tensor] | None) -> torch.Tensor:
     leaves, _ = flatten_outputs(out)
     if cotangents is None:
@@ -343,8 +415,30 @@ def check_second_order(
             max_jacobian_bytes=max_jacobian_bytes,
             name=label,
         )
-    extra: dict[str, Any] = {"duration_s": time.perf_counter() - start}
-    result = _as_second_order(inner, mapping, **extra)
+    result = _as_second_order(inner, mapping)
+    if inner.status != "nondeterministic":
+        # The gradient's derivative with respect to grad_output, as torch's gradgradcheck
+        # checks it: the random v of a vector-valued fn, the 1 of a scalar one.
+        v_dtype = torch.float64 if opts.dtype == "float64" else worst
+        vs = tuple(c.to(v_dtype).requires_grad_(True) for c in (cotangents or [torch.ones(())]))
+        base = tree.working_copies(torch.float64 if opts.dtype == "float64" else None)
+        with muted(), preserved(inputs, *_captured_objects(fn)):
+            part = check_gradients(
+                _GradOutputMap(fn, tree, base),
+                vs if len(vs) > 1 else vs[0],
+                mode=mode,
+                dtype=dtype,
+                eps=eps,
+                atol=atol,
+                rtol=rtol,
+                seed=seed,
+                rng=rng,
+                n_probes=n_probes,
+                max_jacobian_bytes=max_jacobian_bytes,
+                name=label,
+            )
+        result = _merge_grad_output(result, part, mapping, len(vs))
+    result = dataclasses.replace(result, duration_s=time.perf_counter() - start)
     # autograd.grad does not run under vmap, so the core evaluated the gradient map point by
     # point; say so plainly instead of passing on functorch's error text
     notes = [
