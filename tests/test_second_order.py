@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from _functions import cube_detaches_grad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.autograd.function import once_differentiable
@@ -117,32 +118,19 @@ def test_mixed_second_derivatives_of_two_inputs() -> None:
     assert blocks == {(g, b) for g in grads for b in ("inputs[0]", "inputs[1]", "grad_output")}
 
 
-class _DetachedGradOutput(torch.autograd.Function):
-    """x**3 whose backward detaches grad_output: right first derivative, right d/dx of the
-    gradient, wrong d/d(grad_output), which a penalty on an inner layer's gradient uses."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return g.detach() * 3 * x**2
-
-
 @pytest.mark.parametrize("mode", ["full", "fast"])
 @pytest.mark.parametrize("vector_valued", [False, True])
 def test_a_backward_that_detaches_grad_output_fails_second_order(
     mode: str, vector_valued: bool
 ) -> None:
     def fn(x: torch.Tensor) -> torch.Tensor:
-        y = _DetachedGradOutput.apply(x)
+        y = cube_detaches_grad(x)
         return y if vector_valued else y.sum()
 
+    # right first derivative and right d/dx of the gradient; wrong d/d(grad_output),
+    # which a penalty on an inner layer's gradient uses
     x = _x(n=4)
-    assert gk.check_gradients(fn, x).passed  # first order is right
+    assert gk.check_gradients(fn, x).passed
     result = gk.check_second_order(fn, x, mode=mode)  # type: ignore[arg-type]
     assert not result.passed
     bad = [p for p in result.pairs if not p.passed]
