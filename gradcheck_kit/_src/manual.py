@@ -4,9 +4,12 @@ A user's own derivative — ``manual_grad(*inputs)`` for a scalar ``fn``, or
 ``manual_vjp(grad_output, *inputs)`` for any ``fn`` — is compared entry by entry
 with ``fn``'s autograd gradient and with finite differences of ``fn``. When the
 three disagree, the one that disagrees with the other two is named: that is
-where the bug is. Finite differences (with their error estimates and the core's
-multi-scale re-judging of suspect entries), reverse-mode rows, tolerances,
-leave-no-trace and hints all come from the core checker.
+where the bug is. Above a few thousand input entries (or in ``mode="fast"``) the
+finite differences are taken along a few random directions instead of per entry,
+so that a model's hand-written gradient costs a constant number of evaluations.
+Finite differences (with their error estimates and the core's multi-scale
+re-judging of suspect entries), reverse-mode rows, tolerances, leave-no-trace
+and hints all come from the core checker.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .errors import (
     UnsupportedInputError,
 )
 from .gradcheck import (
+    _AUTO_FULL_MAX_INPUTS,
     CheckOptions,
     DtypePolicy,
     Mode,
@@ -39,11 +43,18 @@ from .gradcheck import (
     _Check,
     _close_repeat,
     _fn_name,
+    _rademacher,
     _unravel,
     call_again,
     first_call,
 )
-from .jacobian import Evaluator, central_differences, flat_cat, vjp_rows
+from .jacobian import (
+    Evaluator,
+    central_differences,
+    directional_differences,
+    flat_cat,
+    vjp_rows,
+)
 from .messages import odd_one_out_cause, odd_one_out_text
 from .numerics import allowed_error, element_steps
 from .precision import full_float32_precision, tf32_note
@@ -169,20 +180,33 @@ class _ManualCheck:
         if not _close_repeat(ref, again, self.u_out):
             return self._nondeterministic(ref, again)
 
-        if self.interface == "grad" or self.opts.mode == "full":
-            self.mode = "full"
-        elif self.opts.mode == "fast":
+        n_in = sum(int(x.numel()) for x in xs)
+        requested = self.opts.mode
+        # Above the threshold the full row of finite differences (2 n evaluations) is what
+        # makes a model's hand-written gradient uncheckable: project the inputs too.
+        self.projected = requested == "fast" or (
+            requested == "auto" and n_in > _AUTO_FULL_MAX_INPUTS
+        )
+        if self.projected:
             self.mode = "fast"
+        elif self.interface == "grad" or requested == "full":
+            self.mode = "full"
         else:
             self.mode = "full" if n_out <= _AUTO_FULL_MAX_OUTPUTS else "fast"
+        gen = torch.Generator().manual_seed(self.opts.seed)
+        k = self.opts.n_probes or _DEFAULT_PROBES
         if self.mode == "full":
             U = torch.eye(n_out, dtype=torch.float64)
+        elif self.interface == "grad":
+            # a scalar output: the only cotangent is 1, the same for every probe
+            U = torch.ones(k, 1, dtype=torch.float64)
         else:
-            gen = torch.Generator().manual_seed(self.opts.seed)
-            k = self.opts.n_probes or _DEFAULT_PROBES
             signs = torch.randint(0, 2, (k, n_out), generator=gen)
             U = signs.to(torch.float64) * 2 - 1
-        pairs = self._compare(ev, xs, outs, ref, U)
+        if self.projected:
+            pairs = self._project(ev, xs, outs, ref, U, gen)
+        else:
+            pairs = self._compare(ev, xs, outs, ref, U)
         if ev.fallback_reason:
             self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
         passed = all(p.passed for p in pairs)
@@ -237,24 +261,28 @@ class _ManualCheck:
         """``u_k^T J`` per input by the user's derivative: (K, n_i) float64 each."""
         per_input: list[list[torch.Tensor]] = [[] for _ in self.checked]
         for k in range(int(U.shape[0])):
-            fresh = [x.detach().clone() for x in self._checked_values()]
-            if self.interface == "grad":
-                call: Callable[..., Any] = self.manual
-            else:
-                call = functools.partial(self.manual, self._grad_output(outs, U[k]))
-            self._prepare_rng()
-            self.calls += 1
-            try:
-                value = self.tree.call(call, self.base, fresh)
-            except InvalidArgument:
-                raise
-            except Exception as exc:
-                if hasattr(exc, "add_note"):
-                    exc.add_note(f"gradcheck_kit: raised by {self.what} on copies of the inputs")
-                raise
-            for i, g in enumerate(self._validate(value)):
-                per_input[i].append(g.detach().reshape(-1).to(torch.float64).cpu())
+            for i, g in enumerate(self._manual_once(outs, U[k])):
+                per_input[i].append(g.reshape(-1).to(torch.float64).cpu())
         return [torch.stack(rows) for rows in per_input]
+
+    def _manual_once(self, outs: list[torch.Tensor], u: torch.Tensor) -> list[torch.Tensor]:
+        """One call of the user's derivative on fresh copies: ``u^T J`` per checked input."""
+        fresh = [x.detach().clone() for x in self._checked_values()]
+        if self.interface == "grad":
+            call: Callable[..., Any] = self.manual
+        else:
+            call = functools.partial(self.manual, self._grad_output(outs, u))
+        self._prepare_rng()
+        self.calls += 1
+        try:
+            value = self.tree.call(call, self.base, fresh)
+        except InvalidArgument:
+            raise
+        except Exception as exc:
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"gradcheck_kit: raised by {self.what} on copies of the inputs")
+            raise
+        return [g.detach() for g in self._validate(value)]
 
     def _checked_values(self) -> list[torch.Tensor]:
         return [self.base[i] for i, leaf in enumerate(self.tree.leaves) if leaf.checked]
@@ -395,6 +423,326 @@ class _ManualCheck:
             pairs += self._pairs(i, x, outs, Mn, A, numeric, allow, close_mn, close_an, close_ma)
         return pairs
 
+    # -- fast mode over the inputs --------------------------------------------------------
+    # Probe k compares one number three ways: u_k^T J v_k by the user's derivative (dotted
+    # with v_k), by autograd and by a directional finite difference. Rademacher directions
+    # weigh every input entry, so one wrong entry moves every probe, and the cost is 2 K
+    # evaluations of fn (2 more per probe the first step leaves unsure), whatever n is.
+    # Your derivative and autograd are whole vectors, though: they are also compared entry
+    # by entry with full mode's atol/rtol, and the entries where they differ most are
+    # judged by their own finite differences, so a wrong entry is named with its index.
+    def _project(
+        self,
+        ev: Evaluator,
+        xs: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        ref: torch.Tensor,
+        U: torch.Tensor,
+        gen: torch.Generator,
+    ) -> list[ManualPairResult]:
+        tol = self.tol
+        K = int(U.shape[0])
+        u_in = max(machine_eps(x.dtype) for x in xs)
+        # steps relative to each entry's magnitude (at least 1), as the core's fast mode
+        magnitudes = [torch.clamp(x.detach().abs(), min=1.0) for x in xs]
+        dirs = [[_rademacher(m, gen) * m for m in magnitudes] for _ in range(K)]
+        del magnitudes
+        # a gradient is the same for every probe: one call; a vjp is called once per u_k
+        if self.interface == "grad":
+            manual = [self._manual_once(outs, U[0])] * K
+        else:
+            manual = [self._manual_once(outs, U[k]) for k in range(K)]
+        n_rows = 1 if self.interface == "grad" else K
+        cots = []
+        offset = 0
+        for o in outs:
+            m = int(o.numel())
+            block = U[:n_rows, offset : offset + m].reshape(n_rows, *o.shape)
+            cots.append(block.to(dtype=o.dtype, device=o.device))
+            offset += m
+        with torch.enable_grad():
+            rows = vjp_rows(outs, xs, cots, ev)
+        autograd = [[r[min(k, n_rows - 1)] for r in rows] for k in range(K)]
+        excess = [
+            [_entry_excess(m, a, tol) for m, a in zip(manual[k], autograd[k], strict=True)]
+            for k in range(n_rows)
+        ]
+        differ = [sum(int((e > 0).sum()) for e in excess[k]) for k in range(n_rows)]
+        # a probe whose two vectors agree entry by entry within atol/rtol: the two are
+        # equally right, whatever their projections add up to over n entries
+        same = torch.tensor([differ[min(k, n_rows - 1)] == 0 for k in range(K)])
+
+        values, rounds, eff = directional_differences(ev, xs, dirs, tol.eps, [1.0], ref, self.u_out)
+        derivs = {"manual": manual, "autograd": autograd}
+        dots = {who: [_dot(eff[k], g[k], u_in) for k in range(K)] for who, g in derivs.items()}
+        N = (U * values[1.0].cpu()).sum(dim=1).tolist()
+        R = (U.abs() * rounds[1.0].cpu()).sum(dim=1).tolist()
+        # Per-entry atol/rtol in quadrature over the n entries a probe adds up (the root sum
+        # of squares of per-entry tolerances), plus the finite differences' own error
+        # estimate and each dot product's roundoff. A tolerance summed over all entries
+        # would grow like n and hide a single wrong entry; the entry-by-entry comparison
+        # with autograd keeps full mode's per-entry tolerance anyway.
+        u_norm = U.square().sum(dim=1).sqrt().tolist()
+        v_norm = [math.sqrt(sum(_sq(w) for w in eff[k])) for k in range(K)]
+        tolerance = {
+            who: [
+                tol.atol * u_norm[k] * v_norm[k]
+                + tol.rtol * max(abs(N[k]) if math.isfinite(N[k]) else 0.0, d[k][2])
+                for k in range(K)
+            ]
+            for who, d in dots.items()
+        }
+        value = {who: [dk[0] for dk in d] for who, d in dots.items()}
+        # the finite difference minus the derivative along the direction actually taken,
+        # per step scale: the directions differ between scales by their rounding
+        resid: dict[str, dict[float, dict[int, float]]] = {
+            who: {1.0: {k: N[k] - value[who][k] for k in range(K)}} for who in derivs
+        }
+        allowed = {
+            who: [tolerance[who][k] + tol.safety * (R[k] + dots[who][k][1]) for k in range(K)]
+            for who in derivs
+        }
+        numeric = {who: list(N) for who in derivs}
+        agrees = {
+            who: [abs(resid[who][1.0][k]) <= allowed[who][k] for k in range(K)] for who in derivs
+        }
+        unsure = [k for k in range(K) if not all(agrees[who][k] for who in derivs)]
+        scales = self._rejudge_probes(
+            ev,
+            xs,
+            ref,
+            U,
+            dirs,
+            unsure,
+            derivs,
+            dots,
+            tolerance,
+            resid,
+            R,
+            agrees,
+            allowed,
+            numeric,
+        )
+        as_tensor = functools.partial(torch.tensor, dtype=torch.float64)
+        Mn, A, N_t = as_tensor(value["manual"]), as_tensor(value["autograd"]), as_tensor(N)
+        close_mn = torch.tensor(agrees["manual"])
+        close_an = torch.tensor(agrees["autograd"])
+        either = close_mn | close_an
+        close_mn = torch.where(same, either, close_mn)
+        close_an = torch.where(same, either, close_an)
+        al_m, al_a = as_tensor(allowed["manual"]), as_tensor(allowed["autograd"])
+        num_m, num_a = as_tensor(numeric["manual"]), as_tensor(numeric["autograd"])
+        N_shown = torch.where(close_mn, num_m, torch.where(close_an, num_a, N_t))
+        allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
+        close_ma = same | _close(Mn, A, allow)
+        indices = [((k,), (k,)) for k in range(K)]
+        probes = _block_pair(
+            "projections",
+            "directions",
+            (K,),
+            (K,),
+            indices,
+            Mn,
+            A,
+            N_shown,
+            allow,
+            close_mn,
+            close_an,
+            close_ma,
+        )
+        n_in = sum(int(x.numel()) for x in xs)
+        text = (
+            f"fast mode: {K} random direction(s) v_k over the {n_in:,} checked input entries "
+            f"(Rademacher signs times max(1, |x|), seed={self.opts.seed})"
+        )
+        if self.interface == "vjp":
+            text += ", each with a random +-1 output projection u_k"
+        text += (
+            "; probe k compares u_k^T J v_k by your derivative, autograd and finite "
+            "differences ('projections' and 'directions' index k), and your derivative is "
+            "compared with autograd entry by entry"
+        )
+        if unsure:
+            steps = ", ".join(f"{c:g}" for c in scales)
+            text += f"; {len(unsure)} probe(s) also took steps of {steps} h (truncation, kinks)"
+        self.notes.append(text)
+        pairs = []
+        first_differ = next((j for j in range(n_rows) if differ[j]), None)
+        if first_differ is not None:
+            j = first_differ
+            pairs = self._judge_entries(ev, xs, outs, ref, U[j], manual[j], autograd[j], excess[j])
+            of = f" (the vector-Jacobian products for u_{j})" if self.interface == "vjp" else ""
+            judged = sum(p.total for p in pairs)
+            self.notes.append(
+                f"your derivative and autograd differ by more than atol + rtol |autograd| at "
+                f"{differ[j]:,} of {n_in:,} entries{of}; the {judged} that differ most were "
+                f"judged by finite differences of their own"
+            )
+        return [*pairs, probes]
+
+    def _rejudge_probes(
+        self,
+        ev: Evaluator,
+        xs: list[torch.Tensor],
+        ref: torch.Tensor,
+        U: torch.Tensor,
+        dirs: list[list[torch.Tensor]],
+        unsure: list[int],
+        derivs: dict[str, list[list[torch.Tensor]]],
+        dots: dict[str, list[tuple[float, float, float]]],
+        tolerance: dict[str, list[float]],
+        resid: dict[str, dict[float, dict[int, float]]],
+        R: list[float],
+        agrees: dict[str, list[bool]],
+        allowed: dict[str, list[float]],
+        numeric: dict[str, list[float]],
+    ) -> list[float]:
+        """Judge the unsure probes at the core's other step scales (updating the verdicts).
+
+        As the core does: a second step 2h gives the truncation error where a probe is
+        unsure (a right derivative within roundoff needs no estimate of it), and smaller
+        steps see past a kink the base step crossed. A derivative is right if it agrees
+        at some scale, so a wrong one has to be wrong at every scale. ``resid`` holds the
+        finite difference minus the derivative along the direction each scale actually
+        took (the directions differ between scales by their rounding). Returns the step
+        multipliers used.
+        """
+        tol, u_in = self.tol, max(machine_eps(x.dtype) for x in xs)
+        rnd: dict[float, dict[int, float]] = {1.0: dict(enumerate(R))}
+        for first, (small, large) in enumerate(_Check._SCALES):
+            need = [k for k in unsure if not all(agrees[who][k] for who in derivs)]
+            if not need:
+                break
+            for c in (small, large):
+                if c in rnd:
+                    continue
+                vals_c, rounds_c, eff_c = directional_differences(
+                    ev, xs, [dirs[k] for k in need], tol.eps, [c], ref, self.u_out
+                )
+                rnd[c] = {}
+                for j, k in enumerate(need):
+                    n_c = float((U[k] * vals_c[c][j].cpu()).sum())
+                    rnd[c][k] = float((U[k].abs() * rounds_c[c][j].cpu()).sum())
+                    for who, g in derivs.items():
+                        along = _dot(eff_c[j], g[k], u_in)[0]
+                        resid[who].setdefault(c, {})[k] = n_c - along
+            for k in need:
+                for who in derivs:
+                    if agrees[who][k]:
+                        continue
+                    r_small, r_large = resid[who][small][k], resid[who][large][k]
+                    trunc = abs(r_small - r_large)
+                    trunc = 0.0 if math.isnan(trunc) else trunc
+                    err = rnd[small][k] + rnd[large][k] + trunc + dots[who][k][1]
+                    al = tolerance[who][k] + tol.safety * err
+                    if first == 0:
+                        # with no scale agreeing, the (h, 2h) allowance is the one reported
+                        allowed[who][k] = al
+                    if abs(r_small) <= al:
+                        agrees[who][k] = True
+                        allowed[who][k] = al
+                        numeric[who][k] = dots[who][k][0] + r_small
+        return list(rnd)
+
+    def _judge_entries(
+        self,
+        ev: Evaluator,
+        xs: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        ref: torch.Tensor,
+        u: torch.Tensor,
+        manual: list[torch.Tensor],
+        autograd: list[torch.Tensor],
+        excess: list[torch.Tensor],
+    ) -> list[ManualPairResult]:
+        """The entries where your derivative and autograd differ most, judged as in full mode.
+
+        Central differences of those coordinates only (at the core's step scales where
+        one is suspect): a few evaluations, whatever the size of the input.
+        """
+        tol = self.tol
+        flat = torch.cat([e.reshape(-1) for e in excess])
+        n_pick = min(_WORST_KEPT, int((flat > 0).sum()))
+        picked = torch.argsort(flat, descending=True)[:n_pick].tolist()
+        sizes = [int(x.numel()) for x in xs]
+        starts = [sum(sizes[:i]) for i in range(len(xs))]
+        pairs = []
+        for i, x in enumerate(xs):
+            cols = sorted(j - starts[i] for j in picked if starts[i] <= j < starts[i] + sizes[i])
+            if not cols:
+                continue
+            coords = torch.tensor(cols, device=x.device)
+            Mn = manual[i].reshape(-1)[coords].to(torch.float64).cpu().unsqueeze(0)
+            A = autograd[i].reshape(-1)[coords].to(torch.float64).cpu().unsqueeze(0)
+            steps = element_steps(x, tol.eps).to(x.device)
+            multipliers = [m for pair in _Check._SCALES for m in pair]
+            fd = central_differences(ev, xs, i, coords, steps, multipliers, ref, self.u_out)
+            vals = {c: u @ v.T.cpu() for c, v in fd.values.items()}
+            rounds = {c: u.abs() @ r.T.cpu() for c, r in fd.roundoff.items()}
+            N = vals[1.0].unsqueeze(0)
+            vals = {c: v.unsqueeze(0) for c, v in vals.items()}
+            rounds = {c: r.unsqueeze(0) for c, r in rounds.items()}
+            num_m, al_m, _ = _judge_scales(tol, Mn, vals, rounds)
+            num_a, al_a, _ = _judge_scales(tol, A, vals, rounds)
+            close_mn = _close(Mn, num_m, al_m)
+            close_an = _close(A, num_a, al_a)
+            numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
+            allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
+            close_ma = _close(Mn, A, allow)
+            leaf = self.checked[i]
+            shape = tuple(x.shape)
+            if self.interface == "grad":
+                out_path, out_shape = self.out_paths[0], tuple(outs[0].shape)
+            else:
+                out_path, out_shape = "projections", ()
+            indices = [(_unravel(0, out_shape), _unravel(c, shape)) for c in cols]
+            pair = _block_pair(
+                out_path,
+                leaf.path,
+                out_shape,
+                shape,
+                indices,
+                Mn[0],
+                A[0],
+                numeric[0],
+                allow[0],
+                close_mn[0],
+                close_an[0],
+                close_ma[0],
+            )
+            pairs.append(pair)
+            if not pair.passed:
+                self._entry_hints(pair, leaf.path, shape, x, manual[i], autograd[i], excess[i])
+        return pairs
+
+    def _entry_hints(
+        self,
+        pair: ManualPairResult,
+        in_path: str,
+        in_shape: tuple[int, ...],
+        x: torch.Tensor,
+        manual: torch.Tensor,
+        autograd: torch.Tensor,
+        excess: torch.Tensor,
+    ) -> None:
+        """Core hints over every entry where the two differ, blaming the judged odd one out."""
+        odd = pair.odd_one_out
+        if odd not in ("manual", "autograd"):
+            return
+        wrong = (excess > 0).reshape(1, -1)
+        masks = {name: wrong if name == odd else torch.zeros_like(wrong) for name in _SUBJECT}
+        self._hint(
+            pair.output,
+            (),
+            in_path,
+            in_shape,
+            x.detach().reshape(-1).to(torch.float64).cpu(),
+            slice(0, 1),
+            manual.reshape(1, -1).to(torch.float64).cpu(),
+            autograd.reshape(1, -1).to(torch.float64).cpu(),
+            {k: v.cpu() for k, v in masks.items()},
+        )
+
     def _pairs(
         self,
         i: int,
@@ -409,21 +757,7 @@ class _ManualCheck:
         close_ma: torch.Tensor,
     ) -> list[ManualPairResult]:
         """Split the (K, n_i) comparison into blocks per output leaf and classify entries."""
-        ok = close_mn & close_an
-        odd = {
-            "manual": ~ok & close_an,
-            "autograd": ~ok & ~close_an & close_mn,
-            "numeric": ~close_an & ~close_mn & close_ma,
-            "none": ~close_an & ~close_mn & ~close_ma,
-        }
-        # how far the odd one lies from the other two, per entry
-        distance = torch.where(
-            odd["autograd"],
-            (A - numeric).abs(),
-            torch.where(odd["numeric"], (numeric - Mn).abs(), (Mn - numeric).abs()),
-        )
-        distance = torch.where(torch.isnan(distance) & ~ok, math.inf, distance)
-        distance = torch.where(ok, (Mn - numeric).abs().nan_to_num(0.0), distance)
+        ok, odd, distance = _classify(Mn, A, numeric, close_mn, close_an, close_ma)
         if self.mode == "full":
             blocks = []
             offset = 0
@@ -509,6 +843,121 @@ class _ManualCheck:
             for h in found:
                 if h not in self.hints:
                     self.hints.append(h)
+
+
+def _classify(
+    Mn: torch.Tensor,
+    A: torch.Tensor,
+    numeric: torch.Tensor,
+    close_mn: torch.Tensor,
+    close_an: torch.Tensor,
+    close_ma: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Agreement, the odd one out per entry, and how far the odd one lies from the other two."""
+    ok = close_mn & close_an
+    odd = {
+        "manual": ~ok & close_an,
+        "autograd": ~ok & ~close_an & close_mn,
+        "numeric": ~close_an & ~close_mn & close_ma,
+        "none": ~close_an & ~close_mn & ~close_ma,
+    }
+    distance = torch.where(
+        odd["autograd"],
+        (A - numeric).abs(),
+        torch.where(odd["numeric"], (numeric - Mn).abs(), (Mn - numeric).abs()),
+    )
+    distance = torch.where(torch.isnan(distance) & ~ok, math.inf, distance)
+    distance = torch.where(ok, (Mn - numeric).abs().nan_to_num(0.0), distance)
+    return ok, odd, distance
+
+
+def _block_pair(
+    output: str,
+    input: str,
+    output_shape: tuple[int, ...],
+    input_shape: tuple[int, ...],
+    indices: Sequence[tuple[tuple[int, ...], tuple[int, ...]]],
+    Mn: torch.Tensor,
+    A: torch.Tensor,
+    numeric: torch.Tensor,
+    allowed: torch.Tensor,
+    close_mn: torch.Tensor,
+    close_an: torch.Tensor,
+    close_ma: torch.Tensor,
+) -> ManualPairResult:
+    """A list of compared values (entry ``r`` at ``indices[r]``) as one classified block."""
+    ok, odd, distance = _classify(Mn, A, numeric, close_mn, close_an, close_ma)
+    n = int(Mn.numel())
+    excess = torch.where(~ok, distance - allowed, -math.inf)
+    n_bad = int((~ok).sum())
+    worst = []
+    for r in torch.argsort(excess, descending=True)[: min(_WORST_KEPT, n_bad)].tolist():
+        kind = next(name for name, mask in odd.items() if bool(mask[r]))
+        worst.append(
+            ThreeWayElement(
+                output_index=indices[r][0],
+                input_index=indices[r][1],
+                manual=float(Mn[r]),
+                autograd=float(A[r]),
+                numeric=float(numeric[r]),
+                allowed=float(allowed[r]),
+                odd_one_out=kind,
+            )
+        )
+    return ManualPairResult(
+        output=output,
+        input=input,
+        output_shape=output_shape,
+        input_shape=input_shape,
+        passed=n_bad == 0,
+        total=n,
+        manual_wrong=int(odd["manual"].sum()),
+        autograd_wrong=int(odd["autograd"].sum()),
+        numeric_wrong=int(odd["numeric"].sum()),
+        all_differ=int(odd["none"].sum()),
+        max_abs_error=float(distance.max()) if n else 0.0,
+        worst=tuple(worst),
+    )
+
+
+def _entry_excess(manual: torch.Tensor, autograd: torch.Tensor, tol: Tolerances) -> torch.Tensor:
+    """``|yours - autograd| - (atol + rtol |autograd|)`` per entry (float64, flat).
+
+    Positive where the two differ by more than full mode would allow; a NaN on one side
+    only counts as infinitely far, NaN on both as agreement.
+    """
+    m = manual.reshape(-1).to(torch.float64)
+    a = autograd.reshape(-1).to(device=m.device, dtype=torch.float64)
+    diff = (m - a).abs().nan_to_num(math.inf, math.inf)
+    diff = torch.where((torch.isnan(m) & torch.isnan(a)) | (m == a), 0.0, diff)
+    return diff - (tol.atol + tol.rtol * a.abs().nan_to_num(0.0, 0.0, 0.0))
+
+
+def _sq(w: torch.Tensor) -> float:
+    """The squared norm of a tensor, accumulated in float64."""
+    flat = w.reshape(-1).to(torch.float64)
+    return float(torch.dot(flat, flat))
+
+
+def _dot(
+    directions: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], u_in: float
+) -> tuple[float, float, float]:
+    """``<g, v>`` in float64, its roundoff estimate and the root sum of squares of its terms.
+
+    The roundoff allows for the gradient's own dtype (a float32 gradient of a float64
+    check). A non-finite dot product gets no allowance from its own size, so that an
+    infinite gradient cannot excuse itself.
+    """
+    total, scale, square, u = 0.0, 0.0, 0.0, u_in
+    for w, g in zip(directions, grads, strict=True):
+        term = (w.to(torch.float64) * g.to(device=w.device, dtype=torch.float64)).reshape(-1)
+        total += float(term.sum())
+        square += float(torch.dot(term, term))
+        scale += float(term.abs_().sum())
+        u = max(u, machine_eps(g.dtype))
+    if not (math.isfinite(scale) and math.isfinite(square)):
+        return total, 0.0, 0.0
+    return total, 8 * u * scale, math.sqrt(square)
 
 
 def _odd_one_out_hint(pairs: Sequence[ManualPairResult], odd: str) -> Hint:
@@ -605,16 +1054,22 @@ def check_matches_manual(
         manual_grad: ``manual_grad(*inputs)``, the gradient of a scalar ``fn``.
         inputs: a tensor, a tuple/list of arguments or a dict of keyword arguments.
         manual_vjp: ``manual_vjp(grad_output, *inputs)``, instead of ``manual_grad``.
-        mode: with ``manual_vjp``, ``"full"`` calls it once per output entry (the
-            whole Jacobian); ``"fast"`` compares ``n_probes`` random projections;
-            ``"auto"`` is full up to 64 output entries.
+        mode: ``"full"`` compares every entry, with finite differences per input
+            entry (2 evaluations of ``fn`` each) and, with ``manual_vjp``, one call
+            per output entry. ``"fast"`` compares ``n_probes`` random projections
+            ``u_k^T J v_k`` over the inputs (and outputs): a constant number of
+            evaluations; your derivative is still compared with autograd entry by
+            entry, and the entries where they differ most get finite differences
+            of their own. ``"auto"`` is fast above 4096 input entries, else full
+            (with ``manual_vjp``, output projections only above 64 output entries).
         dtype: ``"float64"`` checks float64 copies; ``"native"`` the inputs' own dtype.
         eps: base finite-difference step; default by dtype.
         atol: absolute tolerance per entry; default by dtype.
         rtol: relative tolerance per entry; default by dtype.
         seed: seeds the RNGs and the random projections.
         rng: ``"fixed"`` or ``"replay"`` (every evaluation sees the same RNG state).
-        n_probes: random projections in fast mode (default 4).
+        n_probes: random projections (directions over the inputs) in fast mode
+            (default 4).
         name: label for messages and reports (default: ``fn``'s qualified name).
 
     Returns:
@@ -637,6 +1092,10 @@ def check_matches_manual(
         >>> gk.check_matches_manual(torch.sin, inputs=x,
         ...                         manual_vjp=lambda v, x: v * torch.cos(x)).passed
         True
+        >>> big = torch.randn(100_000, dtype=torch.float64, requires_grad=True)
+        >>> fast = gk.check_matches_manual(lambda x: (x ** 3).sum(), lambda x: 3 * x ** 2, big)
+        >>> fast.passed, fast.mode, fast.evaluations <= 20
+        (True, 'fast', True)
     """
     opts = CheckOptions.create(
         mode=mode,
