@@ -19,14 +19,13 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
 
 from . import recording
-from .diagnose import Block, diagnose, format_factor
+from .diagnose import Block, diagnose
 from .errors import (
     GradientMismatchError,
     InvalidArgument,
@@ -55,12 +54,25 @@ from .jacobian import (
     flat_cat,
     vjp_rows,
 )
-from .messages import odd_one_out_cause, odd_one_out_text
+from .manual_judging import (
+    _SUBJECT,
+    _WORST_KEPT,
+    _block_pair,
+    _classify,
+    _close,
+    _dot,
+    _entry_excess,
+    _judge_scales,
+    _odd_one_out_hint,
+    _ratio_hint,
+    _reword,
+    _sq,
+)
 from .numerics import allowed_error, element_steps
 from .precision import full_float32_precision, tf32_note
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
 from .state import preserved, seed_everything
-from .tolerances import Tolerances, machine_eps, resolve_tolerances
+from .tolerances import machine_eps, resolve_tolerances
 from .trees import InputTree, describe_tensor
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
@@ -70,38 +82,7 @@ Msg = str | Callable[[str], str] | None
 # "auto" calls manual_vjp once per output entry (the whole Jacobian) up to this many
 # outputs; beyond, it compares n_probes random projections of the gradient instead.
 _AUTO_FULL_MAX_OUTPUTS = 64
-_WORST_KEPT = 5
 _DEFAULT_PROBES = 4
-# Who is wrong, in the words of the messages; the reference is what the other two agree on.
-_SUBJECT = {"manual": "your derivative", "autograd": "autograd"}
-_REFERENCE = {
-    "manual": "autograd and finite differences",
-    "autograd": "your derivative and finite differences",
-}
-# A ratio yours/reference spreading wider than this over the wrong entries is not a constant
-# factor (diagnose names those) but one that depends on the input: a forgotten inner derivative.
-_RATIO_SPREAD = 0.02
-
-
-def _judge_scales(
-    tol: Tolerances,
-    analytic: torch.Tensor,
-    vals: dict[float, torch.Tensor],
-    rounds: dict[float, torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The core's per-entry choice among finite-difference step scales (h, h/8, h/64).
-
-    ``_Check._judge_scales`` reads nothing of the check but ``tol`` and
-    ``_SCALES``; borrowing it keeps one copy of that judgement.
-    """
-    stand_in = SimpleNamespace(tol=tol, _SCALES=_Check._SCALES)
-    return _Check._judge_scales(cast(Any, stand_in), analytic, vals, rounds)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Entry-wise agreement; two NaNs agree, NaN and a number do not."""
-    both_nan = torch.isnan(a) & torch.isnan(b)
-    return ((a - b).abs() <= allowed) | both_nan
 
 
 class _ManualCheck:
@@ -843,183 +824,6 @@ class _ManualCheck:
             for h in found:
                 if h not in self.hints:
                     self.hints.append(h)
-
-
-def _classify(
-    Mn: torch.Tensor,
-    A: torch.Tensor,
-    numeric: torch.Tensor,
-    close_mn: torch.Tensor,
-    close_an: torch.Tensor,
-    close_ma: torch.Tensor,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """Agreement, the odd one out per entry, and how far the odd one lies from the other two."""
-    ok = close_mn & close_an
-    odd = {
-        "manual": ~ok & close_an,
-        "autograd": ~ok & ~close_an & close_mn,
-        "numeric": ~close_an & ~close_mn & close_ma,
-        "none": ~close_an & ~close_mn & ~close_ma,
-    }
-    distance = torch.where(
-        odd["autograd"],
-        (A - numeric).abs(),
-        torch.where(odd["numeric"], (numeric - Mn).abs(), (Mn - numeric).abs()),
-    )
-    distance = torch.where(torch.isnan(distance) & ~ok, math.inf, distance)
-    distance = torch.where(ok, (Mn - numeric).abs().nan_to_num(0.0), distance)
-    return ok, odd, distance
-
-
-def _block_pair(
-    output: str,
-    input: str,
-    output_shape: tuple[int, ...],
-    input_shape: tuple[int, ...],
-    indices: Sequence[tuple[tuple[int, ...], tuple[int, ...]]],
-    Mn: torch.Tensor,
-    A: torch.Tensor,
-    numeric: torch.Tensor,
-    allowed: torch.Tensor,
-    close_mn: torch.Tensor,
-    close_an: torch.Tensor,
-    close_ma: torch.Tensor,
-) -> ManualPairResult:
-    """A list of compared values (entry ``r`` at ``indices[r]``) as one classified block."""
-    ok, odd, distance = _classify(Mn, A, numeric, close_mn, close_an, close_ma)
-    n = int(Mn.numel())
-    excess = torch.where(~ok, distance - allowed, -math.inf)
-    n_bad = int((~ok).sum())
-    worst = []
-    for r in torch.argsort(excess, descending=True)[: min(_WORST_KEPT, n_bad)].tolist():
-        kind = next(name for name, mask in odd.items() if bool(mask[r]))
-        worst.append(
-            ThreeWayElement(
-                output_index=indices[r][0],
-                input_index=indices[r][1],
-                manual=float(Mn[r]),
-                autograd=float(A[r]),
-                numeric=float(numeric[r]),
-                allowed=float(allowed[r]),
-                odd_one_out=kind,
-            )
-        )
-    return ManualPairResult(
-        output=output,
-        input=input,
-        output_shape=output_shape,
-        input_shape=input_shape,
-        passed=n_bad == 0,
-        total=n,
-        manual_wrong=int(odd["manual"].sum()),
-        autograd_wrong=int(odd["autograd"].sum()),
-        numeric_wrong=int(odd["numeric"].sum()),
-        all_differ=int(odd["none"].sum()),
-        max_abs_error=float(distance.max()) if n else 0.0,
-        worst=tuple(worst),
-    )
-
-
-def _entry_excess(manual: torch.Tensor, autograd: torch.Tensor, tol: Tolerances) -> torch.Tensor:
-    """``|yours - autograd| - (atol + rtol |autograd|)`` per entry (float64, flat).
-
-    Positive where the two differ by more than full mode would allow; a NaN on one side
-    only counts as infinitely far, NaN on both as agreement.
-    """
-    m = manual.reshape(-1).to(torch.float64)
-    a = autograd.reshape(-1).to(device=m.device, dtype=torch.float64)
-    diff = (m - a).abs().nan_to_num(math.inf, math.inf)
-    diff = torch.where((torch.isnan(m) & torch.isnan(a)) | (m == a), 0.0, diff)
-    return diff - (tol.atol + tol.rtol * a.abs().nan_to_num(0.0, 0.0, 0.0))
-
-
-def _sq(w: torch.Tensor) -> float:
-    """The squared norm of a tensor, accumulated in float64."""
-    flat = w.reshape(-1).to(torch.float64)
-    return float(torch.dot(flat, flat))
-
-
-def _dot(
-    directions: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], u_in: float
-) -> tuple[float, float, float]:
-    """``<g, v>`` in float64, its roundoff estimate and the root sum of squares of its terms.
-
-    The roundoff allows for the gradient's own dtype (a float32 gradient of a float64
-    check). A non-finite dot product gets no allowance from its own size, so that an
-    infinite gradient cannot excuse itself.
-    """
-    total, scale, square, u = 0.0, 0.0, 0.0, u_in
-    for w, g in zip(directions, grads, strict=True):
-        term = (w.to(torch.float64) * g.to(device=w.device, dtype=torch.float64)).reshape(-1)
-        total += float(term.sum())
-        square += float(torch.dot(term, term))
-        scale += float(term.abs_().sum())
-        u = max(u, machine_eps(g.dtype))
-    if not (math.isfinite(scale) and math.isfinite(square)):
-        return total, 0.0, 0.0
-    return total, 8 * u * scale, math.sqrt(square)
-
-
-def _odd_one_out_hint(pairs: Sequence[ManualPairResult], odd: str) -> Hint:
-    """The verdict in one sentence, first among the hints (what one-line reports show)."""
-    pair = next(p for p in pairs if not p.passed and p.odd_one_out == odd)
-    element = next((e for e in pair.worst if e.odd_one_out == odd), pair.worst[0])
-    text = f"{odd_one_out_text(pair, element)} Likely cause: {odd_one_out_cause(odd)}"
-    return Hint(kind="odd_one_out", text=text, output=pair.output, input=pair.input)
-
-
-def _reword(hint: Hint, who: str) -> Hint:
-    """A core hint (worded for autograd vs finite differences) for the derivative ``who``."""
-    subject, reference = _SUBJECT[who], _REFERENCE[who]
-    where = f"for '{hint.output}' with respect to '{hint.input}'"
-    text = hint.text
-    if hint.kind == "factor" and hint.factor is not None:
-        text = (
-            f"{subject} ≈ {hint.factor:.3g} × the value {reference} agree on, {where} — "
-            f"{format_factor(hint.factor)}?"
-        )
-    elif hint.kind == "sign":
-        text = (
-            f"{subject} ≈ −(the value {reference} agree on), {where} — a sign error (a missing "
-            f"minus, or operands swapped in a subtraction)?"
-        )
-    elif hint.kind == "zero":
-        if "no gradient" in text or "zero gradient" in text:
-            text = f"{subject} is 0 where {reference} are not, {where} — a term forgotten?"
-        else:
-            text = (
-                f"{subject} is not 0 where {reference} give 0, {where} — a gradient given for "
-                f"the wrong input, or two gradients swapped?"
-            )
-    elif hint.kind == "transposed":
-        text = text.replace("analytic ≈ numeric", f"{subject} ≈ {reference}").replace(
-            " in the backward?", "?"
-        )
-    elif hint.kind == "region":
-        text = text.replace("the gradient of ", f"{subject} for ", 1).replace(
-            "the backward formula", "the formula"
-        )
-    else:
-        text = f"{subject}: {text}"
-    return dataclasses.replace(hint, text=text)
-
-
-def _ratio_hint(wrong: torch.Tensor, right: torch.Tensor, out: str, inp: str) -> Hint | None:
-    """Yours/reference varying from entry to entry: a factor depending on the input is missing."""
-    keep = torch.isfinite(wrong) & torch.isfinite(right) & (right != 0) & (wrong != 0)
-    if int(keep.sum()) < 2:
-        return None
-    ratio = wrong[keep] / right[keep]
-    lo, hi = float(ratio.min()), float(ratio.max())
-    if hi - lo <= _RATIO_SPREAD * max(abs(lo), abs(hi)):
-        return None
-    text = (
-        f"your derivative / the value autograd and finite differences agree on varies from "
-        f"{lo:.3g} to {hi:.3g} over the wrong entries of '{out}' with respect to '{inp}': a "
-        f"factor that depends on the input is missing or extra — the inner derivative of a "
-        f"chain rule (d/dx of the inside of a composition) forgotten?"
-    )
-    return Hint(kind="inner_factor", text=text, output=out, input=inp)
 
 
 def check_matches_manual(
