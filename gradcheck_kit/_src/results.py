@@ -9,9 +9,10 @@ validate every emitted document against it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from .plain import PlainData, num
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -37,23 +38,8 @@ SCHEMA_VERSION = 1
 Status = Literal["passed", "mismatch", "nondeterministic"]
 
 
-def _num(value: float | None) -> float | str | None:
-    """JSON has no inf/nan: write them as strings, read them back in :func:`_from_num`."""
-    if value is None:
-        return None
-    if math.isfinite(value):
-        return float(value)
-    return repr(float(value))  # 'inf', '-inf', 'nan'
-
-
-def _from_num(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(value)
-
-
 @dataclass(frozen=True)
-class WorstElement:
+class WorstElement(PlainData):
     """One Jacobian entry where analytic and numeric gradients differ most.
 
     ``output_index`` indexes the output tensor, ``input_index`` the input
@@ -74,32 +60,9 @@ class WorstElement:
     rel_error: float
     allowed: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output_index": list(self.output_index),
-            "input_index": list(self.input_index),
-            "analytic": _num(self.analytic),
-            "numeric": _num(self.numeric),
-            "abs_error": _num(self.abs_error),
-            "rel_error": _num(self.rel_error),
-            "allowed": _num(self.allowed),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorstElement:
-        return cls(
-            output_index=tuple(data["output_index"]),
-            input_index=tuple(data["input_index"]),
-            analytic=float(data["analytic"]),
-            numeric=float(data["numeric"]),
-            abs_error=float(data["abs_error"]),
-            rel_error=float(data["rel_error"]),
-            allowed=float(data["allowed"]),
-        )
-
 
 @dataclass(frozen=True)
-class Hint:
+class Hint(PlainData):
     """A diagnosis of a mismatch pattern, with the sentence shown to people.
 
     ``kind`` is one of: ``factor``, ``sign``, ``transposed``, ``region``,
@@ -117,25 +80,6 @@ class Hint:
     output: str | None = None
     input: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "text": self.text,
-            "factor": _num(self.factor),
-            "output": self.output,
-            "input": self.input,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Hint:
-        return cls(
-            kind=data["kind"],
-            text=data["text"],
-            factor=_from_num(data.get("factor")),
-            output=data.get("output"),
-            input=data.get("input"),
-        )
-
 
 # The most cells an ErrorMap has along each side: enough to see a transposed or a
 # partly wrong block, small enough that a report of thousands of checks stays light.
@@ -143,7 +87,7 @@ ERROR_MAP_MAX_CELLS = 32
 
 
 @dataclass(frozen=True)
-class ErrorMap:
+class ErrorMap(PlainData):
     """|analytic − numeric| over one Jacobian block, max-pooled onto a small grid.
 
     The block is seen as a matrix: row ``r`` is the output entry with flat
@@ -185,30 +129,9 @@ class ErrorMap:
         """
         return max(1, -(-rows // max_cells)), max(1, -(-cols // max_cells))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "cols": self.cols,
-            "row_step": self.row_step,
-            "col_step": self.col_step,
-            "abs_error": [[_num(v) for v in row] for row in self.abs_error],
-            "mismatched": [list(row) for row in self.mismatched],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ErrorMap:
-        return cls(
-            rows=int(data["rows"]),
-            cols=int(data["cols"]),
-            row_step=int(data["row_step"]),
-            col_step=int(data["col_step"]),
-            abs_error=tuple(tuple(float(v) for v in row) for row in data["abs_error"]),
-            mismatched=tuple(tuple(int(v) for v in row) for row in data["mismatched"]),
-        )
-
 
 @dataclass(frozen=True)
-class PairResult:
+class PairResult(PlainData):
     """The comparison for one (output leaf, input leaf) block of the Jacobian.
 
     ``error_map`` (optional, ``None`` when the checker did not build the block,
@@ -233,42 +156,9 @@ class PairResult:
     worst: tuple[WorstElement, ...] = ()
     error_map: ErrorMap | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "input": self.input,
-            "output_shape": list(self.output_shape),
-            "input_shape": list(self.input_shape),
-            "passed": self.passed,
-            "max_abs_error": _num(self.max_abs_error),
-            "max_rel_error": _num(self.max_rel_error),
-            "mismatched": self.mismatched,
-            "total": self.total,
-            "worst": [w.to_dict() for w in self.worst],
-            "error_map": None if self.error_map is None else self.error_map.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PairResult:
-        return cls(
-            output=data["output"],
-            input=data["input"],
-            output_shape=tuple(data["output_shape"]),
-            input_shape=tuple(data["input_shape"]),
-            passed=bool(data["passed"]),
-            max_abs_error=float(data["max_abs_error"]),
-            max_rel_error=float(data["max_rel_error"]),
-            mismatched=int(data["mismatched"]),
-            total=int(data["total"]),
-            worst=tuple(WorstElement.from_dict(w) for w in data["worst"]),
-            error_map=(
-                ErrorMap.from_dict(data["error_map"]) if data.get("error_map") is not None else None
-            ),
-        )
-
 
 @dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(PlainData):
     """One random projection ``u^T J v`` of fast mode, computed three ways.
 
     ``allowed`` is the finite differences' own error estimate times a safety
@@ -289,30 +179,9 @@ class ProbeResult:
     allowed: float
     passed: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reverse": _num(self.reverse),
-            "forward": _num(self.forward),
-            "numeric": _num(self.numeric),
-            "error_estimate": _num(self.error_estimate),
-            "allowed": _num(self.allowed),
-            "passed": self.passed,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
-        return cls(
-            reverse=float(data["reverse"]),
-            forward=_from_num(data.get("forward")),
-            numeric=float(data["numeric"]),
-            error_estimate=float(data["error_estimate"]),
-            allowed=float(data["allowed"]),
-            passed=bool(data["passed"]),
-        )
-
 
 @dataclass(frozen=True)
-class GradCheckResult:
+class GradCheckResult(PlainData):
     """Everything one gradient check found. ``passed`` is the verdict.
 
     Returned by :func:`gradcheck_kit.check_gradients` and
@@ -373,67 +242,17 @@ class GradCheckResult:
 
         return format_result(self)
 
+    def _extra(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "max_abs_error": num(self.max_abs_error),
+            "max_rel_error": num(self.max_rel_error),
+            "hint": self.hint,
+        }
+
     def with_test_id(self, test_id: str | None) -> GradCheckResult:
         """A copy labelled with the test that made it (used by the pytest plugin)."""
         return dataclasses.replace(self, test_id=test_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        """This result as plain JSON-ready data (schema ``SCHEMA_VERSION``)."""
-        return {
-            "kind": self.kind,
-            "schema_version": SCHEMA_VERSION,
-            "name": self.name,
-            "check": self.check,
-            "test_id": self.test_id,
-            "passed": self.passed,
-            "status": self.status,
-            "mode": self.mode,
-            "mode_requested": self.mode_requested,
-            "dtype": self.dtype,
-            "dtype_policy": self.dtype_policy,
-            "eps": _num(self.eps),
-            "atol": _num(self.atol),
-            "rtol": _num(self.rtol),
-            "seed": self.seed,
-            "rng": self.rng,
-            "vectorized": self.vectorized,
-            "duration_s": self.duration_s,
-            "evaluations": self.evaluations,
-            "max_abs_error": _num(self.max_abs_error),
-            "max_rel_error": _num(self.max_rel_error),
-            "hint": self.hint,
-            "hints": [h.to_dict() for h in self.hints],
-            "notes": list(self.notes),
-            "pairs": [p.to_dict() for p in self.pairs],
-            "probes": [p.to_dict() for p in self.probes],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GradCheckResult:
-        """Rebuild a result from :meth:`to_dict` output."""
-        return cls(
-            name=data["name"],
-            passed=bool(data["passed"]),
-            status=data["status"],
-            mode=data["mode"],
-            mode_requested=data["mode_requested"],
-            dtype=data["dtype"],
-            dtype_policy=data["dtype_policy"],
-            eps=float(data["eps"]),
-            atol=float(data["atol"]),
-            rtol=float(data["rtol"]),
-            seed=int(data["seed"]),
-            rng=data["rng"],
-            pairs=tuple(PairResult.from_dict(p) for p in data["pairs"]),
-            probes=tuple(ProbeResult.from_dict(p) for p in data["probes"]),
-            hints=tuple(Hint.from_dict(h) for h in data["hints"]),
-            notes=tuple(data["notes"]),
-            duration_s=float(data["duration_s"]),
-            evaluations=int(data["evaluations"]),
-            vectorized=bool(data["vectorized"]),
-            check=data.get("check", "check_gradients"),
-            test_id=data.get("test_id"),
-        )
 
 
 # ------------------------------------------------------------------ hand-written derivatives
@@ -444,12 +263,8 @@ OddOneOut = Literal["manual", "autograd", "numeric", "none"]
 _ODD_ORDER: tuple[str, ...] = ("manual", "autograd", "numeric", "none")
 
 
-def _opt_index(value: Any) -> tuple[int, ...]:
-    return tuple(int(i) for i in value)
-
-
 @dataclass(frozen=True)
-class ThreeWayElement:
+class ThreeWayElement(PlainData):
     """One gradient entry seen three ways: the user's derivative, autograd, finite differences.
 
     ``odd_one_out`` names the one that disagrees with the other two:
@@ -481,32 +296,9 @@ class ThreeWayElement:
             return abs(self.numeric - self.manual)
         return abs(self.manual - self.numeric)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output_index": list(self.output_index),
-            "input_index": list(self.input_index),
-            "manual": _num(self.manual),
-            "autograd": _num(self.autograd),
-            "numeric": _num(self.numeric),
-            "allowed": _num(self.allowed),
-            "odd_one_out": self.odd_one_out,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ThreeWayElement:
-        return cls(
-            output_index=_opt_index(data["output_index"]),
-            input_index=_opt_index(data["input_index"]),
-            manual=float(data["manual"]),
-            autograd=float(data["autograd"]),
-            numeric=float(data["numeric"]),
-            allowed=float(data["allowed"]),
-            odd_one_out=data["odd_one_out"],
-        )
-
 
 @dataclass(frozen=True)
-class ManualPairResult:
+class ManualPairResult(PlainData):
     """The three-way comparison for one (output leaf, input leaf) block of the gradient.
 
     The counts say, per mismatched entry, which of the three was the odd one
@@ -558,42 +350,9 @@ class ManualPairResult:
             return None
         return max(_ODD_ORDER, key=lambda k: (counts[k], -_ODD_ORDER.index(k)))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "input": self.input,
-            "output_shape": list(self.output_shape),
-            "input_shape": list(self.input_shape),
-            "passed": self.passed,
-            "total": self.total,
-            "manual_wrong": self.manual_wrong,
-            "autograd_wrong": self.autograd_wrong,
-            "numeric_wrong": self.numeric_wrong,
-            "all_differ": self.all_differ,
-            "max_abs_error": _num(self.max_abs_error),
-            "worst": [w.to_dict() for w in self.worst],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ManualPairResult:
-        return cls(
-            output=data["output"],
-            input=data["input"],
-            output_shape=_opt_index(data["output_shape"]),
-            input_shape=_opt_index(data["input_shape"]),
-            passed=bool(data["passed"]),
-            total=int(data["total"]),
-            manual_wrong=int(data["manual_wrong"]),
-            autograd_wrong=int(data["autograd_wrong"]),
-            numeric_wrong=int(data["numeric_wrong"]),
-            all_differ=int(data["all_differ"]),
-            max_abs_error=float(data["max_abs_error"]),
-            worst=tuple(ThreeWayElement.from_dict(w) for w in data["worst"]),
-        )
-
 
 @dataclass(frozen=True)
-class ManualCheckResult:
+class ManualCheckResult(PlainData):
     """A hand-written derivative compared with autograd and finite differences.
 
     Returned by :func:`gradcheck_kit.check_matches_manual`. ``passed`` is the
@@ -653,66 +412,16 @@ class ManualCheckResult:
 
         return format_manual_result(self)
 
+    def _extra(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "max_abs_error": num(self.max_abs_error),
+            "hint": self.hint,
+        }
+
     def with_test_id(self, test_id: str | None) -> ManualCheckResult:
         """A copy labelled with the test that made it (used by the pytest plugin)."""
         return dataclasses.replace(self, test_id=test_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        """This result as plain JSON-ready data (schema ``SCHEMA_VERSION``)."""
-        return {
-            "kind": self.kind,
-            "schema_version": SCHEMA_VERSION,
-            "name": self.name,
-            "check": self.check,
-            "test_id": self.test_id,
-            "passed": self.passed,
-            "status": self.status,
-            "odd_one_out": self.odd_one_out,
-            "mode": self.mode,
-            "mode_requested": self.mode_requested,
-            "dtype": self.dtype,
-            "dtype_policy": self.dtype_policy,
-            "eps": _num(self.eps),
-            "atol": _num(self.atol),
-            "rtol": _num(self.rtol),
-            "seed": self.seed,
-            "rng": self.rng,
-            "interface": self.interface,
-            "duration_s": self.duration_s,
-            "evaluations": self.evaluations,
-            "max_abs_error": _num(self.max_abs_error),
-            "hint": self.hint,
-            "hints": [h.to_dict() for h in self.hints],
-            "notes": list(self.notes),
-            "pairs": [p.to_dict() for p in self.pairs],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ManualCheckResult:
-        """Rebuild a result from :meth:`to_dict` output."""
-        return cls(
-            name=data["name"],
-            passed=bool(data["passed"]),
-            status=data["status"],
-            odd_one_out=data.get("odd_one_out"),
-            mode=data["mode"],
-            mode_requested=data["mode_requested"],
-            dtype=data["dtype"],
-            dtype_policy=data["dtype_policy"],
-            eps=float(data["eps"]),
-            atol=float(data["atol"]),
-            rtol=float(data["rtol"]),
-            seed=int(data["seed"]),
-            rng=data["rng"],
-            interface=data["interface"],
-            pairs=tuple(ManualPairResult.from_dict(p) for p in data["pairs"]),
-            hints=tuple(Hint.from_dict(h) for h in data["hints"]),
-            notes=tuple(data["notes"]),
-            duration_s=float(data["duration_s"]),
-            evaluations=int(data["evaluations"]),
-            check=data.get("check", "check_matches_manual"),
-            test_id=data.get("test_id"),
-        )
 
 
 @dataclass(frozen=True)
@@ -747,7 +456,7 @@ AuditStatus = Literal["passed", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
-class AuditFinding:
+class AuditFinding(PlainData):
     """One item of an audit of a custom ``torch.autograd.Function``.
 
     ``check`` names the property examined (``backward``, ``gradient_count``,
@@ -768,36 +477,9 @@ class AuditFinding:
     input: str | None = None
     output: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "status": self.status,
-            "text": self.text,
-            "input": self.input,
-            "output": self.output,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AuditFinding:
-        return cls(
-            check=data["check"],
-            status=data["status"],
-            text=data["text"],
-            input=data.get("input"),
-            output=data.get("output"),
-        )
-
-
-def _nested_gradient(data: dict[str, Any] | None) -> GradCheckResult | None:
-    if data is None:
-        return None
-    if data.get("kind") == "second_order":
-        return SecondOrderResult.from_dict(data)
-    return GradCheckResult.from_dict(data)
-
 
 @dataclass(frozen=True)
-class FunctionAuditResult:
+class FunctionAuditResult(PlainData):
     """Everything an audit of a custom ``torch.autograd.Function`` found.
 
     Returned by :func:`gradcheck_kit.check_autograd_function`. ``passed`` is
@@ -858,58 +540,19 @@ class FunctionAuditResult:
 
         return format_audit_result(self)
 
+    def _extra(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "hint": self.hint}
+
     def with_test_id(self, test_id: str | None) -> FunctionAuditResult:
         """A copy labelled with the test that made it (used by the pytest plugin)."""
         return dataclasses.replace(self, test_id=test_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        """This result as plain JSON-ready data (schema ``SCHEMA_VERSION``)."""
-        return {
-            "kind": self.kind,
-            "schema_version": SCHEMA_VERSION,
-            "name": self.name,
-            "check": self.check,
-            "test_id": self.test_id,
-            "passed": self.passed,
-            "dtype": self.dtype,
-            "dtype_policy": self.dtype_policy,
-            "seed": self.seed,
-            "duration_s": self.duration_s,
-            "hint": self.hint,
-            "findings": [f.to_dict() for f in self.findings],
-            "gradient": self.gradient.to_dict() if self.gradient is not None else None,
-            "second_order": (
-                self.second_order.to_dict() if self.second_order is not None else None
-            ),
-            "hints": [h.to_dict() for h in self.hints],
-            "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FunctionAuditResult:
-        """Rebuild a result from :meth:`to_dict` output."""
-        return cls(
-            name=data["name"],
-            passed=bool(data["passed"]),
-            dtype=data["dtype"],
-            dtype_policy=data["dtype_policy"],
-            seed=int(data["seed"]),
-            findings=tuple(AuditFinding.from_dict(f) for f in data["findings"]),
-            gradient=_nested_gradient(data.get("gradient")),
-            second_order=_nested_gradient(data.get("second_order")),
-            hints=tuple(Hint.from_dict(h) for h in data["hints"]),
-            notes=tuple(data["notes"]),
-            duration_s=float(data["duration_s"]),
-            check=data.get("check", "check_autograd_function"),
-            test_id=data.get("test_id"),
-        )
 
 
 # --------------------------------------------------------------------------- training trajectories
 
 
 @dataclass(frozen=True)
-class TrajectoryDivergence:
+class TrajectoryDivergence(PlainData):
     """Where two training loops first part: after ``step`` (1-based), in one parameter entry.
 
     ``value_a``/``value_b`` are the entry's values in the two loops at that
@@ -933,36 +576,9 @@ class TrajectoryDivergence:
     allowed: float
     parameter_errors: tuple[tuple[str, float], ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "parameter": self.parameter,
-            "index": list(self.index),
-            "value_a": _num(self.value_a),
-            "value_b": _num(self.value_b),
-            "abs_error": _num(self.abs_error),
-            "allowed": _num(self.allowed),
-            "parameter_errors": [[name, _num(err)] for name, err in self.parameter_errors],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrajectoryDivergence:
-        return cls(
-            step=int(data["step"]),
-            parameter=data["parameter"],
-            index=_opt_index(data["index"]),
-            value_a=float(data["value_a"]),
-            value_b=float(data["value_b"]),
-            abs_error=float(data["abs_error"]),
-            allowed=float(data["allowed"]),
-            parameter_errors=tuple(
-                (str(name), float(err)) for name, err in data.get("parameter_errors", [])
-            ),
-        )
-
 
 @dataclass(frozen=True)
-class SameTrainingResult:
+class SameTrainingResult(PlainData):
     """Two training loops run from the same parameters, compared step by step.
 
     Returned by :func:`gradcheck_kit.check_same_training`. ``divergence`` is
@@ -1015,59 +631,9 @@ class SameTrainingResult:
 
         return format_training_result(self)
 
+    def _extra(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "hint": self.hint}
+
     def with_test_id(self, test_id: str | None) -> SameTrainingResult:
         """A copy labelled with the test that made it (used by the pytest plugin)."""
         return dataclasses.replace(self, test_id=test_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        """This result as plain JSON-ready data (schema ``SCHEMA_VERSION``)."""
-        return {
-            "kind": self.kind,
-            "schema_version": SCHEMA_VERSION,
-            "name": self.name,
-            "check": self.check,
-            "test_id": self.test_id,
-            "passed": self.passed,
-            "step_a": self.step_a,
-            "step_b": self.step_b,
-            "steps": self.steps,
-            "steps_run": self.steps_run,
-            "dtype": self.dtype,
-            "atol": _num(self.atol),
-            "rtol": _num(self.rtol),
-            "seed": self.seed,
-            "parameters": list(self.parameters),
-            "divergence": self.divergence.to_dict() if self.divergence is not None else None,
-            "max_abs_error": _num(self.max_abs_error),
-            "duration_s": self.duration_s,
-            "hint": self.hint,
-            "hints": [h.to_dict() for h in self.hints],
-            "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SameTrainingResult:
-        """Rebuild a result from :meth:`to_dict` output."""
-        divergence = data.get("divergence")
-        return cls(
-            name=data["name"],
-            step_a=data["step_a"],
-            step_b=data["step_b"],
-            passed=bool(data["passed"]),
-            steps=int(data["steps"]),
-            steps_run=int(data["steps_run"]),
-            dtype=data["dtype"],
-            atol=float(data["atol"]),
-            rtol=float(data["rtol"]),
-            seed=int(data["seed"]),
-            parameters=tuple(data["parameters"]),
-            divergence=(
-                TrajectoryDivergence.from_dict(divergence) if divergence is not None else None
-            ),
-            max_abs_error=float(data["max_abs_error"]),
-            hints=tuple(Hint.from_dict(h) for h in data["hints"]),
-            notes=tuple(data["notes"]),
-            duration_s=float(data["duration_s"]),
-            check=data.get("check", "check_same_training"),
-            test_id=data.get("test_id"),
-        )
