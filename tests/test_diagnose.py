@@ -486,7 +486,10 @@ def test_large_blocks_are_diagnosed_correctly() -> None:
     assert kinds(diagnose([make_block(noise, numeric, x)])) == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="CUDA device not available: torch.cuda.is_available() is False",
+)
 def test_cuda_blocks(x12: torch.Tensor) -> None:
     true = jacobian(square, x12).cuda()
     block = make_block(0.5 * true, true, x12.cuda())

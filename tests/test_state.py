@@ -788,7 +788,10 @@ def test_rng_state_equality_ignores_raw_fields() -> None:
 
 # ----------------------------------------------------------------- CUDA
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="CUDA device not available: torch.cuda.is_available() is False",
+)
 
 
 def _run_fresh_python(code: str) -> str:
