@@ -533,6 +533,32 @@ class _Check:
             offset += m
         return self.out_paths[-1], ()
 
+    def _linearity(
+        self,
+        xs: list[torch.Tensor],
+        rows: list[torch.Tensor],
+        cots: list[torch.Tensor],
+        second: int,
+        combined: int,
+        drawn: str,
+    ) -> Hint | None:
+        """The linearity probe over batched vjp ``rows`` (None when backward is linear).
+
+        Row 0 is g1's vjp, row ``second`` g2's, row ``combined`` that of g1 - 2 g2;
+        ``cots`` holds the cotangents, stacked the same way.
+        """
+        floor = self.tol.atol * sum(float(_combination_weight(c, second, combined)) for c in cots)
+        return _linearity_hint(
+            [r[0] for r in rows],
+            [r[second] for r in rows],
+            [r[combined] for r in rows],
+            self.in_paths,
+            [tuple(x.shape) for x in xs],
+            max(self.u_in, self.u_out),
+            floor,
+            drawn,
+        )
+
     # -- full mode ------------------------------------------------------------------------
     def _full(
         self,
@@ -547,7 +573,8 @@ class _Check:
             # Unit cotangents cannot show a backward that ignores grad_output (right for a
             # scalar loss, where grad_output is 1, wrong inside a network) or bends it (abs,
             # clamp): three random ones can.
-            gen = torch.Generator().manual_seed(self.opts.seed)
+            seed = self.opts.seed
+            gen = torch.Generator().manual_seed(seed)
             g1 = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in outs]
             g2 = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in outs]
             cots = [
@@ -555,15 +582,8 @@ class _Check:
                 for a, b, o in zip(g1, g2, outs, strict=True)
             ]
             probe_rows = vjp_rows(outs, xs, cots, ev)
-        linear = _linearity_hint(
-            [r[0] for r in probe_rows],
-            [r[1] for r in probe_rows],
-            [r[2] for r in probe_rows],
-            self.in_paths,
-            [tuple(x.shape) for x in xs],
-            max(self.u_in, self.u_out),
-            tol.atol * sum(float(_combination_weight(c, 1)) for c in cots),
-            f"g1, g2: two random grad_outputs drawn with seed={self.opts.seed}",
+        linear = self._linearity(
+            xs, probe_rows, cots, 1, 2, f"g1, g2: two random grad_outputs drawn with seed={seed}"
         )
         self.linear_ok = linear is None
         if linear is not None:
@@ -738,14 +758,12 @@ class _Check:
         cots = [torch.stack([*(us[k][j] for k in range(K)), extra[j]]) for j in range(len(outs))]
         with torch.enable_grad():
             rows = vjp_rows(outs, xs, cots, ev)
-        linear = _linearity_hint(
-            [r[0] for r in rows],
-            [r[1] for r in rows] if K > 1 else None,
-            [r[K] for r in rows],
-            self.in_paths,
-            [tuple(x.shape) for x in xs],
-            max(self.u_in, self.u_out),
-            tol.atol * sum(float(_combination_weight(c, min(1, K - 1), K)) for c in cots),
+        linear = self._linearity(
+            xs,
+            rows,
+            cots,
+            min(1, K - 1),
+            K,
             f"g1, g2: the first two projection vectors, drawn with seed={self.opts.seed}"
             if K > 1
             else f"g1 = g2: the projection vector, drawn with seed={self.opts.seed}",
@@ -974,7 +992,7 @@ def _combined_cotangent(g1: torch.Tensor, g2: torch.Tensor | None) -> torch.Tens
     return g1 + _COMBINATION * (g2 if g2 is not None else g1)
 
 
-def _combination_weight(cots: torch.Tensor, second: int, combined: int = 2) -> torch.Tensor:
+def _combination_weight(cots: torch.Tensor, second: int, combined: int) -> torch.Tensor:
     """Sum |g1| + 2 sum |g2| + sum |g1 - 2 g2| over one output's stacked cotangents."""
     return (
         cots[0].abs().sum()
@@ -985,7 +1003,7 @@ def _combination_weight(cots: torch.Tensor, second: int, combined: int = 2) -> t
 
 def _linearity_hint(
     v1: Sequence[torch.Tensor],
-    v2: Sequence[torch.Tensor] | None,
+    v2: Sequence[torch.Tensor],
     v12: Sequence[torch.Tensor],
     in_paths: Sequence[str],
     in_shapes: Sequence[tuple[int, ...]],
@@ -996,7 +1014,7 @@ def _linearity_hint(
     """A hint when backward is not linear in grad_output, else None.
 
     ``v1``, ``v2`` and ``v12`` are the vjps (per input) of ``g1``, ``g2`` and
-    ``g1 - 2 g2`` (of ``g1`` and ``-g1`` when ``v2`` is None). The same backward
+    ``g1 - 2 g2`` (``v2`` is ``v1`` when a single cotangent gives ``-g1``). The same backward
     computes all three, so a linear one agrees up to the roundoff of its sums; the
     allowance, sqrt(u) times the largest magnitudes of the three, is far above that
     and far below what a nonlinear backward gives. ``floor`` is the absolute part: what atol
@@ -1008,7 +1026,7 @@ def _linearity_hint(
         a, c = a.detach().reshape(-1), c.detach().reshape(-1)
         if a.numel() == 0:
             continue
-        b = a if v2 is None else v2[i].detach().reshape(-1)
+        b = v2[i].detach().reshape(-1)
         # In the gradients' own dtype with one temporary and per-tensor magnitudes: on a
         # model with millions of parameters this costs a few passes over the gradients.
         diff = torch.add(a, b, alpha=_COMBINATION).sub_(c).abs_()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from .plain import PlainData, num
 
@@ -130,6 +130,31 @@ class ErrorMap(PlainData):
         return max(1, -(-rows // max_cells)), max(1, -(-cols // max_cells))
 
 
+R = TypeVar("R", bound="_Verdict")
+
+
+class _Verdict(PlainData):
+    """What every check's result shares: the verdict, hints, the test that made it."""
+
+    passed: bool
+    hints: tuple[Hint, ...]
+
+    @property
+    def hint(self) -> str | None:
+        """The most specific diagnosis as one sentence, or None when there is none."""
+        return self.hints[0].text if self.hints else None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def with_test_id(self: R, test_id: str | None) -> R:
+        """A copy labelled with the test that made it (used by the pytest plugin)."""
+        return cast(R, dataclasses.replace(cast(Any, self), test_id=test_id))
+
+    def _extra(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "hint": self.hint}
+
+
 @dataclass(frozen=True)
 class PairResult(PlainData):
     """The comparison for one (output leaf, input leaf) block of the Jacobian.
@@ -181,7 +206,7 @@ class ProbeResult(PlainData):
 
 
 @dataclass(frozen=True)
-class GradCheckResult(PlainData):
+class GradCheckResult(_Verdict):
     """Everything one gradient check found. ``passed`` is the verdict.
 
     Returned by :func:`gradcheck_kit.check_gradients` and
@@ -219,11 +244,6 @@ class GradCheckResult(PlainData):
     kind: str = field(default="gradient", init=False)
 
     @property
-    def hint(self) -> str | None:
-        """The most specific diagnosis as one sentence, or None when there is none."""
-        return self.hints[0].text if self.hints else None
-
-    @property
     def max_abs_error(self) -> float:
         """The largest absolute difference over all Jacobian blocks (0.0 with none)."""
         return max((p.max_abs_error for p in self.pairs), default=0.0)
@@ -233,9 +253,6 @@ class GradCheckResult(PlainData):
         """The largest relative difference over all Jacobian blocks (0.0 with none)."""
         return max((p.max_rel_error for p in self.pairs), default=0.0)
 
-    def __bool__(self) -> bool:
-        return self.passed
-
     def summary(self) -> str:
         """A multi-line, human-readable account of the check (the assertion's message)."""
         from .messages import format_result
@@ -244,15 +261,10 @@ class GradCheckResult(PlainData):
 
     def _extra(self) -> dict[str, Any]:
         return {
-            "schema_version": SCHEMA_VERSION,
+            **super()._extra(),
             "max_abs_error": num(self.max_abs_error),
             "max_rel_error": num(self.max_rel_error),
-            "hint": self.hint,
         }
-
-    def with_test_id(self, test_id: str | None) -> GradCheckResult:
-        """A copy labelled with the test that made it (used by the pytest plugin)."""
-        return dataclasses.replace(self, test_id=test_id)
 
 
 # ------------------------------------------------------------------ hand-written derivatives
@@ -352,7 +364,7 @@ class ManualPairResult(PlainData):
 
 
 @dataclass(frozen=True)
-class ManualCheckResult(PlainData):
+class ManualCheckResult(_Verdict):
     """A hand-written derivative compared with autograd and finite differences.
 
     Returned by :func:`gradcheck_kit.check_matches_manual`. ``passed`` is the
@@ -394,17 +406,9 @@ class ManualCheckResult(PlainData):
     kind: str = field(default="manual", init=False)
 
     @property
-    def hint(self) -> str | None:
-        """The most specific diagnosis as one sentence, or None when there is none."""
-        return self.hints[0].text if self.hints else None
-
-    @property
     def max_abs_error(self) -> float:
         """The largest distance of an odd one out from the other two (0.0 with none)."""
         return max((p.max_abs_error for p in self.pairs), default=0.0)
-
-    def __bool__(self) -> bool:
-        return self.passed
 
     def summary(self) -> str:
         """A multi-line, human-readable account of the check (the assertion's message)."""
@@ -413,15 +417,7 @@ class ManualCheckResult(PlainData):
         return format_manual_result(self)
 
     def _extra(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "max_abs_error": num(self.max_abs_error),
-            "hint": self.hint,
-        }
-
-    def with_test_id(self, test_id: str | None) -> ManualCheckResult:
-        """A copy labelled with the test that made it (used by the pytest plugin)."""
-        return dataclasses.replace(self, test_id=test_id)
+        return {**super()._extra(), "max_abs_error": num(self.max_abs_error)}
 
 
 @dataclass(frozen=True)
@@ -479,7 +475,7 @@ class AuditFinding(PlainData):
 
 
 @dataclass(frozen=True)
-class FunctionAuditResult(PlainData):
+class FunctionAuditResult(_Verdict):
     """Everything an audit of a custom ``torch.autograd.Function`` found.
 
     Returned by :func:`gradcheck_kit.check_autograd_function`. ``passed`` is
@@ -531,21 +527,11 @@ class FunctionAuditResult(PlainData):
             return self.failed[0].text
         return self.hints[0].text if self.hints else None
 
-    def __bool__(self) -> bool:
-        return self.passed
-
     def summary(self) -> str:
         """A multi-line, human-readable account of the audit (the assertion's message)."""
         from .messages import format_audit_result
 
         return format_audit_result(self)
-
-    def _extra(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "hint": self.hint}
-
-    def with_test_id(self, test_id: str | None) -> FunctionAuditResult:
-        """A copy labelled with the test that made it (used by the pytest plugin)."""
-        return dataclasses.replace(self, test_id=test_id)
 
 
 # --------------------------------------------------------------------------- training trajectories
@@ -578,7 +564,7 @@ class TrajectoryDivergence(PlainData):
 
 
 @dataclass(frozen=True)
-class SameTrainingResult(PlainData):
+class SameTrainingResult(_Verdict):
     """Two training loops run from the same parameters, compared step by step.
 
     Returned by :func:`gradcheck_kit.check_same_training`. ``divergence`` is
@@ -617,23 +603,8 @@ class SameTrainingResult(PlainData):
     test_id: str | None = None
     kind: str = field(default="same_training", init=False)
 
-    @property
-    def hint(self) -> str | None:
-        """The most specific diagnosis as one sentence, or None when there is none."""
-        return self.hints[0].text if self.hints else None
-
-    def __bool__(self) -> bool:
-        return self.passed
-
     def summary(self) -> str:
         """A multi-line, human-readable account of the comparison (the assertion's message)."""
         from .messages import format_training_result
 
         return format_training_result(self)
-
-    def _extra(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "hint": self.hint}
-
-    def with_test_id(self, test_id: str | None) -> SameTrainingResult:
-        """A copy labelled with the test that made it (used by the pytest plugin)."""
-        return dataclasses.replace(self, test_id=test_id)

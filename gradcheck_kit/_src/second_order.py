@@ -103,13 +103,7 @@ class _GradientMap:
             scalar = _reduce(out, self.cotangents)
             if not scalar.requires_grad:
                 return tuple(torch.zeros_like(x) for x in xs)
-            grads = torch.autograd.grad(
-                scalar, xs, create_graph=True, allow_unused=True, materialize_grads=True
-            )
-        # A gradient without a graph would be dropped by the core as "not differentiable";
-        # a zero-valued leaf keeps it in the comparison, where its zero Hessian shows.
-        anchor = torch.zeros((), dtype=scalar.dtype, device=scalar.device, requires_grad=True)
-        return tuple(g if g.requires_grad else g + anchor.to(g.dtype) for g in grads)
+            return _differentiable_grads(scalar, xs)
 
 
 class _GradOutputMap:
@@ -136,12 +130,7 @@ class _GradOutputMap:
                 if leaf.checked
             ]
             out = self.tree.call(self.fn, self.base, xs)
-            scalar = _reduce(out, list(vs))
-            grads = torch.autograd.grad(
-                scalar, xs, create_graph=True, allow_unused=True, materialize_grads=True
-            )
-        anchor = torch.zeros((), dtype=scalar.dtype, device=scalar.device, requires_grad=True)
-        return tuple(g if g.requires_grad else g + anchor.to(g.dtype) for g in grads)
+            return _differentiable_grads(_reduce(out, list(vs)), xs)
 
 
 def _merge_grad_output(
@@ -182,6 +171,19 @@ def _merge_grad_output(
         hints=result.hints + hints,
         evaluations=result.evaluations + part.evaluations,
     )
+
+
+def _differentiable_grads(
+    scalar: torch.Tensor, xs: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """``d scalar / d xs`` with a graph (``create_graph``), one per input."""
+    grads = torch.autograd.grad(
+        scalar, list(xs), create_graph=True, allow_unused=True, materialize_grads=True
+    )
+    # A gradient without a graph would be dropped by the core as "not differentiable";
+    # a zero-valued leaf keeps it in the comparison, where its zero Hessian shows.
+    anchor = torch.zeros((), dtype=scalar.dtype, device=scalar.device, requires_grad=True)
+    return tuple(g if g.requires_grad else g + anchor.to(g.dtype) for g in grads)
 
 
 def _reduce(out: Any, cotangents: Sequence[torch.Tensor] | None) -> torch.Tensor:
@@ -399,33 +401,12 @@ def check_second_order(
         )
         recording.publish(final)
         return final
-    grad_map = _GradientMap(fn, tree, cotangents)
-    with muted(), preserved(*_captured_objects(fn)):
-        inner = check_gradients(
-            grad_map,
-            inputs,
-            mode=mode,
-            dtype=dtype,
-            eps=eps,
-            atol=atol,
-            rtol=rtol,
-            seed=seed,
-            rng=rng,
-            n_probes=n_probes,
-            max_jacobian_bytes=max_jacobian_bytes,
-            name=label,
-        )
-    result = _as_second_order(inner, mapping)
-    if inner.status != "nondeterministic":
-        # The gradient's derivative with respect to grad_output, as torch's gradgradcheck
-        # checks it: the random v of a vector-valued fn, the 1 of a scalar one.
-        v_dtype = torch.float64 if opts.dtype == "float64" else worst
-        vs = tuple(c.to(v_dtype).requires_grad_(True) for c in (cotangents or [torch.ones(())]))
-        base = tree.working_copies(torch.float64 if opts.dtype == "float64" else None)
+
+    def core_check(gradient_map: Callable[..., Any], checked: Any) -> GradCheckResult:
         with muted(), preserved(inputs, *_captured_objects(fn)):
-            part = check_gradients(
-                _GradOutputMap(fn, tree, base),
-                vs if len(vs) > 1 else vs[0],
+            return check_gradients(
+                gradient_map,
+                checked,
                 mode=mode,
                 dtype=dtype,
                 eps=eps,
@@ -437,6 +418,16 @@ def check_second_order(
                 max_jacobian_bytes=max_jacobian_bytes,
                 name=label,
             )
+
+    inner = core_check(_GradientMap(fn, tree, cotangents), inputs)
+    result = _as_second_order(inner, mapping)
+    if inner.status != "nondeterministic":
+        # The gradient's derivative with respect to grad_output, as torch's gradgradcheck
+        # checks it: the random v of a vector-valued fn, the 1 of a scalar one.
+        v_dtype = torch.float64 if opts.dtype == "float64" else worst
+        vs = tuple(c.to(v_dtype).requires_grad_(True) for c in (cotangents or [torch.ones(())]))
+        base = tree.working_copies(torch.float64 if opts.dtype == "float64" else None)
+        part = core_check(_GradOutputMap(fn, tree, base), vs if len(vs) > 1 else vs[0])
         result = _merge_grad_output(result, part, mapping, len(vs))
     result = dataclasses.replace(result, duration_s=time.perf_counter() - start)
     # autograd.grad does not run under vmap, so the core evaluated the gradient map point by
