@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from gradcheck_kit._src.diagnose import Block, diagnose
+from gradcheck_kit._src.engine.diagnose import Block, diagnose
 
 
 def main() -> None:

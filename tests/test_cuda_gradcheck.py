@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import gradcheck_kit as gk
-from gradcheck_kit._src.precision import Tf32Settings
+from gradcheck_kit._src.engine.precision import Tf32Settings
 from gradcheck_kit._src.state import capture_rng_state, fingerprint
 
 pytestmark = pytest.mark.skipif(

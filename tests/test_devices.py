@@ -18,7 +18,7 @@ from torch import nn
 import gradcheck_kit as gk
 from gradcheck_kit._src import devices as dv
 from gradcheck_kit._src import recording
-from gradcheck_kit._src.precision import Tf32Settings
+from gradcheck_kit._src.engine.precision import Tf32Settings
 from gradcheck_kit._src.state import capture_rng_state, fingerprint
 
 CUDA = torch.cuda.is_available()

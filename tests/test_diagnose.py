@@ -1,4 +1,4 @@
-"""Tests of gradcheck_kit._src.diagnose: mismatch patterns → hints."""
+"""Tests of gradcheck_kit._src.engine.diagnose: mismatch patterns → hints."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.func import jacrev
 
-from gradcheck_kit._src.diagnose import Block, diagnose, format_factor
+from gradcheck_kit._src.engine.diagnose import Block, diagnose, format_factor
 from gradcheck_kit._src.errors import InvalidArgument
 from gradcheck_kit._src.results import Hint
 

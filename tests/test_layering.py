@@ -35,7 +35,6 @@ CHECK_MODULES = tuple(
     f"gradcheck_kit._src.{name}"
     for name in (
         "gradcheck",
-        "diagnose",
         "manual",
         "training",
         "graph",
@@ -50,10 +49,7 @@ CHECK_MODULES = tuple(
 CORE_MODULES = tuple(
     f"gradcheck_kit._src.{name}"
     for name in (
-        "numerics",
-        "jacobian",
-        "tolerances",
-        "trees",
+        "engine",
         "state",
         "results",
         "errors",

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import gradcheck_kit as gk
-from gradcheck_kit._src import precision
-from gradcheck_kit._src.precision import Tf32Settings, full_float32_precision, tf32_note
+from gradcheck_kit._src.engine import precision
+from gradcheck_kit._src.engine.precision import Tf32Settings, full_float32_precision, tf32_note
 from gradcheck_kit._src.state import GlobalModes, fingerprint
 
 needs_strings = pytest.mark.skipif(
@@ -43,8 +43,8 @@ _SETUPS = [
 
 _MATRIX = """
 import json, sys, torch
-from gradcheck_kit._src import precision
-from gradcheck_kit._src.precision import Tf32Settings, full_float32_precision
+from gradcheck_kit._src.engine import precision
+from gradcheck_kit._src.engine.precision import Tf32Settings, full_float32_precision
 precision._cuda_present = lambda: True
 b = torch.backends
 

@@ -22,14 +22,14 @@ import torch
 from torch.autograd import forward_ad
 
 from . import recording
-from .diagnose import Block, diagnose
+from .engine.diagnose import Block, diagnose
+from .engine.tolerances import machine_eps, resolve_tolerances
+from .engine.trees import InputTree, describe_tensor
 from .errors import AutogradFunctionError, InvalidArgument
 from .gradcheck import DtypePolicy, Mode, _pair_result, check_gradients
 from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
 from .second_order import check_second_order, muted
 from .state import preserved, seed_everything
-from .tolerances import machine_eps, resolve_tolerances
-from .trees import InputTree, describe_tensor
 
 __all__ = ["check_autograd_function", "assert_autograd_function"]
 

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from . import recording
+from .engine.precision import Tf32Settings
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
-from .precision import Tf32Settings
 from .state import preserved, replaying_rng
 from .validation import check_int, check_positive
 

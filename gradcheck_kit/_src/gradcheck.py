@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from . import recording
-from .diagnose import Block, diagnose
-from .errors import InvalidArgument, JacobianTooLargeError, NonFiniteOutputError
-from .jacobian import (
+from .engine.diagnose import Block, diagnose
+from .engine.jacobian import (
     Evaluator,
     central_differences,
     directional_differences,
@@ -30,12 +29,13 @@ from .jacobian import (
     reverse_jacobian,
     vjp_rows,
 )
-from .numerics import allowed_error, element_steps
-from .precision import full_float32_precision, tf32_note
+from .engine.numerics import allowed_error, element_steps
+from .engine.precision import full_float32_precision, tf32_note
+from .engine.tolerances import machine_eps, resolve_tolerances
+from .engine.trees import InputLeaf, InputTree, OutputLeaf, flatten_outputs
+from .errors import InvalidArgument, JacobianTooLargeError, NonFiniteOutputError
 from .results import ErrorMap, GradCheckResult, Hint, PairResult, ProbeResult, WorstElement
 from .state import capture_rng_state, preserved, seed_everything
-from .tolerances import machine_eps, resolve_tolerances
-from .trees import InputLeaf, InputTree, OutputLeaf, flatten_outputs
 from .validation import check_choice, check_int, check_positive
 
 __all__ = [

@@ -25,7 +25,18 @@ import torch
 from torch.utils import _pytree as pytree
 
 from . import recording
-from .diagnose import Block, diagnose
+from .engine.diagnose import Block, diagnose
+from .engine.jacobian import (
+    Evaluator,
+    central_differences,
+    directional_differences,
+    flat_cat,
+    vjp_rows,
+)
+from .engine.numerics import allowed_error, element_steps
+from .engine.precision import full_float32_precision, tf32_note
+from .engine.tolerances import machine_eps, resolve_tolerances
+from .engine.trees import InputTree, describe_tensor
 from .errors import (
     GradientMismatchError,
     InvalidArgument,
@@ -47,13 +58,6 @@ from .gradcheck import (
     call_again,
     first_call,
 )
-from .jacobian import (
-    Evaluator,
-    central_differences,
-    directional_differences,
-    flat_cat,
-    vjp_rows,
-)
 from .manual_judging import (
     _SUBJECT,
     _WORST_KEPT,
@@ -68,12 +72,8 @@ from .manual_judging import (
     _reword,
     _sq,
 )
-from .numerics import allowed_error, element_steps
-from .precision import full_float32_precision, tf32_note
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
 from .state import preserved, seed_everything
-from .tolerances import machine_eps, resolve_tolerances
-from .trees import InputTree, describe_tensor
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
 

@@ -16,11 +16,11 @@ from typing import Any, cast
 
 import torch
 
-from .diagnose import format_factor
+from .engine.diagnose import format_factor
+from .engine.tolerances import Tolerances, machine_eps
 from .gradcheck import _Check
 from .messages import odd_one_out_cause, odd_one_out_text
 from .results import Hint, ManualPairResult, ThreeWayElement
-from .tolerances import Tolerances, machine_eps
 
 _WORST_KEPT = 5
 # Who is wrong, in the words of the messages; the reference is what the other two agree on.

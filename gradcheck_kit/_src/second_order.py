@@ -22,6 +22,8 @@ import torch
 from torch.utils import _pytree as pytree
 
 from . import recording
+from .engine.tolerances import machine_eps, resolve_tolerances
+from .engine.trees import InputTree, flatten_outputs
 from .errors import GradientMismatchError, InvalidArgument, NondeterministicFunctionError
 from .gradcheck import (
     _DEFAULT_BUDGET,
@@ -36,8 +38,6 @@ from .gradcheck import (
 )
 from .results import GradCheckResult, Hint, SecondOrderResult
 from .state import preserved, seed_everything
-from .tolerances import machine_eps, resolve_tolerances
-from .trees import InputTree, flatten_outputs
 
 __all__ = ["check_second_order", "assert_second_order", "muted"]
 

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .engine.precision import Tf32Settings
 from .errors import InvalidArgument
-from .precision import Tf32Settings
 from .validation import check_int
 
 __all__ = [

@@ -23,13 +23,13 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from . import recording
-from .diagnose import Block, diagnose, format_factor
+from .engine.diagnose import Block, diagnose, format_factor
+from .engine.tolerances import machine_eps
+from .engine.trees import describe_tensor
 from .errors import InvalidArgument, TrainingDivergenceError
 from .gradcheck import _captured_objects, _fn_name
 from .results import Hint, SameTrainingResult, TrajectoryDivergence
 from .state import RngState, capture_rng_state, preserved, restore_rng_state, seed_everything
-from .tolerances import machine_eps
-from .trees import describe_tensor
 from .validation import check_int, check_nonnegative
 
 __all__ = ["check_same_training", "assert_same_training", "default_trajectory_tolerance"]

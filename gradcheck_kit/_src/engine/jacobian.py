@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 from .trees import InputTree, flatten_outputs
 
 __all__ = [

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .validation import check_nonnegative, check_positive
+from ..validation import check_nonnegative, check_positive
 
 __all__ = ["Tolerances", "resolve_tolerances", "machine_eps"]
 

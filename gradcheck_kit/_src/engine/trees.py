@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from .errors import InvalidArgument, UnsupportedInputError
+from ..errors import InvalidArgument, UnsupportedInputError
 
 __all__ = ["InputLeaf", "InputTree", "OutputLeaf", "flatten_outputs", "describe_tensor"]
 

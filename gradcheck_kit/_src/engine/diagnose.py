@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InvalidArgument, UnsupportedInputError
-from .results import Hint
-from .validation import check_type
+from ..errors import InvalidArgument, UnsupportedInputError
+from ..results import Hint
+from ..validation import check_type
 
 __all__ = ["Block", "diagnose", "format_factor"]
 
