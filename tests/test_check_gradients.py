@@ -125,11 +125,24 @@ def test_auto_picks_full_for_small_and_fast_for_large() -> None:
     assert gk.check_gradients(torch.sin, f64(5000)).mode == "fast"
 
 
-def test_full_mode_over_budget_raises_and_auto_falls_back() -> None:
+def test_full_mode_judges_a_jacobian_over_budget_in_blocks() -> None:
     x = f64(200)
-    with pytest.raises(gk.JacobianTooLargeError, match="mode='fast'"):
-        gk.check_gradients(torch.sin, x, mode="full", max_jacobian_bytes=1000)
-    assert gk.check_gradients(torch.sin, x, max_jacobian_bytes=1000).mode == "fast"
+    roomy = gk.check_gradients(torch.sin, x, mode="full")
+    # 64 kB: the 200 x 200 float64 Jacobian (320 kB) is judged a few rows at a time
+    tight = gk.check_gradients(torch.sin, x, mode="full", max_memory=64_000)
+    assert roomy.passed and tight.passed and tight.mode == "full"
+    assert any("blocks of" in note for note in tight.notes), tight.notes
+    wrong = gk.check_gradients(OneEntryWrong.apply, f64(1000), mode="full", max_memory=400_000)
+    assert not wrong.passed and wrong.pairs[0].mismatched == 1
+    assert wrong.pairs[0].worst[0].input_index == (417,)
+
+
+def test_max_jacobian_bytes_is_the_deprecated_name_of_max_memory() -> None:
+    with pytest.warns(DeprecationWarning, match="max_memory"):
+        result = gk.check_gradients(torch.sin, f64(20), mode="full", max_jacobian_bytes=64_000)
+    assert result.passed
+    with pytest.raises(gk.InvalidArgument, match="max_jacobian_bytes"):
+        gk.check_gradients(torch.sin, f64(20), max_jacobian_bytes=10_000, max_memory=20_000)
 
 
 def _data_dependent(x: torch.Tensor) -> torch.Tensor:
@@ -258,7 +271,7 @@ def test_result_records_what_was_used() -> None:
 
 
 def test_complex_outputs_are_checked_as_real_and_imaginary_parts() -> None:
-    result = gk.check_gradients(lambda t: torch.fft.rfft(t) * (1 + 2j), f64(8))
+    result = gk.check_gradients(lambda t: torch.fft.rfft(t) * (1 + 2j), f64(8), mode="full")
     assert result.passed, result.summary()
     assert [p.output for p in result.pairs] == ["output.real", "output.imag"]
     wrong = gk.check_gradients(lambda t: torch.fft.rfft(square_half(t)), f64(8))

@@ -40,7 +40,7 @@ def make_net() -> nn.Module:
 
 
 def test_parameters_pass_and_are_named() -> None:
-    result = gk.check_module_gradients(make_net(), torch.randn(5, 3))
+    result = gk.check_module_gradients(make_net(), torch.randn(5, 3), mode="full")
     assert result.passed, result.summary()
     assert [p.input for p in result.pairs] == [
         "params/0.weight",
@@ -53,16 +53,18 @@ def test_parameters_pass_and_are_named() -> None:
 
 def test_wrt_inputs_and_both() -> None:
     x = torch.randn(5, 3, requires_grad=True)
-    r_in = gk.check_module_gradients(make_net(), x, wrt="inputs")
+    r_in = gk.check_module_gradients(make_net(), x, wrt="inputs", mode="full")
     assert [p.input for p in r_in.pairs] == ["inputs[0]"]
-    r_both = gk.check_module_gradients(make_net(), x, wrt="both", loss_fn=lambda y: y.sum())
+    r_both = gk.check_module_gradients(
+        make_net(), x, wrt="both", loss_fn=lambda y: y.sum(), mode="full"
+    )
     assert len(r_both.pairs) == 5 and r_both.passed
 
 
 def test_frozen_parameters_are_not_checked() -> None:
     net = make_net()
     net[0].requires_grad_(False)
-    result = gk.check_module_gradients(net, torch.randn(5, 3))
+    result = gk.check_module_gradients(net, torch.randn(5, 3), mode="full")
     assert [p.input for p in result.pairs] == ["params/2.weight", "params/2.bias"]
 
 

@@ -23,10 +23,12 @@ from torch.autograd import forward_ad
 
 from . import recording
 from .engine.diagnose import Block, diagnose
+from .engine.judging import PairTally
+from .engine.options import DtypePolicy, Mode
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, describe_tensor
 from .errors import AutogradFunctionError, InvalidArgument
-from .gradcheck import DtypePolicy, Mode, _pair_result, check_gradients
+from .gradcheck import check_gradients
 from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
 from .second_order import check_second_order, muted
 from .state import preserved, seed_everything
@@ -549,9 +551,9 @@ class _Audit:
                     _ANALYTIC_ROUNDOFF_ULPS * machine_eps(x.dtype) * torch.maximum(A.abs(), R.abs())
                 )
                 allowed = tol.atol + tol.rtol * R.abs() + slack
-                pair, mismatch = _pair_result(
-                    opath, self.paths[positions[i]], tuple(o.shape), tuple(x.shape), A, R, allowed
-                )
+                tally = PairTally(opath, self.paths[positions[i]], tuple(o.shape), tuple(x.shape))
+                mismatch = tally.add(0, 0, A, R, allowed)
+                pair = tally.result()
                 if not pair.passed:
                     failures.append(pair)
                     values = x.detach().reshape(-1).to(torch.float64)

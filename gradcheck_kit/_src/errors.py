@@ -21,6 +21,9 @@ __all__ = [
     "UnsupportedInputError",
     "NonFiniteOutputError",
     "JacobianTooLargeError",
+    "MemoryBudgetError",
+    "PerturbedEvaluationError",
+    "OutputShapeChangedError",
     "TrainingLoopError",
     "GraphCheckError",
     "TrainingLoopWarning",
@@ -111,12 +114,58 @@ class NonFiniteOutputError(InvalidArgument):
 
 
 class JacobianTooLargeError(InvalidArgument):
-    """Materialising the full Jacobian would exceed the memory budget.
+    """A check does not fit its memory budget (kept for code written against 0.1).
+
+    Raised as its subclass :class:`MemoryBudgetError`.
 
     Examples:
         >>> issubclass(JacobianTooLargeError, InvalidArgument)
         True
     """
+
+
+class MemoryBudgetError(JacobianTooLargeError):
+    """Not even one evaluation of the function fits within ``max_memory``.
+
+    Full mode streams the Jacobian in blocks and batches shrink to fit, so this
+    is raised only when a single evaluation's copies of inputs and outputs do not
+    fit; the message says how much would.
+
+    Examples:
+        >>> issubclass(MemoryBudgetError, JacobianTooLargeError)
+        True
+    """
+
+
+class PerturbedEvaluationError(GradcheckKitError, RuntimeError):
+    """The function raised at a point finite differences need, near the checked one.
+
+    Usually the step left the function's domain (a Cholesky factor of a matrix
+    that stops being positive definite, a log of a value that crosses 0). The
+    message names the input, the index and the step; the function's own
+    exception is the ``__cause__``.
+
+    Examples:
+        >>> issubclass(PerturbedEvaluationError, RuntimeError)
+        True
+    """
+
+
+class OutputShapeChangedError(GradcheckError):
+    """An output changes shape under an arbitrarily small change of the inputs.
+
+    Discrete selections (matching, non-maximum suppression, thresholding) do
+    that; finite differences cannot be taken across them. Raised by the
+    assertions for a result with ``status == "shape_changed"``.
+
+    Examples:
+        >>> issubclass(OutputShapeChangedError, AssertionError)
+        True
+    """
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class TrainingLoopError(GradcheckError):

@@ -14,7 +14,6 @@ and hints all come from the core checker.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
@@ -24,17 +23,29 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from . import recording
 from .engine.diagnose import Block, diagnose
+from .engine.evaluation import flat_cat
+from .engine.fast import probe_vector
 from .engine.jacobian import (
-    Evaluator,
+    Point,
     central_differences,
     directional_differences,
-    flat_cat,
     vjp_rows,
 )
-from .engine.numerics import allowed_error, element_steps
-from .engine.precision import full_float32_precision, tf32_note
+from .engine.judging import SCALES, judge_scales
+from .engine.memory import Footprint, MemoryBudget
+from .engine.numerics import allowed_error, element_steps, unravel
+from .engine.options import CheckOptions, DtypePolicy, Mode, RngPolicy
+from .engine.precision import tf32_note
+from .engine.run import (
+    call_again,
+    captured_objects,
+    check_scope,
+    close_repeat,
+    finish,
+    first_call,
+    fn_name,
+)
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, describe_tensor
 from .errors import (
@@ -43,37 +54,21 @@ from .errors import (
     NondeterministicFunctionError,
     UnsupportedInputError,
 )
-from .gradcheck import (
-    _AUTO_FULL_MAX_INPUTS,
-    CheckOptions,
-    DtypePolicy,
-    Mode,
-    RngPolicy,
-    _captured_objects,
-    _Check,
-    _close_repeat,
-    _fn_name,
-    _rademacher,
-    _unravel,
-    call_again,
-    first_call,
-)
 from .manual_judging import (
-    _SUBJECT,
-    _WORST_KEPT,
-    _block_pair,
-    _classify,
-    _close,
-    _dot,
-    _entry_excess,
-    _judge_scales,
-    _odd_one_out_hint,
-    _ratio_hint,
-    _reword,
-    _sq,
+    SUBJECT,
+    WORST_KEPT,
+    block_pair,
+    classify,
+    close,
+    dot,
+    entry_excess,
+    odd_one_out_hint,
+    ratio_hint,
+    reword,
+    squared_norm,
 )
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
-from .state import preserved, seed_everything
+from .state import seed_everything
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
 
@@ -82,6 +77,9 @@ Msg = str | Callable[[str], str] | None
 # "auto" calls manual_vjp once per output entry (the whole Jacobian) up to this many
 # outputs; beyond, it compares n_probes random projections of the gradient instead.
 _AUTO_FULL_MAX_OUTPUTS = 64
+# "auto" projects the inputs too above this many input entries: the full row of finite
+# differences (2 n evaluations) is what makes a model's hand-written gradient uncheckable.
+_AUTO_FULL_MAX_INPUTS = 4096
 _DEFAULT_PROBES = 4
 
 
@@ -118,12 +116,9 @@ class _ManualCheck:
 
     def run(self) -> ManualCheckResult:
         start = time.perf_counter()
-        with preserved(*self.preserve), full_float32_precision() as self.tf32_switched:
-            seed_everything(self.opts.seed)
+        with check_scope(self.preserve, self.opts.seed) as self.tf32_switched:
             result = self._run()
-        final = dataclasses.replace(result, duration_s=time.perf_counter() - start)
-        recording.publish(final)
-        return final
+        return finish(result, start)
 
     # -- set-up ---------------------------------------------------------------------------
     def _run(self) -> ManualCheckResult:
@@ -157,9 +152,31 @@ class _ManualCheck:
         self.u_out = max(machine_eps(o.dtype) for o in outs)
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
         ref = flat_cat(outs)
-        again = call_again(ev, xs, ref, self.u_out, self.opts, self._prepare_rng, self.notes)
-        if not _close_repeat(ref, again, self.u_out):
-            return self._nondeterministic(ref, again)
+        budget = MemoryBudget(self.opts.max_memory)
+        footprint = Footprint(call.seconds, on_cuda=any(x.is_cuda for x in xs))
+        repeat = call_again(
+            ev,
+            xs,
+            ref,
+            self.u_out,
+            self.opts,
+            self._prepare_rng,
+            self.notes,
+            measure=footprint.needs_measuring(2 * (self.opts.n_probes or _DEFAULT_PROBES), budget),
+        )
+        footprint.forward = repeat.peak
+        if not close_repeat(ref, repeat.values, self.u_out):
+            return self._nondeterministic(ref, repeat.values)
+        point = Point(
+            ev=ev,
+            xs=xs,
+            outs=outs,
+            in_paths=[leaf.path for leaf in call.checked],
+            reference=ref,
+            u_out=self.u_out,
+            budget=budget,
+            footprint=footprint,
+        )
 
         n_in = sum(int(x.numel()) for x in xs)
         requested = self.opts.mode
@@ -184,10 +201,7 @@ class _ManualCheck:
         else:
             signs = torch.randint(0, 2, (k, n_out), generator=gen)
             U = signs.to(torch.float64) * 2 - 1
-        if self.projected:
-            pairs = self._project(ev, xs, outs, ref, U, gen)
-        else:
-            pairs = self._compare(ev, xs, outs, ref, U)
+        pairs = self._project(point, U, gen) if self.projected else self._compare(point, U)
         if ev.fallback_reason:
             self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
         passed = all(p.passed for p in pairs)
@@ -195,7 +209,7 @@ class _ManualCheck:
         totals["none"] = sum(p.all_differ for p in pairs)
         odd = None if passed else max(totals, key=lambda k: totals[k])
         if odd is not None:
-            self.hints.insert(0, _odd_one_out_hint(pairs, odd))
+            self.hints.insert(0, odd_one_out_hint(pairs, odd))
         return self._result(
             passed=passed,
             status="passed" if passed else "mismatch",
@@ -347,15 +361,9 @@ class _ManualCheck:
             out.append(g)
         return out
 
-    def _compare(
-        self,
-        ev: Evaluator,
-        xs: list[torch.Tensor],
-        outs: list[torch.Tensor],
-        ref: torch.Tensor,
-        U: torch.Tensor,
-    ) -> list[ManualPairResult]:
+    def _compare(self, point: Point, U: torch.Tensor) -> list[ManualPairResult]:
         tol = self.tol
+        xs, outs = point.xs, point.outs
         manual = self._manual_rows(outs, U)
         cots = []
         offset = 0
@@ -365,7 +373,7 @@ class _ManualCheck:
             cots.append(block.to(dtype=o.dtype, device=o.device))
             offset += m
         with torch.enable_grad():
-            rows = vjp_rows(outs, xs, cots, ev)
+            rows = vjp_rows(point, cots)
         pairs: list[ManualPairResult] = []
         absU = U.abs()
         for i, x in enumerate(xs):
@@ -374,33 +382,31 @@ class _ManualCheck:
             Mn = manual[i]
             steps = element_steps(x, tol.eps).to(x.device)
             coords = torch.arange(n_i, device=x.device)
-            fd = central_differences(ev, xs, i, coords, steps, [1.0], ref, self.u_out)
+            fd = central_differences(point, i, coords, steps, [1.0])
             N = U @ fd.values[1.0].T.cpu()
             err = absU @ fd.roundoff[1.0].T.cpu()
             allowed = allowed_error(N, err, atol=tol.atol, rtol=tol.rtol, safety=tol.safety)
             num_m, num_a = N.clone(), N.clone()
             al_m, al_a = allowed.clone(), allowed.clone()
-            suspect = ~(_close(Mn, N, allowed) & _close(A, N, allowed))
+            suspect = ~(close(Mn, N, allowed) & close(A, N, allowed))
             cols = suspect.any(dim=0).nonzero().reshape(-1)
             if cols.numel():
                 # re-judge suspect columns at smaller steps, as the core does, once for each
                 # of the two derivatives: each is right if it agrees at some scale
-                multipliers = [m for pair in _Check._SCALES for m in pair if m != 1.0]
-                fd2 = central_differences(
-                    ev, xs, i, cols.to(x.device), steps, multipliers, ref, self.u_out
-                )
+                multipliers = [m for pair in SCALES for m in pair if m != 1.0]
+                fd2 = central_differences(point, i, cols.to(x.device), steps, multipliers)
                 vals = {c: U @ v.T.cpu() for c, v in fd2.values.items()}
                 rounds = {c: absU @ r.T.cpu() for c, r in fd2.roundoff.items()}
                 vals[1.0], rounds[1.0] = N[:, cols], err[:, cols]
-                n_m, a_m, _ = _judge_scales(tol, Mn[:, cols], vals, rounds)
-                n_a, a_a, _ = _judge_scales(tol, A[:, cols], vals, rounds)
+                n_m, a_m, _ = judge_scales(tol, Mn[:, cols], vals, rounds)
+                n_a, a_a, _ = judge_scales(tol, A[:, cols], vals, rounds)
                 num_m[:, cols], al_m[:, cols] = n_m, a_m
                 num_a[:, cols], al_a[:, cols] = n_a, a_a
-            close_mn = _close(Mn, num_m, al_m)
-            close_an = _close(A, num_a, al_a)
+            close_mn = close(Mn, num_m, al_m)
+            close_an = close(A, num_a, al_a)
             numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
             allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-            close_ma = _close(Mn, A, allow)
+            close_ma = close(Mn, A, allow)
             pairs += self._pairs(i, x, outs, Mn, A, numeric, allow, close_mn, close_an, close_ma)
         return pairs
 
@@ -413,20 +419,15 @@ class _ManualCheck:
     # by entry with full mode's atol/rtol, and the entries where they differ most are
     # judged by their own finite differences, so a wrong entry is named with its index.
     def _project(
-        self,
-        ev: Evaluator,
-        xs: list[torch.Tensor],
-        outs: list[torch.Tensor],
-        ref: torch.Tensor,
-        U: torch.Tensor,
-        gen: torch.Generator,
+        self, point: Point, U: torch.Tensor, gen: torch.Generator
     ) -> list[ManualPairResult]:
         tol = self.tol
+        xs, outs = point.xs, point.outs
         K = int(U.shape[0])
         u_in = max(machine_eps(x.dtype) for x in xs)
         # steps relative to each entry's magnitude (at least 1), as the core's fast mode
         magnitudes = [torch.clamp(x.detach().abs(), min=1.0) for x in xs]
-        dirs = [[_rademacher(m, gen) * m for m in magnitudes] for _ in range(K)]
+        dirs = [[probe_vector(m, gen).mul_(m) for m in magnitudes] for _ in range(K)]
         del magnitudes
         # a gradient is the same for every probe: one call; a vjp is called once per u_k
         if self.interface == "grad":
@@ -442,10 +443,10 @@ class _ManualCheck:
             cots.append(block.to(dtype=o.dtype, device=o.device))
             offset += m
         with torch.enable_grad():
-            rows = vjp_rows(outs, xs, cots, ev)
+            rows = vjp_rows(point, cots)
         autograd = [[r[min(k, n_rows - 1)] for r in rows] for k in range(K)]
         excess = [
-            [_entry_excess(m, a, tol) for m, a in zip(manual[k], autograd[k], strict=True)]
+            [entry_excess(m, a, tol) for m, a in zip(manual[k], autograd[k], strict=True)]
             for k in range(n_rows)
         ]
         differ = [sum(int((e > 0).sum()) for e in excess[k]) for k in range(n_rows)]
@@ -453,9 +454,9 @@ class _ManualCheck:
         # equally right, whatever their projections add up to over n entries
         same = torch.tensor([differ[min(k, n_rows - 1)] == 0 for k in range(K)])
 
-        values, rounds, eff = directional_differences(ev, xs, dirs, tol.eps, [1.0], ref, self.u_out)
+        values, rounds, eff = directional_differences(point, dirs, tol.eps, [1.0])
         derivs = {"manual": manual, "autograd": autograd}
-        dots = {who: [_dot(eff[k], g[k], u_in) for k in range(K)] for who, g in derivs.items()}
+        dots = {who: [dot(eff[k], g[k], u_in) for k in range(K)] for who, g in derivs.items()}
         N = (U * values[1.0].cpu()).sum(dim=1).tolist()
         R = (U.abs() * rounds[1.0].cpu()).sum(dim=1).tolist()
         # Per-entry atol/rtol in quadrature over the n entries a probe adds up (the root sum
@@ -464,7 +465,7 @@ class _ManualCheck:
         # would grow like n and hide a single wrong entry; the entry-by-entry comparison
         # with autograd keeps full mode's per-entry tolerance anyway.
         u_norm = U.square().sum(dim=1).sqrt().tolist()
-        v_norm = [math.sqrt(sum(_sq(w) for w in eff[k])) for k in range(K)]
+        v_norm = [math.sqrt(sum(squared_norm(w) for w in eff[k])) for k in range(K)]
         tolerance = {
             who: [
                 tol.atol * u_norm[k] * v_norm[k]
@@ -489,9 +490,7 @@ class _ManualCheck:
         }
         unsure = [k for k in range(K) if not all(agrees[who][k] for who in derivs)]
         scales = self._rejudge_probes(
-            ev,
-            xs,
-            ref,
+            point,
             U,
             dirs,
             unsure,
@@ -515,9 +514,9 @@ class _ManualCheck:
         num_m, num_a = as_tensor(numeric["manual"]), as_tensor(numeric["autograd"])
         N_shown = torch.where(close_mn, num_m, torch.where(close_an, num_a, N_t))
         allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-        close_ma = same | _close(Mn, A, allow)
+        close_ma = same | close(Mn, A, allow)
         indices = [((k,), (k,)) for k in range(K)]
-        probes = _block_pair(
+        probes = block_pair(
             "projections",
             "directions",
             (K,),
@@ -551,7 +550,7 @@ class _ManualCheck:
         first_differ = next((j for j in range(n_rows) if differ[j]), None)
         if first_differ is not None:
             j = first_differ
-            pairs = self._judge_entries(ev, xs, outs, ref, U[j], manual[j], autograd[j], excess[j])
+            pairs = self._judge_entries(point, U[j], manual[j], autograd[j], excess[j])
             of = f" (the vector-Jacobian products for u_{j})" if self.interface == "vjp" else ""
             judged = sum(p.total for p in pairs)
             self.notes.append(
@@ -563,9 +562,7 @@ class _ManualCheck:
 
     def _rejudge_probes(
         self,
-        ev: Evaluator,
-        xs: list[torch.Tensor],
-        ref: torch.Tensor,
+        point: Point,
         U: torch.Tensor,
         dirs: list[list[torch.Tensor]],
         unsure: list[int],
@@ -588,9 +585,9 @@ class _ManualCheck:
         took (the directions differ between scales by their rounding). Returns the step
         multipliers used.
         """
-        tol, u_in = self.tol, max(machine_eps(x.dtype) for x in xs)
+        tol, u_in = self.tol, max(machine_eps(x.dtype) for x in point.xs)
         rnd: dict[float, dict[int, float]] = {1.0: dict(enumerate(R))}
-        for first, (small, large) in enumerate(_Check._SCALES):
+        for first, (small, large) in enumerate(SCALES):
             need = [k for k in unsure if not all(agrees[who][k] for who in derivs)]
             if not need:
                 break
@@ -598,14 +595,14 @@ class _ManualCheck:
                 if c in rnd:
                     continue
                 vals_c, rounds_c, eff_c = directional_differences(
-                    ev, xs, [dirs[k] for k in need], tol.eps, [c], ref, self.u_out
+                    point, [dirs[k] for k in need], tol.eps, [c]
                 )
                 rnd[c] = {}
                 for j, k in enumerate(need):
                     n_c = float((U[k] * vals_c[c][j].cpu()).sum())
                     rnd[c][k] = float((U[k].abs() * rounds_c[c][j].cpu()).sum())
                     for who, g in derivs.items():
-                        along = _dot(eff_c[j], g[k], u_in)[0]
+                        along = dot(eff_c[j], g[k], u_in)[0]
                         resid[who].setdefault(c, {})[k] = n_c - along
             for k in need:
                 for who in derivs:
@@ -627,10 +624,7 @@ class _ManualCheck:
 
     def _judge_entries(
         self,
-        ev: Evaluator,
-        xs: list[torch.Tensor],
-        outs: list[torch.Tensor],
-        ref: torch.Tensor,
+        point: Point,
         u: torch.Tensor,
         manual: list[torch.Tensor],
         autograd: list[torch.Tensor],
@@ -642,8 +636,9 @@ class _ManualCheck:
         one is suspect): a few evaluations, whatever the size of the input.
         """
         tol = self.tol
+        xs, outs = point.xs, point.outs
         flat = torch.cat([e.reshape(-1) for e in excess])
-        n_pick = min(_WORST_KEPT, int((flat > 0).sum()))
+        n_pick = min(WORST_KEPT, int((flat > 0).sum()))
         picked = torch.argsort(flat, descending=True)[:n_pick].tolist()
         sizes = [int(x.numel()) for x in xs]
         starts = [sum(sizes[:i]) for i in range(len(xs))]
@@ -656,28 +651,28 @@ class _ManualCheck:
             Mn = manual[i].reshape(-1)[coords].to(torch.float64).cpu().unsqueeze(0)
             A = autograd[i].reshape(-1)[coords].to(torch.float64).cpu().unsqueeze(0)
             steps = element_steps(x, tol.eps).to(x.device)
-            multipliers = [m for pair in _Check._SCALES for m in pair]
-            fd = central_differences(ev, xs, i, coords, steps, multipliers, ref, self.u_out)
+            multipliers = [m for pair in SCALES for m in pair]
+            fd = central_differences(point, i, coords, steps, multipliers)
             vals = {c: u @ v.T.cpu() for c, v in fd.values.items()}
             rounds = {c: u.abs() @ r.T.cpu() for c, r in fd.roundoff.items()}
             N = vals[1.0].unsqueeze(0)
             vals = {c: v.unsqueeze(0) for c, v in vals.items()}
             rounds = {c: r.unsqueeze(0) for c, r in rounds.items()}
-            num_m, al_m, _ = _judge_scales(tol, Mn, vals, rounds)
-            num_a, al_a, _ = _judge_scales(tol, A, vals, rounds)
-            close_mn = _close(Mn, num_m, al_m)
-            close_an = _close(A, num_a, al_a)
+            num_m, al_m, _ = judge_scales(tol, Mn, vals, rounds)
+            num_a, al_a, _ = judge_scales(tol, A, vals, rounds)
+            close_mn = close(Mn, num_m, al_m)
+            close_an = close(A, num_a, al_a)
             numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
             allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-            close_ma = _close(Mn, A, allow)
+            close_ma = close(Mn, A, allow)
             leaf = self.checked[i]
             shape = tuple(x.shape)
             if self.interface == "grad":
                 out_path, out_shape = self.out_paths[0], tuple(outs[0].shape)
             else:
                 out_path, out_shape = "projections", ()
-            indices = [(_unravel(0, out_shape), _unravel(c, shape)) for c in cols]
-            pair = _block_pair(
+            indices = [(unravel(0, out_shape), unravel(c, shape)) for c in cols]
+            pair = block_pair(
                 out_path,
                 leaf.path,
                 out_shape,
@@ -711,7 +706,7 @@ class _ManualCheck:
         if odd not in ("manual", "autograd"):
             return
         wrong = (excess > 0).reshape(1, -1)
-        masks = {name: wrong if name == odd else torch.zeros_like(wrong) for name in _SUBJECT}
+        masks = {name: wrong if name == odd else torch.zeros_like(wrong) for name in SUBJECT}
         self._hint(
             pair.output,
             (),
@@ -738,7 +733,7 @@ class _ManualCheck:
         close_ma: torch.Tensor,
     ) -> list[ManualPairResult]:
         """Split the (K, n_i) comparison into blocks per output leaf and classify entries."""
-        ok, odd, distance = _classify(Mn, A, numeric, close_mn, close_an, close_ma)
+        ok, odd, distance = classify(Mn, A, numeric, close_mn, close_an, close_ma)
         if self.mode == "full":
             blocks = []
             offset = 0
@@ -760,13 +755,13 @@ class _ManualCheck:
             worst = []
             if n_bad:
                 n_in = int(Mn.shape[1])
-                for flat in torch.argsort(excess, descending=True)[: min(_WORST_KEPT, n_bad)]:
+                for flat in torch.argsort(excess, descending=True)[: min(WORST_KEPT, n_bad)]:
                     r, c = divmod(int(flat), n_in)
                     kind = next(k for k, v in masks.items() if bool(v[r, c]))
                     worst.append(
                         ThreeWayElement(
-                            output_index=_unravel(r, out_shape),
-                            input_index=_unravel(c, in_shape),
+                            output_index=unravel(r, out_shape),
+                            input_index=unravel(c, in_shape),
                             manual=float(Mn[rows][r, c]),
                             autograd=float(A[rows][r, c]),
                             numeric=float(numeric[rows][r, c]),
@@ -816,9 +811,9 @@ class _ManualCheck:
             block = Block(
                 out_path, in_path, out_shape, in_shape, wrong[rows], right[rows], mask, x_values
             )
-            found = [_reword(h, who) for h in diagnose([block])]
+            found = [reword(h, who) for h in diagnose([block])]
             if who == "manual" and not any(h.kind in ("factor", "sign", "zero") for h in found):
-                ratio = _ratio_hint(wrong[rows][mask], right[rows][mask], out_path, in_path)
+                ratio = ratio_hint(wrong[rows][mask], right[rows][mask], out_path, in_path)
                 if ratio is not None:
                     found.insert(0, ratio)
             for h in found:
@@ -910,7 +905,6 @@ def check_matches_manual(
         seed=seed,
         rng=rng,
         n_probes=n_probes,
-        max_jacobian_bytes=1,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable; pass the function first.")
@@ -935,14 +929,14 @@ def check_matches_manual(
             "check_matches_manual(fn, manual_grad, x) or (fn, inputs=x, manual_vjp=...)."
         )
     tree = InputTree(inputs)
-    preserve = [inputs, *_captured_objects(fn), *_captured_objects(manual)]
+    preserve = [inputs, *captured_objects(fn), *captured_objects(manual)]
     return _ManualCheck(
         fn,
         manual,
         "grad" if manual_grad is not None else "vjp",
         tree,
         opts,
-        name=name or _fn_name(fn),
+        name=name or fn_name(fn),
         preserve=preserve,
     ).run()
 

@@ -11,20 +11,31 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from types import SimpleNamespace
-from typing import Any, cast
 
 import torch
 
 from .engine.diagnose import format_factor
+from .engine.judging import WORST_KEPT
 from .engine.tolerances import Tolerances, machine_eps
-from .gradcheck import _Check
 from .messages import odd_one_out_cause, odd_one_out_text
 from .results import Hint, ManualPairResult, ThreeWayElement
 
-_WORST_KEPT = 5
+__all__ = [
+    "SUBJECT",
+    "WORST_KEPT",
+    "close",
+    "classify",
+    "block_pair",
+    "entry_excess",
+    "squared_norm",
+    "dot",
+    "odd_one_out_hint",
+    "reword",
+    "ratio_hint",
+]
+
 # Who is wrong, in the words of the messages; the reference is what the other two agree on.
-_SUBJECT = {"manual": "your derivative", "autograd": "autograd"}
+SUBJECT = {"manual": "your derivative", "autograd": "autograd"}
 _REFERENCE = {
     "manual": "autograd and finite differences",
     "autograd": "your derivative and finite differences",
@@ -34,28 +45,13 @@ _REFERENCE = {
 _RATIO_SPREAD = 0.02
 
 
-def _judge_scales(
-    tol: Tolerances,
-    analytic: torch.Tensor,
-    vals: dict[float, torch.Tensor],
-    rounds: dict[float, torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The core's per-entry choice among finite-difference step scales (h, h/8, h/64).
-
-    ``_Check._judge_scales`` reads nothing of the check but ``tol`` and
-    ``_SCALES``; borrowing it keeps one copy of that judgement.
-    """
-    stand_in = SimpleNamespace(tol=tol, _SCALES=_Check._SCALES)
-    return _Check._judge_scales(cast(Any, stand_in), analytic, vals, rounds)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+def close(a: torch.Tensor, b: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Entry-wise agreement; two NaNs agree, NaN and a number do not."""
     both_nan = torch.isnan(a) & torch.isnan(b)
     return ((a - b).abs() <= allowed) | both_nan
 
 
-def _classify(
+def classify(
     Mn: torch.Tensor,
     A: torch.Tensor,
     numeric: torch.Tensor,
@@ -81,7 +77,7 @@ def _classify(
     return ok, odd, distance
 
 
-def _block_pair(
+def block_pair(
     output: str,
     input: str,
     output_shape: tuple[int, ...],
@@ -96,12 +92,12 @@ def _block_pair(
     close_ma: torch.Tensor,
 ) -> ManualPairResult:
     """A list of compared values (entry ``r`` at ``indices[r]``) as one classified block."""
-    ok, odd, distance = _classify(Mn, A, numeric, close_mn, close_an, close_ma)
+    ok, odd, distance = classify(Mn, A, numeric, close_mn, close_an, close_ma)
     n = int(Mn.numel())
     excess = torch.where(~ok, distance - allowed, -math.inf)
     n_bad = int((~ok).sum())
     worst = []
-    for r in torch.argsort(excess, descending=True)[: min(_WORST_KEPT, n_bad)].tolist():
+    for r in torch.argsort(excess, descending=True)[: min(WORST_KEPT, n_bad)].tolist():
         kind = next(name for name, mask in odd.items() if bool(mask[r]))
         worst.append(
             ThreeWayElement(
@@ -130,7 +126,7 @@ def _block_pair(
     )
 
 
-def _entry_excess(manual: torch.Tensor, autograd: torch.Tensor, tol: Tolerances) -> torch.Tensor:
+def entry_excess(manual: torch.Tensor, autograd: torch.Tensor, tol: Tolerances) -> torch.Tensor:
     """``|yours - autograd| - (atol + rtol |autograd|)`` per entry (float64, flat).
 
     Positive where the two differ by more than full mode would allow; a NaN on one side
@@ -143,13 +139,13 @@ def _entry_excess(manual: torch.Tensor, autograd: torch.Tensor, tol: Tolerances)
     return diff - (tol.atol + tol.rtol * a.abs().nan_to_num(0.0, 0.0, 0.0))
 
 
-def _sq(w: torch.Tensor) -> float:
+def squared_norm(w: torch.Tensor) -> float:
     """The squared norm of a tensor, accumulated in float64."""
     flat = w.reshape(-1).to(torch.float64)
     return float(torch.dot(flat, flat))
 
 
-def _dot(
+def dot(
     directions: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], u_in: float
 ) -> tuple[float, float, float]:
     """``<g, v>`` in float64, its roundoff estimate and the root sum of squares of its terms.
@@ -170,7 +166,7 @@ def _dot(
     return total, 8 * u * scale, math.sqrt(square)
 
 
-def _odd_one_out_hint(pairs: Sequence[ManualPairResult], odd: str) -> Hint:
+def odd_one_out_hint(pairs: Sequence[ManualPairResult], odd: str) -> Hint:
     """The verdict in one sentence, first among the hints (what one-line reports show)."""
     pair = next(p for p in pairs if not p.passed and p.odd_one_out == odd)
     element = next((e for e in pair.worst if e.odd_one_out == odd), pair.worst[0])
@@ -178,9 +174,9 @@ def _odd_one_out_hint(pairs: Sequence[ManualPairResult], odd: str) -> Hint:
     return Hint(kind="odd_one_out", text=text, output=pair.output, input=pair.input)
 
 
-def _reword(hint: Hint, who: str) -> Hint:
+def reword(hint: Hint, who: str) -> Hint:
     """A core hint (worded for autograd vs finite differences) for the derivative ``who``."""
-    subject, reference = _SUBJECT[who], _REFERENCE[who]
+    subject, reference = SUBJECT[who], _REFERENCE[who]
     where = f"for '{hint.output}' with respect to '{hint.input}'"
     text = hint.text
     if hint.kind == "factor" and hint.factor is not None:
@@ -214,7 +210,7 @@ def _reword(hint: Hint, who: str) -> Hint:
     return dataclasses.replace(hint, text=text)
 
 
-def _ratio_hint(wrong: torch.Tensor, right: torch.Tensor, out: str, inp: str) -> Hint | None:
+def ratio_hint(wrong: torch.Tensor, right: torch.Tensor, out: str, inp: str) -> Hint | None:
     """Yours/reference varying from entry to entry: a factor depending on the input is missing."""
     keep = torch.isfinite(wrong) & torch.isfinite(right) & (right != 0) & (wrong != 0)
     if int(keep.sum()) < 2:

@@ -22,20 +22,12 @@ import torch
 from torch.utils import _pytree as pytree
 
 from . import recording
+from .engine.options import DEFAULT_MAX_MEMORY, CheckOptions, DtypePolicy, Mode, RngPolicy
+from .engine.run import annotate, captured_objects, fn_name
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, flatten_outputs
 from .errors import GradientMismatchError, InvalidArgument, NondeterministicFunctionError
-from .gradcheck import (
-    _DEFAULT_BUDGET,
-    CheckOptions,
-    DtypePolicy,
-    Mode,
-    RngPolicy,
-    _annotate,
-    _captured_objects,
-    _fn_name,
-    check_gradients,
-)
+from .gradcheck import check_gradients
 from .results import GradCheckResult, Hint, SecondOrderResult
 from .state import preserved, seed_everything
 
@@ -85,7 +77,7 @@ class _GradientMap:
         self.style = tree.call_style
         self.positions = [k for k, leaf in enumerate(tree.leaves) if leaf.checked]
         self.cotangents = cotangents
-        self.__name__ = f"grad({_fn_name(fn)})"
+        self.__name__ = f"grad({fn_name(fn)})"
         self.__qualname__ = self.__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
@@ -119,7 +111,7 @@ class _GradOutputMap:
         self.fn = fn
         self.tree = tree
         self.base = base
-        self.__name__ = f"grad_output_map({_fn_name(fn)})"
+        self.__name__ = f"grad_output_map({fn_name(fn)})"
         self.__qualname__ = self.__name__
 
     def __call__(self, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -247,7 +239,7 @@ def _preflight(
         except InvalidArgument:
             raise
         except Exception as exc:
-            _annotate(exc, opts, work_dtype)
+            annotate(exc, opts, work_dtype)
             raise
         leaves, _ = flatten_outputs(out)
         cotangents: list[torch.Tensor] | None = None
@@ -318,8 +310,9 @@ def check_second_order(
     seed: int = 0,
     rng: RngPolicy = "fixed",
     n_probes: int | None = None,
-    max_jacobian_bytes: int = _DEFAULT_BUDGET,
+    max_memory: int = DEFAULT_MAX_MEMORY,
     name: str | None = None,
+    max_jacobian_bytes: int | None = None,
 ) -> SecondOrderResult:
     """Compare second derivatives by double backward with finite differences of the gradient.
 
@@ -341,8 +334,10 @@ def check_second_order(
         seed: seeds the RNGs, the random projections and ``v``.
         rng: ``"fixed"`` or ``"replay"``.
         n_probes: random projections in fast mode, as in :func:`check_gradients`.
-        max_jacobian_bytes: memory budget for full mode.
+        max_memory: bytes the check may use beyond one plain evaluation, as in
+            :func:`check_gradients`.
         name: label for messages and reports (default: ``fn``'s qualified name).
+        max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
 
     Returns:
         A :class:`SecondOrderResult`. When double backward raises
@@ -369,14 +364,15 @@ def check_second_order(
         seed=seed,
         rng=rng,
         n_probes=n_probes,
+        max_memory=max_memory,
         max_jacobian_bytes=max_jacobian_bytes,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")
     tree = InputTree(inputs)
-    label = name or _fn_name(fn)
+    label = name or fn_name(fn)
     start = time.perf_counter()
-    with preserved(inputs, *_captured_objects(fn)):
+    with preserved(inputs, *captured_objects(fn)):
         seed_everything(seed)
         cotangents, problem, has_graph, worst = _preflight(fn, tree, opts, seed)
     mapping = {f"output[{k}]": f"grad[{leaf.path}]" for k, leaf in enumerate(tree.checked)}
@@ -403,7 +399,7 @@ def check_second_order(
         return final
 
     def core_check(gradient_map: Callable[..., Any], checked: Any) -> GradCheckResult:
-        with muted(), preserved(inputs, *_captured_objects(fn)):
+        with muted(), preserved(inputs, *captured_objects(fn)):
             return check_gradients(
                 gradient_map,
                 checked,
@@ -415,7 +411,7 @@ def check_second_order(
                 seed=seed,
                 rng=rng,
                 n_probes=n_probes,
-                max_jacobian_bytes=max_jacobian_bytes,
+                max_memory=opts.max_memory,
                 name=label,
             )
 

@@ -40,7 +40,18 @@ _MARK = TARGET_ATTRIBUTE
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 # Options a target (or its decorator) may fix; the session's options fill the rest.
 _OPTION_NAMES = frozenset(
-    {"mode", "dtype", "eps", "atol", "rtol", "seed", "rng", "n_probes", "max_jacobian_bytes"}
+    {
+        "mode",
+        "dtype",
+        "eps",
+        "atol",
+        "rtol",
+        "seed",
+        "rng",
+        "n_probes",
+        "max_memory",
+        "max_jacobian_bytes",
+    }
 )
 _MODULE_OPTION_NAMES = _OPTION_NAMES | {"loss_fn", "wrt"}
 

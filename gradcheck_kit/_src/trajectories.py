@@ -24,10 +24,10 @@ from torch.utils import _pytree as pytree
 
 from . import recording
 from .engine.diagnose import Block, diagnose, format_factor
+from .engine.run import captured_objects, fn_name
 from .engine.tolerances import machine_eps
 from .engine.trees import describe_tensor
 from .errors import InvalidArgument, TrainingDivergenceError
-from .gradcheck import _captured_objects, _fn_name
 from .results import Hint, SameTrainingResult, TrajectoryDivergence
 from .state import RngState, capture_rng_state, preserved, restore_rng_state, seed_everything
 from .validation import check_int, check_nonnegative
@@ -340,11 +340,11 @@ def check_same_training(
     check_nonnegative(rtol, "rtol")
     check_int(seed, "seed", min_value=0)
     spec = _Params(params)
-    labels = (_fn_name(step_a), _fn_name(step_b))
+    labels = (fn_name(step_a), fn_name(step_b))
     if labels[0] == labels[1]:
         labels = (f"{labels[0]} (a)", f"{labels[1]} (b)")
     start_time = time.perf_counter()
-    preserve = [params, *_captured_objects(step_a), *_captured_objects(step_b)]
+    preserve = [params, *captured_objects(step_a), *captured_objects(step_b)]
     with preserved(*preserve):
         start = [t.clone() for t in spec.values(params)]
         dtype = max((t.dtype for t in start), key=machine_eps)

@@ -1,257 +1,255 @@
-"""Jacobians and projections of a function, by autograd and by finite differences.
+"""Jacobians and projections of ``fn`` at a point, by autograd and by finite differences.
 
-Produces numbers, never verdicts. Every batched path (``torch.func.vmap`` over
-perturbations, ``is_grads_batched`` over cotangents) has a loop twin that is
-used automatically when the function cannot be vmapped (data-dependent
-control flow, ``.item()``, in-place ops, custom Functions without a vmap rule).
-A batched evaluation also carries the unperturbed point and is compared with
-the plain call, so a function that vmaps *differently* falls back too.
+Produces numbers, never verdicts. Every batch is sized by the check's
+:class:`~.memory.MemoryBudget` from the measured footprint of one evaluation,
+so a CNN whose activations are a thousand times its input stays within the
+budget: its batches simply get shorter. Where even a batch of two does not fit,
+or ``fn`` cannot be vmapped, points are evaluated one at a time without
+stacked copies.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch.autograd import forward_ad
 
 from ..errors import InvalidArgument
-from .trees import InputTree, flatten_outputs
+from .evaluation import Evaluator, evaluate_one, evaluate_rows
+from .memory import AllocationCounter, Footprint, MemoryBudget
+from .numerics import unravel
 
 __all__ = [
-    "Evaluator",
+    "Point",
     "FDColumns",
-    "reverse_jacobian",
-    "vjp_rows",
     "central_differences",
     "directional_differences",
+    "vjp_rows",
+    "reverse_rows",
     "forward_directional",
-    "flat_cat",
 ]
 
-# Rows per batched call and elements per batch: bounds the memory of one vmapped evaluation.
-_MAX_BATCH_ROWS = 1024
-_MAX_BATCH_ELEMENTS = 1 << 24
-# Inputs with more elements than this are perturbed and evaluated one row at a time.
+T = TypeVar("T")
+
+# Inputs with more elements than this are perturbed and evaluated one row at a time:
+# each operation is big already, so vmap gains nothing, and stacked copies cost memory.
 _LAZY_ROW_ELEMENTS = 1 << 16
 
 
-class VectorizationFailed(Exception):
-    """Internal: the batched path cannot be used for this function."""
-
-
-def flat_cat(tensors: Sequence[torch.Tensor], batch: int | None = None) -> torch.Tensor:
-    """Concatenate tensors flattened to float64 (keeping a leading batch dim when given)."""
-    if batch is None:
-        parts = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
-    parts = [t.detach().reshape(batch, -1).to(torch.float64) for t in tensors]
-    return torch.cat(parts, dim=1) if parts else torch.zeros(batch, 0, dtype=torch.float64)
-
-
 @dataclass
-class Evaluator:
-    """``fn`` seen as a map from the checked tensors to its floating output tensors."""
+class Point:
+    """``fn`` at the point being checked: what every Jacobian computation needs.
 
-    fn: Callable[..., Any]
-    tree: InputTree
-    base: list[Any]
-    prepare: Callable[[], None]
-    out_paths: list[str] = field(default_factory=list)
-    out_shapes: list[tuple[int, ...]] = field(default_factory=list)
-    all_paths: list[str] = field(default_factory=list)
-    calls: int = 0
-    vectorized: bool = True
-    fallback_reason: str | None = None
-    keep: list[int] | None = None
-
-    def raw(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Evaluate without touching the RNG (for use inside vmap)."""
-        out = self.tree.call(self.fn, self.base, xs)
-        leaves, _ = flatten_outputs(out)
-        paths = [leaf.path for leaf in leaves]
-        if self.all_paths and paths != self.all_paths:
-            raise InvalidArgument(
-                f"fn's outputs changed between evaluations: first {self.all_paths}, then {paths}. "
-                f"The checker needs the same output structure at nearby inputs."
-            )
-        tensors = [leaf.tensor for leaf in leaves]
-        return tensors if self.keep is None else [tensors[k] for k in self.keep]
-
-    def __call__(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        self.prepare()
-        self.calls += 1
-        return self.raw(xs)
-
-    @property
-    def total_out(self) -> int:
-        n = 0
-        for shape in self.out_shapes:
-            m = 1
-            for s in shape:
-                m *= s
-            n += m
-        return n
-
-    def disable_vectorization(self, exc: BaseException | str) -> None:
-        if self.vectorized:
-            self.vectorized = False
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            text = text.split(". ")[0]
-            self.fallback_reason = f"{type(exc).__name__}: {text[:160]}"
-
-
-def _batch_rows(n_in: int, n_out: int, wanted: int) -> int:
-    per_row = max(1, n_in + n_out)
-    return max(1, min(wanted, _MAX_BATCH_ROWS, _MAX_BATCH_ELEMENTS // per_row))
-
-
-def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
-    scale = torch.maximum(a.abs(), b.abs())
-    ok = (a - b).abs() <= 64 * unit_roundoff * scale + 1e-300
-    both_nan = torch.isnan(a) & torch.isnan(b)
-    return bool((ok | both_nan).all())
-
-
-def _eval_batch_vmap(
-    ev: Evaluator,
-    xs: Sequence[torch.Tensor],
-    batched: dict[int, torch.Tensor],
-    rows: int,
-) -> torch.Tensor:
-    in_dims = tuple(0 if i in batched else None for i in range(len(xs)))
-    args = [batched.get(i, x) for i, x in enumerate(xs)]
-
-    def g(*vals: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(ev.raw(vals))
-
-    ev.prepare()
-    ev.calls += 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        outs = torch.func.vmap(g, in_dims=in_dims, randomness="same")(*args)
-    return flat_cat(outs, batch=rows)
-
-
-def _eval_batch_loop(
-    ev: Evaluator,
-    xs: Sequence[torch.Tensor],
-    batched: dict[int, torch.Tensor],
-    rows: int,
-) -> torch.Tensor:
-    out = []
-    for r in range(rows):
-        # a fresh contiguous tensor per row: a view into the batch buffer has a storage
-        # offset that as_strided-style ops would read through
-        vals = [batched[i][r].clone() if i in batched else x for i, x in enumerate(xs)]
-        out.append(flat_cat(ev(vals)))
-    return torch.stack(out) if out else torch.zeros(0, ev.total_out, dtype=torch.float64)
-
-
-def evaluate_batch(
-    ev: Evaluator,
-    xs: Sequence[torch.Tensor],
-    batched: dict[int, torch.Tensor],
-    rows: int,
-    reference: torch.Tensor,
-    unit_roundoff: float,
-) -> torch.Tensor:
-    """Evaluate ``fn`` at ``rows`` points (flattened float64 outputs, shape (rows, M)).
-
-    ``batched[i]`` holds ``rows + 1`` rows of input ``i``, the last being the
-    unperturbed point; other inputs are fixed. Tries vmap first, checking its
-    last row against ``reference`` = f(xs), then falls back to a loop.
+    ``xs`` are the checked inputs (working copies that require grad), ``outs``
+    the compared outputs of the first call (with their graph), ``reference``
+    those outputs flattened to float64.
     """
-    with torch.no_grad():
-        if ev.vectorized:
-            try:
-                out = _eval_batch_vmap(ev, xs, batched, rows + 1)
-                if not _same_output(out[-1], reference, unit_roundoff):
-                    raise VectorizationFailed(
-                        "vmapped evaluation differs from the plain call at the same point"
-                    )
-                return out[:-1]
-            except InvalidArgument:
-                raise
-            except Exception as exc:  # any failure of the batched path: use the loop
-                ev.disable_vectorization(exc)
-        return _eval_batch_loop(ev, xs, batched, rows)
+
+    ev: Evaluator
+    xs: list[torch.Tensor]
+    outs: list[torch.Tensor]
+    in_paths: list[str]
+    reference: torch.Tensor
+    u_out: float
+    budget: MemoryBudget
+    footprint: Footprint
+
+    @functools.cached_property
+    def n_out(self) -> int:
+        """Entries of the compared outputs."""
+        return int(self.reference.numel())
+
+    @functools.cached_property
+    def n_in(self) -> int:
+        """Entries of the checked inputs."""
+        return sum(int(x.numel()) for x in self.xs)
+
+    @functools.cached_property
+    def in_bytes(self) -> int:
+        """Bytes of the checked inputs."""
+        return sum(int(x.numel()) * x.element_size() for x in self.xs)
+
+    @functools.cached_property
+    def out_bytes(self) -> int:
+        """Bytes of the compared outputs."""
+        return sum(int(o.numel()) * o.element_size() for o in self.outs)
+
+    def measure_forward(self) -> None:
+        """One evaluation without graph under the allocation counter, unless measured."""
+        if self.footprint.forward is not None:
+            return
+        detached = [x.detach() for x in self.xs]
+        with torch.no_grad(), AllocationCounter() as counter:
+            self.ev(detached)
+        self.footprint.forward = counter.peak
+
+    def forward_peak(self, rows: int) -> int:
+        """Bytes one evaluation allocates, measured first when ``rows`` of them could matter."""
+        if self.footprint.forward is None and self.footprint.needs_measuring(rows, self.budget):
+            self.measure_forward()
+        return self.footprint.forward_peak()
 
 
 @dataclass
 class FDColumns:
     """Central differences for a set of coordinates of one input (float64).
 
-    ``values[c]`` has shape (len(coords), M): row ``k`` is the difference
-    quotient for coordinate ``coords[k]`` at step multiplier ``c``.
+    ``values[c]`` has shape (len(coords), rows): row ``k`` is the difference
+    quotient for coordinate ``coords[k]`` at step multiplier ``c``, over the
+    outputs (or the slice of them that was asked for).
     """
 
     coords: torch.Tensor
     values: dict[float, torch.Tensor]
     roundoff: dict[float, torch.Tensor]
-    steps: dict[float, torch.Tensor]
+
+
+def _one_at_a_time(
+    point: Point,
+    rows: int,
+    make: Callable[[int], list[torch.Tensor]],
+    where: Callable[[int], str],
+) -> torch.Tensor:
+    """``fn`` at ``rows`` points built one at a time by ``make(r)`` (no stacked copies)."""
+    out = torch.empty(rows, point.n_out, dtype=torch.float64, device=point.reference.device)
+    with torch.no_grad():
+        for r in range(rows):
+            out[r] = evaluate_one(point.ev, make(r), functools.partial(where, r))
+    return out
+
+
+@dataclass
+class _CoordinateRows:
+    """The perturbed points of one chunk of central differences, row by row.
+
+    Row ``r`` moves coordinate ``idx[r % b]`` by ``+h`` (even ``r // b``) or ``-h``
+    (odd) at multiplier ``multipliers[r // (2 b)]``.
+    """
+
+    point: Point
+    leaf: int
+    idx: torch.Tensor
+    nominal: dict[float, torch.Tensor]
+    multipliers: Sequence[float]
+
+    def _row(self, r: int) -> tuple[int, torch.Tensor]:
+        k, j = divmod(r, int(self.idx.numel()))
+        h = self.nominal[self.multipliers[k // 2]][j]
+        return int(self.idx[j]), h if k % 2 == 0 else -h
+
+    def make(self, r: int) -> list[torch.Tensor]:
+        index, h = self._row(r)
+        x = self.point.xs[self.leaf].detach()
+        moved = x.reshape(-1).clone()
+        moved[index] += h
+        return _replace(self.point.xs, self.leaf, moved.reshape(x.shape))
+
+    def where(self, r: int) -> str:
+        index, h = self._row(r)
+        x = self.point.xs[self.leaf]
+        value = float(x.detach().reshape(-1)[index])
+        return (
+            f"{self.point.in_paths[self.leaf]} at index {unravel(index, tuple(x.shape))} moved "
+            f"by {float(h):+.3g} (from {value:.6g} to {value + float(h):.6g})"
+        )
 
 
 def central_differences(
-    ev: Evaluator,
-    xs: Sequence[torch.Tensor],
+    point: Point,
     leaf: int,
     coords: torch.Tensor,
     base_steps: torch.Tensor,
     multipliers: Sequence[float],
-    reference: torch.Tensor,
-    unit_roundoff: float,
+    rows: slice | None = None,
 ) -> FDColumns:
     """Columns ``coords`` of the Jacobian w.r.t. input ``leaf`` by central differences.
 
     For each multiplier ``c`` the step is ``c * base_steps[j]``; the quotient
-    divides by the step actually taken in the input's dtype.
+    divides by the step actually taken in the input's dtype. With ``rows``,
+    only those output entries are kept (the rest is dropped right after each
+    batch, so a block of a Jacobian too large to hold costs a block's memory).
     """
-    x = xs[leaf].detach()
+    x = point.xs[leaf].detach()
     flat = x.reshape(-1)
+    shape, path = tuple(x.shape), point.in_paths[leaf]
+    n, M = int(x.numel()), point.n_out
+    kept = M if rows is None else len(range(*rows.indices(M)))
+    per_coord = 2 * len(multipliers)
     n_coords = int(coords.numel())
-    M = int(reference.numel())
+    # per row: the perturbed input (three copies on the way to the stack), its outputs
+    # in float64, the quotient and roundoff kept
+    per_row = 3 * n * x.element_size() + 2 * M * 8 + 2 * kept * 8
+    fit = point.budget.rows(
+        per_row=per_row,
+        own_peak=point.forward_peak(per_coord * n_coords),
+        extra=n * x.element_size(),
+        wanted=per_coord * n_coords,
+        what=f"finite differences for {path}",
+    )
+    # one point at a time where vmap cannot run or even one coordinate's rows do not fit
+    lazy = not point.ev.vectorized or fit < per_coord
+    chunk = 1 if lazy else max(1, fit // per_coord)
     values: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
     rounds: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
-    steps_out: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
-    per_coord = 2 * len(multipliers)
-    chunk = max(1, _batch_rows(x.numel() * per_coord, M * per_coord, n_coords))
     for start in range(0, n_coords, chunk):
         idx = coords[start : start + chunk]
         b = int(idx.numel())
-        rows = []
+        ar = torch.arange(b, device=x.device)
+        nominal = {c: (c * base_steps[idx]).to(x.dtype) for c in multipliers}
+
+        chunk_rows = _CoordinateRows(point, leaf, idx, nominal, multipliers)
         taken: dict[float, torch.Tensor] = {}
         for c in multipliers:
-            h = (c * base_steps[idx]).to(x.dtype)
-            plus = flat.unsqueeze(0).repeat(b, 1)
-            minus = plus.clone()
-            ar = torch.arange(b, device=x.device)
-            plus[ar, idx] = plus[ar, idx] + h
-            minus[ar, idx] = minus[ar, idx] - h
-            taken[c] = plus[ar, idx].to(torch.float64) - minus[ar, idx].to(torch.float64)
+            h = nominal[c]
+            at = flat[idx]
+            step = (at + h).to(torch.float64) - (at - h).to(torch.float64)
             # an infinite input has no representable step: divide by the nominal one
-            nominal = 2 * (c * base_steps[idx]).to(torch.float64)
-            taken[c] = torch.where(torch.isfinite(taken[c]) & (taken[c] != 0), taken[c], nominal)
-            rows += [plus, minus]
-        stacked = torch.cat([*rows, flat.unsqueeze(0)]).reshape(-1, *x.shape)
-        n_rows = int(stacked.shape[0]) - 1
-        out = evaluate_batch(ev, xs, {leaf: stacked}, n_rows, reference, unit_roundoff)
+            taken[c] = torch.where(torch.isfinite(step) & (step != 0), step, 2 * h.double())
+        if lazy:
+            out = _one_at_a_time(point, per_coord * b, chunk_rows.make, chunk_rows.where)
+        else:
+            blocks = []
+            for c in multipliers:
+                for sign in (1.0, -1.0):
+                    moved = flat.unsqueeze(0).repeat(b, 1)
+                    moved[ar, idx] += sign * nominal[c]
+                    blocks.append(moved)
+            stacked = torch.cat([*blocks, flat.unsqueeze(0)]).reshape(-1, *shape)
+            del blocks
+            out = evaluate_rows(
+                point.ev,
+                point.xs,
+                {leaf: stacked},
+                per_coord * b,
+                point.reference,
+                point.u_out,
+                chunk_rows.where,
+            )
+            del stacked
+        if rows is not None:
+            out = out[:, rows]
         for k, c in enumerate(multipliers):
             f_plus = out[(2 * k) * b : (2 * k + 1) * b]
             f_minus = out[(2 * k + 1) * b : (2 * k + 2) * b]
-            step = taken[c].unsqueeze(1)
+            step = taken[c].unsqueeze(1).to(out.device)
             values[c].append((f_plus - f_minus) / step)
-            rounds[c].append(unit_roundoff * (f_plus.abs() + f_minus.abs()) / step.abs())
-            steps_out[c].append(taken[c])
+            rounds[c].append(point.u_out * (f_plus.abs() + f_minus.abs()) / step.abs())
+        del out
     return FDColumns(
         coords=coords,
         values={c: torch.cat(v) for c, v in values.items()},
         roundoff={c: torch.cat(v) for c, v in rounds.items()},
-        steps={c: torch.cat(v) for c, v in steps_out.items()},
     )
+
+
+def _replace(xs: Sequence[torch.Tensor], i: int, value: torch.Tensor) -> list[torch.Tensor]:
+    return [value if k == i else x.detach() for k, x in enumerate(xs)]
 
 
 def _all_finite(x: torch.Tensor) -> bool:
@@ -263,13 +261,10 @@ def _all_finite(x: torch.Tensor) -> bool:
 
 
 def directional_differences(
-    ev: Evaluator,
-    xs: Sequence[torch.Tensor],
+    point: Point,
     directions: Sequence[Sequence[torch.Tensor]],
     eps: float,
     multipliers: Sequence[float],
-    reference: torch.Tensor,
-    unit_roundoff: float,
 ) -> tuple[dict[float, torch.Tensor], dict[float, torch.Tensor], list[list[torch.Tensor]]]:
     """``(f(x + c eps w) - f(x - c eps w)) / (2 c eps)`` for each direction ``w`` (float64).
 
@@ -278,95 +273,143 @@ def directional_differences(
     per probe and input, in the input's dtype.
     """
     K = len(directions)
-    detached = [x.detach() for x in xs]
+    detached = [x.detach() for x in point.xs]
     # checked once per input rather than once per probe: these tensors can be whole models
     finite = [_all_finite(x) for x in detached]
-    effective: list[list[torch.Tensor]] = [[] for _ in range(K)]
-
-    def points(m: int, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        c = multipliers[m]
-        plus, minus = [], []
-        for i, x in enumerate(detached):
-            w = directions[k][i].to(x.dtype)
-            plus.append(torch.add(x, w, alpha=c * eps))
-            minus.append(torch.sub(x, w, alpha=c * eps))
-        if m == 0:
-            for i in range(len(detached)):
-                # in the input's dtype: rounding here is relative u per entry, which the
-                # probes' error estimate (8 u sum|g w|) already allows for, and on a large
-                # model every float64 temporary costs a parameter-sized allocation
-                eff = (plus[i] - minus[i]).div_(2 * c * eps)
-                if not finite[i]:
-                    # an infinite entry cannot move: it contributes nothing to the projection
-                    eff = torch.where(torch.isfinite(eff), eff, 0.0)
-                effective[k].append(eff)
-        return plus, minus
-
     order = [(m, k) for m in range(len(multipliers)) for k in range(K)]
-    rows = 2 * len(order)
-    row_elements = sum(int(x.numel()) for x in detached)
-    if ev.vectorized and row_elements <= _LAZY_ROW_ELEMENTS:
-        columns: list[list[torch.Tensor]] = [[] for _ in detached]
-        for m, k in order:
-            plus, minus = points(m, k)
-            for i in range(len(detached)):
-                columns[i] += [plus[i], minus[i]]
-        stacked = {i: torch.stack([*col, detached[i]]) for i, col in enumerate(columns)}
-        out = evaluate_batch(ev, xs, stacked, rows, reference, unit_roundoff)
+
+    def moved(m: int, k: int, sign: float) -> list[torch.Tensor]:
+        step = sign * multipliers[m] * eps
+        return [
+            torch.add(x, directions[k][i].to(x.dtype), alpha=step) for i, x in enumerate(detached)
+        ]
+
+    def where(r: int) -> str:
+        m, k = order[r // 2]
+        step = (1.0 if r % 2 == 0 else -1.0) * multipliers[m] * eps
+        return (
+            f"every checked input moved by {step:+.3g} times a random direction "
+            f"(probe {k}; entries scaled by max(1, |x|))"
+        )
+
+    def make(r: int) -> list[torch.Tensor]:
+        m, k = order[r // 2]
+        return moved(m, k, 1.0 if r % 2 == 0 else -1.0)
+
+    effective: list[list[torch.Tensor]] = [[] for _ in range(K)]
+    for k in range(K):
+        plus, minus = moved(0, k, 1.0), moved(0, k, -1.0)
+        for i in range(len(detached)):
+            # in the input's dtype: rounding here is relative u per entry, which the
+            # probes' error estimate (8 u sum|g w|) already allows for, and on a large
+            # model every float64 temporary costs a parameter-sized allocation
+            eff = plus[i].sub_(minus[i]).div_(2 * multipliers[0] * eps)
+            if not finite[i]:
+                # an infinite entry cannot move: it contributes nothing to the projection
+                eff = torch.where(torch.isfinite(eff), eff, 0.0)
+            effective[k].append(eff)
+        del plus, minus
+    n_rows = 2 * len(order)
+    M = point.n_out
+    per_row = 3 * point.in_bytes + 2 * M * 8
+    fit = point.budget.rows(
+        per_row=per_row,
+        own_peak=point.forward_peak(n_rows),
+        extra=point.in_bytes,
+        wanted=n_rows,
+        what="the finite differences of fast mode",
+    )
+    lazy = not point.ev.vectorized or point.n_in > _LAZY_ROW_ELEMENTS or fit < n_rows
+    if lazy:
+        out = _one_at_a_time(point, n_rows, make, where)
     else:
-        # A large input gains nothing from vmap (each op is big already) and its stacked
-        # copies would cost memory: evaluate one perturbed point at a time.
-        evaluated = []
-        with torch.no_grad():
-            for m, k in order:
-                plus, minus = points(m, k)
-                evaluated += [flat_cat(ev(plus)), flat_cat(ev(minus))]
-        out = torch.stack(evaluated)
+        columns: list[list[torch.Tensor]] = [[] for _ in detached]
+        for r in range(n_rows):
+            for i, t in enumerate(make(r)):
+                columns[i].append(t)
+        stacked = {i: torch.stack([*col, detached[i]]) for i, col in enumerate(columns)}
+        del columns
+        out = evaluate_rows(
+            point.ev, point.xs, stacked, n_rows, point.reference, point.u_out, where
+        )
     values: dict[float, torch.Tensor] = {}
     rounds: dict[float, torch.Tensor] = {}
     for m, c in enumerate(multipliers):
         block = out[m * 2 * K : (m + 1) * 2 * K]
         f_plus, f_minus = block[0::2], block[1::2]
         values[c] = (f_plus - f_minus) / (2 * c * eps)
-        rounds[c] = unit_roundoff * (f_plus.abs() + f_minus.abs()) / (2 * c * eps)
+        rounds[c] = point.u_out * (f_plus.abs() + f_minus.abs()) / (2 * c * eps)
     return values, rounds, effective
 
 
-def vjp_rows(
-    outs: Sequence[torch.Tensor],
-    xs: Sequence[torch.Tensor],
-    cotangents: Sequence[torch.Tensor],
-    ev: Evaluator | None = None,
-) -> list[torch.Tensor]:
+def vjp_rows(point: Point, cotangents: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Batched vector-Jacobian products ``J^T u`` for a batch of cotangents.
 
     ``cotangents[k]`` has shape (B, *outs[k].shape); returns per input a
     (B, *x.shape) tensor. Outputs that do not require grad contribute zero.
     """
     B = int(cotangents[0].shape[0]) if cotangents else 0
+    xs = point.xs
     totals = [torch.zeros(B, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
     if B == 0:
         return totals
-    # One output at a time, as a user's loss usually reaches a backward formula
-    # through one output only: some formulas are right only when every output's
-    # gradient is defined (native_group_norm ignores a lone gradient of its mean).
-    for out, cot in zip(outs, cotangents, strict=True):
-        if not out.requires_grad:
-            continue
-        live = cot.reshape(B, -1).ne(0).any(dim=1).nonzero().flatten()
-        if live.numel() == 0:
-            continue
-        rows = cot[live].to(out.dtype)
-        grads = _vjp_one_output(out, xs, rows, ev)
-        for total, g in zip(totals, grads, strict=True):
-            total.index_add_(0, live.to(total.device), g.to(total.dtype))
+    footprint = point.footprint
+    start = 0
+    if footprint.backward is None and footprint.needs_measuring(B, point.budget, factor=3):
+        with AllocationCounter() as counter:
+            _accumulate(point, cotangents, totals, 0, 1)
+        footprint.backward = counter.peak
+        start = 1
+    if start >= B:
+        return totals
+    per_row = point.in_bytes + point.out_bytes
+    chunk = point.budget.rows(
+        per_row=per_row,
+        own_peak=footprint.backward_peak(),
+        extra=0,
+        wanted=B - start,
+        what="the batched backward",
+    )
+    for lo in range(start, B, chunk):
+        _accumulate(point, cotangents, totals, lo, min(B, lo + chunk))
     return totals
 
 
-def _vjp_one_output(
-    out: torch.Tensor, xs: Sequence[torch.Tensor], rows: torch.Tensor, ev: Evaluator | None
-) -> list[torch.Tensor]:
-    if ev is None or ev.vectorized:
+def _accumulate(
+    point: Point,
+    cotangents: Sequence[torch.Tensor],
+    totals: list[torch.Tensor],
+    lo: int,
+    hi: int,
+) -> None:
+    # One output at a time, as a user's loss usually reaches a backward formula through
+    # one output only: some formulas are right only when every output's gradient is
+    # defined (native_group_norm ignores a lone gradient of its mean).
+    for out, cot in zip(point.outs, cotangents, strict=True):
+        if not out.requires_grad:
+            continue
+        block = cot[lo:hi]
+        live = block.reshape(hi - lo, -1).ne(0).any(dim=1).nonzero().flatten().tolist()
+        if not live:
+            continue
+        # live rows are a contiguous run for one-hot cotangents and all rows for random
+        # ones: slices, not index_add_, which stalls on a loaded machine's OpenMP pool
+        a, b = live[0], live[-1] + 1
+        if b - a == len(live):
+            grads = _vjp_one_output(point, out, block[a:b].to(out.dtype))
+            for total, g in zip(totals, grads, strict=True):
+                total[lo + a : lo + b] += g.to(total.dtype)
+        else:
+            for r in live:
+                grads = _vjp_one_output(point, out, block[r : r + 1].to(out.dtype))
+                for total, g in zip(totals, grads, strict=True):
+                    total[lo + r] += g[0].to(total.dtype)
+
+
+def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+    xs, ev = point.xs, point.ev
+    n = int(rows.shape[0])
+    if n > 1 and ev.vectorized:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -379,7 +422,6 @@ def _vjp_one_output(
                     materialize_grads=True,
                     is_grads_batched=True,
                 )
-            n = int(rows.shape[0])
             # materialize_grads gives an unused input an unbatched zero tensor
             return [
                 g.detach()
@@ -388,8 +430,7 @@ def _vjp_one_output(
                 for g, x in zip(grads, xs, strict=True)
             ]
         except Exception as exc:  # batching rule missing: loop over rows
-            if ev is not None:
-                ev.disable_vectorization(exc)
+            ev.disable_vectorization(exc)
     per_input: list[list[torch.Tensor]] = [[] for _ in xs]
     for row in rows:
         grads = torch.autograd.grad(
@@ -405,43 +446,50 @@ def _vjp_one_output(
     return [torch.stack(r) for r in per_input]
 
 
-def reverse_jacobian(
-    outs: Sequence[torch.Tensor], xs: Sequence[torch.Tensor], ev: Evaluator
-) -> list[torch.Tensor]:
-    """The full Jacobian by reverse mode: per input a (M, n_i) float64 tensor."""
-    M = sum(int(o.numel()) for o in outs)
-    n_total = sum(int(x.numel()) for x in xs)
-    chunk = _batch_rows(n_total, M, M)
-    blocks: list[list[torch.Tensor]] = [[] for _ in xs]
-    for start in range(0, M, chunk):
-        stop = min(M, start + chunk)
+def reverse_rows(point: Point, lo: int, hi: int) -> list[torch.Tensor]:
+    """Rows ``lo:hi`` of the Jacobian by reverse mode: per input a (hi - lo, n_i) float64 tensor."""
+    M = point.n_out
+    blocks: list[list[torch.Tensor]] = [[] for _ in point.xs]
+    # per row: the one-hot cotangent (float64 and the output dtype) and the gradient rows
+    # (input dtype and float64)
+    per_row = M * 8 + point.out_bytes + point.in_bytes + point.n_in * 8
+    chunk = point.budget.rows(
+        per_row=per_row,
+        own_peak=point.footprint.backward_peak(),
+        extra=0,
+        wanted=hi - lo,
+        what="the reverse-mode Jacobian",
+    )
+    for start in range(lo, hi, chunk):
+        stop = min(hi, start + chunk)
         B = stop - start
         eye = torch.zeros(B, M, dtype=torch.float64)
         eye[torch.arange(B), torch.arange(start, stop)] = 1.0
         cots = []
         offset = 0
-        for o in outs:
+        for o in point.outs:
             m = int(o.numel())
             cots.append(eye[:, offset : offset + m].reshape(B, *o.shape).to(o.device))
             offset += m
-        grads = vjp_rows(outs, xs, cots, ev)
+        del eye
+        with torch.enable_grad():
+            grads = vjp_rows(point, cots)
+        del cots
         for i, g in enumerate(grads):
             blocks[i].append(g.reshape(B, -1).to(torch.float64).cpu())
     return [torch.cat(b) for b in blocks]
 
 
-def forward_directional(
-    ev: Evaluator, xs: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor]
-) -> torch.Tensor | None:
+def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch.Tensor | None:
     """``J w`` by forward-mode AD (flattened float64), or None where unsupported."""
     try:
         with forward_ad.dual_level(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             duals = [
                 forward_ad.make_dual(x.detach(), t.to(x.dtype))
-                for x, t in zip(xs, tangents, strict=True)
+                for x, t in zip(point.xs, tangents, strict=True)
             ]
-            outs = ev(duals)
+            outs = point.ev(duals)
             parts = []
             for o in outs:
                 tangent = forward_ad.unpack_dual(o).tangent
@@ -455,3 +503,11 @@ def forward_directional(
         raise
     except Exception:
         return None
+
+
+def projected(vector: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> float:
+    """``sum_i <vector_i, weights_i>`` in float64."""
+    return math.fsum(
+        float((v.to(torch.float64) * w.to(torch.float64)).sum())
+        for v, w in zip(vector, weights, strict=True)
+    )

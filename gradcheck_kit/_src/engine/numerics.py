@@ -11,9 +11,39 @@ what lets the tolerance follow the function instead of a float64 constant.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["element_steps", "actual_steps", "roundoff_estimate", "allowed_error"]
+__all__ = [
+    "element_steps",
+    "actual_steps",
+    "roundoff_estimate",
+    "allowed_error",
+    "relative_error",
+    "unravel",
+]
+
+
+def unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The multi-index of flat (row-major) ``index`` in ``shape``.
+
+    Examples:
+        >>> unravel(5, (2, 3))
+        (1, 2)
+    """
+    out = []
+    for size in reversed(shape):
+        out.append(index % size if size else 0)
+        index = index // size if size else 0
+    return tuple(reversed(out))
+
+
+def relative_error(abs_err: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+    """``|diff| / |numeric|``, inf where the numeric value is 0 and the difference is not."""
+    denom = numeric.abs()
+    rel = abs_err / denom
+    return torch.where(denom > 0, rel, torch.where(abs_err > 0, math.inf, 0.0))
 
 
 def element_steps(x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -1,0 +1,221 @@
+"""``fn`` as a map from the checked tensors to its outputs, evaluated one point or many at once.
+
+Every batched evaluation (``torch.func.vmap`` over perturbed points) has a loop
+twin, used automatically when ``fn`` cannot be vmapped (data-dependent control
+flow, ``.item()``, in-place ops, custom Functions without a vmap rule). A
+batched evaluation also carries the unperturbed point and is compared with the
+plain call, so a function that vmaps *differently* falls back too. In the loop
+every point is known, so what goes wrong there is reported with its place: an
+output whose shape changed (:class:`OutputChanged`) or an exception at a
+perturbed input (:class:`~gradcheck_kit._src.errors.PerturbedEvaluationError`).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import InvalidArgument, PerturbedEvaluationError
+from .trees import InputTree, flatten_outputs
+
+__all__ = [
+    "Evaluator",
+    "OutputChanged",
+    "flat_cat",
+    "evaluate_one",
+    "evaluate_rows",
+    "first_line",
+]
+
+
+class OutputChanged(Exception):
+    """Internal: an evaluation returned outputs of another structure or shape than the first call.
+
+    ``where`` says at which point, once the caller knows it.
+    """
+
+    def __init__(self, output: str, before: str, after: str) -> None:
+        super().__init__(f"{output}: {before} at the point, {after} nearby")
+        self.output = output
+        self.before = before
+        self.after = after
+        self.where: str | None = None
+
+
+class _VectorizationFailed(Exception):
+    """Internal: the batched path cannot be used for this function."""
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
+
+
+def flat_cat(tensors: Sequence[torch.Tensor], batch: int | None = None) -> torch.Tensor:
+    """Concatenate tensors flattened to float64 (keeping a leading batch dim when given)."""
+    if batch is None:
+        if len(tensors) == 1:
+            return tensors[0].detach().reshape(-1).to(torch.float64)
+        parts = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    parts = [t.detach().reshape(batch, -1).to(torch.float64) for t in tensors]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat(parts, dim=1) if parts else torch.zeros(batch, 0, dtype=torch.float64)
+
+
+@dataclass
+class Evaluator:
+    """``fn`` seen as a map from the checked tensors to its compared output tensors.
+
+    ``all_paths``/``all_shapes`` describe every floating output of the first
+    call; ``keep`` picks the compared ones (None: all). Each evaluation is
+    checked against them.
+    """
+
+    fn: Callable[..., Any]
+    tree: InputTree
+    base: list[Any]
+    prepare: Callable[[], None]
+    all_paths: list[str] = field(default_factory=list)
+    all_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    keep: list[int] | None = None
+    calls: int = 0
+    vectorized: bool = True
+    fallback_reason: str | None = None
+
+    @property
+    def out_paths(self) -> list[str]:
+        """Paths of the compared outputs."""
+        return self.all_paths if self.keep is None else [self.all_paths[k] for k in self.keep]
+
+    @property
+    def out_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the compared outputs."""
+        return self.all_shapes if self.keep is None else [self.all_shapes[k] for k in self.keep]
+
+    def raw(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Evaluate without touching the RNG (for use inside vmap)."""
+        leaves, _ = flatten_outputs(self.tree.call(self.fn, self.base, xs))
+        if self.all_paths:
+            if len(leaves) != len(self.all_paths) or any(
+                leaf.path != path for leaf, path in zip(leaves, self.all_paths, strict=False)
+            ):
+                raise OutputChanged(
+                    "the outputs",
+                    f"{self.all_paths}",
+                    f"{[leaf.path for leaf in leaves]}",
+                )
+            for leaf, shape in zip(leaves, self.all_shapes, strict=True):
+                if tuple(leaf.tensor.shape) != shape:
+                    raise OutputChanged(
+                        leaf.path, f"shape {shape}", f"shape {tuple(leaf.tensor.shape)}"
+                    )
+        tensors = [leaf.tensor for leaf in leaves]
+        return tensors if self.keep is None else [tensors[k] for k in self.keep]
+
+    def __call__(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self.prepare()
+        self.calls += 1
+        return self.raw(xs)
+
+    def disable_vectorization(self, exc: BaseException | str) -> None:
+        """Use the loop from now on, remembering why (for the result's notes)."""
+        if self.vectorized:
+            self.vectorized = False
+            text = first_line(exc) if isinstance(exc, BaseException) else exc
+            self.fallback_reason = text.split(". ")[0]
+
+
+def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
+    scale = torch.maximum(a.abs(), b.abs())
+    ok = (a - b).abs() <= 64 * unit_roundoff * scale + 1e-300
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return bool((ok | both_nan).all())
+
+
+def _eval_vmap(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    batched: dict[int, torch.Tensor],
+    rows: int,
+) -> torch.Tensor:
+    in_dims = tuple(0 if i in batched else None for i in range(len(xs)))
+    args = [batched.get(i, x) for i, x in enumerate(xs)]
+
+    def g(*vals: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(ev.raw(vals))
+
+    ev.prepare()
+    ev.calls += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outs = torch.func.vmap(g, in_dims=in_dims, randomness="same")(*args)
+    return flat_cat(outs, batch=rows)
+
+
+def evaluate_one(
+    ev: Evaluator, point: Sequence[torch.Tensor], where: Callable[[], str]
+) -> torch.Tensor:
+    """``fn`` at one perturbed point (flat float64), with the place in any error it raises."""
+    try:
+        return flat_cat(ev(point))
+    except OutputChanged as exc:
+        exc.where = where()
+        raise
+    except InvalidArgument:
+        raise
+    except Exception as exc:
+        raise PerturbedEvaluationError(
+            f"fn raised {first_line(exc, 300)} when evaluated at {where()}: a point the "
+            f"finite differences need, next to the one being checked. The step probably left "
+            f"fn's domain (a matrix that stops being positive definite, a log or sqrt of a "
+            f"value that crosses 0, an index that moves). Pass a smaller eps, or check at a "
+            f"point further from the edge of fn's domain."
+        ) from exc
+
+
+def evaluate_rows(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    batched: dict[int, torch.Tensor],
+    rows: int,
+    reference: torch.Tensor,
+    unit_roundoff: float,
+    where: Callable[[int], str],
+) -> torch.Tensor:
+    """Evaluate ``fn`` at ``rows`` points (flattened float64 outputs, shape (rows, M)).
+
+    ``batched[i]`` holds ``rows + 1`` rows of input ``i``, the last being the
+    unperturbed point; other inputs are fixed. Tries vmap first, checking its
+    last row against ``reference`` = f(xs), then falls back to a loop.
+    ``where(r)`` describes point ``r`` for error messages.
+    """
+    with torch.no_grad():
+        if ev.vectorized:
+            try:
+                out = _eval_vmap(ev, xs, batched, rows + 1)
+                if not _same_output(out[-1], reference, unit_roundoff):
+                    raise _VectorizationFailed(
+                        "vmapped evaluation differs from the plain call at the same point"
+                    )
+                return out[:-1]
+            except InvalidArgument:
+                raise
+            except Exception as exc:  # any failure of the batched path: use the loop
+                ev.disable_vectorization(exc)
+        out = torch.empty(
+            rows, int(reference.numel()), dtype=torch.float64, device=reference.device
+        )
+        for r in range(rows):
+            # a fresh contiguous tensor per row: a view into the batch buffer has a storage
+            # offset that as_strided-style ops would read through
+            vals = [batched[i][r].clone() if i in batched else x for i, x in enumerate(xs)]
+            out[r] = evaluate_one(ev, vals, functools.partial(where, r))
+        return out

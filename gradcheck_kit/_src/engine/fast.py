@@ -1,0 +1,303 @@
+"""Fast mode: random projections ``u^T J v`` by reverse mode, forward mode and finite differences.
+
+Its floor is torch's fast mode: one call with graph, a few perturbed
+evaluations, one batched backward. Each probe is judged against the finite
+differences' *own* error estimate (roundoff at step h, plus truncation from a
+2h step for a probe that does not agree within roundoff), not against a
+tolerance summed over all entries, which is what hides a single wrong entry
+from ``torch.autograd.gradcheck(fast_mode=True)``. A failing probe is only a
+detector: it is bisected down to one Jacobian entry, which is judged with the
+same per-entry atol/rtol as full mode.
+
+The projection vectors are random signs times magnitudes in [1, 2): every
+entry weighs at least 1 (none hides behind a small Gaussian draw), and unequal
+weights keep two wrong entries from cancelling each other, which equal ±1
+weights do for one probe in two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import torch
+
+from ..results import Hint, PairResult, ProbeResult
+from .evaluation import flat_cat
+from .jacobian import (
+    Point,
+    central_differences,
+    directional_differences,
+    forward_directional,
+    vjp_rows,
+)
+from .judging import SCALES, PairTally, combined_cotangent, judge_scales
+from .numerics import element_steps, unravel
+from .problem import BatchTiming, Outcome, Problem
+
+__all__ = ["run_fast", "probe_vector", "default_probes"]
+
+# Probes by default: two where evaluations are cheap (the batch costs about one call
+# whatever its length), one where every row costs a full evaluation of fn.
+_CHEAP_CALL_SECONDS: Final = 1e-3
+# Magnitudes 1 + k/128, k < 128: exact in every floating dtype down to bfloat16, so the
+# cotangent autograd sees is the one the finite differences are weighted with.
+_LEVELS: Final = 128
+
+
+def default_probes(call_seconds: float) -> int:
+    """How many projections fast mode takes when ``n_probes`` is not given."""
+    return 2 if call_seconds <= _CHEAP_CALL_SECONDS else 1
+
+
+def probe_vector(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random signs times magnitudes in [1, 2), shaped like ``like``, in its floating dtype."""
+    dtype = like.dtype if like.is_floating_point() else torch.float64
+    levels = torch.randint(0, 2 * _LEVELS, like.shape, generator=gen)
+    signs = levels.remainder(2).mul_(2).sub_(1)
+    magnitude = levels.div(2, rounding_mode="floor").to(dtype).div_(_LEVELS).add_(1)
+    return magnitude.mul_(signs.to(dtype)).to(like.device)
+
+
+def run_fast(problem: Problem, probes: int) -> Outcome:
+    """Compare ``probes`` random projections three ways; bisect a failing one to its entry."""
+    point, tol, seed = problem.point, problem.tol, problem.opts.seed
+    xs, outs = point.xs, point.outs
+    K = probes
+    gen = torch.Generator().manual_seed(seed)
+    us = [[probe_vector(o, gen) for o in outs] for _ in range(K)]
+    dirs = [
+        [probe_vector(x, gen).mul_(torch.clamp(x.detach().abs(), min=1.0)) for x in xs]
+        for _ in range(K)
+    ]
+    # Two more rows of the same batched backward test that backward is linear in
+    # grad_output: g2 (the second probe, or a draw of its own) and g1 - 2 g2.
+    g2 = us[1] if K > 1 else [probe_vector(o, gen) for o in outs]
+    second = 1
+    cots = [
+        torch.stack(
+            [*(u[j] for u in us), *([] if K > 1 else [g2[j]]), combined_cotangent(us[0][j], g2[j])]
+        )
+        for j in range(len(outs))
+    ]
+    timing = BatchTiming(backward_rows=int(cots[0].shape[0]), difference_rows=2 * K + 1)
+    clock = time.perf_counter()
+    with torch.enable_grad():
+        rows = vjp_rows(point, cots)
+    timing.backward_seconds = time.perf_counter() - clock
+    linear = problem.linearity(
+        rows,
+        cots,
+        second,
+        int(cots[0].shape[0]) - 1,
+        f"g1, g2: {'the first two projection vectors' if K > 1 else 'two random vectors'}, "
+        f"drawn with seed={seed}",
+    )
+    if linear is not None:
+        problem.hints.insert(0, linear)
+    # Step h first: a probe that agrees within roundoff passes without the 2h step
+    # (truncation error cannot make a right gradient look wrong-but-close). Only the
+    # probes that do not agree pay for the 2h evaluations that estimate truncation.
+    clock = time.perf_counter()
+    values, rounds, eff = directional_differences(point, dirs, tol.eps, [1.0])
+    timing.difference_seconds = time.perf_counter() - clock
+    u_flat = [flat_cat(u) for u in us]
+    stats = []
+    for k in range(K):
+        a, scale = 0.0, 0.0
+        for i in range(len(xs)):
+            term = eff[k][i].mul(rows[i][k])
+            a += float(term.sum(dtype=torch.float64))
+            scale += float(term.abs_().sum(dtype=torch.float64))
+        n1 = float((u_flat[k] * values[1.0][k]).sum())
+        rnd = float((u_flat[k].abs() * rounds[1.0][k]).sum())
+        stats.append((a, n1, rnd + 8 * problem.u_in * scale))
+    unsure = [k for k, (a, n1, err) in enumerate(stats) if not abs(a - n1) <= tol.safety * err]
+    twice: dict[int, float] = {}
+    if unsure:
+        more, _, _ = directional_differences(point, [dirs[k] for k in unsure], tol.eps, [2.0])
+        for j, k in enumerate(unsure):
+            twice[k] = float((u_flat[k] * more[2.0][j]).sum())
+    forward = _forward_probe(point, u_flat[0], eff[0])
+    probe_results: list[ProbeResult] = []
+    suspects: list[int] = []
+    forward_bad = False
+    for k in range(K):
+        a, n1, base_err = stats[k]
+        # FD error (h vs 2h, roundoff) plus the roundoff of the analytic dot products
+        err = base_err + (abs(n1 - twice[k]) if k in twice else 0.0)
+        tight = tol.safety * err + 1e-300
+        loose = tol.atol + tol.rtol * abs(n1) + tol.safety * err
+        fwd = forward if k == 0 else None
+        reverse_ok = abs(a - n1) <= tight and not (math.isnan(a) or math.isnan(n1))
+        if fwd is not None and not abs(fwd - n1) <= loose and abs(a - n1) <= loose:
+            forward_bad = True
+        probe_results.append(
+            ProbeResult(
+                reverse=a,
+                forward=fwd,
+                numeric=n1,
+                error_estimate=err,
+                allowed=tight,
+                passed=reverse_ok,
+            )
+        )
+        if not reverse_ok:
+            suspects.append(k)
+    if forward is None:
+        problem.notes.append(
+            "forward-mode AD is not supported by fn; probes compared reverse mode with "
+            "finite differences only"
+        )
+    if forward_bad:
+        # the verdict is about backward (what training uses), as torch.autograd.gradcheck's
+        # default; a wrong jvp is reported without failing the check
+        text = (
+            "forward mode (jvp) disagrees with finite differences while reverse mode agrees: "
+            "the forward-mode derivative (e.g. a custom Function's jvp) is wrong; this "
+            "matters only where fn is used with torch.func.jvp or forward-mode AD"
+        )
+        problem.hints.append(Hint(kind="forward", text=text))
+        problem.notes.append(text)
+    pairs: list[PairResult] = []
+    if suspects:
+        k = max(
+            suspects,
+            key=lambda j: (
+                abs(probe_results[j].reverse - probe_results[j].numeric) / probe_results[j].allowed
+            ),
+        )
+        pair = _localise(problem, us[k], [r[k] for r in rows], k, eff[k])
+        pairs.append(pair)
+        if pair.passed:
+            problem.notes.append(
+                f"{len(suspects)} of {K} projections exceeded the finite differences' "
+                f"error estimate, but the entry they narrow down to is within "
+                f"atol/rtol (worst |diff| {pair.max_abs_error:.3g})"
+            )
+    passed = linear is None and (not suspects or all(p.passed for p in pairs))
+    return Outcome(passed=passed, pairs=pairs, probes=probe_results, timing=timing)
+
+
+def _forward_probe(
+    point: Point, u_flat: torch.Tensor, tangents: Sequence[torch.Tensor]
+) -> float | None:
+    """``u^T J w`` by one jvp (about a forward pass), or None where forward AD is unsupported."""
+    jv = forward_directional(point, tangents)
+    return None if jv is None else float((u_flat.cpu() * jv).sum())
+
+
+def _masked(
+    vec: torch.Tensor, lo: int, hi: int, like: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """``vec`` (flat, float64) restricted to ``[lo, hi)``, split and shaped like ``like``."""
+    parts = []
+    offset = 0
+    for t in like:
+        n = int(t.numel())
+        seg = torch.zeros(n, dtype=torch.float64)
+        s, e = max(lo, offset), min(hi, offset + n)
+        if s < e:
+            seg[s - offset : e - offset] = vec[s:e]
+        parts.append(seg.reshape(t.shape).to(t.device))
+        offset += n
+    return parts
+
+
+def _localise(
+    problem: Problem,
+    u: list[torch.Tensor],
+    g_rows: list[torch.Tensor],
+    k: int,
+    w: list[torch.Tensor],
+) -> PairResult:
+    """Bisect a failing probe down to one Jacobian entry and judge that entry.
+
+    Inputs first (finite differences of ``u^T J v_S`` on halves ``S``), then
+    outputs (``[J^T u_S]_j`` by reverse mode against the numeric column).
+    About ``4 log2(n) + 2`` evaluations and ``log2(m)`` backward passes.
+    """
+    point, tol = problem.point, problem.tol
+    xs, outs = point.xs, point.outs
+    u_flat = flat_cat(u).cpu()
+    g = torch.cat([r.reshape(-1).to(torch.float64).cpu() for r in g_rows])
+    w_flat = torch.cat([t.reshape(-1).to(torch.float64).cpu() for t in w])
+    sizes = [int(x.numel()) for x in xs]
+
+    lo, hi = 0, int(w_flat.numel())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        halves = [(lo, mid), (mid, hi)]
+        dirs = [_masked(w_flat, a, b, xs) for a, b in halves]
+        vals, rnds, _ = directional_differences(point, dirs, tol.eps, [1.0])
+        scores = []
+        for h, (a, b) in enumerate(halves):
+            analytic = float((g[a:b] * w_flat[a:b]).sum())
+            numeric = float((u_flat * vals[1.0][h].cpu()).sum())
+            rnd = float((u_flat.abs() * rnds[1.0][h].cpu()).sum())
+            scale = float((g[a:b] * w_flat[a:b]).abs().sum())
+            noise = rnd + 8 * problem.u_in * scale + 1e-300
+            scores.append(abs(analytic - numeric) / noise)
+        lo, hi = halves[0] if scores[0] >= scores[1] else halves[1]
+    leaf, local = 0, lo
+    while local >= sizes[leaf]:
+        local -= sizes[leaf]
+        leaf += 1
+    x = xs[leaf]
+    steps = element_steps(x, tol.eps).to(x.device)
+    coords = torch.tensor([local], device=x.device)
+    multipliers = [m for pair in SCALES for m in pair]
+    fd = central_differences(point, leaf, coords, steps, multipliers)
+    col_vals = {c: v[0].cpu() for c, v in fd.values.items()}
+    col_rounds = {c: r[0].cpu() for c, r in fd.roundoff.items()}
+    column = col_vals[1.0]
+    col_err = col_rounds[1.0] + (column - col_vals[2.0]).abs()
+    col_err = torch.where(torch.isnan(col_err), 0.0, col_err)
+
+    # outputs: bisect with reverse mode on masked cotangents
+    lo, hi = 0, int(u_flat.numel())
+    with torch.enable_grad():
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            halves = [(lo, mid), (mid, hi)]
+            split = [_masked(u_flat, a, b, outs) for a, b in halves]
+            cots = [torch.stack([c[j] for c in split]).to(outs[j].dtype) for j in range(len(outs))]
+            grads = vjp_rows(point, cots)
+            scores = []
+            for h, (a, b) in enumerate(halves):
+                analytic = float(grads[leaf][h].reshape(-1)[local])
+                numeric = float((u_flat[a:b] * column[a:b]).sum())
+                err = float((u_flat[a:b].abs() * col_err[a:b]).sum()) + 1e-300
+                scores.append(abs(analytic - numeric) / err)
+            lo, hi = halves[0] if scores[0] >= scores[1] else halves[1]
+        out_leaf, out_local = 0, lo
+        while out_local >= int(outs[out_leaf].numel()):
+            out_local -= int(outs[out_leaf].numel())
+            out_leaf += 1
+        one_hot = [torch.zeros((1, *o.shape), dtype=o.dtype, device=o.device) for o in outs]
+        one_hot[out_leaf].reshape(-1)[out_local] = 1.0
+        row = vjp_rows(point, one_hot)
+    analytic_entry = torch.tensor([[float(row[leaf][0].reshape(-1)[local])]])
+    numeric_entry, allowed, _ = judge_scales(
+        tol,
+        analytic_entry,
+        {c: v[lo : lo + 1].reshape(1, 1) for c, v in col_vals.items()},
+        {c: r[lo : lo + 1].reshape(1, 1) for c, r in col_rounds.items()},
+    )
+    out_path = problem.out_paths[out_leaf]
+    tally = PairTally(out_path, point.in_paths[leaf], tuple(outs[out_leaf].shape), tuple(x.shape))
+    out_index = unravel(out_local, tuple(outs[out_leaf].shape))
+    in_index = unravel(local, tuple(x.shape))
+    tally.add(0, 0, analytic_entry, numeric_entry, allowed)
+    pair = tally.result()
+    worst = tuple(
+        dataclasses.replace(e, output_index=out_index, input_index=in_index) for e in pair.worst
+    )
+    problem.notes.append(
+        f"fast mode narrowed probe {k} down by bisection to d {out_path}{list(out_index)} / "
+        f"d {point.in_paths[leaf]}{list(in_index)}"
+    )
+    return dataclasses.replace(pair, worst=worst)

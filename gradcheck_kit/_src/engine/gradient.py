@@ -1,0 +1,229 @@
+"""One gradient check of ``fn`` at a point, from the first call to the result.
+
+:class:`GradientCheck` is what :func:`gradcheck_kit.check_gradients`,
+``check_module_gradients``, second-order checks and Function audits run: the
+scope (state, TF32, seeds), the first and the repeat call, the tolerances, the
+memory budget, then full, fast or auto mode, and the result.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..results import GradCheckResult, Hint
+from ..state import seed_everything
+from .auto import run_auto
+from .evaluation import OutputChanged, flat_cat
+from .fast import default_probes, run_fast
+from .full import run_full
+from .jacobian import Point
+from .memory import Footprint, MemoryBudget
+from .numerics import unravel
+from .options import CheckOptions
+from .precision import tf32_note
+from .problem import Outcome, Problem
+from .run import call_again, check_scope, close_repeat, finish, first_call
+from .tolerances import machine_eps, resolve_tolerances
+from .trees import InputTree
+
+__all__ = ["GradientCheck"]
+
+# Rows of the largest batch fast mode runs with two probes: the repeat call is
+# measured when that many evaluations could come near the budget.
+_FAST_BATCH_ROWS = 5
+
+
+class GradientCheck:
+    """One run of the checker over prepared inputs.
+
+    Args:
+        fn: the function under test, called through ``tree``.
+        tree: its inputs, with the checked leaves marked.
+        opts: validated options.
+        name: label for messages and reports.
+        check: the public function that runs it (``check_gradients``, ...).
+        preserve: objects restored bit for bit after the check.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        tree: InputTree,
+        opts: CheckOptions,
+        *,
+        name: str,
+        check: str,
+        preserve: Sequence[Any],
+    ) -> None:
+        self.fn = fn
+        self.tree = tree
+        self.opts = opts
+        self.name = name
+        self.check = check
+        self.preserve = preserve
+        self.notes: list[str] = []
+        self.hints: list[Hint] = []
+        self.mode = opts.mode
+        self.dtype_name = opts.dtype
+        self.tol = resolve_tolerances(torch.float64, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
+
+    def _prepare_rng(self) -> None:
+        if self.opts.rng == "replay":
+            seed_everything(self.opts.seed)
+
+    def run(self) -> GradCheckResult:
+        """Run the check; never raises on a wrong gradient."""
+        start = time.perf_counter()
+        with check_scope(self.preserve, self.opts.seed) as switched:
+            result = self._run(switched)
+        return finish(result, start)
+
+    def _run(self, tf32_switched: list[str]) -> GradCheckResult:
+        opts = self.opts
+        call = first_call(self.fn, self.tree, opts, self._prepare_rng, self.notes)
+        ev, xs, outs = call.ev, call.xs, call.outs
+        note = tf32_note(tf32_switched, xs)
+        if note:
+            self.notes.append(note)
+        dtypes = [x.dtype for x in xs] + [o.dtype for o in outs]
+        worst_dtype = max(dtypes, key=machine_eps)
+        self.tol = resolve_tolerances(worst_dtype, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
+        self.dtype_name = str(worst_dtype).removeprefix("torch.")
+        u_out = max(machine_eps(o.dtype) for o in outs)
+        u_in = max(machine_eps(x.dtype) for x in xs)
+        ref = flat_cat(outs)
+        budget = MemoryBudget(opts.max_memory)
+        footprint = Footprint(call.seconds, on_cuda=any(x.is_cuda for x in xs))
+        measure = footprint.needs_measuring(_FAST_BATCH_ROWS, budget)
+        try:
+            repeat = call_again(
+                ev, xs, ref, u_out, opts, self._prepare_rng, self.notes, measure=measure
+            )
+        except OutputChanged as exc:
+            return self._nondeterministic_shape(exc)
+        if repeat.peak is not None:
+            footprint.forward = repeat.peak
+        if not close_repeat(ref, repeat.values, u_out):
+            return self._nondeterministic(ev.out_paths, ev.out_shapes, ref, repeat.values)
+        point = Point(
+            ev=ev,
+            xs=xs,
+            outs=outs,
+            in_paths=[leaf.path for leaf in call.checked],
+            reference=ref,
+            u_out=u_out,
+            budget=budget,
+            footprint=footprint,
+        )
+        problem = Problem(
+            point, opts, self.tol, u_in, ev.out_paths, repeat.seconds, self.notes, self.hints
+        )
+        probes = opts.n_probes or default_probes(repeat.seconds)
+        try:
+            self.mode, outcome = self._run_mode(problem, probes)
+        except OutputChanged as exc:
+            return self._shape_changed(exc)
+        if ev.fallback_reason:
+            self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
+        return self._result(
+            passed=outcome.passed,
+            status="passed" if outcome.passed else "mismatch",
+            pairs=tuple(outcome.pairs),
+            probes=tuple(outcome.probes),
+            evaluations=ev.calls,
+            vectorized=ev.vectorized,
+        )
+
+    def _run_mode(self, problem: Problem, probes: int) -> tuple[str, Outcome]:
+        if self.opts.mode == "full":
+            return "full", run_full(problem)
+        if self.opts.mode == "fast":
+            return "fast", run_fast(problem, probes)
+        return run_auto(problem, probes)
+
+    # -- results --------------------------------------------------------------------------
+    def _result(self, **kw: Any) -> GradCheckResult:
+        return GradCheckResult(
+            name=self.name,
+            mode=self.mode,
+            mode_requested=self.opts.mode,
+            dtype=self.dtype_name,
+            dtype_policy=self.opts.dtype,
+            eps=self.tol.eps,
+            atol=self.tol.atol,
+            rtol=self.tol.rtol,
+            seed=self.opts.seed,
+            rng=self.opts.rng,
+            hints=tuple(self.hints),
+            notes=tuple(self.notes),
+            check=self.check,
+            **kw,
+        )
+
+    def _nondeterministic(
+        self,
+        paths: list[str],
+        shapes: list[tuple[int, ...]],
+        ref: torch.Tensor,
+        again: torch.Tensor,
+    ) -> GradCheckResult:
+        diff = (ref - again).abs()
+        diff = torch.where(torch.isnan(diff), math.inf, diff)
+        flat = int(torch.argmax(diff))
+        path, idx = _locate(paths, shapes, flat)
+        largest = f"largest difference {float(diff[flat]):.3g} in {path} at index {idx}"
+        return self._random_result(largest, path)
+
+    def _nondeterministic_shape(self, exc: OutputChanged) -> GradCheckResult:
+        return self._random_result(f"{exc.output}: {exc.before}, then {exc.after}", exc.output)
+
+    def _random_result(self, largest: str, path: str) -> GradCheckResult:
+        if self.opts.rng == "replay":
+            text = (
+                f"fn returned different outputs for the same inputs even with the RNG state "
+                f"replayed ({largest}). It depends on something other than its inputs and the "
+                f"random generators: nondeterministic kernels "
+                f"(torch.use_deterministic_algorithms(True)), global counters, the clock, or "
+                f"state it mutates between calls."
+            )
+        else:
+            text = (
+                f"fn returned different outputs for the same inputs ({largest}): it draws "
+                f"random numbers (dropout, sampling, a random depth as in a dynamic graph) or "
+                f"keeps state between calls, so finite differences cannot be compared with it "
+                f"as it is. Pass rng='replay' to give every evaluation the same RNG state "
+                f"(torch CPU and CUDA, Python random, NumPy), or put a module in eval() mode."
+            )
+        self.hints.insert(0, Hint(kind="nondeterministic", text=text, output=path))
+        return self._result(passed=False, status="nondeterministic", evaluations=2)
+
+    def _shape_changed(self, exc: OutputChanged) -> GradCheckResult:
+        text = (
+            f"{exc.output} has {exc.before} at the point being checked, but {exc.after} at "
+            f"{exc.where}. fn makes a discrete choice there (a selection, a matching, "
+            f"non-maximum suppression, a threshold on values) that an arbitrarily small step "
+            f"changes, so finite differences cannot be taken across it and its gradient cannot "
+            f"be checked at this point. Check the differentiable part on its own (the scores "
+            f"or distances before the choice), or fix the choice: compute it once under "
+            f"torch.no_grad() and pass it in."
+        )
+        self.hints.insert(0, Hint(kind="shape_changed", text=text, output=exc.output))
+        return self._result(passed=False, status="shape_changed")
+
+
+def _locate(
+    paths: list[str], shapes: list[tuple[int, ...]], flat: int
+) -> tuple[str, tuple[int, ...]]:
+    """The output path and index of entry ``flat`` of the flattened outputs."""
+    offset = 0
+    for path, shape in zip(paths, shapes, strict=True):
+        m = math.prod(shape)
+        if flat < offset + m:
+            return path, unravel(flat - offset, shape)
+        offset += m
+    return paths[-1], ()

@@ -1,0 +1,82 @@
+"""What a mode needs to judge ``fn`` at a point: the point, tolerances, names, and what it found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..results import Hint, PairResult, ProbeResult
+from .jacobian import Point
+from .judging import combination_weight, linearity_hint
+from .options import CheckOptions
+from .tolerances import Tolerances
+
+__all__ = ["Problem", "Outcome", "BatchTiming"]
+
+
+@dataclass
+class Problem:
+    """``fn`` at a point with the settings of one check; modes append notes and hints.
+
+    ``call_seconds`` is what one evaluation of ``fn`` without graph took.
+    """
+
+    point: Point
+    opts: CheckOptions
+    tol: Tolerances
+    u_in: float
+    out_paths: list[str]
+    call_seconds: float
+    notes: list[str] = field(default_factory=list)
+    hints: list[Hint] = field(default_factory=list)
+
+    @property
+    def in_paths(self) -> list[str]:
+        """Paths of the checked inputs."""
+        return self.point.in_paths
+
+    def linearity(
+        self,
+        rows: list[torch.Tensor],
+        cots: list[torch.Tensor],
+        second: int,
+        combined: int,
+        drawn: str,
+    ) -> Hint | None:
+        """The linearity probe over batched vjp ``rows`` (None when backward is linear).
+
+        Row 0 is g1's vjp, row ``second`` g2's, row ``combined`` that of g1 - 2 g2;
+        ``cots`` holds the cotangents, stacked the same way.
+        """
+        floor = self.tol.atol * sum(combination_weight(c[0], c[second], c[combined]) for c in cots)
+        return linearity_hint(
+            [r[0] for r in rows],
+            [r[second] for r in rows],
+            [r[combined] for r in rows],
+            self.in_paths,
+            [tuple(x.shape) for x in self.point.xs],
+            max(self.u_in, self.point.u_out),
+            floor,
+            drawn,
+        )
+
+
+@dataclass
+class BatchTiming:
+    """Seconds and rows of fast mode's two batches, from which auto mode predicts full mode."""
+
+    difference_seconds: float = 0.0
+    difference_rows: int = 0
+    backward_seconds: float = 0.0
+    backward_rows: int = 0
+
+
+@dataclass
+class Outcome:
+    """What one mode concluded, and how long its batches took."""
+
+    passed: bool
+    pairs: list[PairResult] = field(default_factory=list)
+    probes: list[ProbeResult] = field(default_factory=list)
+    timing: BatchTiming = field(default_factory=BatchTiming)

@@ -1,0 +1,313 @@
+"""What every check around ``fn`` does before and after the numbers.
+
+The scope of a check (state preserved, TF32 off for float32 CUDA work, RNGs
+seeded, nothing left allocated after an error), the first call on working
+copies, the repeat call that tells a random ``fn`` from a smooth one, names,
+and publishing the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar
+
+import torch
+from torch import nn
+
+from .. import recording
+from ..errors import InvalidArgument, NonFiniteOutputError
+from ..state import capture_rng_state, preserved, seed_everything
+from .evaluation import Evaluator, flat_cat
+from .memory import AllocationCounter
+from .numerics import unravel
+from .options import CheckOptions
+from .precision import full_float32_precision
+from .trees import InputLeaf, InputTree, OutputLeaf, flatten_outputs
+
+__all__ = [
+    "fn_name",
+    "captured_objects",
+    "check_scope",
+    "FirstCall",
+    "first_call",
+    "Repeat",
+    "call_again",
+    "close_repeat",
+    "annotate",
+    "finish",
+]
+
+R = TypeVar("R")
+
+# A function seen drawing random numbers gets this many more repeat calls: two calls
+# can agree by chance (a random depth drawn from 0..3 repeats one time in four).
+_EXTRA_TRIES_WHEN_RANDOM: Final = 4
+_PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fn_name(fn: Any) -> str:
+    """A readable name for ``fn`` in messages: ``MyFunction.apply``, ``torch.sin``, ``f``."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):  # e.g. MyFunction.apply of a torch.autograd.Function
+        return f"{owner.__name__}.{getattr(fn, '__name__', 'apply')}"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return type(fn).__name__
+    if str(name).startswith("_VariableFunctionsClass."):
+        return "torch." + str(name).split(".", 1)[1]
+    return str(name)
+
+
+def captured_objects(fn: Any) -> list[Any]:
+    """Tensors and modules ``fn`` can reach without being passed them: closure cells, ``self``."""
+    found: list[Any] = []
+    if isinstance(fn, nn.Module):
+        found.append(fn)
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, (nn.Module, torch.Tensor)):
+        found.append(owner)
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, (nn.Module, torch.Tensor, torch.optim.Optimizer)):
+            found.append(value)
+    return found
+
+
+def _release_frames(exc: BaseException | None) -> None:
+    """Clear the locals of this package's finished frames in ``exc``'s tracebacks.
+
+    An exception keeps every frame it passed through alive, and with them the
+    batches of perturbed inputs and Jacobian blocks a check held: a caught error
+    (``pytest.raises``) would keep them allocated. The user's own frames keep
+    their locals, for tracebacks that show them.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb: types.TracebackType | None = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+                # a frame still executing (the one re-raising) cannot be cleared
+                with contextlib.suppress(RuntimeError):
+                    tb.tb_frame.clear()
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+
+
+@contextmanager
+def check_scope(preserve: Sequence[Any], seed: int) -> Iterator[list[str]]:
+    """The span of one check: yields the CUDA backends whose TF32 was switched off.
+
+    Everything in ``preserve`` (and the RNGs, modes and flags) is restored on
+    exit, also when the block raises; an error leaves nothing of the check
+    allocated.
+    """
+    try:
+        with preserved(*preserve), full_float32_precision() as switched:
+            seed_everything(seed)
+            yield switched
+    except BaseException as exc:
+        _release_frames(exc)
+        raise
+
+
+@dataclasses.dataclass
+class FirstCall:
+    """``fn`` called once on working copies of the inputs, its outputs sorted out.
+
+    ``xs`` are the checked inputs (copies that require grad), ``checked`` their
+    leaves; ``all_leaves`` every floating output, ``leaves``/``outs`` the ones
+    compared (outputs autograd marks as not differentiable are left out, as
+    torch.autograd.gradcheck does). ``seconds`` is how long the call took.
+    """
+
+    ev: Evaluator
+    base: list[Any]
+    xs: list[torch.Tensor]
+    checked: list[InputLeaf]
+    raw: Any
+    all_leaves: list[OutputLeaf]
+    leaves: list[OutputLeaf]
+    seconds: float
+
+    @property
+    def outs(self) -> list[torch.Tensor]:
+        """The compared output tensors."""
+        return [leaf.tensor for leaf in self.leaves]
+
+    @property
+    def kept(self) -> list[int]:
+        """Indices into ``all_leaves`` of the compared outputs."""
+        return self.ev.keep if self.ev.keep is not None else list(range(len(self.leaves)))
+
+
+def first_call(
+    fn: Callable[..., Any],
+    tree: InputTree,
+    opts: CheckOptions,
+    prepare_rng: Callable[[], None],
+    notes: list[str],
+) -> FirstCall:
+    """Call ``fn`` on working copies (float64 under ``dtype="float64"``) with grad enabled.
+
+    Shared by every check that compares derivatives of ``fn``; appends what it
+    skipped to ``notes``. An exception from ``fn`` propagates with a note on the
+    dtype policy.
+    """
+    work_dtype = torch.float64 if opts.dtype == "float64" else None
+    base = tree.working_copies(work_dtype)
+    xs: list[torch.Tensor] = []
+    checked: list[InputLeaf] = []
+    for i, leaf in enumerate(tree.leaves):
+        if leaf.checked:
+            base[i] = base[i].requires_grad_(True)
+            xs.append(base[i])
+            checked.append(leaf)
+    ev = Evaluator(fn, tree, base, prepare_rng)
+    with torch.enable_grad():
+        try:
+            prepare_rng()
+            ev.calls += 1
+            start = time.perf_counter()
+            raw = tree.call(fn, base, xs)
+            seconds = time.perf_counter() - start
+        except InvalidArgument:
+            raise
+        except Exception as exc:
+            annotate(exc, opts, work_dtype)
+            raise
+    all_leaves, skipped = flatten_outputs(raw)
+    if skipped:
+        notes.append(f"skipped non-floating outputs {', '.join(skipped)} (they have no gradient)")
+    ev.all_paths = [leaf.path for leaf in all_leaves]
+    ev.all_shapes = [tuple(leaf.tensor.shape) for leaf in all_leaves]
+    leaves = all_leaves
+    if any(leaf.tensor.requires_grad for leaf in all_leaves):
+        # like torch.autograd.gradcheck: outputs autograd marks as not differentiable
+        # (the mean/rstd of native_layer_norm, a deliberately detached statistic) are
+        # not compared; with no differentiable output at all, the Jacobian must be zero
+        frozen = [leaf.path for leaf in all_leaves if not leaf.tensor.requires_grad]
+        if frozen:
+            notes.append(
+                f"outputs {', '.join(frozen)} do not require grad (not differentiable or "
+                f"detached) and were not compared"
+            )
+            ev.keep = [k for k, leaf in enumerate(all_leaves) if leaf.tensor.requires_grad]
+            leaves = [all_leaves[k] for k in ev.keep]
+    _check_outputs_usable(leaves)
+    return FirstCall(ev, base, xs, checked, raw, all_leaves, leaves, seconds)
+
+
+def _check_outputs_usable(leaves: Sequence[OutputLeaf]) -> None:
+    if leaves and all(leaf.tensor.numel() == 0 for leaf in leaves):
+        shapes = ", ".join(f"{leaf.path} {tuple(leaf.tensor.shape)}" for leaf in leaves)
+        raise InvalidArgument(
+            f"every output fn returns is empty ({shapes}): there is no gradient to check. "
+            f"Pick inputs for which fn returns at least one element."
+        )
+    for out in leaves:
+        bad = ~torch.isfinite(out.tensor.detach())
+        if bool(bad.any()):
+            first = int(bad.reshape(-1).nonzero()[0])
+            idx = unravel(first, tuple(out.tensor.shape))
+            value = float(out.tensor.detach().reshape(-1)[first])
+            raise NonFiniteOutputError(
+                f"{out.path} is {value} at index {idx} at the point being checked; "
+                f"gradients are undefined there. Check the inputs' domain (log/sqrt of "
+                f"non-positive values, division by zero, overflow)."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeat:
+    """The repeat call: its outputs (flat float64), its measured peak and its seconds.
+
+    ``peak`` is None unless the call was measured; ``seconds`` is the time of the
+    evaluation alone, without graph: what one more evaluation costs.
+    """
+
+    values: torch.Tensor
+    peak: int | None
+    seconds: float
+
+
+def call_again(
+    ev: Evaluator,
+    xs: Sequence[torch.Tensor],
+    ref: torch.Tensor,
+    unit_roundoff: float,
+    opts: CheckOptions,
+    prepare_rng: Callable[[], None],
+    notes: list[str],
+    *,
+    measure: bool = False,
+) -> Repeat:
+    """``fn`` evaluated once more at the same point, to tell a random fn from a smooth one.
+
+    The caller compares the result with ``ref`` (:func:`close_repeat`). With
+    ``measure``, the call runs under :class:`~.memory.AllocationCounter` and its
+    peak is kept too.
+    """
+    detached = [x.detach() for x in xs]
+    peak: int | None = None
+    with torch.no_grad():
+        prepare_rng()
+        before = capture_rng_state()
+        start = time.perf_counter()
+        if measure:
+            with AllocationCounter() as counter:
+                again = flat_cat(ev.raw(detached))
+            peak = counter.peak
+        else:
+            again = flat_cat(ev.raw(detached))
+        seconds = time.perf_counter() - start
+        ev.calls += 1
+        draws = capture_rng_state() != before
+        # Two calls can agree by chance (a random depth drawn from 0..3 repeats one time
+        # in four), so a function seen drawing random numbers gets a few more tries.
+        tries = _EXTRA_TRIES_WHEN_RANDOM if draws else 0
+        while close_repeat(ref, again, unit_roundoff) and tries:
+            again = flat_cat(ev(detached))
+            tries -= 1
+    if draws and opts.rng == "replay":
+        notes.append(
+            f"fn draws random numbers; every evaluation replayed the RNG state of seed={opts.seed}"
+        )
+    return Repeat(again, peak, seconds)
+
+
+def close_repeat(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
+    """Whether two evaluations at the same point agree up to roundoff (NaN equals NaN)."""
+    if a.shape != b.shape:
+        return False
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    ok = (a - b).abs() <= 16 * unit_roundoff * torch.maximum(a.abs(), b.abs())
+    return bool((ok | both_nan | (a == b)).all())
+
+
+def annotate(exc: BaseException, opts: CheckOptions, work_dtype: torch.dtype | None) -> None:
+    """Add a note to an exception ``fn`` raised on the check's working copies."""
+    note = "gradcheck_kit: raised by fn while evaluating it on copies of the inputs"
+    if work_dtype is torch.float64:
+        note += (
+            " cast to float64 (dtype='float64'); if fn uses float32 tensors it captured (weights, "
+            "constants), pass dtype='native' or check a module with check_module_gradients"
+        )
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
+def finish(result: R, start: float) -> R:
+    """``result`` with its duration since ``start``, published to the listeners."""
+    final = dataclasses.replace(result, duration_s=time.perf_counter() - start)  # type: ignore[type-var]
+    recording.publish(final)
+    return final
