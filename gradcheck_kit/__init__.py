@@ -43,10 +43,13 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import InvalidArgument as InvalidArgument
     from gradcheck_kit._src.errors import InvalidArgumentType as InvalidArgumentType
     from gradcheck_kit._src.errors import JacobianTooLargeError as JacobianTooLargeError
+    from gradcheck_kit._src.errors import MemoryBudgetError as MemoryBudgetError
     from gradcheck_kit._src.errors import (
         NondeterministicFunctionError as NondeterministicFunctionError,
     )
     from gradcheck_kit._src.errors import NonFiniteOutputError as NonFiniteOutputError
+    from gradcheck_kit._src.errors import OutputShapeChangedError as OutputShapeChangedError
+    from gradcheck_kit._src.errors import PerturbedEvaluationError as PerturbedEvaluationError
     from gradcheck_kit._src.errors import TrainingDivergenceError as TrainingDivergenceError
     from gradcheck_kit._src.errors import TrainingLoopError as TrainingLoopError
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
@@ -120,6 +123,9 @@ __all__ = [
     "InvalidArgument",
     "InvalidArgumentType",
     "JacobianTooLargeError",
+    "MemoryBudgetError",
+    "PerturbedEvaluationError",
+    "OutputShapeChangedError",
     "ManualCheckResult",
     "ManualPairResult",
     "NonFiniteOutputError",
@@ -208,6 +214,9 @@ _LAZY_IMPORTS: dict[str, str] = {
     "UnsupportedInputError": "gradcheck_kit._src.errors",
     "NonFiniteOutputError": "gradcheck_kit._src.errors",
     "JacobianTooLargeError": "gradcheck_kit._src.errors",
+    "MemoryBudgetError": "gradcheck_kit._src.errors",
+    "PerturbedEvaluationError": "gradcheck_kit._src.errors",
+    "OutputShapeChangedError": "gradcheck_kit._src.errors",
     "TrainingWatcher": "gradcheck_kit._src.training.watcher",
     "watch_training": "gradcheck_kit._src.training.watcher",
     "TrainingFinding": "gradcheck_kit._src.training.findings",

@@ -111,9 +111,7 @@ def test_a_double_backward_that_raises_is_a_failed_result() -> None:
 
 def test_mixed_second_derivatives_of_two_inputs() -> None:
     x, y = _x(n=3), _x(n=3).detach().flip(0).requires_grad_()
-    result = gk.check_second_order(
-        lambda x, y: (torch.sin(x * y) * x).sum(), (x, y), mode="full"
-    )
+    result = gk.check_second_order(lambda x, y: (torch.sin(x * y) * x).sum(), (x, y), mode="full")
     assert result.passed
     blocks = {(p.output, p.input) for p in result.pairs}
     grads = ("grad[inputs[0]]", "grad[inputs[1]]")

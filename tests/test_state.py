@@ -30,6 +30,7 @@ from gradcheck_kit._src.state import (
     preserved,
     replaying_rng,
     restore_rng_state,
+    rng_fingerprint,
     seed_everything,
     snapshot,
 )
@@ -755,19 +756,21 @@ def test_replayer_makes_a_random_graph_function_deterministic() -> None:
     assert all(torch.equal(outs[0], o) for o in outs)
 
 
-def test_seed_everything_lazy_device_seeds_are_restored() -> None:
+def test_lazy_device_seeds_are_restored() -> None:
+    # torch.manual_seed queues seeds for backends not initialised yet (seed_everything
+    # leaves them alone where no such backend is present, as on a CPU-only machine)
     tracker = getattr(getattr(torch, "cuda", None), "_lazy_seed_tracker", None)
     if tracker is None or torch.cuda.is_initialized():
         pytest.skip("no pending lazy CUDA seeds on this build")
     before_order = list(tracker.call_order)
     before = capture_rng_state()
     with preserved():
-        seed_everything(1)
+        torch.manual_seed(1)
         assert capture_rng_state().lazy_seeds != before.lazy_seeds
     assert all(a is b for a, b in zip(tracker.call_order, before_order, strict=True))
     fp_before = fingerprint()
     with preserved():
-        seed_everything(2)
+        torch.manual_seed(2)
         assert "seeds queued for uninitialised devices changed" in fp_before.diff(fingerprint())
 
 
@@ -906,3 +909,24 @@ def test_cuda_models_come_back_with_the_same_objects() -> None:
     assert fingerprint(model, x) == fp
     assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
     assert all(p.grad is g for p, g in zip(params, grads, strict=True))
+
+
+def test_numpy_gaussian_cache_is_restored_though_the_stream_did_not_move() -> None:
+    # Restoring NumPy is skipped when its stream did not move -- except with a cached
+    # Gaussian pending, which a draw consumes without moving the stream.
+    np.random.seed(0)
+    np.random.randn()  # draws two Gaussians, caches one
+    before = np.random.get_state()
+    with preserved():
+        np.random.randn()  # uses the cached one: same position, cache now empty
+    after = np.random.get_state()
+    assert after[3] == before[3] == 1 and after[4] == before[4]
+    assert after[2] == before[2] and bool((after[1] == before[1]).all())
+
+
+def test_rng_fingerprint_sees_every_generator_draw() -> None:
+    for draw in (lambda: torch.rand(1), lambda: random.random(), lambda: np.random.rand()):
+        before = rng_fingerprint()
+        assert rng_fingerprint() == before
+        draw()
+        assert rng_fingerprint() != before

@@ -10,7 +10,11 @@ from typing import Any
 
 from torch import nn
 
-from .errors import GradientMismatchError, NondeterministicFunctionError
+from .errors import (
+    GradientMismatchError,
+    NondeterministicFunctionError,
+    OutputShapeChangedError,
+)
 from .gradcheck import check_gradients, check_module_gradients
 from .results import GradCheckResult
 
@@ -31,6 +35,8 @@ def raise_for_result(result: GradCheckResult, msg: Msg = None) -> None:
         text = f"{msg}\n\n{text}"
     if result.status == "nondeterministic":
         raise NondeterministicFunctionError(text, result)
+    if result.status == "shape_changed":
+        raise OutputShapeChangedError(text, result)
     raise GradientMismatchError(text, result)
 
 
@@ -50,6 +56,8 @@ def assert_gradients_close(
         GradientMismatchError: the gradients differ; the message says where,
             by how much, the likely cause and how to reproduce.
         NondeterministicFunctionError: ``fn`` is stochastic (try ``rng="replay"``).
+        OutputShapeChangedError: an output changes shape under a small step (a
+            discrete selection): its gradient cannot be checked there.
         InvalidArgument: misuse, as in :func:`check_gradients`.
 
     Examples:

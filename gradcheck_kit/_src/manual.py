@@ -176,6 +176,7 @@ class _ManualCheck:
             u_out=self.u_out,
             budget=budget,
             footprint=footprint,
+            call_seconds=repeat.seconds,
         )
 
         n_in = sum(int(x.numel()) for x in xs)

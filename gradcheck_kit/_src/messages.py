@@ -96,6 +96,13 @@ def _pair_text(pair: PairResult) -> list[str]:
     return lines
 
 
+# Statuses where no derivative was compared: the header says why.
+_NO_VERDICT = {
+    "nondeterministic": "fn is not deterministic",
+    "shape_changed": "fn's outputs change shape under a small step: gradients cannot be checked",
+}
+
+
 def format_result(result: GradCheckResult) -> str:
     """Render a result as the multi-line text of an assertion error or a log.
 
@@ -108,8 +115,8 @@ def format_result(result: GradCheckResult) -> str:
         "[gradcheck] Gradients match (check_gradients of 'f', full mode, float64)"
     """
     lines: list[str] = []
-    if result.status == "nondeterministic":
-        lines.append(f"{PREFIX} fn is not deterministic {_header(result)}")
+    if result.status in _NO_VERDICT:
+        lines.append(f"{PREFIX} {_NO_VERDICT[result.status]} {_header(result)}")
         lines.append("")
         if result.hint:
             lines.append(result.hint)

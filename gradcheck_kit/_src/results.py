@@ -35,7 +35,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-Status = Literal["passed", "mismatch", "nondeterministic"]
+Status = Literal["passed", "mismatch", "nondeterministic", "shape_changed"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ class Hint(PlainData):
 
     ``kind`` is one of: ``factor``, ``sign``, ``transposed``, ``region``,
     ``zero``, ``one_input``, ``one_output``, ``nondeterministic``,
-    ``domain``, ``forward``, ``grad_output`` (backward not linear in grad_output).
+    ``domain``, ``forward``, ``grad_output`` (backward not linear in grad_output),
+    ``shape_changed`` (an output changes shape under a small step of the inputs).
 
     Examples:
         >>> Hint(kind="sign", text="analytic ≈ -numeric: a sign error?").kind

@@ -56,7 +56,7 @@ def run_auto(problem: Problem, probes: int) -> tuple[str, Outcome]:
     point = problem.point
     n, m = point.n_in, point.n_out
     full_rows, fast_rows = _rows(n, m, probes)
-    extra = max(0, full_rows - fast_rows) * problem.call_seconds
+    extra = max(0, full_rows - fast_rows) * problem.point.call_seconds
     extra += n * m * _JUDGING_SECONDS_PER_ENTRY
     if extra <= AUTO_FULL_EXTRA_SECONDS:
         problem.notes.append(
@@ -101,7 +101,7 @@ def _predict_full(problem: Problem, fast: Outcome, spent: float) -> float:
     """
     point = problem.point
     n, m = point.n_in, point.n_out
-    plain = problem.call_seconds
+    plain = problem.point.call_seconds
     timing = fast.timing
     per_difference = min(plain, timing.difference_seconds / max(1, timing.difference_rows))
     per_backward = min(3 * plain, timing.backward_seconds / max(1, timing.backward_rows))

@@ -38,7 +38,7 @@ from .judging import SCALES, PairTally, combined_cotangent, judge_scales
 from .numerics import element_steps, unravel
 from .problem import BatchTiming, Outcome, Problem
 
-__all__ = ["run_fast", "probe_vector", "default_probes"]
+__all__ = ["run_fast", "probe_vector", "probe_vectors", "default_probes"]
 
 # Probes by default: two where evaluations are cheap (the batch costs about one call
 # whatever its length), one where every row costs a full evaluation of fn.
@@ -54,12 +54,36 @@ def default_probes(call_seconds: float) -> int:
 
 
 def probe_vector(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random signs times magnitudes in [1, 2), shaped like ``like``, in its floating dtype."""
-    dtype = like.dtype if like.is_floating_point() else torch.float64
-    levels = torch.randint(0, 2 * _LEVELS, like.shape, generator=gen)
-    signs = levels.remainder(2).mul_(2).sub_(1)
-    magnitude = levels.div(2, rounding_mode="floor").to(dtype).div_(_LEVELS).add_(1)
-    return magnitude.mul_(signs.to(dtype)).to(like.device)
+    """Random signs times magnitudes in [1, 2), shaped like ``like``, in its floating dtype.
+
+    Examples:
+        >>> v = probe_vector(torch.zeros(1000), torch.Generator().manual_seed(0))
+        >>> bool(((v.abs() >= 1) & (v.abs() < 2)).all()), bool((v > 0).any() and (v < 0).any())
+        (True, True)
+    """
+    return probe_vectors([like], 1, gen)[0][0]
+
+
+def probe_vectors(
+    likes: Sequence[torch.Tensor], count: int, gen: torch.Generator
+) -> list[list[torch.Tensor]]:
+    """``count`` sets of :func:`probe_vector` for ``likes``, from one draw of ``gen``."""
+    sizes = [int(t.numel()) for t in likes]
+    levels = torch.randint(0, 2 * _LEVELS, (count * sum(sizes),), generator=gen)
+    signed = (
+        levels.remainder(2).mul_(2).sub_(1).mul_(levels.div(2, rounding_mode="floor") + _LEVELS)
+    )
+    out: list[list[torch.Tensor]] = []
+    offset = 0
+    for _ in range(count):
+        row = []
+        for t, n in zip(likes, sizes, strict=True):
+            dtype = t.dtype if t.is_floating_point() else torch.float64
+            part = signed[offset : offset + n].reshape(t.shape)
+            row.append(part.to(dtype=dtype, device=t.device).div_(_LEVELS))
+            offset += n
+        out.append(row)
+    return out
 
 
 def run_fast(problem: Problem, probes: int) -> Outcome:
@@ -68,14 +92,16 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     xs, outs = point.xs, point.outs
     K = probes
     gen = torch.Generator().manual_seed(seed)
-    us = [[probe_vector(o, gen) for o in outs] for _ in range(K)]
-    dirs = [
-        [probe_vector(x, gen).mul_(torch.clamp(x.detach().abs(), min=1.0)) for x in xs]
-        for _ in range(K)
-    ]
     # Two more rows of the same batched backward test that backward is linear in
     # grad_output: g2 (the second probe, or a draw of its own) and g1 - 2 g2.
-    g2 = us[1] if K > 1 else [probe_vector(o, gen) for o in outs]
+    us = probe_vectors(outs, max(K, 2), gen)
+    g2 = us[1]
+    del us[K:]
+    magnitudes = [torch.clamp(x.detach().abs(), min=1.0) for x in xs]
+    dirs = [
+        [v.mul_(m) for v, m in zip(row, magnitudes, strict=True)]
+        for row in probe_vectors(xs, K, gen)
+    ]
     second = 1
     cots = [
         torch.stack(
@@ -86,7 +112,7 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     timing = BatchTiming(backward_rows=int(cots[0].shape[0]), difference_rows=2 * K + 1)
     clock = time.perf_counter()
     with torch.enable_grad():
-        rows = vjp_rows(point, cots)
+        rows = vjp_rows(point, cots, dense=True)
     timing.backward_seconds = time.perf_counter() - clock
     linear = problem.linearity(
         rows,
@@ -105,16 +131,7 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     values, rounds, eff = directional_differences(point, dirs, tol.eps, [1.0])
     timing.difference_seconds = time.perf_counter() - clock
     u_flat = [flat_cat(u) for u in us]
-    stats = []
-    for k in range(K):
-        a, scale = 0.0, 0.0
-        for i in range(len(xs)):
-            term = eff[k][i].mul(rows[i][k])
-            a += float(term.sum(dtype=torch.float64))
-            scale += float(term.abs_().sum(dtype=torch.float64))
-        n1 = float((u_flat[k] * values[1.0][k]).sum())
-        rnd = float((u_flat[k].abs() * rounds[1.0][k]).sum())
-        stats.append((a, n1, rnd + 8 * problem.u_in * scale))
+    stats = _probe_sums(eff, rows, torch.stack(u_flat), values[1.0], rounds[1.0], problem.u_in)
     unsure = [k for k, (a, n1, err) in enumerate(stats) if not abs(a - n1) <= tol.safety * err]
     twice: dict[int, float] = {}
     if unsure:
@@ -180,6 +197,35 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
             )
     passed = linear is None and (not suspects or all(p.passed for p in pairs))
     return Outcome(passed=passed, pairs=pairs, probes=probe_results, timing=timing)
+
+
+def _probe_sums(
+    eff: list[list[torch.Tensor]],
+    rows: list[torch.Tensor],
+    U: torch.Tensor,
+    values: torch.Tensor,
+    rounds: torch.Tensor,
+    u_in: float,
+) -> list[tuple[float, float, float]]:
+    """Per probe: ``u^T J v`` by reverse mode, by finite differences, and the latter's error.
+
+    The error adds the finite differences' roundoff and the roundoff of the reverse-mode
+    dot product (8 u times the sum of its terms' magnitudes).
+    """
+    K = len(eff)
+    analytic = torch.zeros(K, dtype=torch.float64, device=U.device)
+    scale = torch.zeros(K, dtype=torch.float64, device=U.device)
+    for i, g in enumerate(rows):
+        v = torch.stack([e[i] for e in eff]).reshape(K, -1)
+        term = v.mul(g[:K].reshape(K, -1))
+        analytic += term.sum(dim=1, dtype=torch.float64).to(U.device)
+        scale += term.abs_().sum(dim=1, dtype=torch.float64).to(U.device)
+    numeric = (U * values).sum(dim=1)
+    error = (U.abs() * rounds).sum(dim=1) + 8 * u_in * scale
+    return [
+        (a, n, e)
+        for a, n, e in zip(analytic.tolist(), numeric.tolist(), error.tolist(), strict=True)
+    ]
 
 
 def _forward_probe(

@@ -119,10 +119,9 @@ class GradientCheck:
             u_out=u_out,
             budget=budget,
             footprint=footprint,
+            call_seconds=repeat.seconds,
         )
-        problem = Problem(
-            point, opts, self.tol, u_in, ev.out_paths, repeat.seconds, self.notes, self.hints
-        )
+        problem = Problem(point, opts, self.tol, u_in, ev.out_paths, self.notes, self.hints)
         probes = opts.n_probes or default_probes(repeat.seconds)
         try:
             self.mode, outcome = self._run_mode(problem, probes)

@@ -37,6 +37,10 @@ __all__ = [
 
 T = TypeVar("T")
 
+# What a vmapped evaluation costs beyond a plain call, and what the loop adds per row
+# (building the point, flattening the outputs), on a 2-core x86 machine.
+_VMAP_OVERHEAD = 2e-4
+_ROW_OVERHEAD = 5e-6
 # Inputs with more elements than this are perturbed and evaluated one row at a time:
 # each operation is big already, so vmap gains nothing, and stacked copies cost memory.
 _LAZY_ROW_ELEMENTS = 1 << 16
@@ -48,7 +52,8 @@ class Point:
 
     ``xs`` are the checked inputs (working copies that require grad), ``outs``
     the compared outputs of the first call (with their graph), ``reference``
-    those outputs flattened to float64.
+    those outputs flattened to float64; ``call_seconds`` is what one evaluation
+    without graph took (the repeat call).
     """
 
     ev: Evaluator
@@ -59,6 +64,7 @@ class Point:
     u_out: float
     budget: MemoryBudget
     footprint: Footprint
+    call_seconds: float
 
     @functools.cached_property
     def n_out(self) -> int:
@@ -88,6 +94,15 @@ class Point:
         with torch.no_grad(), AllocationCounter() as counter:
             self.ev(detached)
         self.footprint.forward = counter.peak
+
+    def batch_pays(self, rows: int) -> bool:
+        """Whether one vmapped call beats ``rows`` plain calls.
+
+        vmap costs about 0.1 ms more than a call, and saves little per row beyond
+        the interpreter's overhead: a loop is the better deal for a few rows of a
+        cheap function (and it holds one perturbed point at a time).
+        """
+        return self.ev.vectorized and rows * (self.call_seconds + _ROW_OVERHEAD) > _VMAP_OVERHEAD
 
     def forward_peak(self, rows: int) -> int:
         """Bytes one evaluation allocates, measured first when ``rows`` of them could matter."""
@@ -192,8 +207,9 @@ def central_differences(
         wanted=per_coord * n_coords,
         what=f"finite differences for {path}",
     )
-    # one point at a time where vmap cannot run or even one coordinate's rows do not fit
-    lazy = not point.ev.vectorized or fit < per_coord
+    # one point at a time where vmap cannot run or does not pay, or where even one
+    # coordinate's rows do not fit
+    lazy = not point.batch_pays(per_coord * n_coords) or fit < per_coord
     chunk = 1 if lazy else max(1, fit // per_coord)
     values: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
     rounds: dict[float, list[torch.Tensor]] = {c: [] for c in multipliers}
@@ -319,7 +335,7 @@ def directional_differences(
         wanted=n_rows,
         what="the finite differences of fast mode",
     )
-    lazy = not point.ev.vectorized or point.n_in > _LAZY_ROW_ELEMENTS or fit < n_rows
+    lazy = not point.batch_pays(n_rows) or point.n_in > _LAZY_ROW_ELEMENTS or fit < n_rows
     if lazy:
         out = _one_at_a_time(point, n_rows, make, where)
     else:
@@ -342,46 +358,48 @@ def directional_differences(
     return values, rounds, effective
 
 
-def vjp_rows(point: Point, cotangents: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def vjp_rows(
+    point: Point, cotangents: Sequence[torch.Tensor], *, dense: bool = False
+) -> list[torch.Tensor]:
     """Batched vector-Jacobian products ``J^T u`` for a batch of cotangents.
 
     ``cotangents[k]`` has shape (B, *outs[k].shape); returns per input a
     (B, *x.shape) tensor. Outputs that do not require grad contribute zero.
+    ``dense`` promises that no row of any cotangent is all zeros (random probes),
+    which saves looking for rows to skip.
     """
     B = int(cotangents[0].shape[0]) if cotangents else 0
-    xs = point.xs
-    totals = [torch.zeros(B, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
     if B == 0:
-        return totals
+        return [torch.zeros(0, *x.shape, dtype=x.dtype, device=x.device) for x in point.xs]
     footprint = point.footprint
+    parts: list[list[torch.Tensor]] = []
     start = 0
     if footprint.backward is None and footprint.needs_measuring(B, point.budget, factor=3):
         with AllocationCounter() as counter:
-            _accumulate(point, cotangents, totals, 0, 1)
+            parts.append(_rows(point, cotangents, 0, 1, dense))
         footprint.backward = counter.peak
         start = 1
-    if start >= B:
-        return totals
-    per_row = point.in_bytes + point.out_bytes
-    chunk = point.budget.rows(
-        per_row=per_row,
-        own_peak=footprint.backward_peak(),
-        extra=0,
-        wanted=B - start,
-        what="the batched backward",
-    )
-    for lo in range(start, B, chunk):
-        _accumulate(point, cotangents, totals, lo, min(B, lo + chunk))
-    return totals
+    if start < B:
+        chunk = point.budget.rows(
+            per_row=point.in_bytes + point.out_bytes,
+            own_peak=footprint.backward_peak(),
+            extra=0,
+            wanted=B - start,
+            what="the batched backward",
+        )
+        for lo in range(start, B, chunk):
+            parts.append(_rows(point, cotangents, lo, min(B, lo + chunk), dense))
+    if len(parts) == 1:
+        return parts[0]
+    return [torch.cat([part[i] for part in parts]) for i in range(len(point.xs))]
 
 
-def _accumulate(
-    point: Point,
-    cotangents: Sequence[torch.Tensor],
-    totals: list[torch.Tensor],
-    lo: int,
-    hi: int,
-) -> None:
+def _rows(
+    point: Point, cotangents: Sequence[torch.Tensor], lo: int, hi: int, dense: bool
+) -> list[torch.Tensor]:
+    """``J^T u`` for rows ``lo:hi`` of the cotangents, per input."""
+    xs = point.xs
+    total: list[torch.Tensor] | None = None
     # One output at a time, as a user's loss usually reaches a backward formula through
     # one output only: some formulas are right only when every output's gradient is
     # defined (native_group_norm ignores a lone gradient of its mean).
@@ -389,21 +407,29 @@ def _accumulate(
         if not out.requires_grad:
             continue
         block = cot[lo:hi]
-        live = block.reshape(hi - lo, -1).ne(0).any(dim=1).nonzero().flatten().tolist()
-        if not live:
-            continue
-        # live rows are a contiguous run for one-hot cotangents and all rows for random
-        # ones: slices, not index_add_, which stalls on a loaded machine's OpenMP pool
-        a, b = live[0], live[-1] + 1
-        if b - a == len(live):
-            grads = _vjp_one_output(point, out, block[a:b].to(out.dtype))
-            for total, g in zip(totals, grads, strict=True):
-                total[lo + a : lo + b] += g.to(total.dtype)
+        if dense:
+            live = list(range(hi - lo))
         else:
-            for r in live:
-                grads = _vjp_one_output(point, out, block[r : r + 1].to(out.dtype))
-                for total, g in zip(totals, grads, strict=True):
-                    total[lo + r] += g[0].to(total.dtype)
+            live = block.reshape(hi - lo, -1).ne(0).any(dim=1).nonzero().flatten().tolist()
+            if not live:
+                continue
+        a, b = live[0], live[-1] + 1
+        if b - a == hi - lo:
+            part = _vjp_one_output(point, out, block.to(out.dtype))
+        else:
+            # live rows are a contiguous run for one-hot cotangents: slices, not
+            # index_add_, which stalls on a loaded machine's OpenMP pool
+            part = [torch.zeros(hi - lo, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
+            runs = [(a, b)] if b - a == len(live) else [(r, r + 1) for r in live]
+            for r0, r1 in runs:
+                grads = _vjp_one_output(point, out, block[r0:r1].to(out.dtype))
+                for p, g in zip(part, grads, strict=True):
+                    p[r0:r1] += g.to(p.dtype)
+        part = [g if g.dtype == x.dtype else g.to(x.dtype) for g, x in zip(part, xs, strict=True)]
+        total = part if total is None else [t + p for t, p in zip(total, part, strict=True)]
+    if total is None:
+        return [torch.zeros(hi - lo, *x.shape, dtype=x.dtype, device=x.device) for x in xs]
+    return total
 
 
 def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:

@@ -17,17 +17,13 @@ __all__ = ["Problem", "Outcome", "BatchTiming"]
 
 @dataclass
 class Problem:
-    """``fn`` at a point with the settings of one check; modes append notes and hints.
-
-    ``call_seconds`` is what one evaluation of ``fn`` without graph took.
-    """
+    """``fn`` at a point with the settings of one check; modes append notes and hints."""
 
     point: Point
     opts: CheckOptions
     tol: Tolerances
     u_in: float
     out_paths: list[str]
-    call_seconds: float
     notes: list[str] = field(default_factory=list)
     hints: list[Hint] = field(default_factory=list)
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import recording
 from ..errors import InvalidArgument, NonFiniteOutputError
-from ..state import capture_rng_state, preserved, seed_everything
+from ..state import preserved, rng_fingerprint, seed_torch
 from .evaluation import Evaluator, flat_cat
 from .memory import AllocationCounter
 from .numerics import unravel
@@ -107,13 +107,15 @@ def _release_frames(exc: BaseException | None) -> None:
 def check_scope(preserve: Sequence[Any], seed: int) -> Iterator[list[str]]:
     """The span of one check: yields the CUDA backends whose TF32 was switched off.
 
-    Everything in ``preserve`` (and the RNGs, modes and flags) is restored on
-    exit, also when the block raises; an error leaves nothing of the check
+    torch's generators are seeded with ``seed`` (Python's ``random`` and NumPy's
+    are left on their streams: a check's draws from them are undone with the
+    rest). Everything in ``preserve`` (and the RNGs, modes and flags) is restored
+    on exit, also when the block raises; an error leaves nothing of the check
     allocated.
     """
     try:
         with preserved(*preserve), full_float32_precision() as switched:
-            seed_everything(seed)
+            seed_torch(seed)
             yield switched
     except BaseException as exc:
         _release_frames(exc)
@@ -261,7 +263,7 @@ def call_again(
     peak: int | None = None
     with torch.no_grad():
         prepare_rng()
-        before = capture_rng_state()
+        before = rng_fingerprint()
         start = time.perf_counter()
         if measure:
             with AllocationCounter() as counter:
@@ -271,7 +273,7 @@ def call_again(
             again = flat_cat(ev.raw(detached))
         seconds = time.perf_counter() - start
         ev.calls += 1
-        draws = capture_rng_state() != before
+        draws = rng_fingerprint() != before
         # Two calls can agree by chance (a random depth drawn from 0..3 repeats one time
         # in four), so a function seen drawing random numbers gets a few more tries.
         tries = _EXTRA_TRIES_WHEN_RANDOM if draws else 0

@@ -149,6 +149,8 @@ class InputTree:
         self, fn: Callable[..., Any], base: Sequence[Any], checked_values: Sequence[torch.Tensor]
     ) -> Any:
         """Call ``fn`` on ``base`` leaves with the checked leaves replaced by ``checked_values``."""
+        if self.call_style == "single" and len(checked_values) == 1:
+            return fn(checked_values[0])  # the common case, without rebuilding a pytree
         values = list(base)
         it = iter(checked_values)
         for i, leaf in enumerate(self.leaves):
