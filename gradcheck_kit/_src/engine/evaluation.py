@@ -91,6 +91,11 @@ class Evaluator:
     fallback_reason: str | None = None
 
     @property
+    def single(self) -> bool:
+        """Whether ``fn`` returned one real tensor at the first call (and it is compared)."""
+        return self.all_paths == ["output"] and self.keep is None
+
+    @property
     def out_paths(self) -> list[str]:
         """Paths of the compared outputs."""
         return self.all_paths if self.keep is None else [self.all_paths[k] for k in self.keep]
@@ -102,7 +107,15 @@ class Evaluator:
 
     def raw(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Evaluate without touching the RNG (for use inside vmap)."""
-        leaves, _ = flatten_outputs(self.tree.call(self.fn, self.base, xs))
+        out = self.tree.call(self.fn, self.base, xs)
+        if (
+            self.single
+            and isinstance(out, torch.Tensor)
+            and out.shape == self.all_shapes[0]
+            and out.is_floating_point()
+        ):
+            return [out]  # the common case: one real tensor, as at the first call
+        leaves, _ = flatten_outputs(out)
         if self.all_paths:
             if len(leaves) != len(self.all_paths) or any(
                 leaf.path != path for leaf, path in zip(leaves, self.all_paths, strict=False)

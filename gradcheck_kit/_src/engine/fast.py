@@ -61,28 +61,22 @@ def probe_vector(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         >>> bool(((v.abs() >= 1) & (v.abs() < 2)).all()), bool((v > 0).any() and (v < 0).any())
         (True, True)
     """
-    return probe_vectors([like], 1, gen)[0][0]
+    return probe_vectors([like], gen)[0]
 
 
-def probe_vectors(
-    likes: Sequence[torch.Tensor], count: int, gen: torch.Generator
-) -> list[list[torch.Tensor]]:
-    """``count`` sets of :func:`probe_vector` for ``likes``, from one draw of ``gen``."""
+def probe_vectors(likes: Sequence[torch.Tensor], gen: torch.Generator) -> list[torch.Tensor]:
+    """A :func:`probe_vector` for each of ``likes``, from one draw of ``gen``."""
     sizes = [int(t.numel()) for t in likes]
-    levels = torch.randint(0, 2 * _LEVELS, (count * sum(sizes),), generator=gen)
-    signed = (
-        levels.remainder(2).mul_(2).sub_(1).mul_(levels.div(2, rounding_mode="floor") + _LEVELS)
-    )
-    out: list[list[torch.Tensor]] = []
+    levels = torch.randint(0, 2 * _LEVELS, (sum(sizes),), generator=gen)
+    magnitudes = levels.div(2, rounding_mode="floor").add_(_LEVELS)
+    signed = levels.remainder_(2).mul_(2).sub_(1).mul_(magnitudes)
+    out = []
     offset = 0
-    for _ in range(count):
-        row = []
-        for t, n in zip(likes, sizes, strict=True):
-            dtype = t.dtype if t.is_floating_point() else torch.float64
-            part = signed[offset : offset + n].reshape(t.shape)
-            row.append(part.to(dtype=dtype, device=t.device).div_(_LEVELS))
-            offset += n
-        out.append(row)
+    for t, n in zip(likes, sizes, strict=True):
+        dtype = t.dtype if t.is_floating_point() else torch.float64
+        part = signed[offset : offset + n].reshape(t.shape)
+        out.append(part.to(dtype=dtype, device=t.device).div_(_LEVELS))
+        offset += n
     return out
 
 
@@ -94,13 +88,15 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     gen = torch.Generator().manual_seed(seed)
     # Two more rows of the same batched backward test that backward is linear in
     # grad_output: g2 (the second probe, or a draw of its own) and g1 - 2 g2.
-    us = probe_vectors(outs, max(K, 2), gen)
+    drawn = probe_vectors([*outs * max(K, 2), *xs * K], gen)
+    us = [drawn[j * len(outs) : (j + 1) * len(outs)] for j in range(max(K, 2))]
     g2 = us[1]
     del us[K:]
+    rest = drawn[max(K, 2) * len(outs) :]
     magnitudes = [torch.clamp(x.detach().abs(), min=1.0) for x in xs]
     dirs = [
-        [v.mul_(m) for v, m in zip(row, magnitudes, strict=True)]
-        for row in probe_vectors(xs, K, gen)
+        [v.mul_(m) for v, m in zip(rest[k * len(xs) : (k + 1) * len(xs)], magnitudes, strict=True)]
+        for k in range(K)
     ]
     second = 1
     cots = [

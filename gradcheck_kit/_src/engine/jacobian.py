@@ -41,6 +41,8 @@ T = TypeVar("T")
 # (building the point, flattening the outputs), on a 2-core x86 machine.
 _VMAP_OVERHEAD = 2e-4
 _ROW_OVERHEAD = 5e-6
+# Up to this many rows, plain backward passes in a loop beat one batched over them.
+_LOOP_ROWS = 4
 # Inputs with more elements than this are perturbed and evaluated one row at a time:
 # each operation is big already, so vmap gains nothing, and stacked copies cost memory.
 _LAZY_ROW_ELEMENTS = 1 << 16
@@ -293,12 +295,15 @@ def directional_differences(
     # checked once per input rather than once per probe: these tensors can be whole models
     finite = [_all_finite(x) for x in detached]
     order = [(m, k) for m in range(len(multipliers)) for k in range(K)]
-
-    def moved(m: int, k: int, sign: float) -> list[torch.Tensor]:
-        step = sign * multipliers[m] * eps
-        return [
-            torch.add(x, directions[k][i].to(x.dtype), alpha=step) for i, x in enumerate(detached)
-        ]
+    n_rows = 2 * len(order)
+    fit = point.budget.rows(
+        per_row=3 * point.in_bytes + 2 * point.n_out * 8,
+        own_peak=point.forward_peak(n_rows),
+        extra=point.in_bytes,
+        wanted=n_rows,
+        what="the finite differences of fast mode",
+    )
+    lazy = not point.batch_pays(n_rows) or point.n_in > _LAZY_ROW_ELEMENTS or fit < n_rows
 
     def where(r: int) -> str:
         m, k = order[r // 2]
@@ -308,41 +313,35 @@ def directional_differences(
             f"(probe {k}; entries scaled by max(1, |x|))"
         )
 
-    def make(r: int) -> list[torch.Tensor]:
-        m, k = order[r // 2]
-        return moved(m, k, 1.0 if r % 2 == 0 else -1.0)
-
     effective: list[list[torch.Tensor]] = [[] for _ in range(K)]
-    for k in range(K):
-        plus, minus = moved(0, k, 1.0), moved(0, k, -1.0)
-        for i in range(len(detached)):
-            # in the input's dtype: rounding here is relative u per entry, which the
-            # probes' error estimate (8 u sum|g w|) already allows for, and on a large
-            # model every float64 temporary costs a parameter-sized allocation
-            eff = plus[i].sub_(minus[i]).div_(2 * multipliers[0] * eps)
-            if not finite[i]:
-                # an infinite entry cannot move: it contributes nothing to the projection
-                eff = torch.where(torch.isfinite(eff), eff, 0.0)
-            effective[k].append(eff)
+    rows: list[torch.Tensor] = []
+    columns: list[list[torch.Tensor]] = [[] for _ in detached]
+    for j, (m, k) in enumerate(order):
+        step = multipliers[m] * eps
+        plus = [torch.add(x, directions[k][i], alpha=step) for i, x in enumerate(detached)]
+        minus = [torch.sub(x, directions[k][i], alpha=step) for i, x in enumerate(detached)]
+        if lazy:
+            # one point at a time: a model's perturbed copies are not all held at once
+            with torch.no_grad():
+                rows.append(evaluate_one(point.ev, plus, functools.partial(where, 2 * j)))
+                rows.append(evaluate_one(point.ev, minus, functools.partial(where, 2 * j + 1)))
+        else:
+            for i in range(len(detached)):
+                columns[i] += [plus[i], minus[i]]
+        if m == 0:
+            for i in range(len(detached)):
+                # in the input's dtype: rounding here is relative u per entry, which the
+                # probes' error estimate (8 u sum|g w|) already allows for, and on a large
+                # model every float64 temporary costs a parameter-sized allocation
+                eff = torch.sub(plus[i], minus[i]).div_(2 * step)
+                if not finite[i]:
+                    # an infinite entry cannot move: it contributes nothing to the projection
+                    eff = torch.where(torch.isfinite(eff), eff, 0.0)
+                effective[k].append(eff)
         del plus, minus
-    n_rows = 2 * len(order)
-    M = point.n_out
-    per_row = 3 * point.in_bytes + 2 * M * 8
-    fit = point.budget.rows(
-        per_row=per_row,
-        own_peak=point.forward_peak(n_rows),
-        extra=point.in_bytes,
-        wanted=n_rows,
-        what="the finite differences of fast mode",
-    )
-    lazy = not point.batch_pays(n_rows) or point.n_in > _LAZY_ROW_ELEMENTS or fit < n_rows
     if lazy:
-        out = _one_at_a_time(point, n_rows, make, where)
+        out = torch.stack(rows)
     else:
-        columns: list[list[torch.Tensor]] = [[] for _ in detached]
-        for r in range(n_rows):
-            for i, t in enumerate(make(r)):
-                columns[i].append(t)
         stacked = {i: torch.stack([*col, detached[i]]) for i, col in enumerate(columns)}
         del columns
         out = evaluate_rows(
@@ -435,7 +434,7 @@ def _rows(
 def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
     xs, ev = point.xs, point.ev
     n = int(rows.shape[0])
-    if n > 1 and ev.vectorized:
+    if n > _LOOP_ROWS and ev.vectorized:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

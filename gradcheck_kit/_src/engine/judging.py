@@ -233,9 +233,17 @@ def combined_cotangent(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
     return g1 + COMBINATION * g2
 
 
-def combination_weight(g1: torch.Tensor, g2: torch.Tensor, combined: torch.Tensor) -> float:
-    """``sum |g1| + 2 sum |g2| + sum |g1 - 2 g2|``: how many atol one output's rows add up."""
-    return float(g1.abs().sum() + abs(COMBINATION) * g2.abs().sum() + combined.abs().sum())
+def combination_weight(cots: torch.Tensor, second: int, combined: int) -> float:
+    """``sum |g1| + 2 sum |g2| + sum |g1 - 2 g2|`` over one output's stacked cotangents.
+
+    Row 0 of ``cots`` is g1, row ``second`` g2, row ``combined`` g1 - 2 g2: how many
+    atol the three rows' vjps add up.
+    """
+    rows = cots[[0, second, combined]].reshape(3, -1).abs().sum(dim=1, dtype=torch.float64)
+    return float(rows @ _WEIGHTS.to(rows.device))
+
+
+_WEIGHTS: Final = torch.tensor([1.0, abs(COMBINATION), 1.0], dtype=torch.float64)
 
 
 def linearity_hint(
@@ -259,24 +267,23 @@ def linearity_hint(
     is zero by cancellation carries roundoff of the terms that cancelled).
     """
     worst: tuple[float, int, int, float, float] | None = None
-    for i, (a, c) in enumerate(zip(v1, v12, strict=True)):
-        a, c = a.detach().reshape(-1), c.detach().reshape(-1)
+    root_u = math.sqrt(unit_roundoff)
+    for i, (a, b, c) in enumerate(zip(v1, v2, v12, strict=True)):
         if a.numel() == 0:
             continue
-        b = v2[i].detach().reshape(-1)
+        a, b, c = a.detach().reshape(-1), b.detach().reshape(-1), c.detach().reshape(-1)
         # In the gradients' own dtype with one temporary and per-tensor magnitudes: on a
         # model with millions of parameters this costs a few passes over the gradients.
-        diff = torch.add(a, b, alpha=COMBINATION).sub_(c).abs_()
-        scale = sum(
-            w * float(torch.linalg.vector_norm(t, math.inf))
-            for w, t in ((1.0, a), (abs(COMBINATION), b), (1.0, c))
-        )
-        allowed = math.sqrt(unit_roundoff) * scale + floor
-        j = int(torch.argmax(diff.nan_to_num_(nan=0.0)))
-        over = float(diff[j]) - allowed
+        diff = torch.add(a, b, alpha=COMBINATION).sub_(c).abs_().nan_to_num_(nan=0.0)
+        largest, at = diff.max(dim=0)
+        peaks = torch.stack([t.abs().max() for t in (a, b, c)]).to(torch.float64)
+        peak_a, peak_b, peak_c, over = torch.cat([peaks, largest.reshape(1).double()]).tolist()
+        allowed = root_u * (peak_a + abs(COMBINATION) * peak_b + peak_c) + floor
+        over -= allowed
         if over > 0 and math.isfinite(over) and (worst is None or over > worst[0]):
-            want = float(a[j]) + COMBINATION * float(b[j])
-            worst = (over, i, j, float(c[j]), want)
+            k = int(at)
+            want = float(a[k]) + COMBINATION * float(b[k])
+            worst = (over, i, k, float(c[k]), want)
     if worst is None:
         return None
     _, i, j, got, want = worst

@@ -45,7 +45,7 @@ class Problem:
         Row 0 is g1's vjp, row ``second`` g2's, row ``combined`` that of g1 - 2 g2;
         ``cots`` holds the cotangents, stacked the same way.
         """
-        floor = self.tol.atol * sum(combination_weight(c[0], c[second], c[combined]) for c in cots)
+        floor = self.tol.atol * sum(combination_weight(c, second, combined) for c in cots)
         return linearity_hint(
             [r[0] for r in rows],
             [r[second] for r in rows],

@@ -217,6 +217,8 @@ def _check_outputs_usable(leaves: Sequence[OutputLeaf]) -> None:
             f"Pick inputs for which fn returns at least one element."
         )
     for out in leaves:
+        if out.tensor.numel() and bool(torch.isfinite(out.tensor.detach().sum())):
+            continue  # a finite sum: every entry is finite (one reduction, no mask)
         bad = ~torch.isfinite(out.tensor.detach())
         if bool(bad.any()):
             first = int(bad.reshape(-1).nonzero()[0])
@@ -291,6 +293,8 @@ def close_repeat(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool
     """Whether two evaluations at the same point agree up to roundoff (NaN equals NaN)."""
     if a.shape != b.shape:
         return False
+    if torch.equal(a, b):
+        return True  # deterministic kernels repeat bit for bit
     both_nan = torch.isnan(a) & torch.isnan(b)
     ok = (a - b).abs() <= 16 * unit_roundoff * torch.maximum(a.abs(), b.abs())
     return bool((ok | both_nan | (a == b)).all())

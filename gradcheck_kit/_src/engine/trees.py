@@ -93,7 +93,12 @@ class InputTree:
                 f"directly."
             )
         select = select or (lambda t: t.requires_grad)
-        flat, self._spec = pytree.tree_flatten_with_path(container)
+        flat: list[tuple[Any, Any]]
+        self._spec: pytree.TreeSpec | None = None
+        if self.call_style == "single":
+            flat = [((), inputs)]  # no pytree walk for the common case
+        else:
+            flat, self._spec = pytree.tree_flatten_with_path(container)
         self.leaves: list[InputLeaf] = []
         for key_path, value in flat:
             path = "input" if self.call_style == "single" else root + pytree.keystr(key_path)
@@ -160,9 +165,9 @@ class InputTree:
                 # a fresh copy per call, so fn mutating a pass-through input cannot leak
                 # into the next evaluation
                 values[i] = values[i].clone()
+        if self._spec is None:
+            return fn(values[0])
         container = pytree.tree_unflatten(values, self._spec)
-        if self.call_style == "single":
-            return fn(container[0])
         if self.call_style == "args":
             return fn(*container)
         return fn(**container)
