@@ -268,3 +268,61 @@ def test_lazy_public_name_does_import_its_module() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True", "gradcheck_kit._src.errors"]
+
+
+def _private_names_used(module: str) -> list[str]:
+    """Underscore names ``module`` takes from other modules of the package.
+
+    ``from .x import _name`` and ``x._name`` where ``x`` was imported from the
+    package both count; the package's own dunders do not.
+    """
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[str] = []
+    own_modules: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1])
+            base = f"{base}.{node.module}" if node.module else base
+        else:
+            base = node.module or ""
+        if not _matches(base, (ROOT,)):
+            continue
+        for alias in node.names:
+            if f"{base}.{alias.name}" in MODULES:
+                own_modules.add(alias.asname or alias.name)
+            elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append(f"from {base} import {alias.name}")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in own_modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_uses_another_modules_private_names(module: str) -> None:
+    # A name another module needs is public inside the package (no underscore), as the
+    # engine's are; a private one is free to change with its own module.
+    assert not _private_names_used(module), _private_names_used(module)
+
+
+def test_the_private_name_walk_finds_what_it_should(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(MODULES, "gradcheck_kit._src._layering_probe", tmp_path / "probe.py")
+    (tmp_path / "probe.py").write_text(
+        "from .state import _bits, preserved\nfrom . import recording\nrecording._listeners\n",
+        encoding="utf-8",
+    )
+    found = _private_names_used("gradcheck_kit._src._layering_probe")
+    assert found == ["from gradcheck_kit._src.state import _bits", "recording._listeners"]

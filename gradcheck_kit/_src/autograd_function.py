@@ -30,7 +30,7 @@ from .engine.trees import InputTree, describe_tensor
 from .errors import AutogradFunctionError, InvalidArgument
 from .gradcheck import check_gradients
 from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
-from .second_order import check_second_order, muted
+from .second_order import check_second_order
 from .state import preserved, seed_everything
 
 __all__ = ["check_autograd_function", "assert_autograd_function"]
@@ -421,7 +421,7 @@ class _Audit:
                 return out if single else out[_k]
 
             try:
-                with muted():
+                with recording.muted():
                     result = check_gradients(select, self.inputs, **self._options())
             except Exception as exc:
                 self.add("non_differentiable", "failed", _first_line(exc), output=path)
@@ -455,7 +455,7 @@ class _Audit:
 
     def _backward_check(self) -> None:
         try:
-            with muted():
+            with recording.muted():
                 self.gradient = check_gradients(self.function.apply, self.inputs, **self._options())
         except Exception as exc:
             self.add("backward", "failed", f"checking backward raised {_first_line(exc)}")
@@ -668,7 +668,7 @@ class _Audit:
             return
         once = is_once_differentiable(self.function)
         try:
-            with muted():
+            with recording.muted():
                 self.second = check_second_order(
                     self.function.apply, self.inputs, **self._options()
                 )

@@ -6,10 +6,11 @@ any knowledge of pytest or reports. Imports no torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["publish", "subscribe"]
+__all__ = ["publish", "subscribe", "muted"]
 
 _Listener = Callable[[Any], None]
 _listeners: list[_Listener] = []
@@ -33,3 +34,18 @@ def publish(result: Any) -> None:
     """Hand ``result`` to every current listener, in subscription order."""
     for listener in list(_listeners):
         listener(result)
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Keep the results published inside the block from the listeners.
+
+    A composite check (second order, a Function audit) publishes one result of
+    its own; the checks it runs inside are parts of it, not results of the test.
+    """
+    saved = list(_listeners)
+    _listeners.clear()
+    try:
+        yield
+    finally:
+        _listeners[:] = saved

@@ -11,11 +11,10 @@ failed check with the reason, not as a crash.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +30,7 @@ from .gradcheck import check_gradients
 from .results import GradCheckResult, Hint, SecondOrderResult
 from .state import preserved, seed_everything
 
-__all__ = ["check_second_order", "assert_second_order", "muted"]
+__all__ = ["check_second_order", "assert_second_order"]
 
 Msg = str | Callable[[str], str] | None
 
@@ -41,22 +40,6 @@ _NO_GRAPH = (
     "computed with non-differentiable operations (.detach(), .data, .numpy(), torch.no_grad(), "
     "a tensor saved inside forward that is neither an input nor an output)?"
 )
-
-
-@contextlib.contextmanager
-def muted() -> Iterator[None]:
-    """Keep the results of nested checks from the listeners (the pytest plugin, reports).
-
-    A composite check publishes one result of its own; the checks it runs
-    inside are parts of it, not results of the test.
-    """
-    # recording has no public way to pause; its listener list is the one switch
-    saved = list(recording._listeners)
-    recording._listeners.clear()
-    try:
-        yield
-    finally:
-        recording._listeners[:] = saved
 
 
 class _GradientMap:
@@ -399,7 +382,7 @@ def check_second_order(
         return final
 
     def core_check(gradient_map: Callable[..., Any], checked: Any) -> GradCheckResult:
-        with muted(), preserved(inputs, *captured_objects(fn)):
+        with recording.muted(), preserved(inputs, *captured_objects(fn)):
             return check_gradients(
                 gradient_map,
                 checked,

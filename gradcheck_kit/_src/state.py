@@ -52,6 +52,7 @@ __all__ = [
     "RngState",
     "Snapshot",
     "StateRestoreWarning",
+    "bits_equal",
     "TensorFingerprint",
     "capture_rng_state",
     "fingerprint",
@@ -672,7 +673,13 @@ def _int_view(t: torch.Tensor) -> torch.Tensor:
     return t.view(_INT_BY_ITEMSIZE[t.element_size()])
 
 
-def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors hold the same bits (NaN payloads and -0.0 included).
+
+    Examples:
+        >>> bits_equal(torch.tensor([0.0]), torch.tensor([-0.0]))
+        False
+    """
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(_int_view(a), _int_view(b))
 
 
@@ -992,7 +999,7 @@ class Snapshot:
         if record.data is not None and record.bits is not None:
             if not _same_storage_view(t, record.data):
                 t.data = record.data
-            if not _bits_equal(t.detach(), record.bits):
+            if not bits_equal(t.detach(), record.bits):
                 _write_bits(t, record.bits)
         if record.is_leaf:
             if not t.is_leaf:

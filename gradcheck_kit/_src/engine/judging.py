@@ -239,60 +239,58 @@ def combination_weight(cots: torch.Tensor, second: int, combined: int) -> float:
     Row 0 of ``cots`` is g1, row ``second`` g2, row ``combined`` g1 - 2 g2: how many
     atol the three rows' vjps add up.
     """
-    rows = cots[[0, second, combined]].reshape(3, -1).abs().sum(dim=1, dtype=torch.float64)
-    return float(rows @ _WEIGHTS.to(rows.device))
-
-
-_WEIGHTS: Final = torch.tensor([1.0, abs(COMBINATION), 1.0], dtype=torch.float64)
+    sums = cots.reshape(int(cots.shape[0]), -1).abs().sum(dim=1).tolist()
+    return float(sums[0] + abs(COMBINATION) * sums[second] + sums[combined])
 
 
 def linearity_hint(
-    v1: Sequence[torch.Tensor],
-    v2: Sequence[torch.Tensor],
-    v12: Sequence[torch.Tensor],
+    rows: Sequence[torch.Tensor],
+    second: int,
+    combined: int,
     in_paths: Sequence[str],
-    in_shapes: Sequence[tuple[int, ...]],
     unit_roundoff: float,
     floor: float,
     drawn: str,
 ) -> Hint | None:
     """A hint when backward is not linear in grad_output, else None.
 
-    ``v1``, ``v2`` and ``v12`` are the vjps (per input) of ``g1``, ``g2`` and
-    ``g1 - 2 g2``. The same backward computes all three, so a linear one agrees
-    up to the roundoff of its sums; the allowance, sqrt(u) times the largest
-    magnitudes of the three, is far above that and far below what a nonlinear
-    backward gives. ``floor`` is the absolute part: what atol allows each
-    Jacobian entry, summed over the cotangents' entries (an entry whose gradient
-    is zero by cancellation carries roundoff of the terms that cancelled).
+    ``rows[i]`` stacks the vjps for input ``i``: row 0 of ``g1``, row ``second`` of
+    ``g2`` and row ``combined`` of ``g1 - 2 g2``. The same backward computes all
+    three, so a linear one agrees up to the roundoff of its sums; the allowance,
+    sqrt(u) times the largest magnitudes of the three, is far above that and far
+    below what a nonlinear backward gives. ``floor`` is the absolute part: what
+    atol allows each Jacobian entry, summed over the cotangents' entries (an
+    entry whose gradient is zero by cancellation carries roundoff of the terms
+    that cancelled).
     """
     worst: tuple[float, int, int, float, float] | None = None
     root_u = math.sqrt(unit_roundoff)
-    for i, (a, b, c) in enumerate(zip(v1, v2, v12, strict=True)):
-        if a.numel() == 0:
+    for i, stacked in enumerate(rows):
+        if stacked[0].numel() == 0:
             continue
-        a, b, c = a.detach().reshape(-1), b.detach().reshape(-1), c.detach().reshape(-1)
-        # In the gradients' own dtype with one temporary and per-tensor magnitudes: on a
-        # model with millions of parameters this costs a few passes over the gradients.
-        diff = torch.add(a, b, alpha=COMBINATION).sub_(c).abs_().nan_to_num_(nan=0.0)
-        largest, at = diff.max(dim=0)
-        peaks = torch.stack([t.abs().max() for t in (a, b, c)]).to(torch.float64)
-        peak_a, peak_b, peak_c, over = torch.cat([peaks, largest.reshape(1).double()]).tolist()
-        allowed = root_u * (peak_a + abs(COMBINATION) * peak_b + peak_c) + floor
-        over -= allowed
+        # In the gradients' own dtype, with per-tensor magnitudes: on a model with
+        # millions of parameters this costs a few passes over the gradients.
+        trio = stacked.detach().reshape(int(stacked.shape[0]), -1)[[0, second, combined]]
+        diff = torch.add(trio[0], trio[1], alpha=COMBINATION).sub_(trio[2])
+        largest, at = diff.abs_().nan_to_num_(nan=0.0).max(dim=0)
+        peak_a, peak_b, peak_c, over = torch.cat(
+            [trio.abs().amax(dim=1), largest.reshape(1)]
+        ).tolist()
+        over -= root_u * (peak_a + abs(COMBINATION) * peak_b + peak_c) + floor
         if over > 0 and math.isfinite(over) and (worst is None or over > worst[0]):
             k = int(at)
-            want = float(a[k]) + COMBINATION * float(b[k])
-            worst = (over, i, k, float(c[k]), want)
+            a, b, c = (float(v) for v in trio[:, k])
+            worst = (over, i, k, c, a + COMBINATION * b)
     if worst is None:
         return None
     _, i, j, got, want = worst
+    index = unravel(j, tuple(rows[i].shape[1:]))
     return Hint(
         kind="grad_output",
         input=in_paths[i],
         text=(
             f"backward is not linear in grad_output: the gradient of {in_paths[i]} at index "
-            f"{unravel(j, in_shapes[i])} is {got:.6g} for grad_output g1 - 2·g2, but g1's "
+            f"{index} is {got:.6g} for grad_output g1 - 2·g2, but g1's "
             f"minus twice g2's is {want:.6g} ({drawn}). A backward must return "
             f"J^T · grad_output: it ignores grad_output (the gradient as if grad_output were "
             f"all ones, right for a scalar loss and wrong inside a network) or transforms it "

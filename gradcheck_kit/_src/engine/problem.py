@@ -47,11 +47,10 @@ class Problem:
         """
         floor = self.tol.atol * sum(combination_weight(c, second, combined) for c in cots)
         return linearity_hint(
-            [r[0] for r in rows],
-            [r[second] for r in rows],
-            [r[combined] for r in rows],
+            rows,
+            second,
+            combined,
             self.in_paths,
-            [tuple(x.shape) for x in self.point.xs],
             max(self.u_in, self.point.u_out),
             floor,
             drawn,

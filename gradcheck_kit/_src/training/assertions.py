@@ -24,7 +24,7 @@ from torch import nn
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError
 from ..graph import Msg, apply_msg, check_msg
-from ..state import _bits_equal, preserved
+from ..state import bits_equal, preserved
 from ..validation import check_int
 from .common import (
     as_optimizers,
@@ -277,7 +277,7 @@ def _run_steps(
         now = dict(model.named_parameters())
         for name, p in selected:
             replaced = now.get(name) is not p
-            changed = replaced or not _bits_equal(before[id(p)], p.detach())
+            changed = replaced or not bits_equal(before[id(p)], p.detach())
             outcome[name] = (changed, replaced)
     return outcome, probe, held, had_grad
 

@@ -46,7 +46,7 @@ from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError, TrainingLoopWarning
 from ..graph import Msg, apply_msg, check_msg, user_site
 from ..messages import PREFIX
-from ..state import _bits_equal
+from ..state import bits_equal
 from ..validation import check_choice, check_int
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
 from .findings import TrainingFinding, TrainingReport, steps_kept
@@ -515,7 +515,7 @@ class _Session:
             for p, version, before in record.frozen:
                 if p._version == version:
                     continue
-                if before is not None and _bits_equal(before, p.detach()):
+                if before is not None and bits_equal(before, p.detach()):
                     continue
                 st = self.states.get(id(p))
                 name = st.name if st is not None else f"parameter of shape {tuple(p.shape)}"
