@@ -58,7 +58,8 @@ def run_auto(problem: Problem, probes: int) -> tuple[str, Outcome]:
     full_rows, fast_rows = _rows(n, m, probes)
     extra = max(0, full_rows - fast_rows) * problem.point.call_seconds
     extra += n * m * _JUDGING_SECONDS_PER_ENTRY
-    if extra <= AUTO_FULL_EXTRA_SECONDS:
+    fits = point.minimum_bytes(full=True) <= point.budget.available
+    if extra <= AUTO_FULL_EXTRA_SECONDS and fits:
         problem.notes.append(
             f"auto: full mode ({n:,} input and {m:,} output entries: {full_rows:,} rows of "
             f"evaluations at most {extra * 1e3:.3g} ms more than fast mode)"
@@ -79,7 +80,9 @@ def run_auto(problem: Problem, probes: int) -> tuple[str, Outcome]:
         f"{m:,} backward rows, {n * m:,} entries) was predicted at {predicted * 1e3:.3g} ms, "
         f"{'within' if predicted <= allowed else 'over'} the budget of {allowed * 1e3:.3g} ms"
     )
-    if predicted > allowed:
+    if predicted > allowed or not fits:
+        if not fits:
+            figures += "; full mode's smallest block does not fit max_memory"
         problem.notes.append(f"auto: fast mode ({figures})")
         return "fast", fast
     # full mode's verdict replaces fast mode's, with its own hints and notes

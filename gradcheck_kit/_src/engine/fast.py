@@ -28,13 +28,13 @@ import torch
 from ..results import Hint, PairResult, ProbeResult
 from .evaluation import flat_cat
 from .jacobian import (
-    Point,
     central_differences,
     directional_differences,
     forward_directional,
     vjp_rows,
 )
 from .judging import SCALES, PairTally, combined_cotangent, judge_scales
+from .memory import format_bytes
 from .numerics import element_steps, unravel
 from .problem import BatchTiming, Outcome, Problem
 
@@ -134,7 +134,7 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
         more, _, _ = directional_differences(point, [dirs[k] for k in unsure], tol.eps, [2.0])
         for j, k in enumerate(unsure):
             twice[k] = float((u_flat[k] * more[2.0][j]).sum())
-    forward = _forward_probe(point, u_flat[0], eff[0])
+    forward = _forward_probe(problem, u_flat[0], eff[0])
     probe_results: list[ProbeResult] = []
     suspects: list[int] = []
     forward_bad = False
@@ -160,11 +160,6 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
         )
         if not reverse_ok:
             suspects.append(k)
-    if forward is None:
-        problem.notes.append(
-            "forward-mode AD is not supported by fn; probes compared reverse mode with "
-            "finite differences only"
-        )
     if forward_bad:
         # the verdict is about backward (what training uses), as torch.autograd.gradcheck's
         # default; a wrong jvp is reported without failing the check
@@ -225,11 +220,29 @@ def _probe_sums(
 
 
 def _forward_probe(
-    point: Point, u_flat: torch.Tensor, tangents: Sequence[torch.Tensor]
+    problem: Problem, u_flat: torch.Tensor, tangents: Sequence[torch.Tensor]
 ) -> float | None:
-    """``u^T J w`` by one jvp (about a forward pass), or None where forward AD is unsupported."""
+    """``u^T J w`` by one jvp (about a forward pass), or None where it is not taken.
+
+    A jvp carries a tangent beside every activation: one evaluation's peak more
+    than a plain call, which has to fit the budget.
+    """
+    point = problem.point
+    extra = point.forward_peak(1)
+    if extra > point.budget.available:
+        problem.notes.append(
+            f"the forward-mode probe was skipped: a jvp holds a tangent beside every "
+            f"activation ({format_bytes(extra)} more than a plain call), over max_memory"
+        )
+        return None
     jv = forward_directional(point, tangents)
-    return None if jv is None else float((u_flat.cpu() * jv).sum())
+    if jv is None:
+        problem.notes.append(
+            "forward-mode AD is not supported by fn; probes compared reverse mode with "
+            "finite differences only"
+        )
+        return None
+    return float((u_flat.cpu() * jv).sum())
 
 
 def _masked(

@@ -121,6 +121,10 @@ class GradientCheck:
             footprint=footprint,
             call_seconds=repeat.seconds,
         )
+        if opts.mode == "full":
+            budget.require(point.minimum_bytes(full=True), "full mode")
+        else:
+            budget.require(point.minimum_bytes(full=False), "fast mode")
         problem = Problem(point, opts, self.tol, u_in, ev.out_paths, self.notes, self.hints)
         probes = opts.n_probes or default_probes(repeat.seconds)
         try:

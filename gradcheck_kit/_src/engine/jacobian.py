@@ -97,6 +97,40 @@ class Point:
             self.ev(detached)
         self.footprint.forward = counter.peak
 
+    # What one row of each kind of batch holds besides fn's own allocations.
+    def difference_row_bytes(self, leaf: int, kept: int) -> int:
+        """A row of central differences.
+
+        The perturbed input (three copies on the way to the stack), its outputs in
+        float64, and the quotient and roundoff of ``kept`` output rows.
+        """
+        x = self.xs[leaf]
+        return 3 * int(x.numel()) * x.element_size() + 2 * self.n_out * 8 + 2 * kept * 8
+
+    def direction_row_bytes(self) -> int:
+        """A row of directional differences: every input perturbed, its outputs in float64."""
+        return 3 * self.in_bytes + 2 * self.n_out * 8
+
+    def backward_row_bytes(self) -> int:
+        """A row of a batched backward: the cotangent and the gradients."""
+        return self.in_bytes + self.out_bytes
+
+    def reverse_row_bytes(self) -> int:
+        """A row of the reverse-mode Jacobian: a one-hot cotangent and a float64 row."""
+        return self.n_out * 8 + self.out_bytes + self.in_bytes + self.n_in * 8
+
+    def minimum_bytes(self, full: bool) -> int:
+        """The budget below which not even one evaluation of a mode's batches fits."""
+        if not full:
+            return max(self.direction_row_bytes() + self.in_bytes, self.backward_row_bytes())
+        differences = max(
+            self.difference_row_bytes(i, 1) + int(x.numel()) * x.element_size()
+            for i, x in enumerate(self.xs)
+        )
+        # full mode holds one analytic row and judges a column with float64 temporaries
+        held = self.n_in * 8 + 4 * self.n_out * 8
+        return held + max(differences, self.reverse_row_bytes(), self.backward_row_bytes())
+
     def batch_pays(self, rows: int) -> bool:
         """Whether one vmapped call beats ``rows`` plain calls.
 
@@ -199,11 +233,8 @@ def central_differences(
     kept = M if rows is None else len(range(*rows.indices(M)))
     per_coord = 2 * len(multipliers)
     n_coords = int(coords.numel())
-    # per row: the perturbed input (three copies on the way to the stack), its outputs
-    # in float64, the quotient and roundoff kept
-    per_row = 3 * n * x.element_size() + 2 * M * 8 + 2 * kept * 8
     fit = point.budget.rows(
-        per_row=per_row,
+        per_row=point.difference_row_bytes(leaf, kept),
         own_peak=point.forward_peak(per_coord * n_coords),
         extra=n * x.element_size(),
         wanted=per_coord * n_coords,
@@ -297,7 +328,7 @@ def directional_differences(
     order = [(m, k) for m in range(len(multipliers)) for k in range(K)]
     n_rows = 2 * len(order)
     fit = point.budget.rows(
-        per_row=3 * point.in_bytes + 2 * point.n_out * 8,
+        per_row=point.direction_row_bytes(),
         own_peak=point.forward_peak(n_rows),
         extra=point.in_bytes,
         wanted=n_rows,
@@ -380,7 +411,7 @@ def vjp_rows(
         start = 1
     if start < B:
         chunk = point.budget.rows(
-            per_row=point.in_bytes + point.out_bytes,
+            per_row=point.backward_row_bytes(),
             own_peak=footprint.backward_peak(),
             extra=0,
             wanted=B - start,
@@ -475,11 +506,8 @@ def reverse_rows(point: Point, lo: int, hi: int) -> list[torch.Tensor]:
     """Rows ``lo:hi`` of the Jacobian by reverse mode: per input a (hi - lo, n_i) float64 tensor."""
     M = point.n_out
     blocks: list[list[torch.Tensor]] = [[] for _ in point.xs]
-    # per row: the one-hot cotangent (float64 and the output dtype) and the gradient rows
-    # (input dtype and float64)
-    per_row = M * 8 + point.out_bytes + point.in_bytes + point.n_in * 8
     chunk = point.budget.rows(
-        per_row=per_row,
+        per_row=point.reverse_row_bytes(),
         own_peak=point.footprint.backward_peak(),
         extra=0,
         wanted=hi - lo,

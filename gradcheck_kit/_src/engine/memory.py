@@ -156,6 +156,20 @@ class MemoryBudget:
         finally:
             self.held -= nbytes
 
+    def require(self, need: int, what: str) -> None:
+        """Raise :class:`MemoryBudgetError` unless ``need`` bytes are available.
+
+        Raises:
+            MemoryBudgetError: naming ``what``, the need and a budget that fits.
+        """
+        if need > self.available:
+            raise MemoryBudgetError(
+                f"{what} needs at least {format_bytes(need)} for one evaluation's copies of "
+                f"inputs and outputs (on top of fn's own forward and backward peak), over "
+                f"max_memory={self.limit:,} bytes ({format_bytes(self.limit)}). Pass "
+                f"max_memory={_round_up(need + self.held):,} or more."
+            )
+
     def rows(self, *, per_row: int, own_peak: int, extra: int, wanted: int, what: str) -> int:
         """How many rows of a batch fit: at least 1, at most ``wanted``.
 
