@@ -110,3 +110,16 @@ def test_auto_takes_full_mode_to_diagnose_a_failure_fast_mode_found() -> None:
     assert not result.passed and result.mode == "full"
     assert any("auto: full mode after fast mode failed" in n for n in result.notes)
     assert result.pairs[0].mismatched == 1 and result.pairs[0].error_map is not None
+
+
+def test_a_function_that_vmaps_differently_is_evaluated_point_by_point() -> None:
+    # The batched evaluation carries the unperturbed point; when it differs from the
+    # plain call, the check falls back to a loop instead of trusting vmap.
+    def odd_under_vmap(x: torch.Tensor) -> torch.Tensor:
+        batched = torch._C._functorch.is_batchedtensor(x)
+        return torch.sin(x) * (3.0 if batched else 1.0)
+
+    x = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    result = gk.check_gradients(odd_under_vmap, x, mode="full")
+    assert result.passed and not result.vectorized
+    assert any("differs from the plain call" in n for n in result.notes), result.notes

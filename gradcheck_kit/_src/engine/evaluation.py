@@ -147,9 +147,20 @@ class Evaluator:
 
 
 def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
-    scale = torch.maximum(a.abs(), b.abs())
-    ok = (a - b).abs() <= 64 * unit_roundoff * scale + 1e-300
+    """Whether vmap computed the same function as the plain call, at the same point.
+
+    Batched kernels sum in another order (a matrix product for a matrix-vector
+    one), so an entry that cancels can differ far beyond its own roundoff; that
+    is harmless, as every finite difference of a batch comes from the batch.
+    What must not differ is the function: sqrt(u) of the entry, or of the
+    outputs' scale, is far above reordered sums and far below another branch.
+    """
+    if torch.equal(a, b):
+        return True
+    root_u = unit_roundoff**0.5
     both_nan = torch.isnan(a) & torch.isnan(b)
+    scale = float(torch.nan_to_num(torch.maximum(a.abs(), b.abs()), posinf=0.0).max())
+    ok = (a - b).abs() <= root_u * (torch.maximum(a.abs(), b.abs()) + 1e-3 * scale) + 1e-300
     return bool((ok | both_nan).all())
 
 
