@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,11 +36,10 @@ from .engine.numerics import allowed_error, element_steps, unravel
 from .engine.options import CheckOptions, DtypePolicy, Mode, RngPolicy
 from .engine.precision import tf32_note
 from .engine.run import (
+    CheckRun,
     call_again,
     captured_objects,
-    check_scope,
     close_repeat,
-    finish,
     first_call,
     fn_name,
 )
@@ -68,7 +66,6 @@ from .manual_judging import (
     squared_norm,
 )
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
-from .state import seed_everything
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
 
@@ -83,7 +80,7 @@ _AUTO_FULL_MAX_INPUTS = 4096
 _DEFAULT_PROBES = 4
 
 
-class _ManualCheck:
+class _ManualCheck(CheckRun[ManualCheckResult]):
     """One three-way comparison over prepared inputs."""
 
     def __init__(
@@ -97,33 +94,16 @@ class _ManualCheck:
         name: str,
         preserve: Sequence[Any],
     ) -> None:
-        self.fn = fn
+        super().__init__(fn, tree, opts, name=name, check="check_matches_manual", preserve=preserve)
         self.manual = manual
         self.interface = interface
         self.what = "manual_grad" if interface == "grad" else "manual_vjp"
-        self.tree = tree
-        self.opts = opts
-        self.name = name
-        self.preserve = preserve
-        self.notes: list[str] = []
-        self.tf32_switched: list[str] = []
-        self.hints: list[Hint] = []
-
-    def _prepare_rng(self) -> None:
-        if self.opts.rng == "replay":
-            seed_everything(self.opts.seed)
-
-    def run(self) -> ManualCheckResult:
-        start = time.perf_counter()
-        with check_scope(self.preserve, self.opts.seed) as self.tf32_switched:
-            result = self._run()
-        return finish(result, start)
 
     # -- set-up ---------------------------------------------------------------------------
-    def _run(self) -> ManualCheckResult:
-        call = first_call(self.fn, self.tree, self.opts, self._prepare_rng, self.notes)
+    def _run(self, tf32_switched: list[str]) -> ManualCheckResult:
+        call = first_call(self.fn, self.tree, self.opts, self.prepare_rng, self.notes)
         ev, xs, leaves, outs = call.ev, call.xs, call.leaves, call.outs
-        note = tf32_note(self.tf32_switched, xs)
+        note = tf32_note(tf32_switched, xs)
         if note:
             self.notes.append(note)
         self.checked, self.base = call.checked, call.base
@@ -133,7 +113,7 @@ class _ManualCheck:
                 "not supported yet. Return the real and imaginary parts as two real outputs."
             )
         self.derivative = ManualDerivative(
-            self.manual, self.interface, self.tree, call, self._prepare_rng, self.notes
+            self.manual, self.interface, self.tree, call, self.prepare_rng, self.notes
         )
         self.out_paths = ev.out_paths
         n_out = sum(int(o.numel()) for o in outs)
@@ -160,7 +140,7 @@ class _ManualCheck:
             ref,
             self.u_out,
             self.opts,
-            self._prepare_rng,
+            self.prepare_rng,
             self.notes,
             measure=footprint.needs_measuring(2 * (self.opts.n_probes or _DEFAULT_PROBES), budget),
         )

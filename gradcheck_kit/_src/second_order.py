@@ -22,7 +22,7 @@ from torch.utils import _pytree as pytree
 
 from . import recording
 from .engine.options import DEFAULT_MAX_MEMORY, CheckOptions, DtypePolicy, Mode, RngPolicy
-from .engine.run import annotate, captured_objects, fn_name
+from .engine.run import call_on_copies, captured_objects, fn_name
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, flatten_outputs
 from .errors import GradientMismatchError, InvalidArgument, NondeterministicFunctionError
@@ -217,13 +217,7 @@ def _preflight(
             base[i] = base[i].requires_grad_(True)
             xs.append(base[i])
     with torch.enable_grad():
-        try:
-            out = tree.call(fn, base, xs)
-        except InvalidArgument:
-            raise
-        except Exception as exc:
-            annotate(exc, opts, work_dtype)
-            raise
+        out = call_on_copies(fn, tree, base, xs, opts)
         leaves, _ = flatten_outputs(out)
         cotangents: list[torch.Tensor] | None = None
         if len(leaves) != 1 or leaves[0].tensor.numel() != 1:

@@ -9,14 +9,11 @@ memory budget, then full, fast or auto mode, and the result.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from ..results import GradCheckResult, Hint
-from ..state import seed_everything
 from .auto import run_auto
 from .evaluation import OutputChanged, flat_cat
 from .fast import default_probes, run_fast
@@ -24,12 +21,10 @@ from .full import run_full
 from .jacobian import Point
 from .memory import Footprint, MemoryBudget
 from .numerics import unravel
-from .options import CheckOptions
 from .precision import tf32_note
 from .problem import Outcome, Problem
-from .run import call_again, check_scope, close_repeat, finish, first_call
+from .run import CheckRun, call_again, close_repeat, first_call
 from .tolerances import machine_eps, resolve_tolerances
-from .trees import InputTree
 
 __all__ = ["GradientCheck"]
 
@@ -38,54 +33,15 @@ __all__ = ["GradientCheck"]
 _FAST_BATCH_ROWS = 5
 
 
-class GradientCheck:
-    """One run of the checker over prepared inputs.
-
-    Args:
-        fn: the function under test, called through ``tree``.
-        tree: its inputs, with the checked leaves marked.
-        opts: validated options.
-        name: label for messages and reports.
-        check: the public function that runs it (``check_gradients``, ...).
-        preserve: objects restored bit for bit after the check.
-    """
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        tree: InputTree,
-        opts: CheckOptions,
-        *,
-        name: str,
-        check: str,
-        preserve: Sequence[Any],
-    ) -> None:
-        self.fn = fn
-        self.tree = tree
-        self.opts = opts
-        self.name = name
-        self.check = check
-        self.preserve = preserve
-        self.notes: list[str] = []
-        self.hints: list[Hint] = []
-        self.mode = opts.mode
-        self.dtype_name = opts.dtype
-        self.tol = resolve_tolerances(torch.float64, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
-
-    def _prepare_rng(self) -> None:
-        if self.opts.rng == "replay":
-            seed_everything(self.opts.seed)
-
-    def run(self) -> GradCheckResult:
-        """Run the check; never raises on a wrong gradient."""
-        start = time.perf_counter()
-        with check_scope(self.preserve, self.opts.seed) as switched:
-            result = self._run(switched)
-        return finish(result, start)
+class GradientCheck(CheckRun[GradCheckResult]):
+    """One gradient check: first and repeat call, budget, the mode, the result."""
 
     def _run(self, tf32_switched: list[str]) -> GradCheckResult:
         opts = self.opts
-        call = first_call(self.fn, self.tree, opts, self._prepare_rng, self.notes)
+        self.mode = opts.mode
+        self.dtype_name = opts.dtype
+        self.tol = resolve_tolerances(torch.float64, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
+        call = first_call(self.fn, self.tree, opts, self.prepare_rng, self.notes)
         ev, xs, outs = call.ev, call.xs, call.outs
         note = tf32_note(tf32_switched, xs)
         if note:
@@ -102,7 +58,7 @@ class GradientCheck:
         measure = footprint.needs_measuring(_FAST_BATCH_ROWS, budget)
         try:
             repeat = call_again(
-                ev, xs, ref, u_out, opts, self._prepare_rng, self.notes, measure=measure
+                ev, xs, ref, u_out, opts, self.prepare_rng, self.notes, measure=measure
             )
         except OutputChanged as exc:
             return self._nondeterministic_shape(exc)

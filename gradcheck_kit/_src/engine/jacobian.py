@@ -462,6 +462,21 @@ def _rows(
     return total
 
 
+def _grad(
+    out: torch.Tensor, xs: Sequence[torch.Tensor], rows: torch.Tensor, batched: bool
+) -> tuple[torch.Tensor, ...]:
+    """``J^T u`` by one backward: for each row of ``rows`` when ``batched``, else for ``rows``."""
+    return torch.autograd.grad(
+        out,
+        list(xs),
+        grad_outputs=rows,
+        retain_graph=True,
+        allow_unused=True,
+        materialize_grads=True,
+        is_grads_batched=batched,
+    )
+
+
 def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
     xs, ev = point.xs, point.ev
     n = int(rows.shape[0])
@@ -469,15 +484,7 @@ def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                grads = torch.autograd.grad(
-                    out,
-                    list(xs),
-                    grad_outputs=rows,
-                    retain_graph=True,
-                    allow_unused=True,
-                    materialize_grads=True,
-                    is_grads_batched=True,
-                )
+                grads = _grad(out, xs, rows, batched=True)
             # materialize_grads gives an unused input an unbatched zero tensor
             return [
                 g.detach()
@@ -489,15 +496,7 @@ def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list
             ev.disable_vectorization(exc)
     per_input: list[list[torch.Tensor]] = [[] for _ in xs]
     for row in rows:
-        grads = torch.autograd.grad(
-            out,
-            list(xs),
-            grad_outputs=row,
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        for i, g in enumerate(grads):
+        for i, g in enumerate(_grad(out, xs, row, batched=False)):
             per_input[i].append(g.detach())
     return [torch.stack(r) for r in per_input]
 

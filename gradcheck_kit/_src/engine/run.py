@@ -15,14 +15,15 @@ import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import torch
 from torch import nn
 
 from .. import recording
 from ..errors import InvalidArgument, NonFiniteOutputError
-from ..state import preserved, rng_fingerprint, seed_torch
+from ..results import Hint
+from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
 from .evaluation import Evaluator, flat_cat
 from .memory import AllocationCounter
 from .numerics import unravel
@@ -39,8 +40,10 @@ __all__ = [
     "Repeat",
     "call_again",
     "close_repeat",
+    "call_on_copies",
     "annotate",
     "finish",
+    "CheckRun",
 ]
 
 R = TypeVar("R")
@@ -176,17 +179,11 @@ def first_call(
             checked.append(leaf)
     ev = Evaluator(fn, tree, base, prepare_rng)
     with torch.enable_grad():
-        try:
-            prepare_rng()
-            ev.calls += 1
-            start = time.perf_counter()
-            raw = tree.call(fn, base, xs)
-            seconds = time.perf_counter() - start
-        except InvalidArgument:
-            raise
-        except Exception as exc:
-            annotate(exc, opts, work_dtype)
-            raise
+        prepare_rng()
+        ev.calls += 1
+        start = time.perf_counter()
+        raw = call_on_copies(fn, tree, base, xs, opts)
+        seconds = time.perf_counter() - start
     all_leaves, skipped = flatten_outputs(raw)
     if skipped:
         notes.append(f"skipped non-floating outputs {', '.join(skipped)} (they have no gradient)")
@@ -300,10 +297,27 @@ def close_repeat(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool
     return bool((ok | both_nan | (a == b)).all())
 
 
-def annotate(exc: BaseException, opts: CheckOptions, work_dtype: torch.dtype | None) -> None:
+def call_on_copies(
+    fn: Callable[..., Any],
+    tree: InputTree,
+    base: Sequence[Any],
+    xs: Sequence[torch.Tensor],
+    opts: CheckOptions,
+) -> Any:
+    """``fn`` on the working copies; an exception it raises gets a note on the dtype policy."""
+    try:
+        return tree.call(fn, base, xs)
+    except InvalidArgument:
+        raise
+    except Exception as exc:
+        annotate(exc, opts)
+        raise
+
+
+def annotate(exc: BaseException, opts: CheckOptions) -> None:
     """Add a note to an exception ``fn`` raised on the check's working copies."""
     note = "gradcheck_kit: raised by fn while evaluating it on copies of the inputs"
-    if work_dtype is torch.float64:
+    if opts.dtype == "float64":
         note += (
             " cast to float64 (dtype='float64'); if fn uses float32 tensors it captured (weights, "
             "constants), pass dtype='native' or check a module with check_module_gradients"
@@ -317,3 +331,53 @@ def finish(result: R, start: float) -> R:
     final = dataclasses.replace(result, duration_s=time.perf_counter() - start)  # type: ignore[type-var]
     recording.publish(final)
     return final
+
+
+class CheckRun(Generic[R]):
+    """What every check of ``fn`` keeps while it runs: its call, options, notes and hints.
+
+    Subclasses implement :meth:`_run` inside the check's scope; :meth:`run` times
+    it and publishes the result.
+
+    Args:
+        fn: the function under test, called through ``tree``.
+        tree: its inputs, with the checked leaves marked.
+        opts: validated options.
+        name: label for messages and reports.
+        check: the public function that runs it (``check_gradients``, ...).
+        preserve: objects restored bit for bit after the check.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        tree: InputTree,
+        opts: CheckOptions,
+        *,
+        name: str,
+        check: str,
+        preserve: Sequence[Any],
+    ) -> None:
+        self.fn = fn
+        self.tree = tree
+        self.opts = opts
+        self.name = name
+        self.check = check
+        self.preserve = preserve
+        self.notes: list[str] = []
+        self.hints: list[Hint] = []
+
+    def prepare_rng(self) -> None:
+        """Before each evaluation: the same RNG state every time under ``rng="replay"``."""
+        if self.opts.rng == "replay":
+            seed_everything(self.opts.seed)
+
+    def run(self) -> R:
+        """Run the check in its scope; never raises on a wrong gradient."""
+        start = time.perf_counter()
+        with check_scope(self.preserve, self.opts.seed) as switched:
+            result = self._run(switched)
+        return finish(result, start)
+
+    def _run(self, tf32_switched: list[str]) -> R:
+        raise NotImplementedError
