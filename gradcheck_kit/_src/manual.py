@@ -142,9 +142,12 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             self.opts,
             self.prepare_rng,
             self.notes,
-            measure=footprint.needs_measuring(2 * (self.opts.n_probes or _DEFAULT_PROBES), budget),
+            measure=footprint.needs_forward_count(
+                2 * (self.opts.n_probes or _DEFAULT_PROBES), budget
+            ),
         )
-        footprint.forward = repeat.peak
+        footprint.forward_seconds = repeat.seconds
+        footprint.forward_counted = repeat.peak
         if not close_repeat(ref, repeat.values, self.u_out):
             return self._nondeterministic(ref, repeat.values)
         point = Point(

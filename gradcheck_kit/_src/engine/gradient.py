@@ -55,15 +55,15 @@ class GradientCheck(CheckRun[GradCheckResult]):
         ref = flat_cat(outs)
         budget = MemoryBudget(opts.max_memory)
         footprint = Footprint(call.seconds, on_cuda=any(x.is_cuda for x in xs))
-        measure = footprint.needs_measuring(_FAST_BATCH_ROWS, budget)
+        measure = footprint.needs_forward_count(_FAST_BATCH_ROWS, budget)
         try:
             repeat = call_again(
                 ev, xs, ref, u_out, opts, self.prepare_rng, self.notes, measure=measure
             )
         except OutputChanged as exc:
             return self._nondeterministic_shape(exc)
-        if repeat.peak is not None:
-            footprint.forward = repeat.peak
+        footprint.forward_seconds = repeat.seconds
+        footprint.forward_counted = repeat.peak
         if not close_repeat(ref, repeat.values, u_out):
             return self._nondeterministic(ev.out_paths, ev.out_shapes, ref, repeat.values)
         point = Point(

@@ -10,8 +10,10 @@ stacked copies.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,14 +90,12 @@ class Point:
         """Bytes of the compared outputs."""
         return sum(int(o.numel()) * o.element_size() for o in self.outs)
 
-    def measure_forward(self) -> None:
-        """One evaluation without graph under the allocation counter, unless measured."""
-        if self.footprint.forward is not None:
-            return
+    def count_forward(self) -> None:
+        """One evaluation without graph under the allocation counter (for CUDA)."""
         detached = [x.detach() for x in self.xs]
         with torch.no_grad(), AllocationCounter() as counter:
             self.ev(detached)
-        self.footprint.forward = counter.peak
+        self.footprint.forward_counted = counter.peak
 
     # What one row of each kind of batch holds besides fn's own allocations.
     def difference_row_bytes(self, leaf: int, kept: int) -> int:
@@ -141,10 +141,11 @@ class Point:
         return self.ev.vectorized and rows * (self.call_seconds + _ROW_OVERHEAD) > _VMAP_OVERHEAD
 
     def forward_peak(self, rows: int) -> int:
-        """Bytes one evaluation allocates, measured first when ``rows`` of them could matter."""
-        if self.footprint.forward is None and self.footprint.needs_measuring(rows, self.budget):
-            self.measure_forward()
-        return self.footprint.forward_peak()
+        """Bytes one evaluation may allocate, counted first where ``rows`` of them need it."""
+        footprint = self.footprint
+        if footprint.forward_counted is None and footprint.needs_forward_count(rows, self.budget):
+            self.count_forward()
+        return footprint.forward_peak()
 
 
 @dataclass
@@ -404,10 +405,14 @@ def vjp_rows(
     footprint = point.footprint
     parts: list[list[torch.Tensor]] = []
     start = 0
-    if footprint.backward is None and footprint.needs_measuring(B, point.budget, factor=3):
-        with AllocationCounter() as counter:
+    if footprint.needs_backward_measure(B, point.budget):
+        # the first row alone, timed (and counted on CUDA), sizes the batches of the rest
+        clock = time.perf_counter()
+        with AllocationCounter() if footprint.on_cuda else contextlib.nullcontext() as counter:
             parts.append(_rows(point, cotangents, 0, 1, dense))
-        footprint.backward = counter.peak
+        footprint.backward_seconds = time.perf_counter() - clock
+        if isinstance(counter, AllocationCounter):
+            footprint.backward_counted = counter.peak
         start = 1
     if start < B:
         chunk = point.budget.rows(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ __all__ = [
     "MemoryBudget",
     "Footprint",
     "MAX_BATCH_ROWS",
+    "measured",
     "format_bytes",
 ]
 
@@ -47,11 +47,14 @@ T = TypeVar("T")
 # bookkeeping tensors stay small.
 MAX_BATCH_ROWS = 1024
 # Bytes per second that no CPU thread writes faster: a function that ran in t seconds
-# cannot have allocated (and filled) more than t * this. Generous on purpose, so that
-# the bound only saves a measurement where the answer is obvious.
+# cannot have filled more than t * this. Generous on purpose (memory bandwidth per core
+# is 10-20 GB/s), as a batch's size rests on it.
 _BYTES_PER_SECOND_PER_THREAD = 32e9
-# The share of the budget a batch may take without measuring its evaluations first.
+# The share of the budget a batch may take before its backward rows are measured.
 _UNMEASURED_SHARE = 8
+# cuDNN workspaces and other device scratch no tensor count sees, as a multiple of the
+# tensors' own bytes.
+_CUDA_SCRATCH = 3
 
 
 def format_bytes(n: float) -> str:
@@ -203,48 +206,52 @@ def _round_up(n: int) -> int:
 
 
 class Footprint:
-    """What one evaluation of ``fn`` allocates: measured where it matters, bounded elsewhere.
+    """What one evaluation of ``fn`` may allocate, from measurements of one evaluation.
 
-    ``seconds`` is how long the first call took. A function that ran that long
-    cannot have filled more than ``seconds`` times a generous memory bandwidth;
-    when that bound times the rows of a batch is a small share of the budget,
-    no measurement is needed. Otherwise one evaluation runs under
-    :class:`AllocationCounter` and its peak is used instead. On CUDA, where calls
-    return before the work is done, the time says nothing and evaluations are
-    always measured.
+    On the CPU, from its time: a call that ran ``t`` seconds cannot have filled
+    more than ``t`` times a generous memory bandwidth, and memory a call never
+    writes is never resident. This bound covers what no tensor count sees: the
+    scratch buffers of oneDNN convolutions, for one, which on a 7-layer
+    descriptor CNN are 2.9 MB a row against 0.5 MB of tensors. On CUDA, where a
+    call returns before its kernels finish, from a count of its tensors' bytes
+    (:class:`AllocationCounter`) times :data:`_CUDA_SCRATCH` for cuDNN workspaces.
+
+    ``forward`` is for an evaluation without graph (timed or counted on the
+    repeat call), ``backward`` for one row of a backward pass (measured on the
+    first row a batched backward computes, where its batches could matter).
     """
 
-    def __init__(self, seconds: float, *, on_cuda: bool) -> None:
-        threads = max(1, torch.get_num_threads())
-        self.bound = int(seconds * _BYTES_PER_SECOND_PER_THREAD * threads)
+    def __init__(self, first_call_seconds: float, *, on_cuda: bool) -> None:
         self.on_cuda = on_cuda
-        self.forward: int | None = None
-        self.backward: int | None = None
-
-    def needs_measuring(self, rows: int, budget: MemoryBudget, factor: int = 1) -> bool:
-        """Whether ``rows`` evaluations could come near the budget by the time bound."""
-        if self.on_cuda:
-            return True
-        return rows * factor * self.bound > budget.available // _UNMEASURED_SHARE
+        self.bandwidth = _BYTES_PER_SECOND_PER_THREAD * max(1, torch.get_num_threads())
+        # until the repeat call is measured: the first call built a graph too, so it
+        # bounds an evaluation without one
+        self.forward_seconds = first_call_seconds
+        self.forward_counted: int | None = None
+        self.backward_seconds: float | None = None
+        self.backward_counted: int | None = None
 
     def forward_peak(self) -> int:
-        """The measured peak of one evaluation without graph, else the time bound."""
-        return self.forward if self.forward is not None else self.bound
+        """Bytes one evaluation without graph may allocate."""
+        if self.on_cuda:
+            return _CUDA_SCRATCH * (self.forward_counted or 0)
+        return max(int(self.forward_seconds * self.bandwidth), self.forward_counted or 0)
 
     def backward_peak(self) -> int:
-        """The measured peak of one single-row backward, else a bound from the forward."""
-        if self.backward is not None:
-            return self.backward
-        # a backward writes a gradient for each saved activation: about the forward again
-        return 3 * self.forward_peak()
+        """Bytes one row of a backward pass may allocate (thrice a forward until measured)."""
+        if self.on_cuda:
+            counted = self.backward_counted
+            return _CUDA_SCRATCH * counted if counted is not None else 3 * self.forward_peak()
+        if self.backward_seconds is None:
+            return 3 * self.forward_peak()
+        return max(int(self.backward_seconds * self.bandwidth), self.backward_counted or 0)
 
+    def needs_forward_count(self, rows: int, budget: MemoryBudget) -> bool:
+        """Whether the repeat call should be counted: on CUDA, where ``rows`` could matter."""
+        return self.on_cuda and rows > 1
 
-@contextmanager
-def stopwatch() -> Iterator[list[float]]:
-    """Yields a list that holds the elapsed seconds once the block ends."""
-    box: list[float] = []
-    start = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - start)
+    def needs_backward_measure(self, rows: int, budget: MemoryBudget) -> bool:
+        """Whether to time (and on CUDA count) one backward row before batching ``rows``."""
+        if rows <= 1 or self.backward_seconds is not None or self.backward_counted is not None:
+            return False
+        return rows * self.backward_peak() > budget.available // _UNMEASURED_SHARE
