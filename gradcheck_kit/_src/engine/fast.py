@@ -9,10 +9,10 @@ from ``torch.autograd.gradcheck(fast_mode=True)``. A failing probe is only a
 detector: it is bisected down to one Jacobian entry, which is judged with the
 same per-entry atol/rtol as full mode.
 
-The projection vectors are random signs times magnitudes in [1, 2): every
-entry weighs at least 1 (none hides behind a small Gaussian draw), and unequal
-weights keep two wrong entries from cancelling each other, which equal ±1
-weights do for one probe in two.
+The projection vectors are random signs times magnitudes drawn from [1, 2):
+every entry weighs at least 1 (none hides behind a small Gaussian draw), and
+unequal weights keep two wrong entries from cancelling each other, which equal
+±1 weights do for one probe in two.
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ __all__ = ["run_fast", "probe_vector", "probe_vectors", "default_probes"]
 # Probes by default: two where evaluations are cheap (the batch costs about one call
 # whatever its length), one where every row costs a full evaluation of fn.
 _CHEAP_CALL_SECONDS: Final = 1e-3
-# Magnitudes 1 + k/128, k < 128: exact in every floating dtype down to bfloat16, so the
-# cotangent autograd sees is the one the finite differences are weighted with.
-_LEVELS: Final = 128
 
 
 def default_probes(call_seconds: float) -> int:
@@ -58,24 +55,28 @@ def probe_vector(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
     Examples:
         >>> v = probe_vector(torch.zeros(1000), torch.Generator().manual_seed(0))
-        >>> bool(((v.abs() >= 1) & (v.abs() < 2)).all()), bool((v > 0).any() and (v < 0).any())
+        >>> bool(((v.abs() >= 1) & (v.abs() <= 2)).all()), bool((v > 0).any() and (v < 0).any())
         (True, True)
     """
     return probe_vectors([like], gen)[0]
 
 
 def probe_vectors(likes: Sequence[torch.Tensor], gen: torch.Generator) -> list[torch.Tensor]:
-    """A :func:`probe_vector` for each of ``likes``, from one draw of ``gen``."""
+    """A :func:`probe_vector` for each of ``likes``, from one draw of ``gen``.
+
+    Drawn in float64 and rounded to each tensor's dtype: the rounded vectors are the
+    ones both sides of every comparison use.
+    """
     sizes = [int(t.numel()) for t in likes]
-    levels = torch.randint(0, 2 * _LEVELS, (sum(sizes),), generator=gen)
-    magnitudes = levels.div(2, rounding_mode="floor").add_(_LEVELS)
-    signed = levels.remainder_(2).mul_(2).sub_(1).mul_(magnitudes)
+    v = torch.rand(sum(sizes), generator=gen, dtype=torch.float64).mul_(2).sub_(1)
+    v.add_(v.sign())  # [-1, 1) -> (-2, -1] and [1, 2)
     out = []
     offset = 0
     for t, n in zip(likes, sizes, strict=True):
-        dtype = t.dtype if t.is_floating_point() else torch.float64
-        part = signed[offset : offset + n].reshape(t.shape)
-        out.append(part.to(dtype=dtype, device=t.device).div_(_LEVELS))
+        part = v[offset : offset + n].reshape(t.shape)
+        if t.is_floating_point() and t.dtype != torch.float64:
+            part = part.to(t.dtype)
+        out.append(part if t.device == part.device else part.to(t.device))
         offset += n
     return out
 
