@@ -64,6 +64,7 @@ from .manual_judging import (
     ratio_hint,
     reword,
     squared_norm,
+    weighted,
 )
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
 
@@ -258,8 +259,8 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             steps = element_steps(x, tol.eps).to(x.device)
             coords = torch.arange(n_i, device=x.device)
             fd = central_differences(point, i, coords, steps, [1.0])
-            N = U @ fd.values[1.0].T.cpu()
-            err = absU @ fd.roundoff[1.0].T.cpu()
+            N = weighted(U, fd.values[1.0].T.cpu())
+            err = weighted(absU, fd.roundoff[1.0].T.cpu())
             allowed = allowed_error(N, err, atol=tol.atol, rtol=tol.rtol, safety=tol.safety)
             num_m, num_a = N.clone(), N.clone()
             al_m, al_a = allowed.clone(), allowed.clone()
@@ -270,8 +271,8 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
                 # of the two derivatives: each is right if it agrees at some scale
                 multipliers = [m for pair in SCALES for m in pair if m != 1.0]
                 fd2 = central_differences(point, i, cols.to(x.device), steps, multipliers)
-                vals = {c: U @ v.T.cpu() for c, v in fd2.values.items()}
-                rounds = {c: absU @ r.T.cpu() for c, r in fd2.roundoff.items()}
+                vals = {c: weighted(U, v.T.cpu()) for c, v in fd2.values.items()}
+                rounds = {c: weighted(absU, r.T.cpu()) for c, r in fd2.roundoff.items()}
                 vals[1.0], rounds[1.0] = N[:, cols], err[:, cols]
                 n_m, a_m, _ = judge_scales(tol, Mn[:, cols], vals, rounds)
                 n_a, a_a, _ = judge_scales(tol, A[:, cols], vals, rounds)
@@ -528,8 +529,8 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             steps = element_steps(x, tol.eps).to(x.device)
             multipliers = [m for pair in SCALES for m in pair]
             fd = central_differences(point, i, coords, steps, multipliers)
-            vals = {c: u @ v.T.cpu() for c, v in fd.values.items()}
-            rounds = {c: u.abs() @ r.T.cpu() for c, r in fd.roundoff.items()}
+            vals = {c: weighted(u, v.T.cpu()) for c, v in fd.values.items()}
+            rounds = {c: weighted(u.abs(), r.T.cpu()) for c, r in fd.roundoff.items()}
             N = vals[1.0].unsqueeze(0)
             vals = {c: v.unsqueeze(0) for c, v in vals.items()}
             rounds = {c: r.unsqueeze(0) for c, r in rounds.items()}

@@ -29,6 +29,7 @@ __all__ = [
     "entry_excess",
     "squared_norm",
     "dot",
+    "weighted",
     "odd_one_out_hint",
     "reword",
     "ratio_hint",
@@ -143,6 +144,21 @@ def squared_norm(w: torch.Tensor) -> float:
     """The squared norm of a tensor, accumulated in float64."""
     flat = w.reshape(-1).to(torch.float64)
     return float(torch.dot(flat, flat))
+
+
+def weighted(U: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``U @ X`` for cotangent rows ``U`` (or one vector) and finite-difference rows ``X``.
+
+    The identity is skipped (full mode's ``U``); small products avoid BLAS, whose
+    threads wait for a busy core on a loaded machine even for a few hundred entries.
+    """
+    if U.dim() == 2 and U.shape[0] == U.shape[1] and bool(torch.equal(U, torch.eye(len(U)))):
+        return X.clone()
+    if U.numel() * X.shape[-1] > 1 << 16:
+        return U @ X
+    if U.dim() == 1:
+        return (U.unsqueeze(1) * X).sum(0)
+    return (U.unsqueeze(2) * X.unsqueeze(0)).sum(1)
 
 
 def dot(
