@@ -149,6 +149,8 @@ def _lazy_seed_trackers() -> Iterator[tuple[str, Any]]:
 
 
 def _uint8_bytes(t: torch.Tensor) -> bytes:
+    if t.dtype == torch.uint8 and t.device.type == "cpu" and t.is_contiguous():
+        return t.numpy().tobytes()  # a generator state as torch hands it out
     flat = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
     return bytes(flat.numpy().tobytes())
 

@@ -205,19 +205,19 @@ def _probe_sums(
     dot product (8 u times the sum of its terms' magnitudes).
     """
     K = len(eff)
-    analytic = torch.zeros(K, dtype=torch.float64, device=U.device)
-    scale = torch.zeros(K, dtype=torch.float64, device=U.device)
+    sums = []  # per input: the reverse-mode sums and the magnitudes of their terms
     for i, g in enumerate(rows):
         v = torch.stack([e[i] for e in eff]).reshape(K, -1)
         term = v.mul(g[:K].reshape(K, -1))
-        analytic += term.sum(dim=1, dtype=torch.float64).to(U.device)
-        scale += term.abs_().sum(dim=1, dtype=torch.float64).to(U.device)
+        # accumulated in float64: float32 terms of a large model would lose more in
+        # their sum than the 8 u the error estimate allows
+        both = [term.sum(dim=1, dtype=torch.float64), term.abs_().sum(dim=1, dtype=torch.float64)]
+        sums.append(torch.stack(both).to(U.device))
+    analytic, scale = sums[0] if len(sums) == 1 else torch.stack(sums).sum(dim=0)
     numeric = (U * values).sum(dim=1)
     error = (U.abs() * rounds).sum(dim=1) + 8 * u_in * scale
-    return [
-        (a, n, e)
-        for a, n, e in zip(analytic.tolist(), numeric.tolist(), error.tolist(), strict=True)
-    ]
+    table = torch.stack([analytic, numeric, error]).T.tolist()
+    return [(a, n, e) for a, n, e in table]
 
 
 def _forward_probe(

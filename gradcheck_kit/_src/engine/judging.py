@@ -270,9 +270,12 @@ def linearity_hint(
             continue
         # In the gradients' own dtype, with per-tensor magnitudes: on a model with
         # millions of parameters this costs a few passes over the gradients.
-        trio = stacked.detach().reshape(int(stacked.shape[0]), -1)[[0, second, combined]]
-        diff = torch.add(trio[0], trio[1], alpha=COMBINATION).sub_(trio[2])
+        rows2d = stacked.detach().reshape(int(stacked.shape[0]), -1)
+        diff = torch.add(rows2d[0], rows2d[second], alpha=COMBINATION).sub_(rows2d[combined])
         largest, at = diff.abs_().nan_to_num_(nan=0.0).max(dim=0)
+        if float(largest) <= floor:
+            continue  # within what atol allows: no need for the magnitudes
+        trio = rows2d[[0, second, combined]]
         peak_a, peak_b, peak_c, over = torch.cat(
             [trio.abs().amax(dim=1), largest.reshape(1)]
         ).tolist()
