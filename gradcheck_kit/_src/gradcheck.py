@@ -71,9 +71,9 @@ def check_gradients(
         seed: seeds the RNGs for the check and the random probes of fast mode.
         rng: ``"fixed"`` seeds once (a stochastic ``fn`` is reported as
             nondeterministic); ``"replay"`` gives every evaluation the same RNG state.
-        n_probes: number of random projections in fast mode; by default 2 when one
-            evaluation of ``fn`` takes up to 1 ms, 1 beyond (each probe costs two
-            evaluations of ``fn`` and one row of the batched backward).
+        n_probes: number of random projections in fast mode (default 1: its weights
+            from [1, 2) let no wrong entry hide; each more probe costs two evaluations
+            of ``fn`` and one row of the batched backward).
         max_memory: bytes the check may use beyond one plain forward and backward
             pass of ``fn`` (default 1 GiB): batches of evaluations are sized from the
             measured peak of one, and full mode judges a Jacobian of any size in blocks.

@@ -38,16 +38,15 @@ from .memory import format_bytes
 from .numerics import element_steps, unravel
 from .problem import BatchTiming, Outcome, Problem
 
-__all__ = ["run_fast", "probe_vector", "probe_vectors", "default_probes"]
+__all__ = ["run_fast", "probe_vector", "probe_vectors", "DEFAULT_PROBES"]
 
-# Probes by default: two where evaluations are cheap (the batch costs about one call
-# whatever its length), one where every row costs a full evaluation of fn.
+# One probe by default: with weights drawn from [1, 2) it catches a wrong entry for sure and
+# several only fail to show when their errors cancel to within the finite differences'
+# noise, which continuous weights make as unlikely as that noise is small.
+DEFAULT_PROBES: Final = 1
+# Where an evaluation is this cheap, the linearity probe takes a second cotangent of its
+# own (additivity as well as homogeneity) for one more row of the backward batch.
 _CHEAP_CALL_SECONDS: Final = 1e-3
-
-
-def default_probes(call_seconds: float) -> int:
-    """How many projections fast mode takes when ``n_probes`` is not given."""
-    return 2 if call_seconds <= _CHEAP_CALL_SECONDS else 1
 
 
 def probe_vector(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -89,36 +88,37 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     gen = torch.Generator().manual_seed(seed)
     # Two more rows of the same batched backward test that backward is linear in
     # grad_output: g2 (the second probe, or a draw of its own) and g1 - 2 g2.
-    drawn = probe_vectors([*outs * K, *xs * K], gen)
-    us = [drawn[j * len(outs) : (j + 1) * len(outs)] for j in range(K)]
-    rest = drawn[K * len(outs) :]
+    # The linearity probe is one or two more rows of the same backward: g1 - 2 g2 with g2
+    # the second probe or, for one probe and a cheap fn, a draw of its own; else -g1 (a
+    # backward that ignores grad_output or bends it, abs or clamp, fails either way).
+    own_g2 = K == 1 and point.call_seconds <= _CHEAP_CALL_SECONDS
+    n_cots = K + 1 if own_g2 else K
+    drawn = probe_vectors([*outs * n_cots, *xs * K], gen)
+    us = [drawn[j * len(outs) : (j + 1) * len(outs)] for j in range(n_cots)]
+    rest = drawn[n_cots * len(outs) :]
     magnitudes = [torch.clamp(x.detach().abs(), min=1.0) for x in xs]
     dirs = [
         [v.mul_(m) for v, m in zip(rest[k * len(xs) : (k + 1) * len(xs)], magnitudes, strict=True)]
         for k in range(K)
     ]
-    # One more row of the same backward tests that backward is linear in grad_output:
-    # g1 - 2 g2 for the first two probes, or -g1 for one (a backward that ignores
-    # grad_output or bends it, abs or clamp, fails either way).
-    second = 1 if K > 1 else 0
+    second = 1 if n_cots > 1 else 0
     cots = [
         torch.stack([*(u[j] for u in us), combined_cotangent(us[0][j], us[second][j])])
         for j in range(len(outs))
     ]
-    timing = BatchTiming(backward_rows=K + 1, difference_rows=2 * K + 1)
+    timing = BatchTiming(backward_rows=n_cots + 1, difference_rows=2 * K + 1)
     clock = time.perf_counter()
     with torch.enable_grad():
         rows = vjp_rows(point, cots, dense=True)
     timing.backward_seconds = time.perf_counter() - clock
-    linear = problem.linearity(
-        rows,
-        cots,
-        second,
-        K,
-        f"g1, g2: the first two projection vectors, drawn with seed={seed}"
-        if K > 1
-        else f"g1 = g2: the projection vector, drawn with seed={seed}",
-    )
+    if own_g2:
+        drawn_text = "g1, g2: the projection vector and one more random vector"
+    elif K > 1:
+        drawn_text = "g1, g2: the first two projection vectors"
+    else:
+        drawn_text = "g1 = g2: the projection vector"
+    linear = problem.linearity(rows, cots, second, n_cots, f"{drawn_text}, drawn with seed={seed}")
+    del us[K:]
     if linear is not None:
         problem.hints.insert(0, linear)
     # Step h first: a probe that agrees within roundoff passes without the 2h step

@@ -16,7 +16,7 @@ import torch
 from ..results import GradCheckResult, Hint
 from .auto import run_auto
 from .evaluation import OutputChanged, flat_cat
-from .fast import default_probes, run_fast
+from .fast import DEFAULT_PROBES, run_fast
 from .full import run_full
 from .jacobian import Point
 from .memory import Footprint, MemoryBudget
@@ -82,7 +82,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
         else:
             budget.require(point.minimum_bytes(full=False), "fast mode")
         problem = Problem(point, opts, self.tol, u_in, ev.out_paths, self.notes, self.hints)
-        probes = opts.n_probes or default_probes(repeat.seconds)
+        probes = opts.n_probes or DEFAULT_PROBES
         try:
             self.mode, outcome = self._run_mode(problem, probes)
         except OutputChanged as exc:
