@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from .engine.diagnose import Block, diagnose
-from .engine.evaluation import flat_cat
 from .engine.fast import probe_vector
 from .engine.jacobian import (
     Point,
@@ -31,17 +30,16 @@ from .engine.jacobian import (
     vjp_rows,
 )
 from .engine.judging import SCALES, judge_scales
-from .engine.memory import Footprint, MemoryBudget
 from .engine.numerics import allowed_error, element_steps, unravel
 from .engine.options import CheckOptions, DtypePolicy, Mode, RngPolicy
 from .engine.precision import tf32_note
 from .engine.run import (
     CheckRun,
-    call_again,
     captured_objects,
     close_repeat,
     first_call,
     fn_name,
+    repeat_at_point,
 )
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, describe_tensor
@@ -132,36 +130,11 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
         )
         self.u_out = max(machine_eps(o.dtype) for o in outs)
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
-        ref = flat_cat(outs)
-        budget = MemoryBudget(self.opts.max_memory)
-        footprint = Footprint(call.seconds, on_cuda=any(x.is_cuda for x in xs))
-        repeat = call_again(
-            ev,
-            xs,
-            ref,
-            self.u_out,
-            self.opts,
-            self.prepare_rng,
-            self.notes,
-            measure=footprint.needs_forward_count(
-                2 * (self.opts.n_probes or _DEFAULT_PROBES), budget
-            ),
+        repeat, point = repeat_at_point(
+            call, self.opts, self.prepare_rng, self.notes, 2 * (self.opts.n_probes or 4)
         )
-        footprint.forward_seconds = repeat.seconds
-        footprint.forward_counted = repeat.peak
-        if not close_repeat(ref, repeat.values, self.u_out):
-            return self._nondeterministic(ref, repeat.values)
-        point = Point(
-            ev=ev,
-            xs=xs,
-            outs=outs,
-            in_paths=[leaf.path for leaf in call.checked],
-            reference=ref,
-            u_out=self.u_out,
-            budget=budget,
-            footprint=footprint,
-            call_seconds=repeat.seconds,
-        )
+        if not close_repeat(point.reference, repeat.values, self.u_out):
+            return self._nondeterministic(point.reference, repeat.values)
 
         n_in = sum(int(x.numel()) for x in xs)
         requested = self.opts.mode
@@ -204,22 +177,7 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
         )
 
     def _result(self, **kw: Any) -> ManualCheckResult:
-        return ManualCheckResult(
-            name=self.name,
-            mode=getattr(self, "mode", self.opts.mode),
-            mode_requested=self.opts.mode,
-            dtype=getattr(self, "dtype_name", self.opts.dtype),
-            dtype_policy=self.opts.dtype,
-            eps=self.tol.eps,
-            atol=self.tol.atol,
-            rtol=self.tol.rtol,
-            seed=self.opts.seed,
-            rng=self.opts.rng,
-            interface=self.interface,
-            hints=tuple(self.hints),
-            notes=tuple(self.notes),
-            **kw,
-        )
+        return ManualCheckResult(**self.settings(), interface=self.interface, **kw)
 
     def _nondeterministic(self, ref: torch.Tensor, again: torch.Tensor) -> ManualCheckResult:
         diff = (ref - again).abs()

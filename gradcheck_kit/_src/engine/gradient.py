@@ -15,15 +15,13 @@ import torch
 
 from ..results import GradCheckResult, Hint
 from .auto import run_auto
-from .evaluation import OutputChanged, flat_cat
+from .evaluation import OutputChanged
 from .fast import DEFAULT_PROBES, run_fast
 from .full import run_full
-from .jacobian import Point
-from .memory import Footprint, MemoryBudget
 from .numerics import unravel
 from .precision import tf32_note
 from .problem import Outcome, Problem
-from .run import CheckRun, call_again, close_repeat, first_call
+from .run import CheckRun, close_repeat, first_call, repeat_at_point
 from .tolerances import machine_eps, resolve_tolerances
 
 __all__ = ["GradientCheck"]
@@ -38,9 +36,6 @@ class GradientCheck(CheckRun[GradCheckResult]):
 
     def _run(self, tf32_switched: list[str]) -> GradCheckResult:
         opts = self.opts
-        self.mode = opts.mode
-        self.dtype_name = opts.dtype
-        self.tol = resolve_tolerances(torch.float64, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
         call = first_call(self.fn, self.tree, opts, self.prepare_rng, self.notes)
         ev, xs, outs = call.ev, call.xs, call.outs
         note = tf32_note(tf32_switched, xs)
@@ -50,33 +45,18 @@ class GradientCheck(CheckRun[GradCheckResult]):
         worst_dtype = max(dtypes, key=machine_eps)
         self.tol = resolve_tolerances(worst_dtype, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
-        u_out = max(machine_eps(o.dtype) for o in outs)
         u_in = max(machine_eps(x.dtype) for x in xs)
-        ref = flat_cat(outs)
-        budget = MemoryBudget(opts.max_memory)
-        footprint = Footprint(call.seconds, on_cuda=any(x.is_cuda for x in xs))
-        measure = footprint.needs_forward_count(_FAST_BATCH_ROWS, budget)
         try:
-            repeat = call_again(
-                ev, xs, ref, u_out, opts, self.prepare_rng, self.notes, measure=measure
+            repeat, point = repeat_at_point(
+                call, opts, self.prepare_rng, self.notes, _FAST_BATCH_ROWS
             )
         except OutputChanged as exc:
             return self._nondeterministic_shape(exc)
-        footprint.forward_seconds = repeat.seconds
-        footprint.forward_counted = repeat.peak
-        if not close_repeat(ref, repeat.values, u_out):
-            return self._nondeterministic(ev.out_paths, ev.out_shapes, ref, repeat.values)
-        point = Point(
-            ev=ev,
-            xs=xs,
-            outs=outs,
-            in_paths=[leaf.path for leaf in call.checked],
-            reference=ref,
-            u_out=u_out,
-            budget=budget,
-            footprint=footprint,
-            call_seconds=repeat.seconds,
-        )
+        if not close_repeat(point.reference, repeat.values, point.u_out):
+            return self._nondeterministic(
+                ev.out_paths, ev.out_shapes, point.reference, repeat.values
+            )
+        budget = point.budget
         if opts.mode == "full":
             budget.require(point.minimum_bytes(full=True), "full mode")
         else:
@@ -108,18 +88,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
     # -- results --------------------------------------------------------------------------
     def _result(self, **kw: Any) -> GradCheckResult:
         return GradCheckResult(
-            name=self.name,
-            mode=self.mode,
-            mode_requested=self.opts.mode,
-            dtype=self.dtype_name,
-            dtype_policy=self.opts.dtype,
-            eps=self.tol.eps,
-            atol=self.tol.atol,
-            rtol=self.tol.rtol,
-            seed=self.opts.seed,
-            rng=self.opts.rng,
-            hints=tuple(self.hints),
-            notes=tuple(self.notes),
+            **self.settings(),
             check=self.check,
             **kw,
         )

@@ -25,10 +25,12 @@ from ..errors import InvalidArgument, NonFiniteOutputError
 from ..results import Hint
 from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
 from .evaluation import Evaluator, flat_cat
-from .memory import AllocationCounter
+from .jacobian import Point
+from .memory import AllocationCounter, Footprint, MemoryBudget
 from .numerics import unravel
 from .options import CheckOptions
 from .precision import full_float32_precision
+from .tolerances import machine_eps, resolve_tolerances
 from .trees import InputLeaf, InputTree, OutputLeaf, flatten_outputs
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "first_call",
     "Repeat",
     "call_again",
+    "repeat_at_point",
     "close_repeat",
     "call_on_copies",
     "annotate",
@@ -286,6 +289,45 @@ def call_again(
     return Repeat(again, peak, seconds)
 
 
+def repeat_at_point(
+    call: FirstCall,
+    opts: CheckOptions,
+    prepare_rng: Callable[[], None],
+    notes: list[str],
+    rows: int,
+) -> tuple[Repeat, Point]:
+    """The repeat call, and ``fn`` at the point with its budget and measured footprint.
+
+    ``rows`` is the largest batch the mode will start with: on CUDA the repeat call
+    is counted when that many evaluations need a count. The caller compares
+    ``repeat.values`` with ``point.reference`` (:func:`close_repeat`).
+
+    Raises:
+        OutputChanged: the repeat call returned outputs of another shape.
+    """
+    xs, outs = call.xs, call.outs
+    reference = flat_cat(outs)
+    u_out = max(machine_eps(o.dtype) for o in outs)
+    budget = MemoryBudget(opts.max_memory)
+    footprint = Footprint(call.seconds, on_cuda=any(x.is_cuda for x in xs))
+    measure = footprint.needs_forward_count(rows, budget)
+    repeat = call_again(call.ev, xs, reference, u_out, opts, prepare_rng, notes, measure=measure)
+    footprint.forward_seconds = repeat.seconds
+    footprint.forward_counted = repeat.peak
+    point = Point(
+        ev=call.ev,
+        xs=xs,
+        outs=outs,
+        in_paths=[leaf.path for leaf in call.checked],
+        reference=reference,
+        u_out=u_out,
+        budget=budget,
+        footprint=footprint,
+        call_seconds=repeat.seconds,
+    )
+    return repeat, point
+
+
 def close_repeat(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
     """Whether two evaluations at the same point agree up to roundoff (NaN equals NaN).
 
@@ -375,6 +417,27 @@ class CheckRun(Generic[R]):
         self.preserve = preserve
         self.notes: list[str] = []
         self.hints: list[Hint] = []
+        # what the result reports: set again once the first call shows the dtypes
+        self.mode = opts.mode
+        self.dtype_name = opts.dtype
+        self.tol = resolve_tolerances(torch.float64, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
+
+    def settings(self) -> dict[str, Any]:
+        """The fields every result of a check shares: name, mode, dtype, numbers, hints, notes."""
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "mode_requested": self.opts.mode,
+            "dtype": self.dtype_name,
+            "dtype_policy": self.opts.dtype,
+            "eps": self.tol.eps,
+            "atol": self.tol.atol,
+            "rtol": self.tol.rtol,
+            "seed": self.opts.seed,
+            "rng": self.opts.rng,
+            "hints": tuple(self.hints),
+            "notes": tuple(self.notes),
+        }
 
     def prepare_rng(self) -> None:
         """Before each evaluation: the same RNG state every time under ``rng="replay"``."""
