@@ -28,14 +28,12 @@ import math
 import os
 import platform
 import re
-import signal
 import sys
-import threading
 import time
 import types
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 import _opinfo_corpus as corpus  # noqa: E402 - found through the sys.path entry above
+from _peak_memory import CallTimeout, time_limit  # noqa: E402 - the same folder
 
 DEFAULT_JSON = _HERE / "results" / "opinfo.json"
 SCHEMA = "gradcheck_kit.bench.opinfo/1"
@@ -316,34 +315,6 @@ GROUPS = {
 # --------------------------------------------------------------------------- running
 
 
-class CheckTimeout(BaseException):
-    """Raised by the alarm; a BaseException so that checkers' ``except Exception`` let it by."""
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (SIGALRM; main thread on POSIX only, else no limit)."""
-    usable = (
-        seconds > 0
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    def _alarm(signum: int, frame: object) -> None:
-        raise CheckTimeout(f"took longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _traces(case: corpus.OpCase, saved: list[tuple[torch.Tensor, bool]]) -> list[str]:
     """What a check left behind on the inputs (changed values, requires_grad, a .grad)."""
     found = []
@@ -372,9 +343,9 @@ def run_one(checker: Checker, case: corpus.OpCase, timeout: float) -> Outcome:
     torch.manual_seed(0)  # fast modes draw random vectors from the global generator
     start = time.perf_counter()
     try:
-        with _time_limit(timeout):
+        with time_limit(timeout):
             outcome = checker.run(case)
-    except CheckTimeout as exc:
+    except CallTimeout as exc:
         outcome = Outcome("timeout", message=f"timeout: {exc}")
     except OursUnavailable:
         raise

@@ -86,6 +86,15 @@ def _is_type_checking_block(node: ast.AST) -> bool:
     )
 
 
+def _imported_from(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` statement in ``package`` imports from."""
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    base = ".".join(parts[: len(parts) - node.level + 1])
+    return f"{base}.{node.module}" if node.module else base
+
+
 def imports_of(module: str, *, runtime_only: bool = False) -> set[str]:
     """Every module name `module` may import, resolved to absolute names.
 
@@ -107,12 +116,7 @@ def imports_of(module: str, *, runtime_only: bool = False) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                base = f"{base}.{node.module}" if node.module else base
-            else:
-                base = node.module or ""
+            base = _imported_from(node, package)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
         elif isinstance(node, ast.Call):
@@ -284,12 +288,7 @@ def _private_names_used(module: str) -> list[str]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.ImportFrom):
             continue
-        if node.level:
-            parts = package.split(".")
-            base = ".".join(parts[: len(parts) - node.level + 1])
-            base = f"{base}.{node.module}" if node.module else base
-        else:
-            base = node.module or ""
+        base = _imported_from(node, package)
         if not _matches(base, (ROOT,)):
             continue
         for alias in node.names:

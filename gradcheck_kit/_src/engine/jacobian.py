@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 from torch.autograd import forward_ad
@@ -37,7 +35,6 @@ __all__ = [
     "forward_directional",
 ]
 
-T = TypeVar("T")
 
 # What a vmapped evaluation costs beyond a plain call, and what the loop adds per row
 # (building the point, flattening the outputs), on a 2-core x86 machine.
@@ -560,11 +557,3 @@ def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch
         raise
     except Exception:
         return None
-
-
-def projected(vector: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> float:
-    """``sum_i <vector_i, weights_i>`` in float64."""
-    return math.fsum(
-        float((v.to(torch.float64) * w.to(torch.float64)).sum())
-        for v, w in zip(vector, weights, strict=True)
-    )

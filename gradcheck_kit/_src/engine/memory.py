@@ -21,10 +21,10 @@ from __future__ import annotations
 import functools
 import math
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -37,11 +37,9 @@ __all__ = [
     "MemoryBudget",
     "Footprint",
     "MAX_BATCH_ROWS",
-    "measured",
     "format_bytes",
 ]
 
-T = TypeVar("T")
 
 # vmap and batched backward gain little from batches longer than this, and per-row
 # bookkeeping tensors stay small.
@@ -122,13 +120,6 @@ class AllocationCounter(TorchDispatchMode):
         return out
 
 
-def measured(fn: Callable[[], T]) -> tuple[T, int]:
-    """``fn()`` and the peak bytes it allocated (its result included)."""
-    with AllocationCounter() as counter:
-        value = fn()
-    return value, counter.peak
-
-
 @dataclass
 class MemoryBudget:
     """The bytes a check may hold beyond one plain forward and backward pass.
@@ -166,9 +157,10 @@ class MemoryBudget:
             MemoryBudgetError: naming ``what``, the need and a budget that fits.
         """
         if need > self.available:
+            held = f" while the check already holds {format_bytes(self.held)}" if self.held else ""
             raise MemoryBudgetError(
                 f"{what} needs at least {format_bytes(need)} for one evaluation's copies of "
-                f"inputs and outputs (on top of fn's own forward and backward peak), over "
+                f"inputs and outputs (on top of fn's own forward and backward peak){held}, over "
                 f"max_memory={self.limit:,} bytes ({format_bytes(self.limit)}). Pass "
                 f"max_memory={_round_up(need + self.held):,} or more."
             )
@@ -184,15 +176,8 @@ class MemoryBudget:
         Raises:
             MemoryBudgetError: not even one row fits.
         """
+        self.require(per_row + extra, what)
         room = self.available - extra
-        if room < per_row:
-            need = self.held + extra + per_row
-            raise MemoryBudgetError(
-                f"{what} needs {format_bytes(per_row + extra)} for one evaluation (on top of "
-                f"fn's own forward and backward peak), and the check already holds "
-                f"{format_bytes(self.held)}: that is over max_memory={self.limit:,} bytes "
-                f"({format_bytes(self.limit)}). Pass max_memory={_round_up(need):,} or more."
-            )
         fit = 1 + (room - per_row) // max(1, per_row + own_peak)
         return int(max(1, min(wanted, fit, MAX_BATCH_ROWS)))
 
