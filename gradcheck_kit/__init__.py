@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import TrainingDivergenceError as TrainingDivergenceError
     from gradcheck_kit._src.errors import TrainingLoopError as TrainingLoopError
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
+    from gradcheck_kit._src.errors import UnassertedCheckWarning as UnassertedCheckWarning
     from gradcheck_kit._src.errors import UnsupportedInputError as UnsupportedInputError
     from gradcheck_kit._src.gradcheck import check_gradients as check_gradients
     from gradcheck_kit._src.gradcheck import check_module_gradients as check_module_gradients
@@ -140,6 +141,7 @@ __all__ = [
     "TrainingFinding",
     "TrainingLoopError",
     "TrainingLoopWarning",
+    "UnassertedCheckWarning",
     "TrainingReport",
     "TrainingWatcher",
     "TrajectoryDivergence",
@@ -237,6 +239,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "InvalidArgumentType": "gradcheck_kit._src.errors",
     "TrainingLoopError": "gradcheck_kit._src.errors",
     "TrainingLoopWarning": "gradcheck_kit._src.errors",
+    "UnassertedCheckWarning": "gradcheck_kit._src.errors",
     "assert_matches_manual": "gradcheck_kit._src.manual",
     "check_matches_manual": "gradcheck_kit._src.manual",
     "assert_autograd_function": "gradcheck_kit._src.autograd_function",

@@ -4,7 +4,8 @@ Commands:
 
 * ``gradcheck-kit --version``: print the version.
 * ``gradcheck-kit check-json PATH``: summarise a results file written by
-  ``pytest --gradcheck``, one line per result; exit 1 if any result failed,
+  ``pytest --gradcheck``, one line per result; exit 1 if any check failed
+  (not one its test expected: ``XFAIL``, nor one it never read: ``UNASSERTED``),
   2 if the file is missing or is not a results file.
 * ``gradcheck-kit check TARGET [TARGET ...]``: run the gradient checks of
   ``package.module:factory`` targets without pytest (scripts, pre-commit hooks);
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="summarise a results file written by pytest --gradcheck",
         description=(
             "Print one line per result of a results file written by pytest --gradcheck. "
-            "Exit status: 0 all passed, 1 some failed, 2 unreadable file."
+            "A failed check in a test that expected it (pytest.raises, xfail, or read the "
+            "result) is XFAIL, one that a passing test never read UNASSERTED; neither fails. "
+            "Exit status: 0 no check failed, 1 some failed, 2 unreadable file."
         ),
     )
     check_json.add_argument("path", metavar="PATH", type=Path, help="the JSON results file")
@@ -169,7 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-_VERDICT_WORDS = {"passed": "PASSED", "failed": "FAILED", "no_verdict": "INFO"}
+_VERDICT_WORDS = {
+    "passed": "PASSED",
+    "failed": "FAILED",
+    "expected_failure": "XFAIL",
+    "unasserted": "UNASSERTED",
+    "no_verdict": "INFO",
+}
 
 
 def _check_json(path: Path, *, out: TextIO, err: TextIO) -> int:
@@ -178,19 +187,28 @@ def _check_json(path: Path, *, out: TextIO, err: TextIO) -> int:
     except DocumentError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE
-    failed = 0
+    counts = dict.fromkeys(_VERDICT_WORDS, 0)
     for result in results:
         word = verdict(result)
-        failed += word == "failed"
+        counts[word] += 1
         line = f"{_VERDICT_WORDS[word]} {result.get('name', '?')}"
         if result.get("test_id"):
             line += f" ({result['test_id']})"
-        if word == "failed" and result.get("hint"):
+        if word in ("failed", "unasserted") and result.get("hint"):
             line += f": {result['hint']}"
         print(line, file=out)
     noun = "check" if len(results) == 1 else "checks"
-    print(f"{len(results)} {noun}, {failed} failed", file=out)
-    return EXIT_FAILED if failed else EXIT_OK
+    tail = "".join(
+        f", {counts[word]} {label}"
+        for word, label in (
+            ("expected_failure", "failed as expected"),
+            ("unasserted", "unasserted"),
+        )
+        if counts[word]
+    )
+    print(f"{len(results)} {noun}, {counts['failed']} failed{tail}", file=out)
+    # Agrees with pytest: a failure the test expected, or never asserted, failed no test.
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
 def _report(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:

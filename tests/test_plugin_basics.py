@@ -16,6 +16,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -50,7 +51,7 @@ from gradcheck_kit._src import recording
 
 
 @dataclasses.dataclass(frozen=True)
-class FakeResult:
+class FakeResult(recording.Observable):
     name: str
     passed: bool
     test_id: Optional[str] = None
@@ -65,6 +66,12 @@ class FakeResult:
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest("--strict-markers", *PLUGIN, *args)
+
+
+def line_of(path: Path, text: str) -> int:
+    """The line (from 1) of ``path`` that starts with ``text``."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.startswith(text))
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -188,6 +195,7 @@ def test_hostile_id(x):
     )
     result = run(pytester, "--gradcheck")
     result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*UnassertedCheckWarning*"])
 
     document = load(pytester.path / DEFAULT_JSON_PATH)
     assert document["schema_version"] == DOCUMENT_SCHEMA_VERSION
@@ -196,12 +204,36 @@ def test_hostile_id(x):
     assert datetime.fromisoformat(document["created"]).tzinfo is not None
     assert set(document["environment"]) >= {"python", "torch", "platform"}
     module = "test_results_are_written_with_their_test_ids.py"
+    source = pytester.path / module
+    line = line_of(source, "def test_publishes")
+    publishes = {"outcome": "passed", "looked_at": False, "file": module, "line": line}
+    # pytest's location of a decorated test is its first decorator's line
+    line = line_of(source, "def test_hostile_id") - 1
+    hostile_test = {"outcome": "passed", "looked_at": False, "file": module, "line": line}
     assert document["results"] == [
         {"name": "at-collection", "passed": True, "test_id": None},
-        {"name": payload, "passed": True, "test_id": f"{module}::test_publishes"},
-        {"name": "teardown", "passed": True, "test_id": f"{module}::test_publishes"},
-        {"name": hostile, "passed": False, "test_id": f"{module}::test_hostile_id[{hostile_id}]"},
+        {
+            "name": payload,
+            "passed": True,
+            "test_id": f"{module}::test_publishes",
+            "test": publishes,
+        },
+        {
+            "name": "teardown",
+            "passed": True,
+            "test_id": f"{module}::test_publishes",
+            "test": publishes,
+        },
+        {
+            "name": hostile,
+            "passed": False,
+            "test_id": f"{module}::test_hostile_id[{hostile_id}]",
+            "test": hostile_test,
+        },
     ]
+    # Nobody read the failed result: not a failure of the run, but no pass either.
+    assert document["summary"]["unasserted"] == 1
+    assert document["summary"]["failed"] == 0
     # Nothing is left behind by the atomic write.
     assert sorted(p.name for p in (pytester.path / "reports").iterdir()) == [
         "gradcheck.html",
@@ -220,20 +252,160 @@ def test_good():
 def test_bad():
     recording.publish(FakeResult("bad-check", False))
     recording.publish(FakeResult("worse-check", False))
+    assert False, "the test fails with its checks"
 """
     )
     result = run(pytester, "--gradcheck")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*-- gradcheck --*",
-            "3 checks, 2 failed*",
+            "3 checks, 2 failed (*",
             "FAILED bad-check in test_terminal_summary.py::test_bad",
             "FAILED worse-check in test_terminal_summary.py::test_bad",
             f"results: {Path(DEFAULT_JSON_PATH)}",
         ]
     )
     result.stdout.no_fnmatch_line("FAILED good-check*")
+
+
+EXPECTED_FAILURES = """
+def raise_if_failed(result):
+    if not result.passed:
+        raise AssertionError(result.name)
+
+
+def test_caught():
+    bad = FakeResult("caught", False)
+    recording.publish(bad)
+    with pytest.raises(AssertionError):
+        raise_if_failed(bad)
+
+
+def test_read():
+    bad = FakeResult("read", False)
+    recording.publish(bad)
+    assert not bad.passed
+
+
+@pytest.mark.xfail(reason="known bug", strict=True)
+def test_xfail():
+    bad = FakeResult("xfail", False)
+    recording.publish(bad)
+    raise_if_failed(bad)
+
+
+def test_never_read():
+    recording.publish(FakeResult("never-read", False))
+
+
+def test_fails():
+    bad = FakeResult("real", False)
+    recording.publish(bad)
+    raise_if_failed(bad)
+"""
+
+
+def test_expected_failures_are_told_from_real_ones(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FAKE_RESULT + EXPECTED_FAILURES)
+    result = run(pytester, "--gradcheck", "-p", "no:randomly")
+    result.assert_outcomes(passed=3, failed=1, xfailed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*UnassertedCheckWarning: never-read (*::test_never_read) failed, and the test passed*",
+            "*-- gradcheck --*",
+            "5 checks, 1 failed, 3 failed as expected, 1 unasserted (*",
+            "FAILED real in *::test_fails",
+            "UNASSERTED never-read in *::test_never_read: *",
+            "failed as expected: 3 *",
+        ]
+    )
+    for name in ("caught", "read", "xfail", "never-read"):
+        result.stdout.no_fnmatch_line(f"FAILED {name} *")
+    document = load(pytester.path / DEFAULT_JSON_PATH)
+    tests = {r["name"]: r["test"] for r in document["results"]}
+    assert {name: (t["outcome"], t["looked_at"]) for name, t in tests.items()} == {
+        "caught": ("passed", True),
+        "read": ("passed", True),
+        "xfail": ("xfailed", True),
+        "never-read": ("passed", False),
+        "real": ("failed", True),
+    }
+    assert tests["real"]["file"] == "test_expected_failures_are_told_from_real_ones.py"
+    assert document["summary"] == {
+        "checks": 5,
+        "passed": 0,
+        "failed": 1,
+        "expected_failure": 3,
+        "unasserted": 1,
+        "no_verdict": 0,
+        "by_kind": {
+            "unknown": {
+                "checks": 5,
+                "passed": 0,
+                "failed": 1,
+                "expected_failure": 3,
+                "unasserted": 1,
+                "no_verdict": 0,
+            }
+        },
+    }
+
+
+def test_a_setup_or_teardown_error_makes_the_checks_failures(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        FAKE_RESULT
+        + """
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+
+def test_x(broken_teardown):
+    bad = FakeResult("in-errored-test", False)
+    recording.publish(bad)
+    assert not bad.passed
+"""
+    )
+    run(pytester, "--gradcheck").assert_outcomes(passed=1, errors=1)
+    (record,) = load(pytester.path / DEFAULT_JSON_PATH)["results"]
+    assert record["test"]["outcome"] == "error"
+    assert load(pytester.path / DEFAULT_JSON_PATH)["summary"]["failed"] == 1
+
+
+def test_junit_xml_carries_each_checks_verdict(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FAKE_RESULT + EXPECTED_FAILURES)
+    run(pytester, "--gradcheck", "--junitxml=junit.xml", "-p", "no:randomly")
+    root = ElementTree.parse(pytester.path / "junit.xml").getroot()
+    properties = {
+        case.get("name"): [(p.get("name"), p.get("value")) for p in case.iter("property")]
+        for case in root.iter("testcase")
+    }
+    assert properties["test_read"] == [("gradcheck read", "failed")]
+    assert properties["test_fails"] == [("gradcheck real", "failed")]
+    assert properties["test_caught"] == [("gradcheck caught", "failed")]
+
+
+@pytest.mark.parametrize("actions", ["true", ""])
+def test_github_annotations_name_the_failed_checks(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, actions: str
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", actions)
+    pytester.makepyfile(FAKE_RESULT + EXPECTED_FAILURES)
+    result = run(pytester, "--gradcheck", "-p", "no:randomly")
+    module = "test_github_annotations_name_the_failed_checks.py"
+    annotations = [line for line in result.outlines if line.startswith("::")]
+    if not actions:
+        assert annotations == []
+        return
+    never_read = line_of(pytester.path / module, "def test_never_read")
+    fails = line_of(pytester.path / module, "def test_fails")
+    assert annotations == [
+        f"::warning file={module},line={never_read},title=gradcheck%3A unasserted never-read::"
+        f"{module}::test_never_read: the test passed without reading this failed result. ",
+        f"::error file={module},line={fails},title=gradcheck%3A real::{module}::test_fails: ",
+    ]
 
 
 def test_empty_run_still_writes_a_document(pytester: pytest.Pytester) -> None:
@@ -298,17 +470,29 @@ def test_xdist_workers_send_results_to_the_controller(pytester: pytest.Pytester)
         + """
 @pytest.mark.parametrize("i", range(4))
 def test_x(i):
-    recording.publish(FakeResult(f"check-{i}", i != 2))
+    check = FakeResult(f"check-{i}", i != 2)
+    recording.publish(check)
+    assert check.passed
 """
     )
     result = pytester.runpytest_subprocess("--strict-markers", *PLUGIN, "--gradcheck", "-n", "2")
-    result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["4 checks, 1 failed*", "FAILED check-2 in *test_x?2?"])
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["4 checks, 1 failed (*", "FAILED check-2 in *test_x?2?"])
     document = load(pytester.path / DEFAULT_JSON_PATH)
     by_name = {r["name"]: r for r in document["results"]}
     assert sorted(by_name) == [f"check-{i}" for i in range(4)]
     assert by_name["check-2"]["test_id"].endswith("::test_x[2]")
     assert by_name["check-2"]["passed"] is False
+    # The worker that ran the test gave its records the outcome before sending them.
+    assert by_name["check-2"]["test"]["outcome"] == "failed"
+    assert by_name["check-1"]["test"] == {
+        "outcome": "passed",
+        "looked_at": True,
+        "file": "test_xdist_workers_send_results_to_the_controller.py",
+        "line": line_of(
+            pytester.path / "test_xdist_workers_send_results_to_the_controller.py", "@pytest.mark"
+        ),
+    }
     # The controller ran no check, so it never imported torch for the report.
     assert document["environment"]["torch"] == "not imported"
 
@@ -327,9 +511,16 @@ def test_good():
 
 def test_bad():
     recording.publish(FakeResult("bad-check", False))
+    assert False
+
+
+def test_expected():
+    expected = FakeResult("expected-check", False)
+    recording.publish(expected)
+    assert not expected.passed
 """
     )
-    run(pytester, "--gradcheck").assert_outcomes(passed=2)
+    run(pytester, "--gradcheck", "-p", "no:randomly").assert_outcomes(passed=2, failed=1)
     capsys.readouterr()
     path = pytester.path / DEFAULT_JSON_PATH
     assert cli.main(["check-json", str(path)]) == 1
@@ -338,11 +529,12 @@ def test_bad():
     assert lines == [
         f"PASSED good-check ({module}::test_good)",
         f"FAILED bad-check ({module}::test_bad)",
-        "2 checks, 1 failed",
+        f"XFAIL expected-check ({module}::test_expected)",
+        "3 checks, 1 failed, 1 failed as expected",
     ]
 
     document = load(path)
-    document["results"] = [r for r in document["results"] if r["passed"]]
+    document["results"] = [r for r in document["results"] if r["name"] != "bad-check"]
     path.write_text(json.dumps(document), encoding="utf-8")
     assert cli.main(["check-json", str(path)]) == 0
 

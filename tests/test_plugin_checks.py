@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -510,3 +512,79 @@ def test_device_benchmark_without_pytest_benchmark_says_so(pytester: pytest.Pyte
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*device_benchmark needs pytest-benchmark's `benchmark` fixture*"])
     result.stdout.no_fnmatch_line("*During handling*")
+
+
+# ---------------------------------------------------------------- expected failures
+
+EXPECTED_FAILURES = """
+import pytest, torch
+import gradcheck_kit as gk
+
+
+class Triple(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 3 * grad
+
+
+def x():
+    return torch.randn(3, dtype=torch.float64, requires_grad=True)
+
+
+def test_caught():
+    with pytest.raises(gk.GradientMismatchError):
+        gk.assert_gradients_close(Triple.apply, x())
+
+
+def test_caught_through_the_fixture(gradcheck):
+    with pytest.raises(AssertionError):
+        gradcheck(Triple.apply, x())
+
+
+def test_read():
+    assert not gk.check_gradients(Triple.apply, x()).passed
+
+
+def test_never_read():
+    gk.check_gradients(Triple.apply, x())
+
+
+@pytest.mark.xfail(raises=gk.GradientMismatchError, strict=True)
+def test_known_bug():
+    gk.assert_gradients_close(Triple.apply, x())
+"""
+
+
+def test_real_checks_expected_by_their_tests_are_not_failures(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(EXPECTED_FAILURES)
+    result = run(pytester, "--gradcheck", "-p", "no:randomly")
+    result.assert_outcomes(passed=4, xfailed=1, warnings=1)
+    result.stdout.fnmatch_lines(["5 checks, 0 failed, 4 failed as expected, 1 unasserted (*"])
+    result.stdout.no_fnmatch_line("FAILED *")
+    verdicts = {
+        str(r["test_id"]).split("::")[1]: (r["passed"], r["test"]) for r in results_of(pytester)
+    }
+    # the check's own reads of its result, before it returned, do not count as the test's
+    assert verdicts["test_never_read"][1]["looked_at"] is False
+    assert {name: test["outcome"] for name, (_, test) in verdicts.items()} == {
+        "test_caught": "passed",
+        "test_caught_through_the_fixture": "passed",
+        "test_read": "passed",
+        "test_never_read": "passed",
+        "test_known_bug": "xfailed",
+    }
+    assert all(passed is False for passed, _ in verdicts.values())
+    json_file = pytester.path / "reports" / "gradcheck.json"
+    check = subprocess.run(
+        [sys.executable, "-m", "gradcheck_kit", "check-json", str(json_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "UNASSERTED Triple.apply (" in check.stdout
+    assert "::test_never_read)" in check.stdout

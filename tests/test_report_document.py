@@ -14,11 +14,14 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from referencing import Registry, Resource
 
 from gradcheck_kit.report import samples
 from gradcheck_kit.report.document import (
     DOCUMENT_SCHEMA_VERSION,
+    VERDICTS,
     DocumentError,
     combine_environments,
     load_document,
@@ -114,7 +117,46 @@ def test_verdicts_and_summary() -> None:
     summary = summarize(records)
     assert (summary["checks"], summary["passed"], summary["failed"]) == (4, 1, 2)
     assert summary["no_verdict"] == 1
-    assert summary["by_kind"]["unknown"] == {"checks": 1, "passed": 0, "failed": 1, "no_verdict": 0}
+    assert summary["by_kind"]["unknown"] == {
+        "checks": 1,
+        "passed": 0,
+        "failed": 1,
+        "expected_failure": 0,
+        "unasserted": 0,
+        "no_verdict": 0,
+    }
+
+
+_OUTCOMES = st.sampled_from([None, "passed", "failed", "error", "skipped", "xfailed", "xpassed"])
+
+
+@given(
+    passed=st.sampled_from([True, False, None]),
+    outcome=_OUTCOMES,
+    looked_at=st.sampled_from([True, False, None]),
+)
+def test_a_failure_counts_only_where_pytest_failed_its_test(
+    passed: bool | None, outcome: str | None, looked_at: bool | None
+) -> None:
+    record: dict[str, Any] = {**samples.gradient_record("fn", passed=True), "passed": passed}
+    if outcome is not None:
+        record["test"] = {"outcome": outcome}
+        if looked_at is not None:
+            record["test"]["looked_at"] = looked_at
+    word = verdict(record)
+    if passed is not False:
+        assert word == ("passed" if passed else "no_verdict")
+    elif outcome in (None, "failed", "error"):
+        assert word == "failed"
+    elif outcome != "xfailed" and looked_at is False:
+        assert word == "unasserted"
+    else:
+        assert word == "expected_failure"
+    summary = summarize([record])
+    assert summary[word] == summary["checks"] == 1
+    assert sum(summary[w] for w in VERDICTS) == 1
+    if passed is not None:  # a gradient record always has a verdict
+        validate_document(make_document([record]))
 
 
 def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:

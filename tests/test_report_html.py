@@ -90,6 +90,35 @@ def test_failures_come_first_then_no_verdict_then_passed() -> None:
     assert names[:3] == ["transposed_fn", "region_fn", "loss"]
 
 
+def test_expected_and_unasserted_failures_are_shown_apart() -> None:
+    expected = samples.gradient_record("expected_fn", passed=False, test_id="t.py::test_raises")
+    expected["test"] = {"outcome": "passed", "looked_at": True, "file": "t.py", "line": 3}
+    unread = samples.gradient_record("unread_fn", passed=False, test_id="t.py::test_unread")
+    unread["test"] = {"outcome": "passed", "looked_at": False, "file": "t.py", "line": 9}
+    xfailed = samples.gradient_record("xfail_fn", passed=False, test_id="t.py::test_xfail")
+    xfailed["test"] = {"outcome": "xfailed", "file": "t.py", "line": 12}
+    ok = samples.gradient_record("ok_fn", passed=True)
+    text = render_html(make_document([expected, ok, unread, xfailed]))
+    page = Page(text)
+    assert [body["data-status"] for body in page.bodies] == [
+        "unasserted",
+        "expected_failure",
+        "expected_failure",
+        "passed",
+    ]
+    verdict_line = " ".join(re.search(r'<p class="verdict".*?</p>', text, re.S)[0].split())
+    assert "no failures, 1 unasserted" in verdict_line
+    assert "2 failed as expected" in verdict_line and "failed</strong>" not in verdict_line
+    assert '<header class="top warn">' in text
+    assert 'data-filter="expected_failure"' in text and 'data-filter="unasserted"' in text
+    rows = {row.name: row for row in build_page(make_document([expected, unread])).rows}
+    # a failure its test expected is as settled as a pass: closed, no "run again" line
+    assert not rows["expected_fn"].open and rows["unread_fn"].open
+    assert rows["expected_fn"].status_label == "failed as expected"
+    only_expected = render_html(make_document([expected, ok]))
+    assert '<header class="top good">' in only_expected and "all passed" in only_expected
+
+
 def test_each_kind_shows_its_own_detail() -> None:
     text = render_html(every_kind_document())
     page = Page(text)

@@ -52,7 +52,10 @@ class Published:
 
 
 def publish(record):
+    # as an assert_* helper does: a failed check fails its test
     recording.publish(Published(record))
+    if record.get("passed") is False:
+        pytest.fail(f"{record.get('name')} failed", pytrace=False)
 """
 
 CHECKS = (
@@ -95,11 +98,11 @@ def load(path: Path) -> dict[str, Any]:
 def test_gradcheck_writes_the_json_file_and_the_html_report(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(CHECKS)
     result = run(pytester, "--gradcheck")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=2, failed=3)
     result.stdout.fnmatch_lines(
         [
             "*-- gradcheck --*",
-            "5 checks, 3 failed*",
+            "5 checks, 3 failed (*",
             f"results: {Path(DEFAULT_JSON_PATH)}",
             f"report: {Path(DEFAULT_REPORT_PATH)}",
         ]
@@ -110,6 +113,8 @@ def test_gradcheck_writes_the_json_file_and_the_html_report(pytester: pytest.Pyt
         "checks": 3,
         "passed": 1,
         "failed": 2,
+        "expected_failure": 0,
+        "unasserted": 0,
         "no_verdict": 0,
     }
     environment = document["environment"]
@@ -135,12 +140,12 @@ def test_gradcheck_writes_the_json_file_and_the_html_report(pytester: pytest.Pyt
 def test_report_path_from_ini_and_command_line(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ngradcheck_report = out/from-ini.html\n")
     pytester.makepyfile(PUBLISH + "\ndef test_x():\n    publish(samples.manual_record())\n")
-    run(pytester, "--gradcheck").assert_outcomes(passed=1)
+    run(pytester, "--gradcheck").assert_outcomes(failed=1)
     assert "manual derivative" in (pytester.path / "out" / "from-ini.html").read_text("utf-8")
     assert not (pytester.path / DEFAULT_REPORT_PATH).exists()
 
     result = run(pytester, "--gradcheck", "--gradcheck-report", "cli/page.html")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(failed=1)
     assert (pytester.path / "cli" / "page.html").is_file()
     result.stdout.fnmatch_lines([f"report: {Path('cli/page.html')}"])
 
@@ -175,7 +180,7 @@ def test_a_page_that_cannot_be_rendered_costs_the_json_nothing(
     monkeypatch.setattr(html, "write_html", broken)
     pytester.makepyfile(PUBLISH + "\ndef test_x():\n    publish(samples.training_record())\n")
     result = run(pytester, "--gradcheck")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["report: not written (RuntimeError: template exploded)"])
     assert load(pytester.path / DEFAULT_JSON_PATH)["summary"]["failed"] == 1
     assert not (pytester.path / DEFAULT_REPORT_PATH).exists()
@@ -183,7 +188,7 @@ def test_a_page_that_cannot_be_rendered_costs_the_json_nothing(
 
 def test_no_report_without_the_flag(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(CHECKS)
-    run(pytester).assert_outcomes(passed=5)
+    run(pytester).assert_outcomes(passed=2, failed=3)
     assert not (pytester.path / "reports").exists()
 
 
@@ -202,8 +207,8 @@ def test_x(i):
 """
     )
     result = pytester.runpytest_subprocess("--strict-markers", *PLUGIN, "--gradcheck", "-n", "2")
-    result.assert_outcomes(passed=6)
-    result.stdout.fnmatch_lines(["6 checks, 1 failed*", f"report: {Path(DEFAULT_REPORT_PATH)}"])
+    result.assert_outcomes(passed=5, failed=1)
+    result.stdout.fnmatch_lines(["6 checks, 1 failed (*", f"report: {Path(DEFAULT_REPORT_PATH)}"])
     document = load(pytester.path / DEFAULT_JSON_PATH)
     validate_document(document)
     assert sorted(r["name"] for r in document["results"]) == [f"check-{i}" for i in range(6)]

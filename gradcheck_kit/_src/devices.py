@@ -394,7 +394,7 @@ def _speedups(rows: Sequence[DeviceTiming]) -> dict[Phase, float]:
 
 
 @dataclass(frozen=True)
-class DeviceBenchmark:
+class DeviceBenchmark(recording.Observable):
     """What :func:`benchmark_devices` measured: per device (and size) timings, speedups, crossover.
 
     ``timings`` holds one :class:`DeviceTiming` per device and size (``size`` is
@@ -852,7 +852,7 @@ def _num(x: float) -> float | str:
 
 
 @dataclass(frozen=True)
-class DeviceParityResult:
+class DeviceParityResult(recording.Observable):
     """Outputs and gradients on each device compared with the first device's.
 
     ``status`` is ``"passed"``, ``"failed"`` or ``"skipped"`` (fewer than two

@@ -32,6 +32,7 @@ __all__ = [
     "TrainingDivergenceError",
     "DeviceParityError",
     "DeviceUnavailableError",
+    "UnassertedCheckWarning",
 ]
 
 
@@ -284,5 +285,22 @@ class DeviceUnavailableError(GradcheckKitError, RuntimeError):
 
     Examples:
         >>> isinstance(DeviceUnavailableError("CUDA device not available"), RuntimeError)
+        True
+    """
+
+
+class UnassertedCheckWarning(UserWarning):
+    """A check failed in a test that passed without ever reading its result.
+
+    ``check_*`` functions return their result and never raise, so a test that
+    calls one and does not assert on it passes whatever the gradients are. The
+    pytest plugin warns at the end of such a test; assert on the result
+    (``assert result.passed, result.summary()``) or call the ``assert_*`` twin.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("error", UnassertedCheckWarning)  # make them fail in CI
+        ...     issubclass(UnassertedCheckWarning, UserWarning)
         True
     """

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 
 from .plain import PlainData, num
+from .recording import Observable
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -134,7 +135,7 @@ class ErrorMap(PlainData):
 R = TypeVar("R", bound="_Verdict")
 
 
-class _Verdict(PlainData):
+class _Verdict(PlainData, Observable):
     """What every check's result shares: the verdict, hints, the test that made it."""
 
     passed: bool

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gradcheck_kit import __version__
+from gradcheck_kit._src.errors import UnassertedCheckWarning
 from gradcheck_kit._src.target_mark import target_spec
 from gradcheck_kit.pytest_plugin.collect import TargetFactory
 from gradcheck_kit.pytest_plugin.fixtures import (
@@ -43,7 +44,13 @@ from gradcheck_kit.pytest_plugin.options import (
     apply_marker,
     read_defaults,
 )
+from gradcheck_kit.pytest_plugin.outcomes import (
+    github_annotations,
+    junit_properties,
+    outcome_after_phase,
+)
 from gradcheck_kit.pytest_plugin.session import GradcheckSession, environment
+from gradcheck_kit.report.document import verdict
 
 __all__ = [
     "DEFAULT_JSON_PATH",
@@ -77,6 +84,7 @@ gradcheck_session_key = pytest.StashKey[GradcheckSession]()
 gradcheck_defaults_key = pytest.StashKey[CheckDefaults]()
 """The run's resolved check options on ``config.stash`` (always present)."""
 _json_path_key = pytest.StashKey[Path]()
+_outcome_key = pytest.StashKey[str]()
 _reporter_key = pytest.StashKey["GradcheckReporter"]()
 
 
@@ -310,14 +318,29 @@ class GradcheckReporter:
             self.report_error = f"{type(exc).__name__}: {exc}"
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        """Print ``N checks, F failed``, each failed check, and where the files are."""
-        results, failed = self.recorder.results, self.recorder.failed
+        """Print the counts, each real failure, each unasserted one, and where the files are.
+
+        The counts agree with pytest's outcome: a failed check in a test that
+        expected it (``pytest.raises``, ``xfail``, or read the result) is
+        "failed as expected", not failed. With ``GITHUB_ACTIONS=true`` each failed
+        check also becomes an annotation at its test's file and line.
+        """
+        results = self.recorder.results
+        by_verdict: dict[str, list[dict[str, Any]]] = {}
+        for record in results:
+            by_verdict.setdefault(verdict(record), []).append(record)
+        failed = by_verdict.get("failed", [])
+        unasserted = by_verdict.get("unasserted", [])
+        expected = by_verdict.get("expected_failure", [])
         terminalreporter.write_sep("-", "gradcheck")
         noun = "check" if len(results) == 1 else "checks"
         seconds = sum(_number(r.get("duration_s")) for r in results)
-        terminalreporter.write_line(
-            f"{len(results)} {noun}, {len(failed)} failed ({seconds:.2f} s in checks)"
-        )
+        counts = f"{len(results)} {noun}, {len(failed)} failed"
+        if expected:
+            counts += f", {len(expected)} failed as expected"
+        if unasserted:
+            counts += f", {len(unasserted)} unasserted"
+        terminalreporter.write_line(f"{counts} ({seconds:.2f} s in checks)")
         timed = sorted(results, key=lambda r: -_number(r.get("duration_s")))[:_SLOWEST_LISTED]
         if len(results) > 1:
             terminalreporter.write_line(
@@ -336,6 +359,17 @@ class GradcheckReporter:
         for result in failed:
             test_id = result.get("test_id") or "(outside any test)"
             terminalreporter.write_line(f"FAILED {result.get('name')} in {test_id}", red=True)
+        for result in unasserted:
+            terminalreporter.write_line(
+                f"UNASSERTED {result.get('name')} in {result.get('test_id')}: failed, and the "
+                "test passed without reading the result",
+                yellow=True,
+            )
+        if expected:
+            terminalreporter.write_line(
+                f"failed as expected: {len(expected)} (in tests that caught the assertion, "
+                "read the result or were marked xfail; listed in the report)"
+            )
         terminalreporter.write_line(f"results: {self._shown(self.json_path)}")
         if self.report_error is None:
             terminalreporter.write_line(f"report: {self._shown(self.report_path)}")
@@ -343,6 +377,10 @@ class GradcheckReporter:
             terminalreporter.write_line(
                 f"report: not written ({self.report_error})", red=True, bold=True
             )
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            # Workflow commands are read from the step's log; the terminal writer is it.
+            for line in github_annotations(results):
+                terminalreporter.write_line(line)
 
     def _shown(self, path: Path) -> Path:
         try:
@@ -550,6 +588,41 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         defaults = apply_marker(defaults, marker.kwargs)
     devices = list(defaults.devices())
     metafunc.parametrize("grad_device", devices, indirect=True, ids=devices)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Give each check record its test's outcome, and JUnit XML its verdicts.
+
+    Outermost wrapper (``tryfirst``): its second half sees the report after the
+    xfail plugin set ``wasxfail``. Before the call's report exists, each check
+    of the test becomes a property of it (``--junitxml`` writes them).
+    """
+    recorder = item.config.stash.get(gradcheck_session_key, None)
+    if recorder is not None and call.when == "call":
+        item.user_properties.extend(junit_properties(recorder.records_of_test()))
+    outcome = yield
+    if recorder is None:
+        return
+    report = outcome.get_result()
+    item.stash[_outcome_key] = outcome_after_phase(
+        item.stash.get(_outcome_key, None), call.when, report
+    )
+    if call.when == "teardown":
+        file, line, _ = report.location
+        records = recorder.finish_test(
+            item.stash[_outcome_key], file=file, line=None if line is None else line + 1
+        )
+        for record in (r for r in records if verdict(r) == "unasserted"):
+            item.warn(
+                UnassertedCheckWarning(
+                    f"{_where(record)} failed, and the test passed without reading its "
+                    "result: assert on it (assert result.passed, result.summary()) or call "
+                    "the assert_* twin, which raises."
+                )
+            )
 
 
 @pytest.hookimpl(trylast=True)

@@ -128,6 +128,8 @@ class GradcheckSession:
         self.version = version
         self.current_test_id: str | None = None
         self._results: list[dict[str, Any]] = []
+        # (index in _results, the object the check returned) of the running test's records
+        self._in_test: list[tuple[int, Any]] = []
         self._environments: list[dict[str, Any]] = []
         self._started: float | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -162,9 +164,47 @@ class GradcheckSession:
             result: An object with ``with_test_id(test_id)`` and ``to_dict()``,
                 such as :class:`gradcheck_kit.GradCheckResult`.
         """
+        published = result
         if self.current_test_id is not None:
             result = result.with_test_id(self.current_test_id)
         self._results.append(dict(result.to_dict()))
+        if self.current_test_id is not None:
+            # Watched only now: the check's own reads of its result must not count.
+            recording.watch(published)
+            self._in_test.append((len(self._results) - 1, published))
+
+    def records_of_test(self) -> list[dict[str, Any]]:
+        """The records published since the running test began (the dicts themselves)."""
+        return [self._results[index] for index, _ in self._in_test]
+
+    def finish_test(
+        self, outcome: str, *, file: str | None = None, line: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Give the records of the test that just ended what pytest made of it.
+
+        Each record gets ``test``: ``{"outcome", "looked_at", "file", "line"}``
+        (see :func:`gradcheck_kit.report.document.verdict`); the results are
+        let go, so that the session keeps no check's objects alive.
+
+        Args:
+            outcome: One of :data:`gradcheck_kit.report.document.TEST_OUTCOMES`.
+            file: The test's file, relative to the rootdir.
+            line: The test's line, from 1.
+
+        Returns:
+            Those records.
+        """
+        for index, published in self._in_test:
+            test: dict[str, Any] = {"outcome": outcome}
+            read = recording.was_read(published)
+            if read is not None:
+                test["looked_at"] = read
+            if file is not None and line is not None:
+                test.update(file=file, line=line)
+            self._results[index]["test"] = test
+        finished = [self._results[index] for index, _ in self._in_test]
+        self._in_test.clear()
+        return finished
 
     def extend(
         self,

@@ -6,15 +6,20 @@ One document per run (or per merge of runs)::
      "created": "<UTC ISO time>", "duration_s": 12.5,
      "environment": {"python": ..., "torch": ..., "cuda": ..., "devices": [...],
                      "seeds": {...}, "options": {...}, ...},
-     "summary": {"checks": 3, "passed": 1, "failed": 1, "no_verdict": 1,
+     "summary": {"checks": 3, "passed": 1, "failed": 1, "expected_failure": 0,
+                 "unasserted": 0, "no_verdict": 1,
                  "by_kind": {"gradient": {"checks": 2, ...}, ...}},
      "sources": [...],          # only in a merge: one entry per merged file
      "results": [{"kind": "gradient", "passed": false, "test_id": ..., ...}, ...]}
 
 Every record in ``results`` is the ``to_dict()`` of a check and says what it is
 in ``kind`` (``gradient``, ``manual``, ``training``, ``device_benchmark``,
-``device_parity``, or any later kind). ``passed`` is the verdict; ``null`` (or no
-key) means the record carries none, as a benchmark may. ``document_schema.json``
+``device_parity``, or any later kind). ``passed`` is the check's verdict; ``null``
+(or no key) means the record carries none, as a benchmark may. A record made in
+a pytest test also carries ``test``: ``{"outcome"`` (what pytest made of that
+test), ``"looked_at"`` (whether the test read the result after the check
+returned it), ``"file", "line"}``, so that a failure the test expected is told
+from a real one (:func:`verdict`). ``document_schema.json``
 next to this module is the JSON Schema; ``summary`` is derived from ``results``
 and recomputed whenever a document is read.
 
@@ -41,6 +46,8 @@ __all__ = [
     "DOCUMENT_SCHEMA_VERSION",
     "TOOL_NAME",
     "KNOWN_KINDS",
+    "VERDICTS",
+    "TEST_OUTCOMES",
     "DocumentError",
     "verdict",
     "summarize",
@@ -58,7 +65,13 @@ TOOL_NAME = "gradcheck_kit"
 # Kinds with a dedicated rendering; any other kind is shown generically.
 KNOWN_KINDS = ("gradient", "manual", "training", "device_benchmark", "device_parity")
 
-Verdict = Literal["passed", "failed", "no_verdict"]
+Verdict = Literal["passed", "failed", "expected_failure", "unasserted", "no_verdict"]
+VERDICTS: tuple[Verdict, ...] = ("passed", "failed", "expected_failure", "unasserted", "no_verdict")
+"""Every verdict a record can have, in the order reports list them."""
+TEST_OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+"""The ``test.outcome`` of a record: what pytest made of the test that ran the check."""
+# Outcomes of a test that pytest did not fail: a failed check in it was expected.
+_OUTCOMES_THAT_DID_NOT_FAIL = frozenset({"passed", "skipped", "xfailed", "xpassed"})
 # Environment values that say "not known here": another source's value wins over them.
 _UNKNOWN_VALUES = (None, "", "not imported", "unknown")
 
@@ -76,25 +89,46 @@ class DocumentError(ValueError):
 
 
 def verdict(record: Mapping[str, Any]) -> Verdict:
-    """The verdict of one record: its ``passed`` as a word.
+    """The verdict of one record: its ``passed`` read with its test's outcome.
+
+    A failed check counts as a failure when its test failed too (or errored), or when no test
+    ran it (a script, ``gradcheck-kit check``, a file written before records
+    carried a ``test``). In a test that pytest did not fail (it passed,
+    was an expected failure, or was skipped) the failure was expected: the test
+    read the result (``looked_at``) or caught the assertion it raised
+    (``pytest.raises``), or pytest marked it ``xfail``. A failed result that the
+    passing test never read is ``unasserted``: nothing checked it, which is
+    worth a warning but is not a failure of the run.
 
     Args:
         record: One entry of a document's ``results``.
 
     Returns:
-        ``"passed"`` for ``passed: true``, ``"failed"`` for ``false``, and
-        ``"no_verdict"`` when the key is missing or ``null``.
+        ``"passed"`` for ``passed: true``; for ``false`` one of ``"failed"``,
+        ``"expected_failure"`` and ``"unasserted"``; ``"no_verdict"`` when
+        ``passed`` is missing or ``null``.
 
     Examples:
         >>> verdict({"passed": False}), verdict({"kind": "device_benchmark"})
         ('failed', 'no_verdict')
+        >>> verdict({"passed": False, "test": {"outcome": "passed", "looked_at": True}})
+        'expected_failure'
+        >>> verdict({"passed": False, "test": {"outcome": "passed", "looked_at": False}})
+        'unasserted'
+        >>> verdict({"passed": False, "test": {"outcome": "xfailed"}})
+        'expected_failure'
     """
     passed = record.get("passed")
     if passed is True:
         return "passed"
-    if passed is False:
+    if passed is not False:
+        return "no_verdict"
+    test = record.get("test")
+    if not isinstance(test, Mapping) or test.get("outcome") not in _OUTCOMES_THAT_DID_NOT_FAIL:
         return "failed"
-    return "no_verdict"
+    if test.get("outcome") == "xfailed" or test.get("looked_at") is not False:
+        return "expected_failure"
+    return "unasserted"
 
 
 def _kind(record: Mapping[str, Any]) -> str:
@@ -109,18 +143,20 @@ def summarize(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         results: A document's ``results``.
 
     Returns:
-        ``{"checks", "passed", "failed", "no_verdict", "by_kind": {kind: same}}``,
-        kinds in order of first appearance.
+        ``{"checks", "passed", "failed", "expected_failure", "unasserted",
+        "no_verdict", "by_kind": {kind: same}}`` (see :func:`verdict`), kinds in
+        order of first appearance.
 
     Examples:
         >>> s = summarize([{"kind": "gradient", "passed": True},
-        ...                {"kind": "training", "passed": False}])
-        >>> s["checks"], s["failed"], s["by_kind"]["training"]["failed"]
-        (2, 1, 1)
+        ...                {"kind": "training", "passed": False},
+        ...                {"kind": "gradient", "passed": False, "test": {"outcome": "xfailed"}}])
+        >>> s["checks"], s["failed"], s["expected_failure"], s["by_kind"]["training"]["failed"]
+        (3, 1, 1, 1)
     """
 
     def counts() -> dict[str, int]:
-        return {"checks": 0, "passed": 0, "failed": 0, "no_verdict": 0}
+        return {"checks": 0, **dict.fromkeys(VERDICTS, 0)}
 
     total = counts()
     by_kind: dict[str, dict[str, int]] = {}

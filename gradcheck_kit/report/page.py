@@ -61,8 +61,17 @@ KIND_LABELS = {
     "device_benchmark": "device benchmark",
     "device_parity": "device parity",
 }
-STATUS_LABELS = {"failed": "failed", "passed": "passed", "no_verdict": "no verdict"}
-_STATUS_ORDER = {"failed": 0, "no_verdict": 1, "passed": 2}
+STATUS_LABELS = {
+    "failed": "failed",
+    "unasserted": "unasserted",
+    "no_verdict": "no verdict",
+    "expected_failure": "failed as expected",
+    "passed": "passed",
+}
+# Real failures first, then what needs a look (a failure nothing asserted on).
+_STATUS_ORDER = {status: order for order, status in enumerate(STATUS_LABELS)}
+# Shown closed: a failure its test expected is as settled as a pass.
+_SETTLED = frozenset({"passed", "expected_failure"})
 # Keys every kind shares; they are shown in the row, not again in the details.
 _COMMON_KEYS = frozenset({"kind", "schema_version", "name", "passed", "test_id", "duration_s"})
 _SUMMARY_KEYS = ("summary", "message", "hint", "cause", "reason", "text")
@@ -226,7 +235,7 @@ class Row:
 
 @dataclass(frozen=True)
 class KindCount:
-    """Checks, passed, failed and without verdict for one kind."""
+    """Checks by verdict for one kind (see :func:`gradcheck_kit.report.document.verdict`)."""
 
     kind: str
     label: str
@@ -234,6 +243,8 @@ class KindCount:
     passed: int
     failed: int
     no_verdict: int
+    expected_failure: int = 0
+    unasserted: int = 0
 
 
 @dataclass(frozen=True)
@@ -272,6 +283,8 @@ class Page:
     max_heatmaps: int = MAX_HEATMAPS
     max_details: int = MAX_DETAILS
     data: dict[str, Any] = field(default_factory=dict)
+    expected_failure: int = 0
+    unasserted: int = 0
 
 
 def _float(value: Any) -> float:
@@ -783,7 +796,7 @@ def _row(
         full=not line and not bare,
         bare=bare,
         # A benchmark's charts are its point, verdict or not.
-        open=status != "passed" or (kind == "device_benchmark" and detail is not None),
+        open=status not in _SETTLED or (kind == "device_benchmark" and detail is not None),
     )
 
 
@@ -846,6 +859,8 @@ def build_page(document: Mapping[str, Any], *, title: str = "gradcheck report") 
             c["passed"],
             c["failed"],
             c["no_verdict"],
+            c["expected_failure"],
+            c["unasserted"],
         )
         for kind, c in summary["by_kind"].items()
     )
@@ -876,6 +891,8 @@ def build_page(document: Mapping[str, Any], *, title: str = "gradcheck report") 
         passed=summary["passed"],
         failed=summary["failed"],
         no_verdict=summary["no_verdict"],
+        expected_failure=summary["expected_failure"],
+        unasserted=summary["unasserted"],
         kinds=kinds,
         duration=_duration(document.get("duration_s")),
         check_time=charts.format_seconds(check_time) if rows else "—",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..messages import PREFIX
+from ..recording import Observable
 from ..results import SCHEMA_VERSION
 
 __all__ = ["TITLES", "TrainingFinding", "TrainingReport"]
@@ -170,7 +171,7 @@ def _block(f: TrainingFinding, names: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class TrainingReport:
+class TrainingReport(Observable):
     """Everything one training-loop check found; ``passed`` when it found nothing.
 
     Made by :func:`gradcheck_kit.watch_training` (``watcher.report``) and the

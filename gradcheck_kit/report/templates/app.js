@@ -13,7 +13,7 @@
   var shown = document.getElementById("shown");
   var empty = document.getElementById("empty");
   var state = { filter: "all", kind: "", q: "" };
-  var STATUS_ORDER = { failed: 0, no_verdict: 1, passed: 2 };
+  var STATUS_ORDER = { failed: 0, unasserted: 1, no_verdict: 2, expected_failure: 3, passed: 4 };
   /* Ties keep the page's first order (failures first, then as recorded). */
   var firstOrder = new Map();
   bodies.forEach(function (body, i) { firstOrder.set(body, i); });
