@@ -1,4 +1,4 @@
-"""Scenario 3 (autograd mechanics): known gradients, and a vector-Jacobian product."""
+"""Autograd mechanics: known gradients, and a vector-Jacobian product."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenario 3's numbers, checked three ways: by hand, by autograd, by finite differences.
+"""The autograd tutorial's numbers, checked three ways: by hand, by autograd, by finite differences.
 
 The tutorial computes out = mean(3 (x + 2)^2) at x = ones(2, 2) and gets 4.5 in every
 entry of x.grad, then a vector-Jacobian product y.backward(v) for a vector that is doubled

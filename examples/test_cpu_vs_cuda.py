@@ -1,4 +1,4 @@
-"""CPU vs CUDA: scenario 5's DynamicNet training step and scenario 1's regression on both devices.
+"""CPU vs CUDA: the DynamicNet training step and the linear regression on both devices.
 
 `benchmark_devices` times forward, forward+backward and the full SGD (momentum 0.9)
 step on each device; `assert_device_parity` compares outputs and gradients. On a
@@ -65,7 +65,7 @@ def sgd(params: object) -> torch.optim.Optimizer:
 
 
 class Line(nn.Module):
-    """Scenario 1: y = w x + b, fitted to y = 2x - 4 + noise on x = -10..10."""
+    """The linear regression: y = w x + b, fitted to y = 2x - 4 + noise on x = -10..10."""
 
     def __init__(self) -> None:
         super().__init__()

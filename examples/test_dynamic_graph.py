@@ -1,4 +1,4 @@
-"""Scenario 5: DynamicNet repeats its middle layer a random number of times per call."""
+"""A dynamic graph: DynamicNet repeats its middle layer a random number of times per call."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenario 5: DynamicNet, a new graph at every call, trained under watch_training.
+"""A dynamic graph: DynamicNet, a new graph at every call, trained under watch_training.
 
 The forward pass repeats the middle layer a random number (0 to 3) of times.
 Trained as in the original post (MSELoss(reduction='sum'), SGD with momentum

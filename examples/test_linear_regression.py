@@ -1,4 +1,4 @@
-"""Scenario 1: linear regression with a hand-written gradient, then with autograd, then SGD.
+"""Linear regression with a hand-written gradient, then with autograd, then SGD.
 
 The blog post this project started from fits y = 2x - 4 + noise on x = -10..10 by
 gradient descent. It first writes the derivative by hand (``grad_fn``), then the same

@@ -1,4 +1,4 @@
-"""Scenario 4: zero_grad, and the optimizer holding the very parameter objects.
+"""Training-loop wiring: zero_grad, and the optimizer holding the very parameter objects.
 
 Without `optimizer.zero_grad()` gradients accumulate across `backward()` calls
 and every update goes in the wrong direction. `optim.SGD(net.parameters())`

@@ -1,6 +1,6 @@
 """check_same_training / assert_same_training: two training loops, one trajectory.
 
-Scenario 1 rewrites a hand-written gradient-descent loop with ``loss.backward()``
+A common rewrite replaces the hand-written gradient of a training loop with ``loss.backward()``
 and expects *exactly the same* result. This check runs both loops from private
 copies of the same starting parameters, with the same random stream, and
 compares the parameters after every step; it reports the first step, parameter

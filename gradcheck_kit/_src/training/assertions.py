@@ -175,7 +175,7 @@ def assert_optimizer_tracks(
     optimizer (by identity, not by value), and every tensor an optimizer holds
     must be a parameter of ``model``. The message says which side lost which
     parameter, and pairs a re-assigned parameter with the stale tensor the
-    optimizer still updates (scenario 4: ``net.fc1.weight = nn.Parameter(...)``
+    optimizer still updates (``net.fc1.weight = nn.Parameter(...)``
     after ``SGD(net.parameters())``; ``net.fc1.weight.data = ...`` is fine).
     A parameter held by two optimizers fails too. Runs nothing and changes nothing.
 
