@@ -1,4 +1,6 @@
-"""requires_grad, detach() and no_grad() in a small regression: which tensors get gradients, what detach() cuts, and what no_grad() builds.
+"""requires_grad, detach() and no_grad() in a small regression.
+
+Which tensors get gradients, what detach() cuts, and what no_grad() builds.
 
 `w` and `b` require grad, the data `x` and the target `y` do not. After
 `loss.backward()`, `x.grad` and `y.grad` stay None; `b = b.detach()` before the

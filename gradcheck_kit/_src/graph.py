@@ -1,9 +1,9 @@
 """Graph and grad-mode checks: which tensors get gradients, which build graphs, which share memory.
 
-The assertions of scenarios 2 and 3 (``requires_grad``, ``backward``,
-``detach``, ``no_grad``, the NumPy bridge) and the graph connectivity check of
-scenario 4, each raising a :class:`GraphCheckError` whose message names the
-tensor, what was expected, what was found, the likely cause and the fix:
+The assertions about ``requires_grad``, ``backward``, ``detach``, ``no_grad``
+and the NumPy bridge, and the graph connectivity check of a training loop,
+each raising a :class:`GraphCheckError` whose message names the tensor, what
+was expected, what was found, the likely cause and the fix:
 
 * :func:`assert_no_graph` — an evaluation (or a result) builds no autograd graph
   and leaves every ``.grad`` alone; names the first operation that recorded one.
@@ -622,7 +622,7 @@ def assert_requires_grad(*tensors: Any, msg: Msg = None) -> None:
 def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
     """Assert that no gradient was stored in any of the tensors: ``t.grad is None``.
 
-    Inputs and targets (``x``, ``y``) of scenario 2 never get one; a detached
+    Inputs and targets (``x``, ``y``) of a regression never get one; a detached
     tensor neither. A non-leaf tensor that does not ``retain_grad()`` never has
     one, and is read without torch's warning.
 

@@ -1,4 +1,4 @@
-"""Training-loop checks: what a loop does wrong without crashing (scenarios 4 and 5).
+"""Training-loop checks: accumulation, aliasing, a disconnected graph.
 
 * :mod:`.findings` — :class:`TrainingFinding` and :class:`TrainingReport`, their text and JSON.
 * :mod:`.common` — argument checks and parameter naming shared by the others.
