@@ -148,7 +148,7 @@ class _Audit:
 
     def run(self) -> FunctionAuditResult:
         start = time.perf_counter()
-        with preserved(self.inputs):
+        with torch.inference_mode(False), preserved(self.inputs):
             seed_everything(self.seed)
             runs_cleanly = self._structure()
             if runs_cleanly:

@@ -275,6 +275,8 @@ def _as_second_order(
     return SecondOrderResult(**fields)
 
 
+# inference_mode(False): called inside torch.inference_mode(), the check still needs autograd
+@torch.inference_mode(False)
 def check_second_order(
     fn: Callable[..., Any],
     inputs: Any,

@@ -89,6 +89,7 @@ class Evaluator:
     calls: int = 0
     vectorized: bool = True
     fallback_reason: str | None = None
+    inner_autograd: bool = False
 
     @property
     def single(self) -> bool:
@@ -106,8 +107,24 @@ class Evaluator:
         return self.all_shapes if self.keep is None else [self.all_shapes[k] for k in self.keep]
 
     def raw(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Evaluate without touching the RNG (for use inside vmap)."""
-        out = self.tree.call(self.fn, self.base, xs)
+        """Evaluate without touching the RNG (for use inside vmap).
+
+        Evaluations run without grad (no graph to keep), except for a ``fn`` that
+        uses autograd itself (``torch.autograd.grad`` or ``backward()`` inside: a
+        gradient penalty, an inner optimisation step): the first evaluation that
+        fails for want of grad switches every later one to grad mode, on leaf
+        copies of the points that require grad, as ``fn`` saw them at the first call.
+        """
+        if self.inner_autograd:
+            out = self._call_with_grad(xs)
+        else:
+            try:
+                out = self.tree.call(self.fn, self.base, xs)
+            except RuntimeError as exc:
+                if torch.is_grad_enabled() or not _wants_autograd(exc):
+                    raise
+                self.inner_autograd = True
+                out = self._call_with_grad(xs)
         if (
             self.single
             and isinstance(out, torch.Tensor)
@@ -133,6 +150,11 @@ class Evaluator:
         tensors = [leaf.tensor for leaf in leaves]
         return tensors if self.keep is None else [tensors[k] for k in self.keep]
 
+    def _call_with_grad(self, xs: Sequence[torch.Tensor]) -> Any:
+        with torch.enable_grad():
+            leaves = [x.detach().requires_grad_(x.is_floating_point()) for x in xs]
+            return self.tree.call(self.fn, self.base, leaves)
+
     def __call__(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         self.prepare()
         self.calls += 1
@@ -144,6 +166,18 @@ class Evaluator:
             self.vectorized = False
             text = first_line(exc) if isinstance(exc, BaseException) else exc
             self.fallback_reason = text.split(". ")[0]
+
+
+# What torch says when autograd is asked for a gradient of a result built without grad.
+_NEEDS_GRAD_MESSAGES: tuple[str, ...] = (
+    "does not require grad and does not have a grad_fn",
+    "One of the differentiated Tensors does not require grad",
+)
+
+
+def _wants_autograd(exc: RuntimeError) -> bool:
+    """Whether ``fn`` failed because it ran autograd on a point evaluated without grad."""
+    return any(text in str(exc) for text in _NEEDS_GRAD_MESSAGES)
 
 
 def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:

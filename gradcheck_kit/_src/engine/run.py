@@ -120,7 +120,13 @@ def check_scope(preserve: Sequence[Any], seed: int) -> Iterator[list[str]]:
     allocated.
     """
     try:
-        with preserved(*preserve), full_float32_precision() as switched:
+        # inference_mode(False): a check called inside torch.inference_mode() still
+        # needs autograd for its own copies (inputs made in it are copied out of it)
+        with (
+            torch.inference_mode(False),
+            preserved(*preserve),
+            full_float32_precision() as switched,
+        ):
             seed_torch(seed)
             yield switched
     except BaseException as exc:

@@ -128,10 +128,23 @@ class InputTree:
                 else f"{leaf.path} ({type(leaf.original).__name__})"
                 for leaf in self.leaves[:6]
             )
+            inference = [
+                leaf.path
+                for leaf in self.leaves
+                if isinstance(leaf.original, torch.Tensor) and leaf.original.is_inference()
+            ]
+            fix = (
+                f"{', '.join(inference)} {'was' if len(inference) == 1 else 'were'} created "
+                "under torch.inference_mode(), and such "
+                "tensors can never require grad outside it: create the inputs outside "
+                "inference_mode (torch.no_grad() builds no graph either), or run the check "
+                "inside the same inference_mode block after .requires_grad_()."
+                if inference
+                else "Call .requires_grad_() on the inputs whose gradients should be checked."
+            )
             raise InvalidArgument(
                 "nothing to check: no input is a floating-point tensor with requires_grad=True "
-                f"(got {described or 'no inputs'}). Call .requires_grad_() on the inputs whose "
-                "gradients should be checked."
+                f"(got {described or 'no inputs'}). {fix}"
             )
 
     @property
