@@ -49,7 +49,9 @@ from gradcheck_kit.pytest_plugin.outcomes import (
     junit_properties,
     outcome_after_phase,
 )
+from gradcheck_kit.pytest_plugin.report_paths import check_report_paths
 from gradcheck_kit.pytest_plugin.session import GradcheckSession, environment
+from gradcheck_kit.pytest_plugin.subset import RunScope, run_scope, subset_path
 from gradcheck_kit.report.document import verdict
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "SKIP_REASON",
     "GradcheckReporter",
     "gradcheck_defaults_key",
+    "gradcheck_enabled",
     "gradcheck_session_key",
     "parse_json_path",
     "parse_report_path",
@@ -149,14 +152,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(dest, default=default, type="string", help=f"Default value for {option}")
         group.addoption(option, dest=dest, **kwargs)
 
+    parser.addini("gradcheck", type="bool", default=False, help="Same as --gradcheck")
     group.addoption(
         "--gradcheck",
         action="store_true",
         default=False,
         help=(
             "Run the tests marked @pytest.mark.gradcheck, record every gradient check's "
-            "result and write them to the JSON file of --gradcheck-json. Default: %(default)r"
+            "result and write them to the JSON file of --gradcheck-json (ini: gradcheck "
+            "= true). Default: %(default)r"
         ),
+    )
+    parser.addini(
+        "gradcheck_no_report", type="bool", default=False, help="Same as --gradcheck-no-report"
+    )
+    group.addoption(
+        "--gradcheck-no-report",
+        dest="gradcheck_no_report",
+        action="store_true",
+        default=False,
+        help="Run the checks and print the summary, but write no JSON or HTML file. "
+        "Default: %(default)r",
     )
     add_check_options(group, parser)
     add_option_ini(
@@ -183,6 +199,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             f"relative to the rootdir). Default: {DEFAULT_REPORT_PATH!r} in the rootdir"
         ),
     )
+
+
+def gradcheck_enabled(config: pytest.Config) -> bool:
+    """Whether this run checks gradients: ``--gradcheck``, or ``gradcheck = true`` in the ini.
+
+    Examples:
+        >>> # conftest.py: do something only in gradient-check runs
+        >>> def pytest_configure(config):
+        ...     if gradcheck_enabled(config):
+        ...         config.addinivalue_line("markers", "slow_grad: a slow gradient check")
+    """
+    return bool(config.getoption("gradcheck") or config.getini("gradcheck"))
+
+
+def _writes_no_files(config: pytest.Config) -> bool:
+    return bool(config.getoption("gradcheck_no_report") or config.getini("gradcheck_no_report"))
 
 
 def _path_option(config: pytest.Config, dest: str) -> Path:
@@ -393,10 +425,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; with ``--gradcheck``, start recording results."""
     config.addinivalue_line("markers", MARKER_DESCRIPTION)
     config.stash[gradcheck_defaults_key] = read_defaults(config)
-    if not config.getoption("gradcheck"):
+    if not gradcheck_enabled(config):
         return
     config.stash[_json_path_key] = _json_path(config)
     report_path = _path_option(config, "gradcheck_report")
+    if not hasattr(config, "workerinput") and not _writes_no_files(config):
+        # Now, not after the last test: a path the end of the run cannot write is a usage error.
+        check_report_paths(config.stash[_json_path_key], report_path)
     recorder = GradcheckSession(version=__version__)
     recorder.start()
     config.stash[gradcheck_session_key] = recorder
@@ -429,7 +464,7 @@ def pytest_pycollect_makeitem(
         name=name,
         factory=obj,
         defaults=config.stash[gradcheck_defaults_key],
-        enabled=bool(config.getoption("gradcheck")),
+        enabled=gradcheck_enabled(config),
         skip_reason=SKIP_REASON,
     )
 
@@ -438,7 +473,7 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Add the ``--gradcheck-targets`` items; without ``--gradcheck``, skip marked tests."""
-    if config.getoption("gradcheck"):
+    if gradcheck_enabled(config):
         defaults = config.stash[gradcheck_defaults_key]
         for spec in defaults.targets:
             collector = TargetFactory.from_parent(
@@ -466,8 +501,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         recorder.current_test_id = item.nodeid
     for marker in item.iter_markers("gradcheck"):
         if marker.args:
-            raise ValueError(f"gradcheck mark takes no positional arguments, got {marker.args!r}.")
-        apply_marker(item.config.stash[gradcheck_defaults_key], marker.kwargs)
+            pytest.fail(
+                f"gradcheck mark takes no positional arguments, got {marker.args!r}.",
+                pytrace=False,
+            )
+        problem: str | None = None
+        try:
+            apply_marker(item.config.stash[gradcheck_defaults_key], marker.kwargs)
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is not None:
+            # This test alone fails, with the marker's argument named; collection went on.
+            pytest.fail(problem, pytrace=False)
 
 
 def _test_defaults(request: pytest.FixtureRequest) -> CheckDefaults:
@@ -584,8 +629,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "grad_device" not in metafunc.fixturenames:
         return
     defaults = metafunc.config.stash[gradcheck_defaults_key]
-    for marker in reversed(list(metafunc.definition.iter_markers("gradcheck"))):
-        defaults = apply_marker(defaults, marker.kwargs)
+    try:
+        for marker in reversed(list(metafunc.definition.iter_markers("gradcheck"))):
+            defaults = apply_marker(defaults, marker.kwargs)
+    except ValueError:
+        # A bad marker value must not stop collection: the test is parametrised with
+        # the run's devices and fails in its setup, naming the argument.
+        defaults = metafunc.config.stash[gradcheck_defaults_key]
     devices = list(defaults.devices())
     metafunc.parametrize("grad_device", devices, indirect=True, ids=devices)
 
