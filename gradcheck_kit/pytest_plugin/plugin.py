@@ -294,6 +294,10 @@ class GradcheckReporter:
         self.json_path = json_path
         self.report_path = report_path
         self.report_error: str | None = None
+        # Why nothing was written (--collect-only, no test ran, --gradcheck-no-report).
+        self.not_written: str | None = None
+        self.scope = RunScope()
+        self._tests_run: set[str] = set()
 
     def run_facts(self) -> dict[str, Any]:
         """Seeds and options of this run, for the report's environment."""
@@ -340,14 +344,32 @@ class GradcheckReporter:
             workeroutput.get(_WORKER_ENVIRONMENT_KEY),
         )
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Write the JSON document, then the HTML page of it."""
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Count the tests that ran (here or, under xdist, on a worker)."""
+        if report.when == "teardown":
+            self._tests_run.add(report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write the JSON document and its HTML page as a pair; a subset run writes beside them.
+
+        Nothing is written on ``--collect-only``, when no test ran (``--fixtures``,
+        an interrupted collection) or with ``--gradcheck-no-report``.
+        """
+        if self.config.option.collectonly:
+            self.not_written = "--collect-only"
+        elif not self._tests_run:
+            self.not_written = "no test ran"
+        elif _writes_no_files(self.config):
+            self.not_written = "--gradcheck-no-report"
+        if self.not_written is not None:
+            return
+        self.scope = run_scope(session, exitstatus, tests_run=len(self._tests_run))
+        if not self.scope.full:
+            self.json_path = subset_path(self.json_path)
+            self.report_path = subset_path(self.report_path)
         document = self.recorder.document(run=self.run_facts())
-        self.recorder.write_json(self.json_path, document)
-        try:
-            self.recorder.write_html(self.report_path, document)
-        except Exception as exc:  # the JSON is written; say why the page is not
-            self.report_error = f"{type(exc).__name__}: {exc}"
+        document["environment"]["run"] = self.scope.describe()
+        self.report_error = write_report_files(document, self.json_path, self.report_path)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Print the counts, each real failure, each unasserted one, and where the files are.
@@ -357,6 +379,8 @@ class GradcheckReporter:
         "failed as expected", not failed. With ``GITHUB_ACTIONS=true`` each failed
         check also becomes an annotation at its test's file and line.
         """
+        if self.not_written == "--collect-only":
+            return  # collect-only output is read by tools: add nothing to it
         results = self.recorder.results
         by_verdict: dict[str, list[dict[str, Any]]] = {}
         for record in results:
@@ -402,6 +426,14 @@ class GradcheckReporter:
                 f"failed as expected: {len(expected)} (in tests that caught the assertion, "
                 "read the result or were marked xfail; listed in the report)"
             )
+        if self.not_written is not None:
+            terminalreporter.write_line(f"results and report: not written ({self.not_written})")
+            return
+        if not self.scope.full:
+            terminalreporter.write_line(
+                f"{self.scope.describe()}: written beside the full report, which is left as it was",
+                yellow=True,
+            )
         terminalreporter.write_line(f"results: {self._shown(self.json_path)}")
         if self.report_error is None:
             terminalreporter.write_line(f"report: {self._shown(self.report_path)}")
@@ -419,6 +451,26 @@ class GradcheckReporter:
             return path.relative_to(self.config.invocation_params.dir)
         except ValueError:
             return path
+
+
+def write_report_files(document: dict[str, Any], json_path: Path, report_path: Path) -> str | None:
+    """Replace the JSON file and the HTML page as a pair; the JSON alone if the page fails.
+
+    Returns:
+        ``None``, or why the page was not written (the JSON was).
+    """
+    # Imported here: Jinja2 costs every pytest run without --gradcheck nothing.
+    from gradcheck_kit.report.document import dumps_document
+    from gradcheck_kit.report.files import write_files_atomic, write_text_atomic
+    from gradcheck_kit.report.html import generate_html
+
+    text = dumps_document(document)
+    try:
+        write_files_atomic([(json_path, text), (report_path, generate_html(document))])
+    except Exception as exc:  # a page that cannot be rendered costs the JSON nothing
+        write_text_atomic(json_path, text)
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
