@@ -178,6 +178,8 @@ def safe_record(record: object) -> dict[str, Any]:
         if not isinstance(record, Mapping):
             raise TypeError(f"a record is a dict, got {type(record).__name__}")
         safe = json_safe(record)
+        if "name" in safe and not isinstance(safe["name"], str):
+            safe["name"] = safe_text(safe["name"])  # a name is text, whatever was passed
         json.dumps(safe, allow_nan=False)
         return dict(safe)
     except (RecursionError, Exception) as exc:
