@@ -40,7 +40,8 @@ CHILD = textwrap.dedent(
     print("ready", flush=True)
     sys.stdin.readline()  # the parent starts its clock, then says go
     if how == "pair":
-        write_files_atomic([(folder / "g.json", text), (folder / "g.html", generate_html(document))])
+        pair = [(folder / "g.json", text), (folder / "g.html", generate_html(document))]
+        write_files_atomic(pair)
     else:
         write_text_atomic(folder / "g.json", text)
         write_text_atomic(folder / "g.html", generate_html(document))
@@ -82,7 +83,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(0)
     print(f"{args.records} records, {args.trials} trials per row")
-    print("| writer | signal | old pair | new pair | mismatched | temp files left | removed by next write |")
+    print(
+        "| writer | signal | old pair | new pair | mismatched | temp files left "
+        "| removed by next write |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for how in ("pair", "separate"):
         with tempfile.TemporaryDirectory() as scratch:

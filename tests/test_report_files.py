@@ -1,4 +1,4 @@
-"""Files as asked: when the plugin writes, where a subset run goes, pairs, bad records, bad paths."""
+"""Files as asked: when the plugin writes, where subset runs go, pairs, bad records, paths."""
 
 from __future__ import annotations
 
@@ -76,16 +76,12 @@ def test_no_report_runs_the_checks_and_writes_no_file(pytester: pytest.Pytester)
     pytester.makepyfile(TWO_TESTS)
     result = run(pytester, "--gradcheck", "--gradcheck-no-report")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        ["*2 checks, 1 failed*", "*not written (--gradcheck-no-report)*"]
-    )
+    result.stdout.fnmatch_lines(["*2 checks, 1 failed*", "*not written (--gradcheck-no-report)*"])
     assert not (pytester.path / "reports").exists()
 
 
 def test_ini_keys_enable_the_plugin_and_turn_the_files_off(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        "import pytest\n\n@pytest.mark.gradcheck\ndef test_marked():\n    pass\n"
-    )
+    pytester.makepyfile("import pytest\n\n@pytest.mark.gradcheck\ndef test_marked():\n    pass\n")
     pytester.makeini("[pytest]\ngradcheck = true\n")
     result = run(pytester)
     result.assert_outcomes(passed=1)  # not skipped: the ini key is --gradcheck
@@ -212,8 +208,10 @@ def test_bad_names_and_records_never_cost_the_report(pytester: pytest.Pytester) 
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.builds(object),
-        lambda inner: st.lists(inner, max_size=3)
-        | st.dictionaries(st.text() | st.integers(), inner, max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text() | st.integers(), inner, max_size=3)
+        ),
         max_leaves=12,
     )
 )
@@ -278,7 +276,10 @@ def test_bad_paths_are_usage_errors_before_the_run(pytester: pytest.Pytester) ->
     pytester.mkdir("folder")
     pytester.makefile(".txt", afile="x")
     cases = [
-        (["--gradcheck-json", "folder"], "--gradcheck-json (ini gradcheck_json): *folder is a folder*"),
+        (
+            ["--gradcheck-json", "folder"],
+            "--gradcheck-json (ini gradcheck_json): *folder is a folder*",
+        ),
         (["--gradcheck-report", "afile.txt/r.html"], "--gradcheck-report*afile.txt is a file*"),
         (
             ["--gradcheck-json", "same.out", "--gradcheck-report", "same.out"],
@@ -297,7 +298,7 @@ def test_an_unwritable_folder_is_a_usage_error(
 ) -> None:
     # As root every folder is writable, so the permission check itself is stubbed.
     monkeypatch.setattr(report_paths.os, "access", lambda path, mode: False)
-    with pytest.raises(pytest.UsageError, match="--gradcheck-json.*folder .* is not writable"):
+    with pytest.raises(pytest.UsageError, match=r"--gradcheck-json.*folder .* is not writable"):
         report_paths.check_report_paths(tmp_path / "r" / "g.json", tmp_path / "r" / "g.html")
 
 
@@ -327,7 +328,9 @@ def test_stale_temporaries_go_and_live_ones_stay(tmp_path: Path) -> None:
     for path in (dead, live, old_live):
         path.write_text("{")
     os.utime(old_live, (time.time() - 7200, time.time() - 7200))
-    assert sorted(p.name for p in remove_stale_temps(tmp_path)) == sorted([dead.name, old_live.name])
+    assert sorted(p.name for p in remove_stale_temps(tmp_path)) == sorted(
+        [dead.name, old_live.name]
+    )
     assert live.exists()
 
 

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradcheck_kit.report.files import write_text_atomic
 from gradcheck_kit.report import charts, samples
 from gradcheck_kit.report.document import make_document
+from gradcheck_kit.report.files import write_text_atomic
 from gradcheck_kit.report.heatmap import heatmap
 from gradcheck_kit.report.html import render_html, write_html
 from gradcheck_kit.report.page import MAX_DETAILS, MAX_HEATMAPS, build_page

@@ -20,6 +20,7 @@ No torch here; pytest only for the types and ``ExitCode``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from collections.abc import Sequence
@@ -110,16 +111,14 @@ def path_reasons(
 
 def _addopts_tokens(config: pytest.Config) -> list[str]:
     tokens: list[str] = []
-    try:
+    with contextlib.suppress(ValueError):
         tokens.extend(str(t) for t in config.getini("addopts"))
-    except ValueError:
-        pass
     tokens.extend(shlex.split(os.environ.get("PYTEST_ADDOPTS", "")))
     return tokens
 
 
 def _addopts_value(tokens: Sequence[str], flag: str) -> str | None:
-    """The value ``flag`` (``-k``, ``-m``) gets from ``tokens``; the last one wins, as in argparse."""
+    """The value ``flag`` (``-k``, ``-m``) gets from ``tokens``; the last one wins."""
     value: str | None = None
     for i, token in enumerate(tokens):
         if token == flag and i + 1 < len(tokens):

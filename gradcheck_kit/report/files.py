@@ -226,7 +226,8 @@ def write_files_atomic(files: Sequence[tuple[Path, str | Iterable[str]]]) -> lis
     Examples:
         >>> import pathlib, tempfile
         >>> folder = pathlib.Path(tempfile.mkdtemp())
-        >>> paths = write_files_atomic([(folder / "a.json", "{}"), (folder / "a.html", ["<p>", "</p>"])])
+        >>> pair = [(folder / "a.json", "{}"), (folder / "a.html", ["<p>", "</p>"])]
+        >>> paths = write_files_atomic(pair)
         >>> [p.read_text() for p in paths]
         ['{}', '<p></p>']
     """
