@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from gradcheck_kit.report import charts, samples
 from gradcheck_kit.report.document import make_document
+from gradcheck_kit.report.files import write_text_atomic
 from gradcheck_kit.report.heatmap import heatmap
 from gradcheck_kit.report.html import render_html, write_html
 from gradcheck_kit.report.page import MAX_DETAILS, MAX_HEATMAPS, build_page
@@ -422,9 +423,12 @@ def test_a_run_killed_mid_write_leaves_the_previous_report(tmp_path: Path) -> No
     finally:
         proc.wait(timeout=30)
     assert path.read_text(encoding="utf-8") == "the previous report"
-    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".gradcheck.html.")]
-    # Only its temporary file is left (nothing can clean up after SIGKILL), never the target.
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".gradcheck-")]
+    # Only its temporary file is left (nothing can clean up after SIGKILL), never the target...
     assert len(leftovers) == 1
+    # ...and the next write to the folder removes it: its writer is gone.
+    write_text_atomic(path, "the next report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gradcheck.html", "ready"]
 
 
 # ---------------------------------------------------------------- helpers

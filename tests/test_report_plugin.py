@@ -174,10 +174,11 @@ def test_a_page_that_cannot_be_rendered_costs_the_json_nothing(
     # first copy from sys.modules, leaving `gradcheck_kit.report.html` a stale attribute).
     html = importlib.import_module("gradcheck_kit.report.html")
 
-    def broken(document: Any, path: Path, *, title: str = "") -> Path:
+    def broken(document: Any, *, title: str = "") -> Any:
+        yield "<!DOCTYPE html>"
         raise RuntimeError("template exploded")
 
-    monkeypatch.setattr(html, "write_html", broken)
+    monkeypatch.setattr(html, "generate_html", broken)
     pytester.makepyfile(PUBLISH + "\ndef test_x():\n    publish(samples.training_record())\n")
     result = run(pytester, "--gradcheck")
     result.assert_outcomes(failed=1)

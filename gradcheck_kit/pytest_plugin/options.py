@@ -212,7 +212,8 @@ def apply_marker(defaults: CheckDefaults, marker_kwargs: Mapping[str, Any]) -> C
     """The defaults with one test's ``@pytest.mark.gradcheck(...)`` overrides applied.
 
     Raises:
-        ValueError: an unknown keyword, or a value of the wrong kind (named).
+        ValueError: an unknown keyword, or a value of the wrong kind or type (named);
+            never a ``TypeError``, whatever the values.
 
     Examples:
         >>> apply_marker(CheckDefaults(), {"mode": "full", "atol": 1e-5}).as_kwargs()
@@ -236,12 +237,20 @@ def apply_marker(defaults: CheckDefaults, marker_kwargs: Mapping[str, Any]) -> C
                 raise ValueError(f"gradcheck mark: seed={value!r} must be an int >= 0.")
             changes["seed"] = value
         elif name in ("atol", "rtol"):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            number = _marker_number(value)
+            if number is None or not math.isfinite(number) or number < 0:
                 raise ValueError(f"gradcheck mark: {name}={value!r} must be a number >= 0.")
-            changes[name] = float(value)
+            changes[name] = number
         elif name == "devices":
-            devices = (value,) if isinstance(value, str) else tuple(value)
-            bad = [d for d in devices if d not in ("cpu", "cuda")]
+            if isinstance(value, str):
+                devices: tuple[Any, ...] = (value,)
+            elif isinstance(value, (list, tuple)):
+                devices = tuple(value)
+            else:  # devices=5: a ValueError naming it, never a TypeError from tuple(5)
+                raise ValueError(
+                    f"gradcheck mark: devices={value!r}; use 'cpu', 'cuda' or a list of them."
+                )
+            bad = [d for d in devices if not isinstance(d, str) or d not in ("cpu", "cuda")]
             if bad or not devices:
                 raise ValueError(f"gradcheck mark: devices={value!r}; use 'cpu' and/or 'cuda'.")
             changes["device"] = "all" if len(set(devices)) == 2 else devices[0]
@@ -250,8 +259,17 @@ def apply_marker(defaults: CheckDefaults, marker_kwargs: Mapping[str, Any]) -> C
     return replace(defaults, extra=extra, **changes)
 
 
+def _marker_number(value: Any) -> float | None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        return math.inf
+
+
 def _marker_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(
             f"gradcheck mark: {name}={value!r} is not one of {', '.join(map(repr, choices))}."
         )

@@ -49,7 +49,9 @@ from gradcheck_kit.pytest_plugin.outcomes import (
     junit_properties,
     outcome_after_phase,
 )
+from gradcheck_kit.pytest_plugin.report_paths import check_report_paths
 from gradcheck_kit.pytest_plugin.session import GradcheckSession, environment
+from gradcheck_kit.pytest_plugin.subset import RunScope, run_scope, subset_path
 from gradcheck_kit.report.document import verdict
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "SKIP_REASON",
     "GradcheckReporter",
     "gradcheck_defaults_key",
+    "gradcheck_enabled",
     "gradcheck_session_key",
     "parse_json_path",
     "parse_report_path",
@@ -149,14 +152,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(dest, default=default, type="string", help=f"Default value for {option}")
         group.addoption(option, dest=dest, **kwargs)
 
+    parser.addini("gradcheck", type="bool", default=False, help="Same as --gradcheck")
     group.addoption(
         "--gradcheck",
         action="store_true",
         default=False,
         help=(
             "Run the tests marked @pytest.mark.gradcheck, record every gradient check's "
-            "result and write them to the JSON file of --gradcheck-json. Default: %(default)r"
+            "result and write them to the JSON file of --gradcheck-json (ini: gradcheck "
+            "= true). Default: %(default)r"
         ),
+    )
+    parser.addini(
+        "gradcheck_no_report", type="bool", default=False, help="Same as --gradcheck-no-report"
+    )
+    group.addoption(
+        "--gradcheck-no-report",
+        dest="gradcheck_no_report",
+        action="store_true",
+        default=False,
+        help="Run the checks and print the summary, but write no JSON or HTML file. "
+        "Default: %(default)r",
     )
     add_check_options(group, parser)
     add_option_ini(
@@ -183,6 +199,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             f"relative to the rootdir). Default: {DEFAULT_REPORT_PATH!r} in the rootdir"
         ),
     )
+
+
+def gradcheck_enabled(config: pytest.Config) -> bool:
+    """Whether this run checks gradients: ``--gradcheck``, or ``gradcheck = true`` in the ini.
+
+    Examples:
+        >>> # conftest.py: do something only in gradient-check runs
+        >>> def pytest_configure(config):
+        ...     if gradcheck_enabled(config):
+        ...         config.addinivalue_line("markers", "slow_grad: a slow gradient check")
+    """
+    return bool(config.getoption("gradcheck") or config.getini("gradcheck"))
+
+
+def _writes_no_files(config: pytest.Config) -> bool:
+    return bool(config.getoption("gradcheck_no_report") or config.getini("gradcheck_no_report"))
 
 
 def _path_option(config: pytest.Config, dest: str) -> Path:
@@ -262,6 +294,10 @@ class GradcheckReporter:
         self.json_path = json_path
         self.report_path = report_path
         self.report_error: str | None = None
+        # Why nothing was written (--collect-only, no test ran, --gradcheck-no-report).
+        self.not_written: str | None = None
+        self.scope = RunScope()
+        self._tests_run: set[str] = set()
 
     def run_facts(self) -> dict[str, Any]:
         """Seeds and options of this run, for the report's environment."""
@@ -308,14 +344,32 @@ class GradcheckReporter:
             workeroutput.get(_WORKER_ENVIRONMENT_KEY),
         )
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Write the JSON document, then the HTML page of it."""
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Count the tests that ran (here or, under xdist, on a worker)."""
+        if report.when == "teardown":
+            self._tests_run.add(report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write the JSON document and its HTML page as a pair; a subset run writes beside them.
+
+        Nothing is written on ``--collect-only``, when no test ran (``--fixtures``,
+        an interrupted collection) or with ``--gradcheck-no-report``.
+        """
+        if self.config.option.collectonly:
+            self.not_written = "--collect-only"
+        elif not self._tests_run:
+            self.not_written = "no test ran"
+        elif _writes_no_files(self.config):
+            self.not_written = "--gradcheck-no-report"
+        if self.not_written is not None:
+            return
+        self.scope = run_scope(session, exitstatus, tests_run=len(self._tests_run))
+        if not self.scope.full:
+            self.json_path = subset_path(self.json_path)
+            self.report_path = subset_path(self.report_path)
         document = self.recorder.document(run=self.run_facts())
-        self.recorder.write_json(self.json_path, document)
-        try:
-            self.recorder.write_html(self.report_path, document)
-        except Exception as exc:  # the JSON is written; say why the page is not
-            self.report_error = f"{type(exc).__name__}: {exc}"
+        document["environment"]["run"] = self.scope.describe()
+        self.report_error = write_report_files(document, self.json_path, self.report_path)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Print the counts, each real failure, each unasserted one, and where the files are.
@@ -325,6 +379,8 @@ class GradcheckReporter:
         "failed as expected", not failed. With ``GITHUB_ACTIONS=true`` each failed
         check also becomes an annotation at its test's file and line.
         """
+        if self.not_written == "--collect-only":
+            return  # collect-only output is read by tools: add nothing to it
         results = self.recorder.results
         by_verdict: dict[str, list[dict[str, Any]]] = {}
         for record in results:
@@ -370,6 +426,14 @@ class GradcheckReporter:
                 f"failed as expected: {len(expected)} (in tests that caught the assertion, "
                 "read the result or were marked xfail; listed in the report)"
             )
+        if self.not_written is not None:
+            terminalreporter.write_line(f"results and report: not written ({self.not_written})")
+            return
+        if not self.scope.full:
+            terminalreporter.write_line(
+                f"{self.scope.describe()}: written beside the full report, which is left as it was",
+                yellow=True,
+            )
         terminalreporter.write_line(f"results: {self._shown(self.json_path)}")
         if self.report_error is None:
             terminalreporter.write_line(f"report: {self._shown(self.report_path)}")
@@ -389,14 +453,37 @@ class GradcheckReporter:
             return path
 
 
+def write_report_files(document: dict[str, Any], json_path: Path, report_path: Path) -> str | None:
+    """Replace the JSON file and the HTML page as a pair; the JSON alone if the page fails.
+
+    Returns:
+        ``None``, or why the page was not written (the JSON was).
+    """
+    # Imported here: Jinja2 costs every pytest run without --gradcheck nothing.
+    from gradcheck_kit.report.document import dumps_document
+    from gradcheck_kit.report.files import write_files_atomic, write_text_atomic
+    from gradcheck_kit.report.html import generate_html
+
+    text = dumps_document(document)
+    try:
+        write_files_atomic([(json_path, text), (report_path, generate_html(document))])
+    except Exception as exc:  # a page that cannot be rendered costs the JSON nothing
+        write_text_atomic(json_path, text)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; with ``--gradcheck``, start recording results."""
     config.addinivalue_line("markers", MARKER_DESCRIPTION)
     config.stash[gradcheck_defaults_key] = read_defaults(config)
-    if not config.getoption("gradcheck"):
+    if not gradcheck_enabled(config):
         return
     config.stash[_json_path_key] = _json_path(config)
     report_path = _path_option(config, "gradcheck_report")
+    if not hasattr(config, "workerinput") and not _writes_no_files(config):
+        # Now, not after the last test: a path the end of the run cannot write is a usage error.
+        check_report_paths(config.stash[_json_path_key], report_path)
     recorder = GradcheckSession(version=__version__)
     recorder.start()
     config.stash[gradcheck_session_key] = recorder
@@ -429,7 +516,7 @@ def pytest_pycollect_makeitem(
         name=name,
         factory=obj,
         defaults=config.stash[gradcheck_defaults_key],
-        enabled=bool(config.getoption("gradcheck")),
+        enabled=gradcheck_enabled(config),
         skip_reason=SKIP_REASON,
     )
 
@@ -438,7 +525,7 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Add the ``--gradcheck-targets`` items; without ``--gradcheck``, skip marked tests."""
-    if config.getoption("gradcheck"):
+    if gradcheck_enabled(config):
         defaults = config.stash[gradcheck_defaults_key]
         for spec in defaults.targets:
             collector = TargetFactory.from_parent(
@@ -466,8 +553,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         recorder.current_test_id = item.nodeid
     for marker in item.iter_markers("gradcheck"):
         if marker.args:
-            raise ValueError(f"gradcheck mark takes no positional arguments, got {marker.args!r}.")
-        apply_marker(item.config.stash[gradcheck_defaults_key], marker.kwargs)
+            pytest.fail(
+                f"gradcheck mark takes no positional arguments, got {marker.args!r}.",
+                pytrace=False,
+            )
+        problem: str | None = None
+        try:
+            apply_marker(item.config.stash[gradcheck_defaults_key], marker.kwargs)
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is not None:
+            # This test alone fails, with the marker's argument named; collection went on.
+            pytest.fail(problem, pytrace=False)
 
 
 def _test_defaults(request: pytest.FixtureRequest) -> CheckDefaults:
@@ -584,8 +681,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "grad_device" not in metafunc.fixturenames:
         return
     defaults = metafunc.config.stash[gradcheck_defaults_key]
-    for marker in reversed(list(metafunc.definition.iter_markers("gradcheck"))):
-        defaults = apply_marker(defaults, marker.kwargs)
+    try:
+        for marker in reversed(list(metafunc.definition.iter_markers("gradcheck"))):
+            defaults = apply_marker(defaults, marker.kwargs)
+    except ValueError:
+        # A bad marker value must not stop collection: the test is parametrised with
+        # the run's devices and fails in its setup, naming the argument.
+        defaults = metafunc.config.stash[gradcheck_defaults_key]
     devices = list(defaults.devices())
     metafunc.parametrize("grad_device", devices, indirect=True, ids=devices)
 

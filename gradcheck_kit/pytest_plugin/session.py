@@ -29,6 +29,7 @@ from gradcheck_kit.report.document import (
     verdict,
     write_document,
 )
+from gradcheck_kit.report.safe_records import safe_record, stub_record
 
 __all__ = ["DOCUMENT_SCHEMA_VERSION", "TOOL_NAME", "GradcheckSession", "environment"]
 
@@ -165,9 +166,16 @@ class GradcheckSession:
                 such as :class:`gradcheck_kit.GradCheckResult`.
         """
         published = result
-        if self.current_test_id is not None:
-            result = result.with_test_id(self.current_test_id)
-        self._results.append(dict(result.to_dict()))
+        try:
+            if self.current_test_id is not None:
+                result = result.with_test_id(self.current_test_id)
+            # Made JSON-safe now (names as text, no lone surrogates): the record also
+            # travels from xdist workers and ends up in the files, where a bad one
+            # would otherwise cost the whole report.
+            data = safe_record(result.to_dict())
+        except Exception as exc:
+            data = stub_record({"test_id": self.current_test_id}, exc)
+        self._results.append(data)
         if self.current_test_id is not None:
             # Watched only now: the check's own reads of its result must not count.
             recording.watch(published)
@@ -218,7 +226,7 @@ class GradcheckSession:
             environment: What that process ran on (its :func:`environment`):
                 the workers, not the controller, import torch and use the GPUs.
         """
-        self._results.extend(dict(r) for r in results)
+        self._results.extend(safe_record(r) for r in results)
         if environment:
             self._environments.append(dict(environment))
 
