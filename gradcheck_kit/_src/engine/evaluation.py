@@ -30,6 +30,8 @@ __all__ = [
     "evaluate_one",
     "evaluate_rows",
     "first_line",
+    "FALLBACK_NOTE_PREFIX",
+    "fallback_note",
 ]
 
 
@@ -144,6 +146,32 @@ class Evaluator:
             self.vectorized = False
             text = first_line(exc) if isinstance(exc, BaseException) else exc
             self.fallback_reason = text.split(". ")[0]
+
+
+# How every vmap fallback note begins, so that a composite check can recognise and reword it.
+FALLBACK_NOTE_PREFIX = "vmap "
+
+
+def fallback_note(reason: str) -> str:
+    """The result's note when evaluations ran one by one: information, not an error.
+
+    A custom ``autograd.Function`` without ``setup_context`` cannot run under
+    vmap; that is common and harmless (only slower), so the note says so
+    without repeating functorch's ``RuntimeError`` text.
+
+    Examples:
+        >>> fallback_note("RuntimeError: ... it must override the setup_context staticmethod")
+        'vmap is not supported by this Function (it has no setup_context); batched checks ran one by one instead'
+    """  # noqa: E501 - a doctest's expected output is one line
+    if "setup_context" in reason:
+        return (
+            "vmap is not supported by this Function (it has no setup_context); "
+            "batched checks ran one by one instead"
+        )
+    # functorch's messages start with the exception's class name: not an error here
+    head, _, rest = reason.partition(": ")
+    text = rest if rest and head.isidentifier() and head.endswith(("Error", "Exception")) else reason
+    return f"vmap could not batch the evaluations, so they ran one by one instead ({text})"
 
 
 def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:
