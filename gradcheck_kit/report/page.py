@@ -723,15 +723,27 @@ def _benchmark_detail(record: Mapping[str, Any]) -> BenchmarkDetail | None:
     bench = charts.read_benchmark(record)
     if bench is None:
         return None
+    # pytest-benchmark's own statistics, where it measured the step (the fixture)
+    extra = any(t.iterations is not None for t in bench.timings)
+
+    def seconds(value: float | None) -> str:
+        return charts.format_seconds(value) if value is not None else "—"
+
     timings = Table(
-        ("device", "phase", "median", "IQR", "runs"),
+        ("device", "phase", "median", "IQR", "runs")
+        + (("iterations", "min", "mean", "stddev") if extra else ()),
         tuple(
             (
                 t.device,
                 charts.phase_label(t.phase),
                 charts.format_seconds(t.median_s),
-                charts.format_seconds(t.iqr_s) if t.iqr_s is not None else "—",
+                seconds(t.iqr_s),
                 format_value(t.runs),
+            )
+            + (
+                (format_value(t.iterations), seconds(t.min_s), seconds(t.mean_s), seconds(t.stddev_s))
+                if extra
+                else ()
             )
             for t in bench.timings
         ),
