@@ -480,7 +480,13 @@ def test_every_graph_assertion_publishes_one_record_passed_or_failed(check: str)
     assert error is None and len(seen) == 1
     (ok,) = seen
     assert isinstance(ok, gk.GraphCheckResult)
-    assert (ok.kind, ok.check, ok.passed, ok.offending, ok.message) == ("graph", check, True, (), "")
+    assert (ok.kind, ok.check, ok.passed, ok.offending, ok.message) == (
+        "graph",
+        check,
+        True,
+        (),
+        "",
+    )
 
     seen, error = _published(failing)
     assert isinstance(error, gk.GraphCheckError) and len(seen) == 1
@@ -558,5 +564,5 @@ def test_offending_names_are_exactly_the_tensors_without_requires_grad(flags: li
     seen, error = _published(lambda: gk.assert_requires_grad(tensors))
     (record,) = seen
     assert record.tensors == tuple(tensors)
-    assert record.offending == tuple(n for n, flag in zip(tensors, flags) if not flag)
+    assert record.offending == tuple(n for n, flag in zip(tensors, flags, strict=True) if not flag)
     assert record.passed is all(flags) and (error is None) is all(flags)

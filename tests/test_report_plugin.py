@@ -233,7 +233,12 @@ def test_step(device_benchmark):
 """
     )
     result = pytester.runpytest(
-        *_plugin_args(), "-p", "no:hypothesispytest", "--gradcheck", "--benchmark-min-rounds=7", "--benchmark-max-time=0.05"
+        *_plugin_args(),
+        "-p",
+        "no:hypothesispytest",
+        "--gradcheck",
+        "--benchmark-min-rounds=7",
+        "--benchmark-max-time=0.05",
     )
     result.assert_outcomes(passed=1)
     document = load(pytester.path / DEFAULT_JSON_PATH)

@@ -346,8 +346,11 @@ class PhaseTiming:
     stddev_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"median_s", "iqr_s", "runs"}`` (a NaN IQR becomes null), and
-        ``iterations``, ``min_s``, ``mean_s``, ``stddev_s`` where known."""
+        """JSON-ready: ``{"median_s", "iqr_s", "runs"}``, and the rest where known.
+
+        A NaN IQR becomes null; ``iterations``, ``min_s``, ``mean_s``, ``stddev_s``
+        are left out when unknown.
+        """
         iqr = self.iqr_s if math.isfinite(self.iqr_s) else None
         out: dict[str, Any] = {"median_s": self.median_s, "iqr_s": iqr, "runs": self.runs}
         for key in ("iterations", "min_s", "mean_s", "stddev_s"):
@@ -819,7 +822,9 @@ def benchmark_callable(
             DeviceBenchmark(
                 name=benchmark_fixture.group,
                 devices=(str(dev),),
-                timings=(DeviceTiming(str(dev), _device_name(dev), None, None, ((phase, timing),)),),
+                timings=(
+                    DeviceTiming(str(dev), _device_name(dev), None, None, ((phase, timing),)),
+                ),
                 phases=(phase,),
                 backward=phase != "forward",
                 duration_s=time.perf_counter() - start,

@@ -539,9 +539,9 @@ def _assert_fn_builds_no_graph(
     changed = [name for name, t, before in watched if _leaf_grad_state(t) != before]
     if changed:
         lines.append(f".grad changed during the evaluation for {_quote(changed)}.")
-    subject, names = _callable_name(fn), [name for name, _, _ in watched]
+    subject, examined = _callable_name(fn), [name for name, _, _ in watched]
     if not lines:
-        _conclude("assert_no_graph", subject, names, (), None, started)
+        _conclude("assert_no_graph", subject, examined, (), None, started)
         return result
     lines += [
         "Expected: no autograd graph (every operation under torch.no_grad() or "
@@ -553,7 +553,7 @@ def _assert_fn_builds_no_graph(
         "@torch.no_grad() / @torch.inference_mode()), and call no backward() in it.",
     ]
     text = _finish("The evaluation built an autograd graph!", "assert_no_graph", lines, msg)
-    _conclude("assert_no_graph", subject, names, changed, text, started)
+    _conclude("assert_no_graph", subject, examined, changed, text, started)
     return result  # pragma: no cover - _conclude raised
 
 
@@ -603,7 +603,10 @@ def assert_detached(*tensors: Any, msg: Msg = None) -> None:
         "views of them excepted), or compute the value under torch.no_grad().",
     ]
     text = _finish(
-        "Tensors are not detached!", f"assert_detached, {len(bad)} of {len(named)} tensors", lines, msg
+        "Tensors are not detached!",
+        f"assert_detached, {len(bad)} of {len(named)} tensors",
+        lines,
+        msg,
     )
     _conclude("assert_detached", _subject(names), names, [b[0] for b in bad], text, started)
 
@@ -660,7 +663,10 @@ def assert_requires_grad(*tensors: Any, msg: Msg = None) -> None:
         lines.append(f"{name!r} ({_describe(t)}): requires_grad=False; {why}. Fix: {fix}.")
     lines.insert(0, "Expected: requires_grad=True for every tensor below.")
     text = _finish(
-        "Tensors do not require grad!", f"assert_requires_grad, {len(bad)} of {len(named)} tensors", lines, msg
+        "Tensors do not require grad!",
+        f"assert_requires_grad, {len(bad)} of {len(named)} tensors",
+        lines,
+        msg,
     )
     _conclude("assert_requires_grad", _subject(names), names, [b[0] for b in bad], text, started)
 
@@ -718,7 +724,10 @@ def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
         "optimizer.zero_grad().",
     ]
     text = _finish(
-        "Tensors have a gradient!", f"assert_grad_is_none, {len(bad)} of {len(named)} tensors", lines, msg
+        "Tensors have a gradient!",
+        f"assert_grad_is_none, {len(bad)} of {len(named)} tensors",
+        lines,
+        msg,
     )
     _conclude("assert_grad_is_none", _subject(names), names, [b[0] for b in bad], text, started)
 

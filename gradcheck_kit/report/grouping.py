@@ -56,7 +56,7 @@ def group_findings(
     """
     groups: dict[str, tuple[Mapping[str, Any], list[str], Mapping[str, Any]]] = {}
     for finding in findings:
-        template = _template(finding)
+        template: Mapping[str, Any] = _template(finding)
         name = finding.get("parameter", finding.get("param"))
         entry = groups.setdefault(_key(template), (template, [], finding))
         if isinstance(name, str) and name:

@@ -714,7 +714,9 @@ def _training_summary(record: Mapping[str, Any]) -> str:
     groups = group_findings([f for f in raw if isinstance(f, Mapping)])
     first, parameters = groups[0]
     view, _ = _finding(first)
-    names = ", ".join(parameters[:3]) + (f" and {len(parameters) - 3} more" if len(parameters) > 3 else "")
+    names = ", ".join(parameters[:3]) + (
+        f" and {len(parameters) - 3} more" if len(parameters) > 3 else ""
+    )
     text = view.title + (f": {names}" if names else "")
     return text + (f" (and {len(groups) - 1} more)" if len(groups) > 1 else "")
 
@@ -741,7 +743,12 @@ def _benchmark_detail(record: Mapping[str, Any]) -> BenchmarkDetail | None:
                 format_value(t.runs),
             )
             + (
-                (format_value(t.iterations), seconds(t.min_s), seconds(t.mean_s), seconds(t.stddev_s))
+                (
+                    format_value(t.iterations),
+                    seconds(t.min_s),
+                    seconds(t.mean_s),
+                    seconds(t.stddev_s),
+                )
                 if extra
                 else ()
             )
@@ -795,7 +802,9 @@ def _audit_detail(record: Mapping[str, Any]) -> AuditDetail:
         if record.get(key) is not None
     ]
     hints = [
-        str(h.get("text")) for h in record.get("hints") or [] if isinstance(h, Mapping) and h.get("text")
+        str(h.get("text"))
+        for h in record.get("hints") or []
+        if isinstance(h, Mapping) and h.get("text")
     ]
     return AuditDetail(
         settings=tuple(settings),

@@ -170,7 +170,9 @@ def fallback_note(reason: str) -> str:
         )
     # functorch's messages start with the exception's class name: not an error here
     head, _, rest = reason.partition(": ")
-    text = rest if rest and head.isidentifier() and head.endswith(("Error", "Exception")) else reason
+    text = (
+        rest if rest and head.isidentifier() and head.endswith(("Error", "Exception")) else reason
+    )
     return f"vmap could not batch the evaluations, so they ran one by one instead ({text})"
 
 
