@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.results import AuditFinding as AuditFinding
     from gradcheck_kit._src.results import FunctionAuditResult as FunctionAuditResult
     from gradcheck_kit._src.results import GradCheckResult as GradCheckResult
+    from gradcheck_kit._src.results import GraphCheckResult as GraphCheckResult
     from gradcheck_kit._src.results import Hint as Hint
     from gradcheck_kit._src.results import ManualCheckResult as ManualCheckResult
     from gradcheck_kit._src.results import ManualPairResult as ManualPairResult
@@ -120,6 +121,7 @@ __all__ = [
     "GradcheckKitError",
     "GradientMismatchError",
     "GraphCheckError",
+    "GraphCheckResult",
     "Hint",
     "InvalidArgument",
     "InvalidArgumentType",
@@ -250,6 +252,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "check_same_training": "gradcheck_kit._src.trajectories",
     "AuditFinding": "gradcheck_kit._src.results",
     "FunctionAuditResult": "gradcheck_kit._src.results",
+    "GraphCheckResult": "gradcheck_kit._src.results",
     "ManualCheckResult": "gradcheck_kit._src.results",
     "ManualPairResult": "gradcheck_kit._src.results",
     "SameTrainingResult": "gradcheck_kit._src.results",

@@ -93,3 +93,10 @@ def test_an_inference_tensor_used_outside_inference_mode_gets_an_error_saying_wh
         x = torch.linspace(0.1, 1.0, 4, dtype=torch.float64)
     with pytest.raises(gk.InvalidArgument, match=r"created under torch.inference_mode\(\)"):
         gk.check_gradients(torch.exp, x)
+
+
+def test_the_result_says_that_evaluations_ran_with_grad() -> None:
+    result = gk.check_gradients(gradient_penalty, _x())
+    assert any("uses autograd inside" in note for note in result.notes)
+    plain = gk.check_gradients(torch.sin, _x())
+    assert not any("uses autograd inside" in note for note in plain.notes)

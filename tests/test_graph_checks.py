@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -12,6 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import gradcheck_kit as gk
+from gradcheck_kit._src import recording
 
 
 def scenario_2() -> dict[str, torch.Tensor]:
@@ -393,3 +399,170 @@ def test_sharing_matches_the_elements_two_slices_have_in_common(
         gk.assert_no_shared_memory(a, b)
         with pytest.raises(gk.GraphCheckError):
             gk.assert_shares_memory(a, b)
+
+
+# --------------------------------------------------------------------------- published records
+
+
+def _published(call: Callable[[], object]) -> tuple[list[Any], BaseException | None]:
+    """The results ``call`` published, and what it raised (None when it returned)."""
+    seen: list[Any] = []
+    unsubscribe = recording.subscribe(seen.append)
+    try:
+        call()
+    except gk.GraphCheckError as error:
+        return seen, error
+    finally:
+        unsubscribe()
+    return seen, None
+
+
+def _schema_validator() -> jsonschema.Draft202012Validator:
+    text = resources.files("gradcheck_kit._src").joinpath("schema.json").read_text()
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def _graph_calls() -> dict[str, tuple[Callable[[], object], Callable[[], object], list[str]]]:
+    """Per assertion: a passing call, a failing call, and the names the failing one blames."""
+    w = torch.randn(4, 1, requires_grad=True)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        y_eval = x @ w
+    y_graph = x @ w
+    t = torch.ones(3)
+    w_grad = torch.randn(2, requires_grad=True)
+    w_grad.sum().backward()
+    return {
+        "assert_no_graph": (
+            lambda: gk.assert_no_graph({"y": y_eval}),
+            lambda: gk.assert_no_graph({"y": y_graph}),
+            ["y"],
+        ),
+        "assert_detached": (
+            lambda: gk.assert_detached({"y": y_eval}),
+            lambda: gk.assert_detached({"w": w, "y": y_eval}),
+            ["w"],
+        ),
+        "assert_requires_grad": (
+            lambda: gk.assert_requires_grad({"w": w}),
+            lambda: gk.assert_requires_grad({"w": w, "x": x}),
+            ["x"],
+        ),
+        "assert_grad_is_none": (
+            lambda: gk.assert_grad_is_none({"x": x}),
+            lambda: gk.assert_grad_is_none({"x": x, "w": w_grad}),
+            ["w"],
+        ),
+        "assert_graph_reaches": (
+            lambda: gk.assert_graph_reaches((x @ w).sum(), {"w": w}),
+            lambda: gk.assert_graph_reaches((x @ w.detach()).sum(), {"w": w}),
+            ["w"],
+        ),
+        "assert_shares_memory": (
+            lambda: gk.assert_shares_memory(t, t.numpy()),
+            lambda: gk.assert_shares_memory(t, t.clone()),
+            ["t", "b"],  # named by the caller's variable where it has one
+        ),
+        "assert_no_shared_memory": (
+            lambda: gk.assert_no_shared_memory(t, t.clone()),
+            lambda: gk.assert_no_shared_memory(t, t.numpy()),
+            ["t", "b"],
+        ),
+    }
+
+
+@pytest.mark.parametrize("check", list(_graph_calls()))
+def test_every_graph_assertion_publishes_one_record_passed_or_failed(check: str) -> None:
+    passing, failing, blamed = _graph_calls()[check]
+    validator = _schema_validator()
+
+    seen, error = _published(passing)
+    assert error is None and len(seen) == 1
+    (ok,) = seen
+    assert isinstance(ok, gk.GraphCheckResult)
+    assert (ok.kind, ok.check, ok.passed, ok.offending, ok.message) == (
+        "graph",
+        check,
+        True,
+        (),
+        "",
+    )
+
+    seen, error = _published(failing)
+    assert isinstance(error, gk.GraphCheckError) and len(seen) == 1
+    (bad,) = seen
+    # The raised error carries the very record that was published, with its text.
+    assert error.result is bad and str(error) == bad.message == bad.summary()
+    assert (bad.kind, bad.check, bad.passed) == ("graph", check, False)
+    assert list(bad.offending) == blamed and set(bad.offending) <= set(bad.tensors)
+    assert bad.name.startswith(f"{check}(")
+
+    for result in (ok, bad):
+        data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+        errors = list(validator.iter_errors({"schema_version": 1, "results": [data]}))
+        assert not errors, [e.message for e in errors]
+        assert gk.GraphCheckResult.from_dict(data).to_dict() == result.to_dict()
+
+
+def test_a_graph_assertion_reads_its_record_so_a_caught_failure_counts_as_expected() -> None:
+    x = torch.randn(3)
+    y = torch.randn(2, requires_grad=True)
+    y.sum().backward()
+    seen: list[Any] = []
+
+    def watch_each(result: Any) -> None:
+        recording.watch(result)  # what the pytest plugin does on publish
+        seen.append(result)
+
+    unsubscribe = recording.subscribe(watch_each)
+    try:
+        with pytest.raises(gk.GraphCheckError):
+            gk.assert_requires_grad(x)
+        with pytest.raises(gk.GraphCheckError):
+            gk.assert_grad_is_none(y)
+    finally:
+        unsubscribe()
+    # An assertion acts on its verdict, as assert_gradients_close does: never "unasserted".
+    read = [recording.was_read(r) for r in seen]  # before this test reads anything itself
+    assert read == [True, True] and [r.passed for r in seen] == [False, False]
+
+
+def test_no_graph_of_a_call_is_named_by_the_function_and_blames_changed_grads() -> None:
+    net = nn.Linear(3, 1)
+
+    def evaluate(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        out = model(inputs).sum()
+        out.backward()
+        return out
+
+    seen, error = _published(lambda: gk.assert_no_graph(evaluate, net, torch.randn(2, 3)))
+    assert isinstance(error, gk.GraphCheckError)
+    (record,) = seen
+    assert record.name.startswith("assert_no_graph(") and "evaluate" in record.name
+    assert set(record.offending) == {"weight", "bias"}
+
+    seen, error = _published(lambda: gk.assert_no_graph(net.eval(), torch.randn(2, 3)))
+    assert isinstance(error, gk.GraphCheckError)
+    assert seen[0].name == "assert_no_graph(Linear)"
+
+
+def test_misuse_publishes_nothing() -> None:
+    seen: list[Any] = []
+    unsubscribe = recording.subscribe(seen.append)
+    try:
+        with pytest.raises(gk.InvalidArgument):
+            gk.assert_requires_grad()
+    finally:
+        unsubscribe()
+    assert seen == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(flags=st.lists(st.booleans(), min_size=1, max_size=8))
+def test_offending_names_are_exactly_the_tensors_without_requires_grad(flags: list[bool]) -> None:
+    tensors = {f"t{i}": torch.zeros(1, requires_grad=flag) for i, flag in enumerate(flags)}
+    seen, error = _published(lambda: gk.assert_requires_grad(tensors))
+    (record,) = seen
+    assert record.tensors == tuple(tensors)
+    assert record.offending == tuple(n for n, flag in zip(tensors, flags, strict=True) if not flag)
+    assert record.passed is all(flags) and (error is None) is all(flags)

@@ -462,3 +462,128 @@ def test_cells_helper_reads_runs() -> None:
         layers = (Layer("#f00", "M1 2h3v1h-3z"),)
 
     assert _cells(Fake()) == {(2, 1): "#f00", (2, 2): "#f00", (2, 3): "#f00"}
+
+
+# --------------------------------------------------------------------------- every kind, readable
+
+
+def _one_page(record: dict[str, Any]) -> str:
+    return render_html(make_document([record]))
+
+
+def test_training_findings_that_differ_only_in_the_parameter_make_one_card() -> None:
+    parameters = ["input_linear.weight", "input_linear.bias", "out.weight", "out.bias"]
+    findings = [
+        {
+            "kind": "no_gradient",
+            "title": "Trainable parameter never received a gradient",
+            "parameter": p,
+            "found": f"no backward pass gave {p!r} a gradient",
+            "fix": f"pass ignore=[{p!r}]",
+        }
+        for p in parameters
+    ] + [{"kind": "grad_not_reset", "title": "Gradient not reset", "parameter": "out.bias"}]
+    record = {"kind": "training", "name": "Net", "passed": False, "findings": findings}
+    page = build_page(make_document([record]))
+    (row,) = page.rows
+    cards = row.detail.findings
+    assert [c.title for c in cards] == [
+        "Trainable parameter never received a gradient (4 parameters)",
+        "Gradient not reset",
+    ]
+    assert dict(cards[0].facts)["parameters"] == ", ".join(parameters)
+    assert dict(cards[0].facts)["found"] == "no backward pass gave '<parameter>' a gradient"
+    assert row.summary.startswith("Trainable parameter never received a gradient: input_linear")
+    assert row.summary.endswith("(and 1 more)")
+    html_text = _one_page(record)
+    assert html_text.count('<div class="finding">') == 2
+
+
+def test_a_function_audit_is_shown_as_tables_not_json() -> None:
+    pair = {
+        "output": "output", "input": "inputs[0]", "output_shape": [3], "input_shape": [3],
+        "passed": False, "max_abs_error": 0.5, "max_rel_error": 0.5, "mismatched": 3,
+        "total": 9, "worst": [],
+    }  # fmt: skip
+    record = {
+        "kind": "autograd_function", "name": "Square", "passed": False, "check":
+        "check_autograd_function", "dtype": "float64", "dtype_policy": "float64", "seed": 0,
+        "findings": [
+            {"check": "backward", "status": "failed", "text": "backward is off by 2", "input": "x"},
+            {"check": "forward_mode", "status": "skipped", "text": "no jvp staticmethod"},
+        ],
+        "gradient": {"kind": "gradient", "pairs": [pair], "notes": ["a note <b>"]},
+        "second_order": None, "hints": [], "notes": [],
+    }  # fmt: skip
+    page = build_page(make_document([record]))
+    (row,) = page.rows
+    assert row.detail.template == "autograd_function"
+    assert [r[0] for r in row.detail.findings.rows] == ["backward", "forward mode"]
+    assert row.detail.blocks.rows[0][-1] == "failed"
+    assert not any(f.long for f in row.fields), [f.key for f in row.fields if f.long]
+    html_text = _one_page(record)
+    assert "properties checked" in html_text and "no jvp staticmethod" in html_text
+    assert '"pairs"' not in html_text and "&lt;b&gt;" in html_text
+
+
+def test_the_vmap_fallback_note_is_information_not_an_error() -> None:
+    import torch
+
+    import gradcheck_kit as gk
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+            (x,) = ctx.saved_tensors
+            return x * grad  # a factor 2 missing: diagnosing it evaluates in batches
+
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    result = gk.check_gradients(Square.apply, x, mode="full")
+    (note,) = [n for n in result.notes if "vmap" in n]
+    assert note == (
+        "vmap is not supported by this Function (it has no setup_context); "
+        "batched checks ran one by one instead"
+    )
+    html_text = _one_page(result.with_test_id("t.py::test").to_dict())
+    assert "RuntimeError" not in html_text
+    assert f'<p class="note info">{note}</p>' in html_text
+
+
+def test_a_graph_record_is_a_card_of_its_own_kind() -> None:
+    import torch
+
+    import gradcheck_kit as gk
+
+    try:
+        gk.assert_requires_grad({"x": torch.zeros(2)})
+    except gk.GraphCheckError as error:
+        record = error.result.to_dict()
+    page = build_page(make_document([record]))
+    assert [(k.kind, k.label, k.failed) for k in page.kinds] == [("graph", "graph", 1)]
+    (row,) = page.rows
+    assert row.summary.startswith("[gradcheck] Tensors do not require grad!")
+    assert dict((f.key, f.value) for f in row.fields)["offending"] == "x"
+
+
+def test_benchmark_rows_show_what_pytest_benchmark_measured() -> None:
+    record = samples.device_benchmark_record("Net step")
+    record["devices"] = [
+        {
+            "device": "cpu",
+            "forward_backward": {
+                "median_s": 0.002, "iqr_s": 0.0001, "runs": 17, "iterations": 4,
+                "min_s": 0.0019, "mean_s": 0.0021, "stddev_s": 0.00005,
+            },
+        }
+    ]  # fmt: skip
+    record.pop("sweep", None)
+    page = build_page(make_document([record]))
+    table = page.rows[0].detail.timings
+    assert table.columns[-4:] == ("iterations", "min", "mean", "stddev")
+    (cells,) = table.rows
+    assert cells[3:] == ("0.1 ms", "17", "4", "1.9 ms", "2.1 ms", "50 µs")

@@ -221,3 +221,35 @@ def test_x(i):
         "gradcheck.html",
         "gradcheck.json",
     ]
+
+
+def test_device_benchmark_records_what_pytest_benchmark_measured(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_benchmark")
+    pytester.makepyfile(
+        """
+import torch
+
+def test_step(device_benchmark):
+    device_benchmark(torch.nn.Linear(3, 1), lambda: torch.randn(4, 3))
+"""
+    )
+    result = pytester.runpytest(
+        *_plugin_args(),
+        "-p",
+        "no:hypothesispytest",
+        "--gradcheck",
+        "--benchmark-min-rounds=7",
+        "--benchmark-max-time=0.05",
+    )
+    result.assert_outcomes(passed=1)
+    document = load(pytester.path / DEFAULT_JSON_PATH)
+    validate_document(document)
+    (record,) = [r for r in document["results"] if r["kind"] == "device_benchmark"]
+    (cpu,) = record["devices"]
+    timing = cpu["forward_backward"]
+    # The rounds pytest-benchmark ran, not one run of our own.
+    assert timing["runs"] >= 7 and timing["iterations"] >= 1
+    assert 0 < timing["min_s"] <= timing["median_s"] and timing["iqr_s"] >= 0
+    assert timing["mean_s"] > 0 and timing["stddev_s"] >= 0
+    page = (pytester.path / DEFAULT_REPORT_PATH).read_text(encoding="utf-8")
+    assert "<th>iterations</th>" in page and "<th>stddev</th>" in page

@@ -326,19 +326,38 @@ def _make_step(
 class PhaseTiming:
     """Median and interquartile range of one phase on one device, in seconds.
 
+    ``runs`` is the number of timed rounds. When pytest-benchmark measured it
+    (the ``device_benchmark`` fixture), ``iterations`` per round and the
+    round times' ``min_s``, ``mean_s`` and ``stddev_s`` are kept too.
+
     Examples:
         >>> PhaseTiming(median_s=0.002, iqr_s=0.0001, runs=20).to_dict()["median_s"]
         0.002
+        >>> PhaseTiming(0.002, 0.0001, 17, iterations=4, min_s=0.0019).to_dict()["iterations"]
+        4
     """
 
     median_s: float
     iqr_s: float
     runs: int
+    iterations: int | None = None
+    min_s: float | None = None
+    mean_s: float | None = None
+    stddev_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"median_s", "iqr_s", "runs"}`` (a NaN IQR becomes null)."""
+        """JSON-ready: ``{"median_s", "iqr_s", "runs"}``, and the rest where known.
+
+        A NaN IQR becomes null; ``iterations``, ``min_s``, ``mean_s``, ``stddev_s``
+        are left out when unknown.
+        """
         iqr = self.iqr_s if math.isfinite(self.iqr_s) else None
-        return {"median_s": self.median_s, "iqr_s": iqr, "runs": self.runs}
+        out: dict[str, Any] = {"median_s": self.median_s, "iqr_s": iqr, "runs": self.runs}
+        for key in ("iterations", "min_s", "mean_s", "stddev_s"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, float) or math.isfinite(value)):
+                out[key] = value
+        return out
 
 
 @dataclass(frozen=True)
@@ -795,7 +814,49 @@ def benchmark_callable(
         prep = _prepare(fn_or_module, inputs, dev, optimizer)
     step = _make_step(prep, phase, loss_fn)
     step()  # one untimed call: CUDA context, lazy initialisation
-    return benchmark_fixture(step)
+    start = time.perf_counter()
+    returned = benchmark_fixture(step)
+    timing = _benchmark_fixture_timing(benchmark_fixture)
+    if timing is not None:
+        recording.publish(
+            DeviceBenchmark(
+                name=benchmark_fixture.group,
+                devices=(str(dev),),
+                timings=(
+                    DeviceTiming(str(dev), _device_name(dev), None, None, ((phase, timing),)),
+                ),
+                phases=(phase,),
+                backward=phase != "forward",
+                duration_s=time.perf_counter() - start,
+            )
+        )
+    return returned
+
+
+def _benchmark_fixture_timing(benchmark_fixture: Any) -> PhaseTiming | None:
+    """What pytest-benchmark measured (its ``stats``), or ``None`` when it timed nothing.
+
+    Read by duck typing: pytest-benchmark keeps ``fixture.stats`` (rounds,
+    ``iterations``) with the per-iteration times in ``fixture.stats.stats``; it is
+    ``None`` under ``--benchmark-disable`` and absent on a stand-in.
+    """
+    metadata = getattr(benchmark_fixture, "stats", None)
+    stats = getattr(metadata, "stats", None)
+    try:
+        rounds = int(stats.rounds)  # type: ignore[union-attr]
+        if rounds < 1:
+            return None
+        return PhaseTiming(
+            median_s=float(stats.median),  # type: ignore[union-attr]
+            iqr_s=float(stats.iqr) if rounds > 1 else math.nan,  # type: ignore[union-attr]
+            runs=rounds,
+            iterations=int(getattr(metadata, "iterations", 1) or 1),
+            min_s=float(stats.min),  # type: ignore[union-attr]
+            mean_s=float(stats.mean),  # type: ignore[union-attr]
+            stddev_s=float(stats.stddev) if rounds > 1 else None,  # type: ignore[union-attr]
+        )
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 # ------------------------------------------------------------------ parity

@@ -203,12 +203,19 @@ class GraphCheckError(GradcheckError):
 
     Raised by ``assert_no_graph``, ``assert_detached``, ``assert_requires_grad``,
     ``assert_grad_is_none``, ``assert_graph_reaches``, ``assert_shares_memory``
-    and ``assert_no_shared_memory``.
+    and ``assert_no_shared_memory``. Carries the assertion's
+    :class:`~gradcheck_kit.GraphCheckResult` as ``.result`` when one exists.
 
     Examples:
         >>> issubclass(GraphCheckError, AssertionError)
         True
+        >>> GraphCheckError("Tensors share memory!").result is None
+        True
     """
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class TrainingLoopWarning(UserWarning):

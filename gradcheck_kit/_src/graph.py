@@ -27,9 +27,10 @@ import contextlib
 import linecache
 import os
 import sys
+import time
 import types
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,8 +39,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
+from . import recording
 from .errors import GraphCheckError, InvalidArgument, InvalidArgumentType
 from .messages import PREFIX
+from .results import GraphCheckResult
 
 __all__ = [
     "Msg",
@@ -219,6 +222,40 @@ def _finish(header: str, check: str, lines: list[str], msg: Msg) -> str:
     return apply_msg("\n".join([f"{PREFIX} {header} ({check})", "", *lines]), msg)
 
 
+def _subject(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMES_SHOWN])
+    more = len(names) - _MAX_NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _conclude(
+    check: str,
+    subject: str,
+    tensors: Sequence[str],
+    offending: Sequence[str],
+    text: str | None,
+    started: float,
+) -> None:
+    """Publish the assertion's :class:`GraphCheckResult`; raise it when ``text`` says it failed.
+
+    Passed assertions are published too: a report counts every check a test made.
+    """
+    __tracebackhide__ = True
+    result = GraphCheckResult(
+        name=f"{check}({subject})",
+        check=check,
+        passed=text is None,
+        tensors=tuple(tensors),
+        offending=tuple(offending),
+        message=text or "",
+        duration_s=time.perf_counter() - started,
+    )
+    recording.publish(result)
+    # Read after publishing: a listener then sees that the assertion acted on its verdict.
+    if not result.passed:
+        raise GraphCheckError(result.message, result)
+
+
 def check_msg(msg: object) -> None:
     """Raise InvalidArgumentType unless ``msg`` is a string, a callable or None."""
     if msg is not None and not isinstance(msg, str) and not callable(msg):
@@ -243,6 +280,11 @@ def _op_name(func: Callable[..., Any]) -> str:
     if name is None:
         name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     return str(name) if name else repr(func)
+
+
+def _callable_name(fn: Any) -> str:
+    """A short name for a function or module (a module's repr spans lines)."""
+    return type(fn).__name__ if isinstance(fn, nn.Module) else _short_op(_op_name(fn))
 
 
 def _short_op(name: str) -> str:
@@ -427,14 +469,16 @@ def assert_no_graph(
     """
     __tracebackhide__ = True
     check_msg(msg)
+    started = time.perf_counter()
     if callable(fn_or_tensors) and not isinstance(fn_or_tensors, torch.Tensor):
-        return _assert_fn_builds_no_graph(fn_or_tensors, args, msg)
+        return _assert_fn_builds_no_graph(fn_or_tensors, args, msg, started)
     if args:
         raise InvalidArgumentType(
             "assert_no_graph(tensors) takes no further arguments; to check a call, "
             f"pass the function first: assert_no_graph(fn, *args) (got {len(args)} extra)."
         )
     named = _named_tensors((fn_or_tensors,), "assert_no_graph")
+    names = [name for name, _ in named]
     bad = [(name, t) for name, t in named if t.requires_grad or t.grad_fn is not None]
     if bad:
         lines = [
@@ -449,13 +493,15 @@ def assert_no_graph(
             "Fix: compute it inside `with torch.no_grad():` (or @torch.no_grad() on the "
             "evaluation function), or take `.detach()` of it.",
         ]
-        raise GraphCheckError(
-            _finish("Tensors carry an autograd graph!", "assert_no_graph", lines, msg)
-        )
+        text = _finish("Tensors carry an autograd graph!", "assert_no_graph", lines, msg)
+        _conclude("assert_no_graph", _subject(names), names, [n for n, _ in bad], text, started)
+    _conclude("assert_no_graph", _subject(names), names, (), None, started)
     return fn_or_tensors
 
 
-def _assert_fn_builds_no_graph(fn: Callable[..., Any], args: tuple[Any, ...], msg: Msg) -> Any:
+def _assert_fn_builds_no_graph(
+    fn: Callable[..., Any], args: tuple[Any, ...], msg: Msg, started: float
+) -> Any:
     __tracebackhide__ = True
     watched: list[tuple[str, torch.Tensor, tuple[int | None, int]]] = []
     local = _local_names()
@@ -493,7 +539,9 @@ def _assert_fn_builds_no_graph(fn: Callable[..., Any], args: tuple[Any, ...], ms
     changed = [name for name, t, before in watched if _leaf_grad_state(t) != before]
     if changed:
         lines.append(f".grad changed during the evaluation for {_quote(changed)}.")
+    subject, examined = _callable_name(fn), [name for name, _, _ in watched]
     if not lines:
+        _conclude("assert_no_graph", subject, examined, (), None, started)
         return result
     lines += [
         "Expected: no autograd graph (every operation under torch.no_grad() or "
@@ -504,9 +552,9 @@ def _assert_fn_builds_no_graph(fn: Callable[..., Any], args: tuple[Any, ...], ms
         "Fix: wrap the evaluation in `with torch.no_grad():` (or decorate it with "
         "@torch.no_grad() / @torch.inference_mode()), and call no backward() in it.",
     ]
-    raise GraphCheckError(
-        _finish("The evaluation built an autograd graph!", "assert_no_graph", lines, msg)
-    )
+    text = _finish("The evaluation built an autograd graph!", "assert_no_graph", lines, msg)
+    _conclude("assert_no_graph", subject, examined, changed, text, started)
+    return result  # pragma: no cover - _conclude raised
 
 
 def assert_detached(*tensors: Any, msg: Msg = None) -> None:
@@ -534,9 +582,12 @@ def assert_detached(*tensors: Any, msg: Msg = None) -> None:
     """
     __tracebackhide__ = True
     check_msg(msg)
+    started = time.perf_counter()
     named = _named_tensors(tensors, "assert_detached")
+    names = [name for name, _ in named]
     bad = [(name, t) for name, t in named if t.requires_grad or t.grad_fn is not None]
     if not bad:
+        _conclude("assert_detached", _subject(names), names, (), None, started)
         return
     lines = []
     for name, t in bad:
@@ -551,14 +602,13 @@ def assert_detached(*tensors: Any, msg: Msg = None) -> None:
         "Fix: rebind the name (`b = b.detach()`), detach in place (`b.detach_()`, leaves and "
         "views of them excepted), or compute the value under torch.no_grad().",
     ]
-    raise GraphCheckError(
-        _finish(
-            "Tensors are not detached!",
-            f"assert_detached, {len(bad)} of {len(named)} tensors",
-            lines,
-            msg,
-        )
+    text = _finish(
+        "Tensors are not detached!",
+        f"assert_detached, {len(bad)} of {len(named)} tensors",
+        lines,
+        msg,
     )
+    _conclude("assert_detached", _subject(names), names, [b[0] for b in bad], text, started)
 
 
 def assert_requires_grad(*tensors: Any, msg: Msg = None) -> None:
@@ -587,9 +637,12 @@ def assert_requires_grad(*tensors: Any, msg: Msg = None) -> None:
     """
     __tracebackhide__ = True
     check_msg(msg)
+    started = time.perf_counter()
     named = _named_tensors(tensors, "assert_requires_grad")
+    names = [name for name, _ in named]
     bad = [(name, t) for name, t in named if not t.requires_grad]
     if not bad:
+        _conclude("assert_requires_grad", _subject(names), names, (), None, started)
         return
     lines = []
     for name, t in bad:
@@ -609,14 +662,13 @@ def assert_requires_grad(*tensors: Any, msg: Msg = None) -> None:
             why, fix = "unknown", "check how it is computed"
         lines.append(f"{name!r} ({_describe(t)}): requires_grad=False; {why}. Fix: {fix}.")
     lines.insert(0, "Expected: requires_grad=True for every tensor below.")
-    raise GraphCheckError(
-        _finish(
-            "Tensors do not require grad!",
-            f"assert_requires_grad, {len(bad)} of {len(named)} tensors",
-            lines,
-            msg,
-        )
+    text = _finish(
+        "Tensors do not require grad!",
+        f"assert_requires_grad, {len(bad)} of {len(named)} tensors",
+        lines,
+        msg,
     )
+    _conclude("assert_requires_grad", _subject(names), names, [b[0] for b in bad], text, started)
 
 
 def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
@@ -646,13 +698,16 @@ def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
     """
     __tracebackhide__ = True
     check_msg(msg)
+    started = time.perf_counter()
     named = _named_tensors(tensors, "assert_grad_is_none")
+    names = [name for name, _ in named]
     bad = []
     for name, t in named:
         grad = t.grad if (t.is_leaf or t.retains_grad) else None
         if grad is not None:
             bad.append((name, t, grad))
     if not bad:
+        _conclude("assert_grad_is_none", _subject(names), names, (), None, started)
         return
     lines = ["Expected: .grad is None for every tensor below."]
     for name, t, grad in bad:
@@ -668,14 +723,13 @@ def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
         "learn before using it, and clear gradients with `t.grad = None` or "
         "optimizer.zero_grad().",
     ]
-    raise GraphCheckError(
-        _finish(
-            "Tensors have a gradient!",
-            f"assert_grad_is_none, {len(bad)} of {len(named)} tensors",
-            lines,
-            msg,
-        )
+    text = _finish(
+        "Tensors have a gradient!",
+        f"assert_grad_is_none, {len(bad)} of {len(named)} tensors",
+        lines,
+        msg,
     )
+    _conclude("assert_grad_is_none", _subject(names), names, [b[0] for b in bad], text, started)
 
 
 # --------------------------------------------------------------------------- reachability
@@ -829,6 +883,7 @@ def assert_graph_reaches(
     """
     __tracebackhide__ = True
     check_msg(msg)
+    started = time.perf_counter()
     if isinstance(targets, nn.Module):
         named: list[tuple[str, torch.Tensor]] = [
             (n, p) for n, p in targets.named_parameters() if p.requires_grad
@@ -842,7 +897,9 @@ def assert_graph_reaches(
         named = _named_tensors((targets,), "assert_graph_reaches")
         what = "tensors"
     tracer: _FlowTracer | None = None
+    output_fn: Callable[[], Any] | None = None
     if callable(output) and not isinstance(output, torch.Tensor):
+        output_fn = output
         tracer = _FlowTracer([t for _, t in named])
         with tracer:
             output = output()
@@ -858,7 +915,10 @@ def assert_graph_reaches(
         for index, (name, t) in enumerate(named)
         if not (id(t) in leaves or (t.grad_fn is not None and t.grad_fn in nodes))
     ]
+    names = [name for name, _ in named]
+    subject = _callable_name(output_fn) if output_fn is not None else _subject(names)
     if not missing:
+        _conclude("assert_graph_reaches", subject, names, (), None, started)
         return
     has_graph = any(t.grad_fn is not None or t.requires_grad for t in outputs)
     groups: dict[tuple[str, str], list[str]] = {}
@@ -878,7 +938,8 @@ def assert_graph_reaches(
             "assert_graph_reaches(lambda: loss_fn(model(x)), model)."
         )
     header = f"The output's graph does not reach {len(missing)} of {len(named)} {what}!"
-    raise GraphCheckError(_finish(header, "assert_graph_reaches", lines, msg))
+    text = _finish(header, "assert_graph_reaches", lines, msg)
+    _conclude("assert_graph_reaches", subject, names, [n for _, n, _ in missing], text, started)
 
 
 def _why_unreached(
@@ -1043,8 +1104,11 @@ def assert_shares_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
     """
     __tracebackhide__ = True
     check_msg(msg)
+    started = time.perf_counter()
     ma, mb = _two(a, b)
+    names = [ma.name, mb.name]
     if a is b or _overlap(ma, mb):
+        _conclude("assert_shares_memory", _subject(names), names, (), None, started)
         return
     lines = [
         f"{ma.name!r}: {ma.what}, bytes [{ma.start:#x}, {ma.end:#x}).",
@@ -1058,9 +1122,8 @@ def assert_shares_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
         "`p.copy_(...)` under torch.no_grad(); use torch.from_numpy() / Tensor.numpy() "
         "for the NumPy bridge; .view() / .detach() for tensors.",
     ]
-    raise GraphCheckError(
-        _finish("Tensors do not share memory!", "assert_shares_memory", lines, msg)
-    )
+    text = _finish("Tensors do not share memory!", "assert_shares_memory", lines, msg)
+    _conclude("assert_shares_memory", _subject(names), names, names, text, started)
 
 
 def assert_no_shared_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
@@ -1086,9 +1149,12 @@ def assert_no_shared_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
     """
     __tracebackhide__ = True
     check_msg(msg)
+    started = time.perf_counter()
     ma, mb = _two(a, b)
+    names = [ma.name, mb.name]
     overlap = ma.end - ma.start if a is b else _overlap(ma, mb)
     if not overlap:
+        _conclude("assert_no_shared_memory", _subject(names), names, (), None, started)
         return
     how = (
         "they are the same object"
@@ -1106,4 +1172,5 @@ def assert_no_shared_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
         "Fix: take a copy: .clone() for a tensor, .copy() for a NumPy array, or "
         "torch.tensor(array), which copies.",
     ]
-    raise GraphCheckError(_finish("Tensors share memory!", "assert_no_shared_memory", lines, msg))
+    text = _finish("Tensors share memory!", "assert_no_shared_memory", lines, msg)
+    _conclude("assert_no_shared_memory", _subject(names), names, names, text, started)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .engine.diagnose import Block, diagnose
+from .engine.evaluation import evaluation_notes
 from .engine.fast import probe_vector
 from .engine.jacobian import (
     Point,
@@ -160,8 +161,7 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             signs = torch.randint(0, 2, (k, n_out), generator=gen)
             U = signs.to(torch.float64) * 2 - 1
         pairs = self._project(point, U, gen) if self.projected else self._compare(point, U)
-        if ev.fallback_reason:
-            self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
+        self.notes.extend(evaluation_notes(ev))
         passed = all(p.passed for p in pairs)
         totals = {k: sum(p.counts[k] for p in pairs) for k in ("manual", "autograd", "numeric")}
         totals["none"] = sum(p.all_differ for p in pairs)

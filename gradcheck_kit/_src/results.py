@@ -32,6 +32,7 @@ __all__ = [
     "FunctionAuditResult",
     "TrajectoryDivergence",
     "SameTrainingResult",
+    "GraphCheckResult",
 ]
 
 SCHEMA_VERSION = 1
@@ -610,3 +611,43 @@ class SameTrainingResult(_Verdict):
         from .messages import format_training_result
 
         return format_training_result(self)
+
+
+# --------------------------------------------------------------------------- graph assertions
+
+
+@dataclass(frozen=True)
+class GraphCheckResult(_Verdict):
+    """One graph assertion (``assert_requires_grad``, ``assert_no_graph``...) and its verdict.
+
+    Published by every graph assertion of :mod:`gradcheck_kit`, passed or not,
+    so that a report counts them like the other checks; a failed one is then
+    raised as a :class:`GraphCheckError` carrying it (``.result``). ``check`` is
+    the assertion's name, ``tensors`` the names of the tensors it examined,
+    ``offending`` those that broke it, ``message`` the text it raised with
+    (empty when it passed).
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> try:
+        ...     gk.assert_requires_grad(torch.zeros(2))
+        ... except gk.GraphCheckError as error:
+        ...     result = error.result
+        >>> result.kind, result.check, result.passed, result.offending
+        ('graph', 'assert_requires_grad', False, ('argument 0',))
+    """
+
+    name: str
+    check: str
+    passed: bool
+    tensors: tuple[str, ...] = ()
+    offending: tuple[str, ...] = ()
+    message: str = ""
+    hints: tuple[Hint, ...] = ()
+    duration_s: float = 0.0
+    test_id: str | None = None
+    kind: str = field(default="graph", init=False)
+
+    def summary(self) -> str:
+        """The assertion's message (empty when it passed)."""
+        return self.message

@@ -21,6 +21,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from . import recording
+from .engine.evaluation import FALLBACK_NOTE_PREFIX
 from .engine.options import DEFAULT_MAX_MEMORY, CheckOptions, DtypePolicy, Mode, RngPolicy
 from .engine.run import call_on_copies, captured_objects, fn_name
 from .engine.tolerances import machine_eps, resolve_tolerances
@@ -410,7 +411,7 @@ def check_second_order(
     notes = [
         "finite differences of the gradient were evaluated one point at a time (the gradient "
         "map calls autograd.grad, which does not run under vmap)"
-        if n.startswith("evaluated without vmap")
+        if n.startswith(FALLBACK_NOTE_PREFIX)
         else n
         for n in result.notes
     ]

@@ -48,13 +48,21 @@ _COLOURS = ("#4a76aa", "#e4533a", "#3b9a5b", "#8a5fb5", "#c98a1b", "#555555")
 
 @dataclass(frozen=True)
 class Timing:
-    """One device's timing of one phase: median and interquartile range, in seconds."""
+    """One device's timing of one phase: median and interquartile range, in seconds.
+
+    ``runs`` counts the timed rounds; pytest-benchmark's records also give the
+    ``iterations`` per round and the rounds' ``min_s``, ``mean_s``, ``stddev_s``.
+    """
 
     device: str
     phase: str
     median_s: float
     iqr_s: float | None
     runs: int | None
+    iterations: int | None = None
+    min_s: float | None = None
+    mean_s: float | None = None
+    stddev_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,18 @@ def _timing(device: str, phase: str, data: Mapping[str, Any]) -> Timing | None:
         return None
     iqr = _number(data.get("iqr_s", data.get("iqr")))
     runs = data.get("runs", data.get("repeats"))
-    return Timing(device, phase, median, iqr, runs if isinstance(runs, int) else None)
+    iterations = data.get("iterations")
+    return Timing(
+        device,
+        phase,
+        median,
+        iqr,
+        runs if isinstance(runs, int) else None,
+        iterations if isinstance(iterations, int) and not isinstance(iterations, bool) else None,
+        _number(data.get("min_s")),
+        _number(data.get("mean_s")),
+        _number(data.get("stddev_s")),
+    )
 
 
 def _device_entries(devices: Any) -> list[tuple[str, Mapping[str, Any]]]:

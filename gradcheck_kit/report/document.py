@@ -14,7 +14,7 @@ One document per run (or per merge of runs)::
 
 Every record in ``results`` is the ``to_dict()`` of a check and says what it is
 in ``kind`` (``gradient``, ``manual``, ``training``, ``device_benchmark``,
-``device_parity``, or any later kind). ``passed`` is the check's verdict; ``null``
+``device_parity``, ``graph``, or any later kind). ``passed`` is the check's verdict; ``null``
 (or no key) means the record carries none, as a benchmark may. A record made in
 a pytest test also carries ``test``: ``{"outcome"`` (what pytest made of that
 test), ``"looked_at"`` (whether the test read the result after the check
@@ -63,7 +63,7 @@ __all__ = [
 DOCUMENT_SCHEMA_VERSION = 2
 TOOL_NAME = "gradcheck_kit"
 # Kinds with a dedicated rendering; any other kind is shown generically.
-KNOWN_KINDS = ("gradient", "manual", "training", "device_benchmark", "device_parity")
+KNOWN_KINDS = ("gradient", "manual", "training", "device_benchmark", "device_parity", "graph")
 
 Verdict = Literal["passed", "failed", "expected_failure", "unasserted", "no_verdict"]
 VERDICTS: tuple[Verdict, ...] = ("passed", "failed", "expected_failure", "unasserted", "no_verdict")

@@ -27,6 +27,7 @@ from typing import Any
 
 from gradcheck_kit.report import charts
 from gradcheck_kit.report.document import summarize, verdict
+from gradcheck_kit.report.grouping import group_findings
 from gradcheck_kit.report.heatmap import Heatmap, entry_error, heatmap
 
 __all__ = [
@@ -60,6 +61,7 @@ KIND_LABELS = {
     "training": "training loop",
     "device_benchmark": "device benchmark",
     "device_parity": "device parity",
+    "graph": "graph",
 }
 STATUS_LABELS = {
     "failed": "failed",
@@ -112,6 +114,10 @@ _FINDING_FIELDS = (
 )
 _TRAINING_KEYS = frozenset(
     {"findings", "check", "optimizer_steps", "backward_passes", "accumulation_steps", "notes"}
+)
+_AUDIT_KEYS = frozenset(
+    {"check", "dtype", "dtype_policy", "seed", "findings", "gradient", "second_order"}
+    | {"hint", "hints", "notes"}
 )
 _BENCHMARK_KEYS = frozenset(
     {"devices", "speedup", "sweep", "sizes", "crossover", "size_name", "backward"}
@@ -206,6 +212,18 @@ class BenchmarkDetail:
 
 
 @dataclass(frozen=True)
+class AuditDetail:
+    """A custom autograd.Function audit: one table row per property checked, one per block."""
+
+    settings: tuple[tuple[str, str], ...]
+    hints: tuple[str, ...]
+    findings: Table | None
+    blocks: Table | None
+    notes: tuple[str, ...]
+    template: str = "autograd_function"
+
+
+@dataclass(frozen=True)
 class Row:
     """One record: the table row and its details."""
 
@@ -221,7 +239,7 @@ class Row:
     duration: str
     duration_value: float
     summary: str
-    detail: GradientDetail | TrainingDetail | BenchmarkDetail | None
+    detail: GradientDetail | TrainingDetail | BenchmarkDetail | AuditDetail | None
     fields: tuple[Field, ...] = ()
     reproduce_test: str = ""
     # Passed checks of a kind with a one-line account show only that line (``full``
@@ -648,11 +666,27 @@ def _finding(data: Mapping[str, Any]) -> tuple[FindingView, set[str]]:
     return FindingView(title, tuple(facts)), used
 
 
+def _grouped_finding(data: Mapping[str, Any], parameters: tuple[str, ...]) -> FindingView:
+    """One card for findings that differ only in their parameter: the parameters listed."""
+    view, _ = _finding(data)
+    if len(parameters) <= 1:
+        return view
+    facts = (("parameters", ", ".join(parameters)), *view.facts)
+    return FindingView(f"{view.title} ({len(parameters)} parameters)", facts)
+
+
+def _training_findings(raw: Sequence[Any]) -> list[FindingView]:
+    return [
+        _grouped_finding(finding, parameters)
+        for finding, parameters in group_findings([f for f in raw if isinstance(f, Mapping)])
+    ]
+
+
 def _training_detail(record: Mapping[str, Any]) -> tuple[TrainingDetail, frozenset[str]]:
     raw = record.get("findings")
     used: set[str] = set(_TRAINING_KEYS)
     if isinstance(raw, list):
-        findings = [_finding(f)[0] for f in raw if isinstance(f, Mapping)]
+        findings = _training_findings(raw)
     else:
         # One finding as the record itself (its facts at the top level).
         view, keys = _finding(record)
@@ -677,25 +711,46 @@ def _training_summary(record: Mapping[str, Any]) -> str:
     raw = record.get("findings")
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], Mapping):
         return ""
-    first, _ = _finding(raw[0])
-    facts = dict(first.facts)
-    text = first.title + (f": {facts['parameter']}" if "parameter" in facts else "")
-    return text + (f" (and {len(raw) - 1} more)" if len(raw) > 1 else "")
+    groups = group_findings([f for f in raw if isinstance(f, Mapping)])
+    first, parameters = groups[0]
+    view, _ = _finding(first)
+    names = ", ".join(parameters[:3]) + (
+        f" and {len(parameters) - 3} more" if len(parameters) > 3 else ""
+    )
+    text = view.title + (f": {names}" if names else "")
+    return text + (f" (and {len(groups) - 1} more)" if len(groups) > 1 else "")
 
 
 def _benchmark_detail(record: Mapping[str, Any]) -> BenchmarkDetail | None:
     bench = charts.read_benchmark(record)
     if bench is None:
         return None
+    # pytest-benchmark's own statistics, where it measured the step (the fixture)
+    extra = any(t.iterations is not None for t in bench.timings)
+
+    def seconds(value: float | None) -> str:
+        return charts.format_seconds(value) if value is not None else "—"
+
     timings = Table(
-        ("device", "phase", "median", "IQR", "runs"),
+        ("device", "phase", "median", "IQR", "runs")
+        + (("iterations", "min", "mean", "stddev") if extra else ()),
         tuple(
             (
                 t.device,
                 charts.phase_label(t.phase),
                 charts.format_seconds(t.median_s),
-                charts.format_seconds(t.iqr_s) if t.iqr_s is not None else "—",
+                seconds(t.iqr_s),
                 format_value(t.runs),
+            )
+            + (
+                (
+                    format_value(t.iterations),
+                    seconds(t.min_s),
+                    seconds(t.mean_s),
+                    seconds(t.stddev_s),
+                )
+                if extra
+                else ()
             )
             for t in bench.timings
         ),
@@ -705,6 +760,69 @@ def _benchmark_detail(record: Mapping[str, Any]) -> BenchmarkDetail | None:
         sweep=charts.speedup_chart(bench),
         skipped=bench.skipped,
         timings=timings if bench.timings else None,
+    )
+
+
+def _audit_detail(record: Mapping[str, Any]) -> AuditDetail:
+    """The audit's findings and its nested checks' Jacobian blocks as tables, not JSON."""
+    findings = [f for f in record.get("findings") or [] if isinstance(f, Mapping)]
+    finding_rows = tuple(
+        (
+            format_value(f.get("check")).replace("_", " "),
+            format_value(f.get("input")) if f.get("input") else "",
+            format_value(f.get("output")) if f.get("output") else "",
+            format_value(f.get("status")),
+            format_value(f.get("text")),
+        )
+        for f in findings
+    )
+    block_rows: list[tuple[str, ...]] = []
+    notes: list[str] = [str(n) for n in record.get("notes") or [] if n]
+    for order, key in (("first", "gradient"), ("second", "second_order")):
+        nested = record.get(key)
+        if not isinstance(nested, Mapping):
+            continue
+        notes += [str(n) for n in nested.get("notes") or [] if n and str(n) not in notes]
+        for pair in nested.get("pairs") or []:
+            if not isinstance(pair, Mapping):
+                continue
+            block_rows.append(
+                (
+                    order,
+                    f"{pair.get('output')} {_shape(pair.get('output_shape'))}",
+                    f"{pair.get('input')} {_shape(pair.get('input_shape'))}",
+                    format_value(pair.get("max_abs_error")),
+                    _mismatched(pair),
+                    "passed" if pair.get("passed") is True else "failed",
+                )
+            )
+    settings = [
+        (label, format_value(record[key]))
+        for key, label in (("check", "check"), ("dtype", "dtype"), ("seed", "seed"))
+        if record.get(key) is not None
+    ]
+    hints = [
+        str(h.get("text"))
+        for h in record.get("hints") or []
+        if isinstance(h, Mapping) and h.get("text")
+    ]
+    return AuditDetail(
+        settings=tuple(settings),
+        hints=tuple(hints),
+        findings=(
+            Table(("property", "input", "output", "verdict", "what was found"), finding_rows)
+            if finding_rows
+            else None
+        ),
+        blocks=(
+            Table(
+                ("derivative", "output", "input", "max |diff|", "mismatched", "verdict"),
+                tuple(block_rows),
+            )
+            if block_rows
+            else None
+        ),
+        notes=tuple(notes),
     )
 
 
@@ -756,7 +874,7 @@ def _row(
             line = _pairs_line(record, settings, common) if has_pairs else _training_line(record)
         elif status != "passed" and not budget.take_detail():
             bare = True
-    detail: GradientDetail | TrainingDetail | BenchmarkDetail | None = None
+    detail: GradientDetail | TrainingDetail | BenchmarkDetail | AuditDetail | None = None
     used: frozenset[str] = frozenset()
     if line or bare:
         pass
@@ -768,6 +886,8 @@ def _row(
     elif kind == "device_benchmark":
         detail = _benchmark_detail(record)
         used = _BENCHMARK_KEYS if detail is not None else frozenset()
+    elif kind == "autograd_function":
+        detail, used = _audit_detail(record), _AUDIT_KEYS
     return Row(
         index=index,
         status=status,

@@ -30,6 +30,9 @@ __all__ = [
     "evaluate_one",
     "evaluate_rows",
     "first_line",
+    "FALLBACK_NOTE_PREFIX",
+    "fallback_note",
+    "evaluation_notes",
 ]
 
 
@@ -178,6 +181,45 @@ _NEEDS_GRAD_MESSAGES: tuple[str, ...] = (
 def _wants_autograd(exc: RuntimeError) -> bool:
     """Whether ``fn`` failed because it ran autograd on a point evaluated without grad."""
     return any(text in str(exc) for text in _NEEDS_GRAD_MESSAGES)
+
+
+# How every vmap fallback note begins, so that a composite check can recognise and reword it.
+FALLBACK_NOTE_PREFIX = "vmap "
+
+
+def fallback_note(reason: str) -> str:
+    """The result's note when evaluations ran one by one: information, not an error.
+
+    A custom ``autograd.Function`` without ``setup_context`` cannot run under
+    vmap; that is common and harmless (only slower), so the note says so
+    without repeating functorch's ``RuntimeError`` text.
+
+    Examples:
+        >>> fallback_note("RuntimeError: ... it must override the setup_context staticmethod")
+        'vmap is not supported by this Function (it has no setup_context); batched checks ran one by one instead'
+    """  # noqa: E501 - a doctest's expected output is one line
+    if "setup_context" in reason:
+        return (
+            "vmap is not supported by this Function (it has no setup_context); "
+            "batched checks ran one by one instead"
+        )
+    # functorch's messages start with the exception's class name: not an error here
+    head, _, rest = reason.partition(": ")
+    text = (
+        rest if rest and head.isidentifier() and head.endswith(("Error", "Exception")) else reason
+    )
+    return f"vmap could not batch the evaluations, so they ran one by one instead ({text})"
+
+
+def evaluation_notes(ev: Evaluator) -> list[str]:
+    """What the result should say about how ``fn`` was evaluated (vmap fallback, grad mode)."""
+    notes = [fallback_note(ev.fallback_reason)] if ev.fallback_reason else []
+    if ev.inner_autograd:
+        notes.append(
+            "fn uses autograd inside (torch.autograd.grad or backward()), so every evaluation "
+            "ran with grad enabled on inputs that require grad"
+        )
+    return notes
 
 
 def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool:

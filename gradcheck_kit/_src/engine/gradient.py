@@ -15,7 +15,7 @@ import torch
 
 from ..results import GradCheckResult, Hint
 from .auto import run_auto
-from .evaluation import OutputChanged
+from .evaluation import OutputChanged, evaluation_notes
 from .fast import DEFAULT_PROBES, run_fast
 from .full import run_full
 from .numerics import unravel
@@ -67,8 +67,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
             self.mode, outcome = self._run_mode(problem, probes)
         except OutputChanged as exc:
             return self._shape_changed(exc)
-        if ev.fallback_reason:
-            self.notes.append(f"evaluated without vmap (loop): {ev.fallback_reason}")
+        self.notes.extend(evaluation_notes(ev))
         return self._result(
             passed=outcome.passed,
             status="passed" if outcome.passed else "mismatch",
