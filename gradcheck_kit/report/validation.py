@@ -23,9 +23,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from gradcheck_kit.report.document import DocumentError
+
 __all__ = [
     "SUPPORTED_KEYWORDS",
     "SchemaViolation",
+    "check_document",
     "document_schema",
     "iter_violations",
     "is_valid",
@@ -229,6 +232,39 @@ def is_valid(value: Any, schema: Mapping[str, Any] | bool | None = None) -> bool
         (False, True)
     """
     return next(iter_violations(value, schema), None) is None
+
+
+def check_document(document: Mapping[str, Any], *, source: str = "<document>") -> None:
+    """Refuse a document that breaks ``document_schema.json``, naming the field.
+
+    Meant for a document as :func:`gradcheck_kit.report.document.load_document`
+    returns it (upgraded to the current version, ``summary`` recomputed), so the
+    fields checked are those a person could have edited.
+
+    Args:
+        document: The parsed document.
+        source: How to name it in the message (usually its path).
+
+    Raises:
+        DocumentError: ``'<source>' does not follow the results schema:
+            results[3].passed: expected a boolean, got 0`` (and how many more).
+
+    Examples:
+        >>> from gradcheck_kit.report.document import make_document
+        >>> check_document(make_document([{"kind": "training", "name": "fit", "passed": True}]))
+        >>> try:
+        ...     check_document(make_document([{"kind": "training", "name": "fit", "passed": 0}]))
+        ... except DocumentError as exc:
+        ...     print(str(exc).split(": ", 1)[1])
+        results[0].passed: expected a boolean or null, got 0
+    """
+    violations = iter_violations(document)
+    first = next(violations, None)
+    if first is None:
+        return
+    more = sum(1 for _ in violations)
+    tail = f" (and {more} more)" if more else ""
+    raise DocumentError(f"'{source}' does not follow the results schema: {first}{tail}")
 
 
 def _walk(
