@@ -214,13 +214,14 @@ def iter_violations(
     """
     if schema is None:
         schema = document_schema()
-    # Overlapping subschemas (a record's common shape and its kind's) see the same field.
-    seen: set[SchemaViolation] = set()
     if root is None:
         root = schema if isinstance(schema, Mapping) else {}
+    # Overlapping subschemas (a record's common shape and its kind's) see the same
+    # field: its first violation is enough.
+    seen: set[str] = set()
     for violation in _walk(value, schema, path, root):
-        if violation not in seen:
-            seen.add(violation)
+        if violation.path not in seen:
+            seen.add(violation.path)
             yield violation
 
 
