@@ -278,13 +278,14 @@ def parse_document(text: str, *, source: str = "<string>") -> dict[str, Any]:
             raise DocumentError(f"'{source}': results[{index}] is not an object: {record!r}")
         if "kind" in record and not isinstance(record["kind"], str):
             raise DocumentError(
-                f"'{source}': results[{index}].kind is {record['kind']!r}; expected a string"
+                f"'{source}': results[{index}].kind: expected a string, "
+                f"got {json.dumps(record['kind'])}"
             )
         # Identity, not ==: 0 == False in Python, but 0 is no verdict in JSON.
         if not any(record.get("passed") is ok for ok in (True, False, None)):
             raise DocumentError(
-                f"'{source}': results[{index}].passed is {record['passed']!r}; "
-                "expected true, false or null"
+                f"'{source}': results[{index}].passed: expected a boolean or null, "
+                f"got {json.dumps(record['passed'])}"
             )
     environment = document.get("environment", {})
     if not isinstance(environment, dict):
