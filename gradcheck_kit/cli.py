@@ -6,14 +6,18 @@ Commands:
 * ``gradcheck-kit check-json PATH``: summarise a results file written by
   ``pytest --gradcheck``, one line per result; exit 1 if any check failed
   (not one its test expected: ``XFAIL``, nor one it never read: ``UNASSERTED``),
-  2 if the file is missing or is not a results file.
+  2 if the file is missing, is not a results file, or breaks its schema (the
+  error names the field).
 * ``gradcheck-kit check TARGET [TARGET ...]``: run the gradient checks of
-  ``package.module:factory`` targets without pytest (scripts, pre-commit hooks);
-  exit 1 if any check failed, 2 if a target cannot be resolved or built.
+  ``package.module:factory`` targets without pytest (scripts, pre-commit hooks).
+  Every target gets its verdict or a one-line error (it cannot be imported or
+  built, its code raises or calls ``sys.exit``, its inputs or outputs are
+  unusable), and the other targets still run; ``--json`` is always written.
+  Exit 1 if any check failed, 2 if any target errored.
 * ``gradcheck-kit report IN.json [IN2.json ...] -o OUT.html [--json MERGED.json]``:
   render the HTML report of one results file, or merge several (CI shards,
   separate runs) into one report and, with ``--json``, one JSON document;
-  exit 2 if a file is missing, not JSON, or of a newer schema version.
+  exit 2 if a file is missing, not JSON, of a newer schema version, or breaks the schema.
 
 Imports no torch: reading a results file needs none (and Jinja2 only for ``report``);
 ``check`` imports the checks when it runs.
@@ -76,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Print one line per result of a results file written by pytest --gradcheck. "
             "A failed check in a test that expected it (pytest.raises, xfail, or read the "
             "result) is XFAIL, one that a passing test never read UNASSERTED; neither fails. "
-            "Exit status: 0 no check failed, 1 some failed, 2 unreadable file."
+            "Exit status: 0 no check failed, 1 some failed or errored, 2 a file that is "
+            "unreadable or breaks the results schema (the error names the field)."
         ),
     )
     check_json.add_argument("path", metavar="PATH", type=Path, help="the JSON results file")
@@ -126,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Render one self-contained HTML page from results files written by "
             "pytest --gradcheck (or by this command's --json). Several files (CI shards, "
             "separate runs) are merged into one report, every record kept once. "
-            "Exit status: 0 written, 2 a file is missing, not JSON or of a newer schema."
+            "Exit status: 0 written, 2 a file is missing, not JSON, of a newer schema or "
+            "breaks the schema."
         ),
     )
     report.add_argument(
@@ -163,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name.
 
     Returns:
-        The exit status: ``0`` success, ``1`` a check failed, ``2`` usage error.
+        The exit status: ``0`` success, ``1`` a check failed, ``2`` an error (usage, an
+        unusable file, a target that errored). Bad arguments end in argparse's
+        ``SystemExit(2)``.
 
     Examples:
         >>> main(["check-json", "no/such/file.json"])
