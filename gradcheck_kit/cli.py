@@ -26,6 +26,8 @@ Imports no torch: reading a results file needs none (and Jinja2 only for ``repor
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -179,6 +181,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        code = _run(parser, args)
+        # Flushed here so that a reader gone away (| head) is seen below, not at exit.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Stop quietly, as cat does; Python would print a traceback flushing at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_USAGE
+    return code
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "check-json":
         return _check_json(args.path, out=sys.stdout, err=sys.stderr)
     if args.command == "report":

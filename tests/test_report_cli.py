@@ -245,3 +245,20 @@ def test_a_deeply_nested_file_is_refused_not_a_recursion_error(
     err = capsys.readouterr().err
     assert err.startswith(f"gradcheck-kit: error: '{path}' is nested too deeply (more than 100 ")
     assert "Traceback" not in err and "RecursionError" not in err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    # More lines than a pipe holds, so that writing meets the closed pipe.
+    records = [samples.training_record(test_id=f"t.py::test_{i}") for i in range(5000)]
+    path = write_document(make_document(records), tmp_path / "many.json")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradcheck_kit", "check-json", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"FAILED ")
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == cli.EXIT_USAGE
+    assert "Traceback" not in err and "BrokenPipeError" not in err
