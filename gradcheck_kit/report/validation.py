@@ -82,18 +82,25 @@ class SchemaViolation:
     Attributes:
         path: Where, from the document's top: ``results[3].passed`` (empty for the top).
         expected: What the schema wants there, in words: ``a boolean``.
-        got: What is there, shown short: ``0``.
+        value: What is there (shown short, as :attr:`got`, only when the violation is).
         message: Said instead of ``expected ..., got ...`` when that reads badly.
 
     Examples:
-        >>> str(SchemaViolation("results[3].passed", "a boolean", "0"))
+        >>> str(SchemaViolation("results[3].passed", "a boolean", 0))
         'results[3].passed: expected a boolean, got 0'
     """
 
     path: str
     expected: str
-    got: str
+    # Formatted only when shown: most violations are alternatives of a oneOf that
+    # another alternative satisfies, and json.dumps of each would double the time.
+    value: Any = dataclasses.field(compare=False)
     message: str | None = None
+
+    @property
+    def got(self) -> str:
+        """:attr:`value`, shown short: ``0``, ``"text"``, ``an object``."""
+        return _show(self.value)
 
     def __str__(self) -> str:
         where = self.path or "the document"
@@ -109,46 +116,62 @@ def _show(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_JSON_TYPES: dict[type, str] = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+
+
 def _type_of(value: Any) -> str:
-    """JSON's name for ``value``'s type: the bool check comes first (``bool`` is an ``int``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
+    """JSON's name for ``value``'s type, by exact type: ``bool`` is an ``int`` to isinstance."""
+    name = _JSON_TYPES.get(type(value))
+    if name is not None:
+        return name
+    for kind, json_name in _JSON_TYPES.items():  # subclasses, checked bool before int
+        if isinstance(value, kind):
+            return json_name
     return type(value).__name__
 
 
 def _has_type(value: Any, name: str) -> bool:
     actual = _type_of(value)
+    if actual == name:
+        return True
     if name == "number":
-        return actual in ("integer", "number")
-    if name == "integer":
-        # JSON Schema counts 1.0 as an integer; json.loads reads it as a float.
-        return actual == "integer" or (actual == "number" and float(value).is_integer())
-    return actual == name
+        return actual == "integer"
+    # JSON Schema counts 1.0 as an integer; json.loads reads it as a float.
+    return name == "integer" and actual == "number" and float(value).is_integer()
 
 
 def _json_equal(a: Any, b: Any) -> bool:
     """Equality as JSON means it: ``true`` differs from ``1``, ``1`` equals ``1.0``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if _has_type(a, "number") and _has_type(b, "number"):
+    kind_a, kind_b = _type_of(a), _type_of(b)
+    if kind_a in ("integer", "number") and kind_b in ("integer", "number"):
         return bool(a == b)
-    return type(a) is type(b) and bool(a == b)
+    if kind_a != kind_b:
+        return False
+    if kind_a == "object":
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if kind_a == "array":
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _one_of(options: list[Any]) -> str:
+    try:
+        return _one_of_cached(tuple(options))
+    except TypeError:  # an unhashable option (a list or object)
+        return _one_of_cached.__wrapped__(tuple(options))
+
+
+@cache
+def _one_of_cached(options: tuple[Any, ...]) -> str:
+    return "one of " + ", ".join(_show(option) for option in options)
 
 
 def _key_path(path: str, key: str) -> str:
@@ -219,7 +242,9 @@ def iter_violations(
     # Overlapping subschemas (a record's common shape and its kind's) see the same
     # field: its first violation is enough.
     seen: set[str] = set()
-    for violation in _walk(value, schema, path, root):
+    found: list[SchemaViolation] = []
+    _walk(value, schema, path, root, found)
+    for violation in found:
         if violation.path not in seen:
             seen.add(violation.path)
             yield violation
@@ -268,132 +293,168 @@ def check_document(document: Mapping[str, Any], *, source: str = "<document>") -
     raise DocumentError(f"'{source}' does not follow the results schema: {first}{tail}")
 
 
+# The walk appends to one list: plain calls, no generator per node, which made a
+# document of 10,000 checks take seconds longer.
+_Found = list[SchemaViolation]
+
+
 def _walk(
-    value: Any, schema: Mapping[str, Any] | bool, path: str, root: Mapping[str, Any]
-) -> Iterator[SchemaViolation]:
+    value: Any, schema: Mapping[str, Any] | bool, path: str, root: Mapping[str, Any], out: _Found
+) -> None:
     if schema is True:
         return
     if schema is False:
-        yield SchemaViolation(path, "nothing here", _show(value))
+        out.append(SchemaViolation(path, "nothing here", value))
         return
-    yield from _check(value, schema, path, root)
+    _check(value, schema, path, root, out)
 
 
-def _matches(value: Any, schema: Any, root: Mapping[str, Any]) -> bool:
-    return next(_walk(value, schema, "", root), None) is None
+def _violations(value: Any, schema: Any, path: str, root: Mapping[str, Any]) -> _Found:
+    found: _Found = []
+    _walk(value, schema, path, root, found)
+    return found
+
+
+# Keywords of a schema about one value alone, checked in one call when they hold.
+_LEAF_KEYWORDS = frozenset(
+    {"type", "enum", "const", "minimum", "exclusiveMinimum", "description", "title"}
+)
+
+
+def _leaf_holds(value: Any, schema: Mapping[str, Any]) -> bool:
+    """Whether a leaf schema holds: the fast path for the many numbers and strings."""
+    if "type" in schema:
+        names = schema["type"]
+        if isinstance(names, list):
+            if not any(_has_type(value, n) for n in names):
+                return False
+        elif not _has_type(value, names):
+            return False
+    if "const" in schema and not _json_equal(value, schema["const"]):
+        return False
+    if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
+        return False
+    if _has_type(value, "number"):
+        if "minimum" in schema and not value >= schema["minimum"]:
+            return False
+        if "exclusiveMinimum" in schema and not value > schema["exclusiveMinimum"]:
+            return False
+    return True
 
 
 def _check(
-    value: Any, schema: Mapping[str, Any], path: str, root: Mapping[str, Any]
-) -> Iterator[SchemaViolation]:
+    value: Any, schema: Mapping[str, Any], path: str, root: Mapping[str, Any], out: _Found
+) -> None:
+    if schema.keys() <= _LEAF_KEYWORDS and _leaf_holds(value, schema):
+        return
     if "$ref" in schema:
         target, target_root = _resolve(str(schema["$ref"]), root)
-        yield from _walk(value, target, path, target_root)
+        _walk(value, target, path, target_root, out)
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         if not any(_has_type(value, n) for n in names):
             words = " or ".join(_TYPE_WORDS.get(str(n), str(n)) for n in names)
-            yield SchemaViolation(path, words, _show(value))
+            out.append(SchemaViolation(path, words, value))
             return  # The other keywords would only restate the wrong type.
     if "const" in schema and not _json_equal(value, schema["const"]):
-        yield SchemaViolation(path, _show(schema["const"]), _show(value))
+        out.append(SchemaViolation(path, _show(schema["const"]), value))
     if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
-        options = ", ".join(_show(e) for e in schema["enum"])
-        yield SchemaViolation(path, f"one of {options}", _show(value))
-    yield from _check_number(value, schema, path)
+        out.append(SchemaViolation(path, _one_of(schema["enum"]), value))
+    _check_number(value, schema, path, out)
     if isinstance(value, str):
         if len(value) < schema.get("minLength", 0):
-            yield SchemaViolation(
-                path, f"a string of at least {schema['minLength']} characters", _show(value)
-            )
+            wanted = f"a string of at least {schema['minLength']} characters"
+            out.append(SchemaViolation(path, wanted, value))
         if "maxLength" in schema and len(value) > schema["maxLength"]:
-            yield SchemaViolation(
-                path, f"a string of at most {schema['maxLength']} characters", _show(value)
-            )
+            wanted = f"a string of at most {schema['maxLength']} characters"
+            out.append(SchemaViolation(path, wanted, value))
     if isinstance(value, dict):
-        yield from _check_object(value, schema, path, root)
+        _check_object(value, schema, path, root, out)
     if isinstance(value, list):
-        yield from _check_array(value, schema, path, root)
-    yield from _check_combinations(value, schema, path, root)
+        _check_array(value, schema, path, root, out)
+    _check_combinations(value, schema, path, root, out)
 
 
-def _check_number(value: Any, schema: Mapping[str, Any], path: str) -> Iterator[SchemaViolation]:
+_BOUNDS: tuple[tuple[str, str, Callable[[Any, Any], bool]], ...] = (
+    ("minimum", "a number >= {}", operator.ge),
+    ("exclusiveMinimum", "a number > {}", operator.gt),
+    ("maximum", "a number <= {}", operator.le),
+    ("exclusiveMaximum", "a number < {}", operator.lt),
+)
+
+
+def _check_number(value: Any, schema: Mapping[str, Any], path: str, out: _Found) -> None:
     if not _has_type(value, "number"):
         return
-    bounds: tuple[tuple[str, str, Callable[[Any, Any], bool]], ...] = (
-        ("minimum", "a number >= {}", operator.ge),
-        ("exclusiveMinimum", "a number > {}", operator.gt),
-        ("maximum", "a number <= {}", operator.le),
-        ("exclusiveMaximum", "a number < {}", operator.lt),
-    )
-    for keyword, words, holds in bounds:
+    for keyword, words, holds in _BOUNDS:
         if keyword in schema and not holds(value, schema[keyword]):
-            yield SchemaViolation(path, words.format(schema[keyword]), _show(value))
+            out.append(SchemaViolation(path, words.format(schema[keyword]), value))
 
 
 def _check_object(
-    value: dict[str, Any], schema: Mapping[str, Any], path: str, root: Mapping[str, Any]
-) -> Iterator[SchemaViolation]:
+    value: dict[str, Any],
+    schema: Mapping[str, Any],
+    path: str,
+    root: Mapping[str, Any],
+    out: _Found,
+) -> None:
     for key in schema.get("required", ()):
         if key not in value:
-            yield SchemaViolation(
-                _key_path(path, key), "a value", "nothing", "missing (the field is required)"
+            out.append(
+                SchemaViolation(
+                    _key_path(path, key), "a value", None, "missing (the field is required)"
+                )
             )
     properties: Mapping[str, Any] = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
     for key, item in value.items():
         if key in properties:
-            yield from _walk(item, properties[key], _key_path(path, key), root)
-        elif "additionalProperties" in schema:
-            extra = schema["additionalProperties"]
-            if extra is False:
-                known = ", ".join(properties) or "none"
-                yield SchemaViolation(
-                    _key_path(path, key),
-                    "no such field",
-                    _show(item),
-                    f"unknown field (the fields here: {known})",
-                )
-            else:
-                yield from _walk(item, extra, _key_path(path, key), root)
+            _walk(item, properties[key], _key_path(path, key), root, out)
+        elif extra is False:
+            known = ", ".join(properties) or "none"
+            message = f"unknown field (the fields here: {known})"
+            out.append(SchemaViolation(_key_path(path, key), "no such field", item, message))
+        elif extra is not True:
+            _walk(item, extra, _key_path(path, key), root, out)
 
 
 def _check_array(
-    value: list[Any], schema: Mapping[str, Any], path: str, root: Mapping[str, Any]
-) -> Iterator[SchemaViolation]:
+    value: list[Any], schema: Mapping[str, Any], path: str, root: Mapping[str, Any], out: _Found
+) -> None:
     if len(value) < schema.get("minItems", 0):
-        yield SchemaViolation(path, f"at least {schema['minItems']} items", f"{len(value)}")
+        out.append(SchemaViolation(path, f"at least {schema['minItems']} items", len(value)))
     if "maxItems" in schema and len(value) > schema["maxItems"]:
-        yield SchemaViolation(path, f"at most {schema['maxItems']} items", f"{len(value)}")
+        out.append(SchemaViolation(path, f"at most {schema['maxItems']} items", len(value)))
     prefix = schema.get("prefixItems", [])
+    items = schema.get("items", True)
     for index, item in enumerate(value):
-        here = f"{path}[{index}]"
         if index < len(prefix):
-            yield from _walk(item, prefix[index], here, root)
-        elif "items" in schema:
-            yield from _walk(item, schema["items"], here, root)
+            _walk(item, prefix[index], f"{path}[{index}]", root, out)
+        elif items is not True:
+            _walk(item, items, f"{path}[{index}]", root, out)
 
 
 def _check_combinations(
-    value: Any, schema: Mapping[str, Any], path: str, root: Mapping[str, Any]
-) -> Iterator[SchemaViolation]:
+    value: Any, schema: Mapping[str, Any], path: str, root: Mapping[str, Any], out: _Found
+) -> None:
     for sub in schema.get("allOf", ()):
-        yield from _walk(value, sub, path, root)
+        _walk(value, sub, path, root, out)
     if "if" in schema:
-        branch = "then" if _matches(value, schema["if"], root) else "else"
+        branch = "then" if not _violations(value, schema["if"], "", root) else "else"
         if branch in schema:
-            yield from _walk(value, schema[branch], path, root)
+            _walk(value, schema[branch], path, root, out)
     for keyword in ("anyOf", "oneOf"):
         if keyword not in schema:
             continue
-        failures = [list(_walk(value, sub, path, root)) for sub in schema[keyword]]
+        failures = [_violations(value, sub, path, root) for sub in schema[keyword]]
         matched = sum(not f for f in failures)
         if matched == 0:
-            yield _best(failures, path, value)
+            out.append(_best(failures, path, value))
         elif keyword == "oneOf" and matched > 1:
-            yield SchemaViolation(path, "exactly one of the allowed shapes", _show(value))
+            out.append(SchemaViolation(path, "exactly one of the allowed shapes", value))
 
 
-def _best(failures: list[list[SchemaViolation]], path: str, value: Any) -> SchemaViolation:
+def _best(failures: list[_Found], path: str, value: Any) -> SchemaViolation:
     """The violation to report when no alternative matched.
 
     An alternative that failed deeper inside the value got furthest (the value has
@@ -404,4 +465,4 @@ def _best(failures: list[list[SchemaViolation]], path: str, value: Any) -> Schem
     if len(deepest.path) > len(path):
         return deepest
     wanted = " or ".join(dict.fromkeys(f[0].expected for f in failures))
-    return SchemaViolation(path, wanted, _show(value))
+    return SchemaViolation(path, wanted, value)
