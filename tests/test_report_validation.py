@@ -82,6 +82,8 @@ def test_a_document_of_every_kind_is_valid() -> None:
         (1, {"const": True}, ["the document: expected true, got 1"]),
         (True, {"enum": [1, 2]}, ["the document: expected one of 1, 2, got true"]),
         (2.0, {"const": 2}, []),
+        ([1], {"enum": [[2], "a"]}, ['the document: expected one of [2], "a", got an array']),
+        ([2.0], {"enum": [[2], "a"]}, []),
         (
             "x",
             {"type": ["string", "null"], "minLength": 2},

@@ -107,11 +107,17 @@ class SchemaViolation:
         return f"{where}: {self.message or f'expected {self.expected}, got {self.got}'}"
 
 
-def _show(value: Any, limit: int = 40) -> str:
+def _show(value: Any) -> str:
+    """A found value, short: a container by its type, a scalar as JSON."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
         return "an array"
+    return _literal(value)
+
+
+def _literal(value: Any, limit: int = 40) -> str:
+    """A value the schema names (const, enum), as JSON, cut at ``limit`` characters."""
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -171,7 +177,7 @@ def _one_of(options: list[Any]) -> str:
 
 @cache
 def _one_of_cached(options: tuple[Any, ...]) -> str:
-    return "one of " + ", ".join(_show(option) for option in options)
+    return "one of " + ", ".join(_literal(option) for option in options)
 
 
 def _key_path(path: str, key: str) -> str:
@@ -357,7 +363,7 @@ def _check(
             out.append(SchemaViolation(path, words, value))
             return  # The other keywords would only restate the wrong type.
     if "const" in schema and not _json_equal(value, schema["const"]):
-        out.append(SchemaViolation(path, _show(schema["const"]), value))
+        out.append(SchemaViolation(path, _literal(schema["const"]), value))
     if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
         out.append(SchemaViolation(path, _one_of(schema["enum"]), value))
     _check_number(value, schema, path, out)
