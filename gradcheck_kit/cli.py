@@ -6,14 +6,18 @@ Commands:
 * ``gradcheck-kit check-json PATH``: summarise a results file written by
   ``pytest --gradcheck``, one line per result; exit 1 if any check failed
   (not one its test expected: ``XFAIL``, nor one it never read: ``UNASSERTED``),
-  2 if the file is missing or is not a results file.
+  2 if the file is missing, is not a results file, or breaks its schema (the
+  error names the field).
 * ``gradcheck-kit check TARGET [TARGET ...]``: run the gradient checks of
-  ``package.module:factory`` targets without pytest (scripts, pre-commit hooks);
-  exit 1 if any check failed, 2 if a target cannot be resolved or built.
+  ``package.module:factory`` targets without pytest (scripts, pre-commit hooks).
+  Every target gets its verdict or a one-line error (it cannot be imported or
+  built, its code raises or calls ``sys.exit``, its inputs or outputs are
+  unusable), and the other targets still run; ``--json`` is always written.
+  Exit 1 if any check failed, 2 if any target errored.
 * ``gradcheck-kit report IN.json [IN2.json ...] -o OUT.html [--json MERGED.json]``:
   render the HTML report of one results file, or merge several (CI shards,
   separate runs) into one report and, with ``--json``, one JSON document;
-  exit 2 if a file is missing, not JSON, or of a newer schema version.
+  exit 2 if a file is missing, not JSON, of a newer schema version, or breaks the schema.
 
 Imports no torch: reading a results file needs none (and Jinja2 only for ``report``);
 ``check`` imports the checks when it runs.
@@ -22,7 +26,10 @@ Imports no torch: reading a results file needs none (and Jinja2 only for ``repor
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,6 +49,7 @@ from gradcheck_kit.report.document import (
     verdict,
     write_document,
 )
+from gradcheck_kit.report.validation import check_document
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -74,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Print one line per result of a results file written by pytest --gradcheck. "
             "A failed check in a test that expected it (pytest.raises, xfail, or read the "
             "result) is XFAIL, one that a passing test never read UNASSERTED; neither fails. "
-            "Exit status: 0 no check failed, 1 some failed, 2 unreadable file."
+            "Exit status: 0 no check failed, 1 some failed or errored, 2 a file that is "
+            "unreadable or breaks the results schema (the error names the field)."
         ),
     )
     check_json.add_argument("path", metavar="PATH", type=Path, help="the JSON results file")
@@ -83,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the gradient checks of package.module:factory targets",
         description=(
             "Resolve each TARGET (package.module:factory) with importlib, call the factory and "
-            "check what it returns, as pytest --gradcheck --gradcheck-targets would. "
-            "Exit status: 0 all passed, 1 some failed, 2 a target could not be resolved or built."
+            "check what it returns, as pytest --gradcheck --gradcheck-targets would. A target "
+            "that cannot be imported, built or checked (its code raised, its inputs or outputs "
+            "are unusable) is an ERROR, and the other targets still run. "
+            "Exit status: 0 all passed, 1 some failed, 2 a target errored."
         ),
     )
     check.add_argument("targets", metavar="TARGET", nargs="+", help="package.module:factory")
@@ -107,8 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         type=Path,
         default=None,
-        help="also write the results as a JSON document (for gradcheck-kit report). "
-        "Default: %(default)r",
+        help="also write the results as a JSON document (for gradcheck-kit report), "
+        "targets that errored included. Default: %(default)r",
+    )
+    check.add_argument(
+        "--traceback",
+        action="store_true",
+        help="print the traceback of each target that errored, not only its one-line error",
     )
     report = commands.add_parser(
         "report",
@@ -117,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Render one self-contained HTML page from results files written by "
             "pytest --gradcheck (or by this command's --json). Several files (CI shards, "
             "separate runs) are merged into one report, every record kept once. "
-            "Exit status: 0 written, 2 a file is missing, not JSON or of a newer schema."
+            "Exit status: 0 written, 2 a file is missing, not JSON, of a newer schema or "
+            "breaks the schema."
         ),
     )
     report.add_argument(
@@ -154,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name.
 
     Returns:
-        The exit status: ``0`` success, ``1`` a check failed, ``2`` usage error.
+        The exit status: ``0`` success, ``1`` a check failed, ``2`` an error (usage, an
+        unusable file, a target that errored). Bad arguments end in argparse's
+        ``SystemExit(2)``.
 
     Examples:
         >>> main(["check-json", "no/such/file.json"])
@@ -162,6 +181,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        code = _run(parser, args)
+        # Flushed here so that a reader gone away (| head) is seen below, not at exit.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Stop quietly, as cat does; Python would print a traceback flushing at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_USAGE
+    return code
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "check-json":
         return _check_json(args.path, out=sys.stdout, err=sys.stderr)
     if args.command == "report":
@@ -170,6 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_targets(args, out=sys.stdout, err=sys.stderr)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """Read a results file and hold it to the schema: an edited file may say anything."""
+    document = load_document(path)
+    check_document(document, source=str(path))
+    return document
 
 
 _VERDICT_WORDS = {
@@ -183,7 +222,7 @@ _VERDICT_WORDS = {
 
 def _check_json(path: Path, *, out: TextIO, err: TextIO) -> int:
     try:
-        results: list[dict[str, Any]] = load_document(path)["results"]
+        results: list[dict[str, Any]] = _load(path)["results"]
     except DocumentError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE
@@ -191,10 +230,14 @@ def _check_json(path: Path, *, out: TextIO, err: TextIO) -> int:
     for result in results:
         word = verdict(result)
         counts[word] += 1
-        line = f"{_VERDICT_WORDS[word]} {result.get('name', '?')}"
+        # A target that errored in gradcheck-kit check counts as failed, shown as what it was.
+        shown = "ERROR" if word == "failed" and result.get("kind") == "error" else None
+        line = f"{shown or _VERDICT_WORDS[word]} {result.get('name', '?')}"
         if result.get("test_id"):
             line += f" ({result['test_id']})"
-        if word in ("failed", "unasserted") and result.get("hint"):
+        if shown and result.get("message"):
+            line += f": {result['message']}"
+        elif word in ("failed", "unasserted") and result.get("hint"):
             line += f": {result['hint']}"
         print(line, file=out)
     noun = "check" if len(results) == 1 else "checks"
@@ -225,7 +268,7 @@ def _report(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
         print(f"{PROG}: error: the output '{output}' is one of the inputs", file=err)
         return EXIT_USAGE
     try:
-        documents = [(str(p), load_document(p)) for p in inputs]
+        documents = [(str(p), _load(p)) for p in inputs]
     except DocumentError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE
@@ -255,45 +298,107 @@ def _check_targets(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int
     for folder in reversed(args.path or [Path.cwd()]):
         sys.path.insert(0, str(folder.resolve()))
     # Imported here: the other commands need no torch.
-    from gradcheck_kit._src.targets import (
-        TargetError,
-        describe,
-        load_targets,
-        resolve_target,
-        run_target,
-    )
+    from gradcheck_kit._src.targets import describe, load_targets, resolve_target, run_target
     from gradcheck_kit.pytest_plugin.session import GradcheckSession
 
     defaults = CheckDefaults(
         mode=args.mode, dtype=args.dtype, seed=args.seed, atol=args.atol, rtol=args.rtol
     )
     recorder = GradcheckSession(version=__version__)
-    recorder.start()
     failed_reports: list[str] = []
-    total = failed = 0
+    total = failed = errors = 0
+
+    def errored(test_id: str, name: str, exc: BaseException, *, building: bool) -> None:
+        nonlocal errors
+        errors += 1
+        text = _target_error_text(exc, building=building)
+        print(f"ERROR {test_id}", file=out)
+        print(f"{PROG}: error: {test_id}: {text}", file=err)
+        if args.traceback:
+            print("".join(traceback.format_exception(exc)), file=err, end="")
+        recorder.extend([_error_record(test_id, name, exc, text)])
+
+    recorder.start()
     try:
         for spec in args.targets:
             try:
                 targets = load_targets(resolve_target(spec), label=spec)
-            except TargetError as exc:
-                print(f"{PROG}: error: {exc}", file=err)
-                return EXIT_USAGE
-            for label, target in zip(describe(targets), targets, strict=True):
-                recorder.current_test_id = f"{spec}::{label}"
-                result = run_target(target, **defaults.as_kwargs())
+                labels = describe(targets)
+            # User code runs here: whatever it raises, even sys.exit(), is this target's
+            # error, and the other targets still run.
+            except (Exception, SystemExit) as exc:
+                errored(spec, spec, exc, building=True)
+                continue
+            for label, target in zip(labels, targets, strict=True):
+                test_id = f"{spec}::{label}"
+                recorder.current_test_id = test_id
+                try:
+                    result = run_target(target, **defaults.as_kwargs())
+                except (Exception, SystemExit) as exc:
+                    errored(test_id, label, exc, building=False)
+                    continue
+                finally:
+                    recorder.current_test_id = None
                 total += 1
                 word = "PASSED" if result.passed else "FAILED"
-                print(f"{word} {spec}::{label} ({result.duration_s:.2f} s)", file=out)
+                print(f"{word} {test_id} ({result.duration_s:.2f} s)", file=out)
                 if not result.passed:
                     failed += 1
-                    failed_reports.append(f"{spec}::{label}\n{result.summary()}")
+                    failed_reports.append(f"{test_id}\n{result.summary()}")
     finally:
         recorder.stop()
     for text in failed_reports:
         print("", file=out)
         print(text, file=out)
     noun = "check" if total == 1 else "checks"
-    print(f"{total} {noun}, {failed} failed", file=out)
+    tail = f", {errors} {'error' if errors == 1 else 'errors'}" if errors else ""
+    print(f"{total} {noun}, {failed} failed{tail}", file=out)
     if args.json is not None:
-        recorder.write_json(args.json, recorder.document())
+        try:
+            recorder.write_json(args.json, recorder.document())
+        except (OSError, ValueError) as exc:
+            print(f"{PROG}: error: cannot write '{args.json}': {exc}", file=err)
+            return EXIT_USAGE
+    if errors:
+        return EXIT_USAGE
     return EXIT_FAILED if failed else EXIT_OK
+
+
+# Longer messages (a tensor's repr in an exception) are cut; --traceback shows them whole.
+_MAX_ERROR_CHARS = 500
+
+
+def _target_error_text(exc: BaseException, *, building: bool) -> str:
+    """One line saying why a target has no verdict, for a person to act on."""
+    if isinstance(exc, SystemExit):
+        if building:
+            return (
+                f"its module or factory called sys.exit({exc.code!r}); a factory must return "
+                "what to check, not end the process"
+            )
+        return (
+            f"the checked function called sys.exit({exc.code!r}); it must return its "
+            "outputs, not end the process"
+        )
+    # TargetError says what went wrong in words already; elsewhere the type is the news.
+    from gradcheck_kit._src.targets import TargetError
+
+    text = str(exc) if isinstance(exc, TargetError) else f"{type(exc).__name__}: {exc}"
+    notes = getattr(exc, "__notes__", None) or []
+    text = " ".join("; ".join([text, *map(str, notes)]).split())
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 30] + " ... (--traceback shows all)"
+    return text
+
+
+def _error_record(test_id: str, name: str, exc: BaseException, text: str) -> dict[str, Any]:
+    """The JSON record of a target that errored: ``kind`` ``"error"``, no check, not passed."""
+    return {
+        "kind": "error",
+        "name": name,
+        "test_id": test_id,
+        "passed": False,
+        "status": "error",
+        "error_type": type(exc).__name__,
+        "message": text,
+    }

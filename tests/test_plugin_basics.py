@@ -503,8 +503,10 @@ def test_x(i):
 def test_check_json_reads_what_the_plugin_wrote(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # check-json holds the file to the schema, which wants every record's kind.
+    fake_with_kind = FAKE_RESULT.replace('return {"name"', 'return {"kind": "fake", "name"')
     pytester.makepyfile(
-        FAKE_RESULT
+        fake_with_kind
         + """
 def test_good():
     recording.publish(FakeResult("good-check", True))

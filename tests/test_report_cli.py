@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_report_document import validate_document
@@ -155,3 +156,109 @@ def test_report_from_the_command_line(tmp_path: Path, command: list[str]) -> Non
     assert bad.returncode == 2
     assert f"no such file: '{tmp_path / 'missing.json'}'" in bad.stderr
     json.loads(paths[0].read_text(encoding="utf-8"))  # the inputs are untouched
+
+
+def _edited(folder: Path, edit: Any) -> Path:
+    """A results file the plugin could have written, then edited by hand."""
+    records = [samples.gradient_record(f"g{i}", passed=True) for i in range(3)]
+    records.append(samples.training_record(test_id="b.py::test_loop"))
+    document = json.loads(json.dumps(make_document(records)))
+    edit(document)
+    path = folder / "edited.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("command", ["check-json", "report"])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["results"][3].update(passed=0),
+            "results[3].passed: expected a boolean or null, got 0",
+        ),
+        (
+            lambda d: d["results"][1].update(passed=1),
+            "results[1].passed: expected a boolean or null, got 1",
+        ),
+        (
+            lambda d: d["results"][0]["pairs"][0].update(passed="yes"),
+            'results[0].pairs[0].passed: expected a boolean, got "yes"',
+        ),
+        (
+            lambda d: d["results"][2]["pairs"][0].pop("worst"),
+            "results[2].pairs[0].worst: missing (the field is required)",
+        ),
+        (
+            lambda d: d["results"][3]["findings"][0].update(step="3"),
+            'results[3].findings[0].step: expected an integer or null, got "3"',
+        ),
+        (lambda d: d.update(created=20261205), "created: expected a string, got 20261205"),
+    ],
+)
+def test_an_edited_file_that_breaks_the_schema_is_refused_naming_the_field(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    edit: Any,
+    message: str,
+) -> None:
+    path = _edited(tmp_path, edit)
+    argv = [command, str(path)] + (
+        ["-o", str(tmp_path / "out.html")] if command == "report" else []
+    )
+    assert cli.main(argv) == cli.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"gradcheck-kit: error: '{path}'")
+    assert captured.err.endswith(f": {message}\n") and captured.err.count("\n") == 1
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_an_unedited_file_passes_the_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the sample training check failed: exit 1, not the 2 of an unusable file
+    assert cli.main(["check-json", str(_edited(tmp_path, lambda d: None))]) == cli.EXIT_FAILED
+    assert capsys.readouterr().out.endswith("4 checks, 1 failed\n")
+
+
+@pytest.mark.parametrize("command", ["check-json", "report"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"schema_version": 2, "results": [], "environment": {"x": ' + "[" * 500 + "]" * 500 + "}}",
+        '{"schema_version": 2, "results": [' + '{"a": ' * 150 + "1" + "}" * 150 + "]}",
+    ],
+    ids=["100000 lists", "500 lists in the environment", "150 objects in a record"],
+)
+def test_a_deeply_nested_file_is_refused_not_a_recursion_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, text: str
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text(text, encoding="utf-8")
+    argv = [command, str(path)] + (
+        ["-o", str(tmp_path / "out.html")] if command == "report" else []
+    )
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"gradcheck-kit: error: '{path}' is nested too deeply (more than 100 ")
+    assert "Traceback" not in err and "RecursionError" not in err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    # More lines than a pipe holds, so that writing meets the closed pipe.
+    records = [samples.training_record(test_id=f"t.py::test_{i}") for i in range(5000)]
+    path = write_document(make_document(records), tmp_path / "many.json")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradcheck_kit", "check-json", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"FAILED ")
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == cli.EXIT_USAGE
+    assert "Traceback" not in err and "BrokenPipeError" not in err

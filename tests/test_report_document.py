@@ -193,8 +193,16 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
             "'{path}' has schema_version=3, newer than this gradcheck_kit",
         ),
         ('{"schema_version": 2, "results": [[]]}', "'{path}': results[0] is not an object: []"),
-        ('{"schema_version": 2, "results": [{"kind": 7}]}', "results[0].kind is 7"),
-        ('{"schema_version": 2, "results": [{"passed": "no"}]}', "results[0].passed is 'no'"),
+        ('{"schema_version": 2, "results": [{"kind": 7}]}', "results[0].kind: expected a string"),
+        (
+            '{"schema_version": 2, "results": [{"passed": "no"}]}',
+            'results[0].passed: expected a boolean or null, got "no"',
+        ),
+        (
+            '{"schema_version": 2, "results": [{"passed": 0}]}',
+            "results[0].passed: expected a boolean or null, got 0",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "'{path}' is nested too deeply"),
         ('{"schema_version": 2, "results": [], "environment": []}', "environment is not an object"),
     ],
 )

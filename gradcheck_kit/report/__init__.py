@@ -5,6 +5,8 @@ report renders from a JSON file on any machine. One module per job:
 
 * :mod:`.document`: the versioned JSON document: build, load, check, merge
   (no third-party imports; the pytest plugin and ``check-json`` use it too).
+* :mod:`.validation`: a document held to ``document_schema.json``, each error
+  naming its field (standard library only; ``jsonschema`` is not needed).
 * :mod:`.files`: atomic writes (temporary file, then rename).
 * :mod:`.page`: a document turned into what the page shows (rows, details).
 * :mod:`.heatmap` and :mod:`.charts`: the geometry of the inline SVG pictures.

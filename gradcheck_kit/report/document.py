@@ -72,6 +72,9 @@ TEST_OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 """The ``test.outcome`` of a record: what pytest made of the test that ran the check."""
 # Outcomes of a test that pytest did not fail: a failed check in it was expected.
 _OUTCOMES_THAT_DID_NOT_FAIL = frozenset({"passed", "skipped", "xfailed", "xpassed"})
+MAX_NESTING = 100
+"""Lists and objects deeper than this are refused: a results file goes about 10 deep, and
+code that walks a document (copies, JSON writers, the page) recurses once per level."""
 # Environment values that say "not known here": another source's value wins over them.
 _UNKNOWN_VALUES = (None, "", "not imported", "unknown")
 
@@ -246,6 +249,13 @@ def parse_document(text: str, *, source: str = "<string>") -> dict[str, Any]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DocumentError(f"'{source}' is not valid JSON: {exc}") from None
+    except RecursionError:
+        document = None  # json's parser gave up: deeper than Python's recursion limit.
+    if document is None or _nesting(document) > MAX_NESTING:
+        raise DocumentError(
+            f"'{source}' is nested too deeply (more than {MAX_NESTING} levels of lists and "
+            "objects); a results file is at most about 10 deep"
+        )
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise DocumentError(
             f"'{source}' is not a gradcheck_kit results file (no 'results' list); "
@@ -268,12 +278,14 @@ def parse_document(text: str, *, source: str = "<string>") -> dict[str, Any]:
             raise DocumentError(f"'{source}': results[{index}] is not an object: {record!r}")
         if "kind" in record and not isinstance(record["kind"], str):
             raise DocumentError(
-                f"'{source}': results[{index}].kind is {record['kind']!r}; expected a string"
+                f"'{source}': results[{index}].kind: expected a string, "
+                f"got {json.dumps(record['kind'])}"
             )
-        if record.get("passed") not in (True, False, None):
+        # Identity, not ==: 0 == False in Python, but 0 is no verdict in JSON.
+        if not any(record.get("passed") is ok for ok in (True, False, None)):
             raise DocumentError(
-                f"'{source}': results[{index}].passed is {record['passed']!r}; "
-                "expected true, false or null"
+                f"'{source}': results[{index}].passed: expected a boolean or null, "
+                f"got {json.dumps(record['passed'])}"
             )
     environment = document.get("environment", {})
     if not isinstance(environment, dict):
@@ -287,6 +299,21 @@ def parse_document(text: str, *, source: str = "<string>") -> dict[str, Any]:
     document["environment"] = environment
     document["summary"] = summarize(document["results"])
     return document
+
+
+def _nesting(value: Any) -> int:
+    """How many lists and objects deep ``value`` goes; iterative, so any depth is safe."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                break
+            items = node.values() if isinstance(node, dict) else node
+            stack.extend((item, depth + 1) for item in items if isinstance(item, (list, dict)))
+    return deepest
 
 
 def load_document(path: Path) -> dict[str, Any]:
