@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.devices import assert_device_parity as assert_device_parity
     from gradcheck_kit._src.devices import benchmark_devices as benchmark_devices
     from gradcheck_kit._src.devices import check_device_parity as check_device_parity
+    from gradcheck_kit._src.failure_inputs import save_failure_inputs as save_failure_inputs
     from gradcheck_kit._src.errors import AutogradFunctionError as AutogradFunctionError
     from gradcheck_kit._src.errors import DeviceParityError as DeviceParityError
     from gradcheck_kit._src.errors import DeviceUnavailableError as DeviceUnavailableError
@@ -175,6 +176,7 @@ __all__ = [
     "check_second_order",
     "graph_nodes",
     "resolve_target",
+    "save_failure_inputs",
     "target",
     "watch_training",
 ]
@@ -198,6 +200,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "TargetError": "gradcheck_kit._src.targets",
     "resolve_target": "gradcheck_kit._src.targets",
     "target": "gradcheck_kit._src.targets",
+    "save_failure_inputs": "gradcheck_kit._src.failure_inputs",
     "check_gradients": "gradcheck_kit._src.gradcheck",
     "check_module_gradients": "gradcheck_kit._src.gradcheck",
     "assert_gradients_close": "gradcheck_kit._src.asserts",
