@@ -13,7 +13,6 @@ Pure introspection and text: imports no torch.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import sys
