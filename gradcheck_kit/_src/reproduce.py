@@ -64,10 +64,15 @@ def _source_location(obj: Any, root: Path) -> str | None:
         return f"{_relative(code.co_filename, root)}:{code.co_firstlineno}"
     try:
         file = inspect.getsourcefile(obj)
-        _, line = inspect.getsourcelines(obj)
-    except (OSError, TypeError):
+    except TypeError:
         return None
-    return None if file is None else f"{_relative(file, root)}:{line}"
+    if file is None:
+        return None
+    try:
+        _, line = inspect.getsourcelines(obj)
+    except (OSError, TypeError):  # a class made at run time, renamed: its file is still a lead
+        return _relative(file, root)
+    return f"{_relative(file, root)}:{line}"
 
 
 def _resolve(module: Any, qualname: str) -> Any:
@@ -130,8 +135,17 @@ def function_reference(obj: Any, *, root: Path | None = None, name: str = "fn") 
         attribute = getattr(obj, "__name__", "apply")
         if ref.importable:
             return FunctionReference(
-                f"{ref.expression}.{attribute}", ref.imports, True, ref.where, f"{ref.label}.{attribute}"
+                f"{ref.expression}.{attribute}",
+                ref.imports,
+                True,
+                ref.where,
+                f"{ref.label}.{attribute}",
             )
+        label = f"{owner.__qualname__}.{attribute}"
+        where = _source_location(owner, root)
+        return FunctionReference(
+            name, "", False, where, f"{label} at {where}" if where else label
+        )
     where = _source_location(obj, root)
     module_name = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
