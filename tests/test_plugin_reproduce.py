@@ -78,7 +78,12 @@ def test_failing_check_saves_inputs_and_records_the_line(pytester: pytest.Pytest
     env = {**os.environ, "PYTHONPATH": str(WORKTREE)}
     pasted = subprocess.run(
         [sys.executable, "-c", record["reproduce"]],
-        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert pasted.returncode == 1
     assert "gradcheck_kit.GradientMismatchError: [gradcheck] Gradients are not close!" in (
@@ -151,8 +156,8 @@ def test_own_failure_keeps_first_place_and_gets_the_findings(pytester: pytest.Py
 
 def test_clean_loop_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        test_train=TRAINING.replace(".backward()  # zero_grad() forgotten", ".backward()").replace(
-            "    for _ in range(3):\n", "    for _ in range(3):\n        opt.zero_grad()\n"
-        ).format(tail="pass")
+        test_train=TRAINING.replace(".backward()  # zero_grad() forgotten", ".backward()")
+        .replace("    for _ in range(3):\n", "    for _ in range(3):\n        opt.zero_grad()\n")
+        .format(tail="pass")
     )
     run(pytester).assert_outcomes(passed=1)

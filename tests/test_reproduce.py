@@ -30,7 +30,7 @@ WORKTREE = Path(gk.__file__).resolve().parent.parent
 
 # A small project: tests/ops_under_test.py, imported the way pytest imports a test
 # file in a folder without __init__.py (its folder on sys.path, a top-level name).
-OPS = '''
+OPS = """
 import torch
 
 
@@ -57,7 +57,7 @@ def make_scaled(k):
     def scaled(x):
         return k * x
     return scaled
-'''
+"""
 
 
 @pytest.fixture
@@ -72,7 +72,9 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, object]]:
         sys.modules.pop("ops_under_test", None)
 
 
-def test_importable_function_is_imported_from_the_project_root(project: tuple[Path, object]) -> None:
+def test_importable_function_is_imported_from_the_project_root(
+    project: tuple[Path, object],
+) -> None:
     root, ops = project
     ref = function_reference(ops.cube_wrong, root=root)  # type: ignore[attr-defined]
     assert ref.importable
@@ -84,7 +86,10 @@ def test_importable_function_is_imported_from_the_project_root(project: tuple[Pa
 def test_function_apply_imports_its_class(project: tuple[Path, object]) -> None:
     root, ops = project
     ref = function_reference(ops.HalfCube.apply, root=root)  # type: ignore[attr-defined]
-    assert (ref.imports, ref.expression) == ("from tests.ops_under_test import HalfCube", "HalfCube.apply")
+    assert (ref.imports, ref.expression) == (
+        "from tests.ops_under_test import HalfCube",
+        "HalfCube.apply",
+    )
 
 
 def test_torch_builtin_is_named_through_torch() -> None:
@@ -147,7 +152,9 @@ def test_lambda_line_says_it_must_be_recreated(project: tuple[Path, object]) -> 
 
 def test_passed_check_saves_nothing(tmp_path: Path) -> None:
     folder = InputsFolder(tmp_path / "inputs")
-    result = _failing_check(folder, torch.sin, torch.ones(2, dtype=torch.float64, requires_grad=True))
+    result = _failing_check(
+        folder, torch.sin, torch.ones(2, dtype=torch.float64, requires_grad=True)
+    )
     assert result.passed and result.inputs_file is None and result.reproduce is None
     assert not (tmp_path / "inputs").exists()
 
@@ -191,7 +198,8 @@ def test_saved_inputs_round_trip(
     extra: object,
 ) -> None:
     tensors = [
-        torch.randn(tuple(shape), dtype=torch.float64).requires_grad_(requires_grad) for shape in shapes
+        torch.randn(tuple(shape), dtype=torch.float64).requires_grad_(requires_grad)
+        for shape in shapes
     ]
     inputs: object = (
         {f"x{i}": t for i, t in enumerate(tensors)} | {"extra": extra}
@@ -228,8 +236,13 @@ print([l for l in result.summary().splitlines() if l.startswith("Mismatched")][0
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(WORKTREE)}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -243,7 +256,9 @@ def test_pasted_line_reruns_the_check_and_fails_the_same_way(
     assert "#" not in line  # nothing to re-create by hand
     pasted = _python(line, root)  # a fresh interpreter in the project root
     assert pasted.returncode == 1
-    assert "gradcheck_kit.GradientMismatchError: [gradcheck] Gradients are not close!" in pasted.stderr
+    assert (
+        "gradcheck_kit.GradientMismatchError: [gradcheck] Gradients are not close!" in pasted.stderr
+    )
     assert mismatched in pasted.stderr
 
 
@@ -261,7 +276,8 @@ def test_exceptions_carry_their_public_name_and_pickle() -> None:
 def test_module_line_rebuilds_the_module_with_its_weights(tmp_path: Path) -> None:
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "nets.py").write_text(
-        OPS + textwrap.dedent(
+        OPS
+        + textwrap.dedent(
             """
             class Net(torch.nn.Module):
                 def __init__(self):

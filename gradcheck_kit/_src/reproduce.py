@@ -112,7 +112,9 @@ def _import_name(module_name: str, root: Path) -> str | None:
     return ".".join(parts)
 
 
-def function_reference(obj: Any, *, root: Path | None = None, name: str = "fn") -> FunctionReference:
+def function_reference(
+    obj: Any, *, root: Path | None = None, name: str = "fn"
+) -> FunctionReference:
     """Say how a line pasted in ``root`` reaches ``obj``: an import, or its file and line.
 
     Args:
@@ -143,9 +145,7 @@ def function_reference(obj: Any, *, root: Path | None = None, name: str = "fn") 
             )
         label = f"{owner.__qualname__}.{attribute}"
         where = _source_location(owner, root)
-        return FunctionReference(
-            name, "", False, where, f"{label} at {where}" if where else label
-        )
+        return FunctionReference(name, "", False, where, f"{label} at {where}" if where else label)
     where = _source_location(obj, root)
     module_name = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
@@ -158,7 +158,7 @@ def function_reference(obj: Any, *, root: Path | None = None, name: str = "fn") 
             except AttributeError:
                 continue
             if import_name is not None and found is not None and _same(found, obj):
-                head, _, rest = candidate.partition(".")
+                head = candidate.partition(".")[0]
                 imports = f"from {import_name} import {head}"
                 if import_name == head:  # a module named like its only member
                     imports = f"import {head}"
@@ -210,9 +210,14 @@ def reproduce_statement(
 
     Examples:
         >>> import math
-        >>> print(reproduce_statement("assert_gradients_close", function_reference(math.cos),
-        ...     {"mode": "full"}, load="torch.load('t.pt')"))
-        import torch, gradcheck_kit; from math import cos; inputs = torch.load('t.pt'); gradcheck_kit.assert_gradients_close(cos, inputs, mode='full')
+        >>> line = reproduce_statement("assert_gradients_close", function_reference(math.cos),
+        ...     {"mode": "full"}, load="torch.load('t.pt')")
+        >>> for statement in line.split("; "):
+        ...     print(statement)
+        import torch, gradcheck_kit
+        from math import cos
+        inputs = torch.load('t.pt')
+        gradcheck_kit.assert_gradients_close(cos, inputs, mode='full')
     """
     imports = ["import torch, gradcheck_kit"]
     missing: list[str] = []
@@ -238,9 +243,7 @@ def reproduce_statement(
     line = "; ".join(statements)
     comments = []
     if missing:
-        comments.append(
-            "not importable, re-create before pasting: " + ", ".join(missing)
-        )
+        comments.append("not importable, re-create before pasting: " + ", ".join(missing))
     if load is None:
         comments.append(
             "inputs: the check's inputs (pytest --gradcheck saves them; "

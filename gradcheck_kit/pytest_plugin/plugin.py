@@ -37,8 +37,8 @@ from gradcheck_kit.pytest_plugin.fixtures import (
     GradcheckFixture,
     TrainingWatchFixture,
     seeded_rng,
-    training_watch_key,
     select_device,
+    training_watch_key,
 )
 from gradcheck_kit.pytest_plugin.options import (
     CheckDefaults,

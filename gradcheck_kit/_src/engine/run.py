@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from .. import recording
-from ..failure_inputs import Subject, with_reproduction
 from ..errors import InvalidArgument, NonFiniteOutputError
+from ..failure_inputs import Subject, with_reproduction
 from ..results import Hint
 from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
 from .evaluation import Evaluator, flat_cat
