@@ -282,6 +282,10 @@ def with_reproduction(result: R, subject: Subject) -> R:
         # The module's class is imported and built again; its weights come from the file.
         prelude = _module_prelude(subject, ref)
         subject_ref = dataclasses.replace(ref, expression="module", importable=bool(prelude))
+        if ref.importable and not prelude:
+            subject_ref = dataclasses.replace(
+                subject_ref, label=f"{ref.label}(...): its constructor takes arguments"
+            )
         if load is not None:
             prelude += (f"saved = {load}", "module.load_state_dict(saved['state_dict'])")
             load = "saved['inputs']"

@@ -243,7 +243,7 @@ def reproduce_statement(
     line = "; ".join(statements)
     comments = []
     if missing:
-        comments.append("not importable, re-create before pasting: " + ", ".join(missing))
+        comments.append("re-create before pasting: " + ", ".join(missing))
     if load is None:
         comments.append(
             "inputs: the check's inputs (pytest --gradcheck saves them; "
