@@ -140,6 +140,7 @@ def test_training_finding_fails_the_test_in_its_call_phase(pytester: pytest.Pyte
         ]
     )
     assert "ERROR at teardown" not in result.stdout.str()
+    assert "gradcheck_kit/pytest_plugin" not in result.stdout.str()  # no frame of ours
 
 
 def test_own_failure_keeps_first_place_and_gets_the_findings(pytester: pytest.Pytester) -> None:

@@ -530,21 +530,29 @@ def training_watch(request: pytest.FixtureRequest) -> Iterator[TrainingWatchFixt
     watch.close()  # a watch the call phase did not end (the test never ran)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
-    """End the test's ``training_watch`` right after the test: its findings fail the call."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
+    """End the test's ``training_watch`` right after the test: its findings fail the call.
+
+    An old-style wrapper, like the plugin's other one: ``wrapper=True`` needs pluggy 1.2,
+    newer than what pytest 7 may come with.
+    """
     __tracebackhide__ = True
-    try:
-        result = yield
-    except BaseException as exc:
-        watch = item.stash.get(training_watch_key, None)
-        if watch is not None:
-            watch.close(exc)  # the test's own failure first; the findings ride along as notes
-        raise
+    outcome = yield
     watch = item.stash.get(training_watch_key, None)
-    if watch is not None:
+    if watch is None:
+        return
+    if outcome.excinfo is not None:
+        # the test's own failure first; the findings ride along as notes on it
+        watch.close(outcome.excinfo[1])
+        return
+    try:
         watch.close()
-    return result
+    except BaseException as exc:
+        force = getattr(outcome, "force_exception", None)  # pluggy >= 1.1
+        if force is None:
+            raise  # older pluggy lets a wrapper's exception through as the call's
+        force(exc)
 
 
 @pytest.fixture
