@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
     from gradcheck_kit._src.errors import UnassertedCheckWarning as UnassertedCheckWarning
     from gradcheck_kit._src.errors import UnsupportedInputError as UnsupportedInputError
+    from gradcheck_kit._src.failure_inputs import save_failure_inputs as save_failure_inputs
     from gradcheck_kit._src.gradcheck import check_gradients as check_gradients
     from gradcheck_kit._src.gradcheck import check_module_gradients as check_module_gradients
     from gradcheck_kit._src.graph import assert_detached as assert_detached
@@ -177,6 +178,7 @@ __all__ = [
     "check_second_order",
     "graph_nodes",
     "resolve_target",
+    "save_failure_inputs",
     "target",
     "watch_training",
 ]
@@ -200,6 +202,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "TargetError": "gradcheck_kit._src.targets",
     "resolve_target": "gradcheck_kit._src.targets",
     "target": "gradcheck_kit._src.targets",
+    "save_failure_inputs": "gradcheck_kit._src.failure_inputs",
     "check_gradients": "gradcheck_kit._src.gradcheck",
     "check_module_gradients": "gradcheck_kit._src.gradcheck",
     "assert_gradients_close": "gradcheck_kit._src.asserts",

@@ -66,7 +66,11 @@ def test_mismatch_message_says_what_where_why_and_how_to_reproduce() -> None:
     )
     assert "The failure occurred for output 'output', input 'input'" in text
     assert "Hint: analytic ≈ 0.5 × numeric" in text and "factor of 2" in text
-    assert "Reproduce: gradcheck_kit.check_gradients(SquareHalf.apply, inputs, mode='full'" in text
+    assert (
+        "Reproduce: import torch, gradcheck_kit; gradcheck_kit.assert_gradients_close(fn, " in text
+    )
+    # made at run time, so no import reaches it: named with its file, to re-create
+    assert "re-create before pasting: fn (SquareHalf.apply at " in text
     assert info.value.result is not None and not info.value.result.passed
 
 

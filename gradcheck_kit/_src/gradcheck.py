@@ -20,6 +20,7 @@ from .engine.options import DEFAULT_MAX_MEMORY, CheckOptions, DtypePolicy, Mode,
 from .engine.run import captured_objects, fn_name
 from .engine.trees import InputTree
 from .errors import InvalidArgument
+from .failure_inputs import Subject
 from .results import GradCheckResult
 from .state import preserved
 from .validation import check_choice
@@ -116,7 +117,13 @@ def check_gradients(
     tree = InputTree(inputs)
     preserve = [inputs, *captured_objects(fn)]
     return GradientCheck(
-        fn, tree, opts, name=name or fn_name(fn), check="check_gradients", preserve=preserve
+        fn,
+        tree,
+        opts,
+        name=name or fn_name(fn),
+        check="check_gradients",
+        preserve=preserve,
+        subject=Subject(fn, inputs, "assert_gradients_close"),
     ).run()
 
 
@@ -255,4 +262,13 @@ def check_module_gradients(
         name=name or type(module).__name__,
         check="check_module_gradients",
         preserve=[module, inputs],
+        subject=Subject(
+            module,
+            inputs,
+            "assert_module_gradients",
+            binds="module",
+            objects={} if loss_fn is None else {"loss_fn": loss_fn},
+            literals={} if wrt == "parameters" else {"wrt": wrt},
+            state=module.state_dict(),
+        ),
     ).run()

@@ -170,7 +170,7 @@ def format_result(result: GradCheckResult) -> str:
     for note in result.notes:
         lines.append(f"Note: {note}")
     if not result.passed:
-        lines.append(f"Reproduce: {reproduce_line(result)}")
+        lines.append(f"Reproduce: {result.reproduce or reproduce_line(result)}")
     return "\n".join(lines)
 
 

@@ -244,6 +244,8 @@ class GradCheckResult(_Verdict):
     vectorized: bool = False
     check: str = "check_gradients"
     test_id: str | None = None
+    inputs_file: str | None = None
+    reproduce: str | None = None
     kind: str = field(default="gradient", init=False)
 
     @property

@@ -68,6 +68,9 @@ class TargetError(InvalidArgument):
         cannot import module 'no_such_module_xyz' of target 'no_such_module_xyz
     """
 
+    # Named where users import it from, in tracebacks too (like the classes of errors.py).
+    __module__ = "gradcheck_kit"
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckTarget:

@@ -14,7 +14,13 @@ import pytest
 
 from gradcheck_kit.pytest_plugin.options import CheckDefaults
 
-__all__ = ["GradcheckFixture", "TrainingWatchFixture", "seeded_rng", "select_device"]
+__all__ = [
+    "GradcheckFixture",
+    "TrainingWatchFixture",
+    "seeded_rng",
+    "select_device",
+    "training_watch_key",
+]
 
 
 class GradcheckFixture:
@@ -45,6 +51,7 @@ class GradcheckFixture:
 
     def __call__(self, fn: Callable[..., Any], inputs: Any, **overrides: Any) -> Any:
         """Assert ``fn``'s gradients at ``inputs`` (like ``assert_gradients_close``)."""
+        __tracebackhide__ = True
         from gradcheck_kit._src.asserts import assert_gradients_close
 
         return assert_gradients_close(fn, inputs, **{**self.options, **overrides})
@@ -57,6 +64,7 @@ class GradcheckFixture:
 
     def module(self, module: Any, inputs: Any, **overrides: Any) -> Any:
         """Assert a module's gradients (like ``assert_module_gradients``)."""
+        __tracebackhide__ = True
         from gradcheck_kit._src.asserts import assert_module_gradients
 
         return assert_module_gradients(module, inputs, **{**self.options, **overrides})
@@ -69,6 +77,7 @@ class GradcheckFixture:
         **overrides: Any,
     ) -> Any:
         """Assert a hand-written derivative (like ``assert_matches_manual``)."""
+        __tracebackhide__ = True
         from gradcheck_kit._src.manual import assert_matches_manual
 
         options = {k: v for k, v in self.options.items() if k != "n_probes"}
@@ -79,9 +88,9 @@ class TrainingWatchFixture:
     """The ``training_watch`` fixture: ``watch_training`` closed at the end of the test.
 
     Call it with the model and optimizer (and any ``watch_training`` option) once
-    they exist; it starts watching at once and returns the watcher. At teardown the
-    watcher is closed, so a finding fails the test even when the test never leaves
-    a ``with`` block of its own.
+    they exist; it starts watching at once and returns the watcher. When the test
+    function returns the watcher is closed, so a finding fails the test (in its
+    call phase) even when the test never leaves a ``with`` block of its own.
 
     Examples:
         >>> # test_training.py
@@ -108,10 +117,24 @@ class TrainingWatchFixture:
         self._open.append(watcher)
         return entered
 
-    def close(self) -> None:
-        """Exit every watcher still open, newest first; findings raise here."""
+    def close(self, error: BaseException | None = None) -> None:
+        """Exit every watcher still open, newest first; findings raise here.
+
+        Args:
+            error: The exception the test raised, if any: then the findings are
+                added to it as notes, and nothing else is raised.
+        """
+        __tracebackhide__ = True
         while self._open:
-            self._open.pop().__exit__(None, None, None)
+            watcher = self._open.pop()
+            if error is None:
+                watcher.__exit__(None, None, None)
+            else:
+                watcher.__exit__(type(error), error, error.__traceback__)
+
+
+training_watch_key = pytest.StashKey[TrainingWatchFixture]()
+"""The test's ``training_watch`` on ``item.stash``, so that the call phase can end it."""
 
 
 def seeded_rng(seed: int) -> Iterator[Any]:

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from gradcheck_kit import __version__
+from gradcheck_kit._src import failure_inputs
 from gradcheck_kit._src.errors import UnassertedCheckWarning
 from gradcheck_kit._src.target_mark import target_spec
 from gradcheck_kit.pytest_plugin.collect import TargetFactory
@@ -37,6 +38,7 @@ from gradcheck_kit.pytest_plugin.fixtures import (
     TrainingWatchFixture,
     seeded_rng,
     select_device,
+    training_watch_key,
 )
 from gradcheck_kit.pytest_plugin.options import (
     CheckDefaults,
@@ -89,6 +91,7 @@ gradcheck_defaults_key = pytest.StashKey[CheckDefaults]()
 _json_path_key = pytest.StashKey[Path]()
 _outcome_key = pytest.StashKey[str]()
 _reporter_key = pytest.StashKey["GradcheckReporter"]()
+_inputs_folder_key = pytest.StashKey[failure_inputs.InputsFolder]()
 
 
 def parse_json_path(string: str) -> str:
@@ -487,6 +490,14 @@ def pytest_configure(config: pytest.Config) -> None:
     recorder = GradcheckSession(version=__version__)
     recorder.start()
     config.stash[gradcheck_session_key] = recorder
+    # A failed check saves its inputs beside the JSON file, for its Reproduce: line.
+    inputs_folder = failure_inputs.InputsFolder(
+        config.stash[_json_path_key].parent / failure_inputs.INPUTS_FOLDER_NAME,
+        root=config.rootpath,
+        label=lambda: recorder.current_test_id,
+    )
+    failure_inputs.open_inputs_folder(inputs_folder)
+    config.stash[_inputs_folder_key] = inputs_folder
     if not hasattr(config, "workerinput"):
         reporter = GradcheckReporter(config, recorder, config.stash[_json_path_key], report_path)
         config.stash[_reporter_key] = reporter
@@ -498,6 +509,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     recorder = config.stash.get(gradcheck_session_key, None)
     if recorder is not None:
         recorder.stop()
+    inputs_folder = config.stash.get(_inputs_folder_key, None)
+    if inputs_folder is not None:
+        failure_inputs.close_inputs_folder(inputs_folder)
     reporter = config.stash.get(_reporter_key, None)
     if reporter is not None:
         del config.stash[_reporter_key]
@@ -594,18 +608,48 @@ def gradcheck(request: pytest.FixtureRequest) -> GradcheckFixture:
 
 
 @pytest.fixture
-def training_watch() -> Iterator[TrainingWatchFixture]:
-    """``training_watch(model, optimizer, **options)`` starts ``watch_training`` until teardown.
+def training_watch(request: pytest.FixtureRequest) -> Iterator[TrainingWatchFixture]:
+    """``training_watch(model, optimizer, **options)`` starts ``watch_training`` for the test.
+
+    The watch ends when the test function returns: its findings fail the test
+    there, as a failure of the test itself (not an error at teardown). A test
+    that failed already keeps its own failure, with the findings added to it.
 
     Example::
 
         def test_loop(training_watch):
             training_watch(model, optimizer, accumulation_steps=4)
-            train(model, optimizer)      # findings fail the test at teardown
+            train(model, optimizer)      # findings fail the test when it returns
     """
     watch = TrainingWatchFixture()
+    request.node.stash[training_watch_key] = watch
     yield watch
-    watch.close()
+    watch.close()  # a watch the call phase did not end (the test never ran)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
+    """End the test's ``training_watch`` right after the test: its findings fail the call.
+
+    An old-style wrapper, like the plugin's other one: ``wrapper=True`` needs pluggy 1.2,
+    newer than what pytest 7 may come with.
+    """
+    __tracebackhide__ = True
+    outcome = yield
+    watch = item.stash.get(training_watch_key, None)
+    if watch is None:
+        return
+    if outcome.excinfo is not None:
+        # the test's own failure first; the findings ride along as notes on it
+        watch.close(outcome.excinfo[1])
+        return
+    try:
+        watch.close()
+    except BaseException as exc:
+        force = getattr(outcome, "force_exception", None)  # pluggy >= 1.1
+        if force is None:
+            raise  # older pluggy lets a wrapper's exception through as the call's
+        force(exc)
 
 
 @pytest.fixture

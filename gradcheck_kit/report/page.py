@@ -99,6 +99,8 @@ _GRADIENT_KEYS = frozenset(
         "notes",
         "pairs",
         "probes",
+        "inputs_file",
+        "reproduce",
     }
 )
 # A training finding's facts, in reading order: label, then the keys that may hold it.
@@ -636,7 +638,10 @@ def _gradient_detail(
         notes=tuple(str(n) for n in record.get("notes") or []),
         pairs=tuple(_pair_view(p, budget) for p in pairs),
         probes=_table(probes) if isinstance(probes, list) else None,
-        reproduce=f"gradcheck_kit.{check}({name}, {_subject_arguments(record)}, {arguments})",
+        # The check's own line (importable function, saved inputs) when it wrote one.
+        reproduce=record["reproduce"]
+        if isinstance(record.get("reproduce"), str) and record["reproduce"]
+        else f"gradcheck_kit.{check}({name}, {_subject_arguments(record)}, {arguments})",
     )
 
 

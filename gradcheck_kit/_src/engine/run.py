@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import recording
 from ..errors import InvalidArgument, NonFiniteOutputError
+from ..failure_inputs import Subject, with_reproduction
 from ..results import Hint
 from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
 from .evaluation import Evaluator, flat_cat
@@ -383,9 +384,15 @@ def annotate(exc: BaseException, opts: CheckOptions) -> None:
         exc.add_note(note)
 
 
-def finish(result: R, start: float) -> R:
-    """``result`` with its duration since ``start``, published to the listeners."""
+def finish(result: R, start: float, subject: Subject | None = None) -> R:
+    """``result`` with its duration since ``start``, published to the listeners.
+
+    A failed result of a ``subject`` also gets its reproduce line, and its inputs
+    saved when a run keeps them (:mod:`..failure_inputs`), before anyone sees it.
+    """
     final = dataclasses.replace(result, duration_s=time.perf_counter() - start)  # type: ignore[type-var]
+    if subject is not None:
+        final = with_reproduction(final, subject)
     recording.publish(final)
     return final
 
@@ -403,6 +410,8 @@ class CheckRun(Generic[R]):
         name: label for messages and reports.
         check: the public function that runs it (``check_gradients``, ...).
         preserve: objects restored bit for bit after the check.
+        subject: what the caller passed (function or module, inputs), for the
+            reproduce line of a failure; ``None`` keeps the plain one.
     """
 
     def __init__(
@@ -414,8 +423,10 @@ class CheckRun(Generic[R]):
         name: str,
         check: str,
         preserve: Sequence[Any],
+        subject: Subject | None = None,
     ) -> None:
         self.fn = fn
+        self.subject = subject
         self.tree = tree
         self.opts = opts
         self.name = name
@@ -455,7 +466,7 @@ class CheckRun(Generic[R]):
         start = time.perf_counter()
         with check_scope(self.preserve, self.opts.seed) as switched:
             result = self._run(switched)
-        return finish(result, start)
+        return finish(result, start, self.subject)
 
     def _run(self, tf32_switched: list[str]) -> R:
         raise NotImplementedError
