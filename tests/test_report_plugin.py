@@ -223,8 +223,12 @@ def test_x(i):
     ]
 
 
-def test_device_benchmark_records_what_pytest_benchmark_measured(pytester: pytest.Pytester) -> None:
+def test_device_benchmark_records_what_pytest_benchmark_measured(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("pytest_benchmark")
+    # pytest-benchmark disables itself in an xdist worker (this suite runs under -n 2)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(
         """
 import torch
