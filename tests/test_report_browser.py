@@ -8,6 +8,7 @@ where none is installed (``.ci/run`` installs Debian's ``chromium``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -112,3 +113,44 @@ def test_the_filter_in_the_url_is_applied_on_load(tmp_path: Path) -> None:
         ("training", "failed")
     ]
     assert "1 shown" in dom
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "report.png"
+
+
+def test_the_examples_report_reads_all_green_and_is_the_docs_screenshot(
+    tmp_path: Path, pytester: pytest.Pytester
+) -> None:
+    """The README's main command, run for real; its page is what docs/report.png shows.
+
+    ``GRADCHECK_KIT_UPDATE_DOCS=1`` copies the screenshot over ``docs/report.png``.
+    """
+    json_path, html_path = tmp_path / "gradcheck.json", tmp_path / "gradcheck.html"
+    result = pytester.runpytest_subprocess(
+        str(EXAMPLES),
+        "--gradcheck",
+        f"--gradcheck-json={json_path}",
+        f"--gradcheck-report={html_path}",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+    )
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    summary = next(line for line in result.outlines if line.endswith("in checks)"))
+    assert ", 0 failed, " in summary and "failed as expected" in summary
+    assert not [line for line in result.outlines if line.startswith("FAILED")]
+
+    shot = tmp_path / "report.png"
+    dom, page = _dom(
+        tmp_path, html_path.as_uri(), f"--screenshot={shot}", "--window-size=1280,1800"
+    )
+    statuses = {b["data-status"] for b in page.bodies}
+    assert "failed" not in statuses and {"passed", "expected_failure"} <= statuses
+    assert '<header class="top good">' in dom and "<strong>all passed</strong>" in dom
+    assert "failed as expected" in dom
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+    if os.environ.get("GRADCHECK_KIT_UPDATE_DOCS") == "1":
+        DOCS_SCREENSHOT.write_bytes(data)

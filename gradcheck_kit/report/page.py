@@ -73,7 +73,9 @@ STATUS_LABELS = {
 # Real failures first, then what needs a look (a failure nothing asserted on).
 _STATUS_ORDER = {status: order for order, status in enumerate(STATUS_LABELS)}
 # Shown closed: a failure its test expected is as settled as a pass.
-_SETTLED = frozenset({"passed", "expected_failure"})
+# Rows closed at load: nothing in them needs the reader (a check without verdict, a
+# skipped parity on a CPU-only machine, says why in its one-line summary).
+_SETTLED = frozenset({"passed", "expected_failure", "no_verdict"})
 # Keys every kind shares; they are shown in the row, not again in the details.
 _COMMON_KEYS = frozenset({"kind", "schema_version", "name", "passed", "test_id", "duration_s"})
 _SUMMARY_KEYS = ("summary", "message", "hint", "cause", "reason", "text")
@@ -377,7 +379,10 @@ def _fields(record: Mapping[str, Any], skip: frozenset[str]) -> tuple[Field, ...
     """The record's other keys as a details table, nested lists of objects as tables."""
     out: list[Field] = []
     for key, value in record.items():
-        if key in skip or key in _COMMON_KEYS:
+        if key in skip or key in _COMMON_KEYS or value is None or value in ("", [], {}):
+            continue
+        if key == "test" and isinstance(value, Mapping):
+            out.append(Field("test", _test_text(value)))
             continue
         if isinstance(value, Sequence) and not isinstance(value, str):
             table = _table(value)
@@ -387,6 +392,19 @@ def _fields(record: Mapping[str, Any], skip: frozenset[str]) -> tuple[Field, ...
         text = format_value(value)
         out.append(Field(str(key), text, long=isinstance(value, (Mapping, list)) or "\n" in text))
     return tuple(out)
+
+
+def _test_text(test: Mapping[str, Any]) -> str:
+    """The test's outcome in words: ``passed, read the result · tests/test_x.py:12``."""
+    outcome = test.get("outcome")
+    parts = [str(outcome) if isinstance(outcome, str) and outcome else "no outcome"]
+    looked_at = test.get("looked_at")
+    if looked_at is not None:
+        parts[0] += ", read the result" if looked_at else ", never read the result"
+    file, line = test.get("file"), test.get("line")
+    if isinstance(file, str) and file:
+        parts.append(f"{file}:{line}" if isinstance(line, int) else file)
+    return " · ".join(parts)
 
 
 def _summary_text(record: Mapping[str, Any]) -> str:
