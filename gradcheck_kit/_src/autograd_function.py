@@ -31,6 +31,7 @@ from .errors import AutogradFunctionError, InvalidArgument
 from .gradcheck import check_gradients
 from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
 from .second_order import check_second_order
+from .serial import one_at_a_time
 from .state import preserved, seed_everything
 
 __all__ = ["check_autograd_function", "assert_autograd_function"]
@@ -719,6 +720,7 @@ class _Audit:
         self.add("double_backward", "failed", text)
 
 
+@one_at_a_time
 def check_autograd_function(
     function: FunctionClass,
     inputs: Any,

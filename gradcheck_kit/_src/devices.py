@@ -34,6 +34,7 @@ from torch import nn
 from . import recording
 from .engine.precision import Tf32Settings
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
+from .serial import one_at_a_time
 from .state import preserved, replaying_rng
 from .validation import check_int, check_positive
 
@@ -634,6 +635,7 @@ def _name_of(fn_or_module: object, name: str | None) -> str:
     return str(getattr(fn_or_module, "__qualname__", None) or type(fn_or_module).__name__)
 
 
+@one_at_a_time
 def benchmark_devices(
     fn_or_module: Callable[..., Any],
     make_inputs: Callable[..., Any],
@@ -748,6 +750,7 @@ def benchmark_devices(
     return result
 
 
+@one_at_a_time
 def benchmark_callable(
     benchmark_fixture: Any,
     device: str | torch.device,
@@ -1254,6 +1257,7 @@ def _parity(
     )
 
 
+@one_at_a_time
 def check_device_parity(
     fn_or_module: Callable[..., Any],
     make_inputs: Callable[[], Any],

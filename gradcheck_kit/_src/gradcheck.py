@@ -22,6 +22,7 @@ from .engine.trees import InputTree
 from .errors import InvalidArgument
 from .failure_inputs import Subject
 from .results import GradCheckResult
+from .serial import one_at_a_time
 from .state import preserved
 from .validation import check_choice
 
@@ -30,6 +31,7 @@ __all__ = ["check_gradients", "check_module_gradients"]
 _WRT = ("parameters", "inputs", "both")
 
 
+@one_at_a_time
 def check_gradients(
     fn: Callable[..., Any],
     inputs: Any,
@@ -137,6 +139,7 @@ def _module_call(
     return call
 
 
+@one_at_a_time
 def check_module_gradients(
     module: nn.Module,
     inputs: Any,

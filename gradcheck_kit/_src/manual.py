@@ -66,6 +66,7 @@ from .manual_judging import (
     weighted,
 )
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
+from .serial import one_at_a_time
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
 
@@ -655,6 +656,7 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
                     self.hints.append(h)
 
 
+@one_at_a_time
 def check_matches_manual(
     fn: Callable[..., Any],
     manual_grad: Callable[..., Any] | None = None,

@@ -29,6 +29,7 @@ from .engine.trees import InputTree, flatten_outputs
 from .errors import GradientMismatchError, InvalidArgument, NondeterministicFunctionError
 from .gradcheck import check_gradients
 from .results import GradCheckResult, Hint, SecondOrderResult
+from .serial import one_at_a_time
 from .state import preserved, seed_everything
 
 __all__ = ["check_second_order", "assert_second_order"]
@@ -278,6 +279,7 @@ def _as_second_order(
 
 # inference_mode(False): called inside torch.inference_mode(), the check still needs autograd
 @torch.inference_mode(False)
+@one_at_a_time
 def check_second_order(
     fn: Callable[..., Any],
     inputs: Any,

@@ -29,6 +29,7 @@ from .engine.tolerances import machine_eps
 from .engine.trees import describe_tensor
 from .errors import InvalidArgument, TrainingDivergenceError
 from .results import Hint, SameTrainingResult, TrajectoryDivergence
+from .serial import one_at_a_time
 from .state import RngState, capture_rng_state, preserved, restore_rng_state, seed_everything
 from .validation import check_int, check_nonnegative
 
@@ -275,6 +276,7 @@ def _first_update_hints(
     return hints
 
 
+@one_at_a_time
 def check_same_training(
     step_a: Callable[..., Any],
     step_b: Callable[..., Any],

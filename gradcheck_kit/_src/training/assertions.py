@@ -24,6 +24,7 @@ from torch import nn
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError
 from ..graph import Msg, apply_msg, check_msg
+from ..serial import one_at_a_time
 from ..state import bits_equal, preserved
 from ..validation import check_int
 from .common import (
@@ -57,6 +58,7 @@ def _conclude(report: TrainingReport, msg: Msg) -> TrainingReport:
     return report
 
 
+@one_at_a_time
 def assert_zero_grad_between_steps(
     step_fn: Callable[[Any], Any],
     model: nn.Module,
@@ -162,6 +164,7 @@ def assert_zero_grad_between_steps(
     return _conclude(report, msg)
 
 
+@one_at_a_time
 def assert_optimizer_tracks(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
@@ -293,6 +296,7 @@ def _check_run_args(
     return checked, optimizers
 
 
+@one_at_a_time
 def assert_params_updated(
     model: nn.Module,
     step_fn: Callable[[], Any],
@@ -372,6 +376,7 @@ def assert_params_updated(
     return _conclude(report, msg)
 
 
+@one_at_a_time
 def assert_params_frozen(
     model: nn.Module,
     step_fn: Callable[[], Any],
