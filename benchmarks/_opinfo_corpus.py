@@ -212,12 +212,14 @@ def _first_non_empty_sample(
     return first
 
 
-def build_case(op: Any, dtype: str) -> OpCase | str:
+def build_case(op: Any, dtype: str, *, first_sample: bool = False) -> OpCase | str:
     """The first sample of ``op`` at ``dtype`` as a case, or why there is none.
 
     Args:
         op: an OpInfo.
         dtype: ``"float64"`` or ``"float32"``.
+        first_sample: take the very first sample, empty tensors included (the edge
+            cases parametrised suites meet), instead of the first non-empty one.
 
     Returns:
         An :class:`OpCase`, or a string giving the reason to skip.
@@ -229,7 +231,9 @@ def build_case(op: Any, dtype: str) -> OpCase | str:
         return f"{dtype} not in supported_backward_dtypes('cpu')"
     torch.manual_seed(_seed_for(op.full_name))
     try:
-        picked = _first_non_empty_sample(op, torch_dtype)
+        picked = _first_non_empty_sample(
+            op, torch_dtype, look_at=1 if first_sample else MAX_SAMPLES_SCANNED
+        )
     except Exception as exc:  # any failure of torch's sample code is a skip
         return f"sample_inputs raised {type(exc).__name__}: {_first_line(str(exc))}"
     if picked is None:
@@ -269,12 +273,15 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def iter_entries(ops: Sequence[Any], dtypes: Sequence[str]) -> Iterator[OpEntry]:
+def iter_entries(
+    ops: Sequence[Any], dtypes: Sequence[str], *, first_sample: bool = False
+) -> Iterator[OpEntry]:
     """Build the cases of each op lazily, one op at a time (keeps memory flat).
 
     Args:
         ops: OpInfos from :func:`select_ops`.
         dtypes: which of ``"float64"``, ``"float32"`` to build.
+        first_sample: as for :func:`build_case`.
 
     Yields:
         One :class:`OpEntry` per op.
@@ -287,7 +294,7 @@ def iter_entries(ops: Sequence[Any], dtypes: Sequence[str]) -> Iterator[OpEntry]
             torch_suite_marks=_suite_marks(op),
         )
         for dtype in dtypes:
-            case = build_case(op, dtype)
+            case = build_case(op, dtype, first_sample=first_sample)
             if isinstance(case, str):
                 entry.skipped[dtype] = case
             else:

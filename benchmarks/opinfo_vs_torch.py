@@ -725,6 +725,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: %(default)r",
     )
     parser.add_argument(
+        "--first-sample",
+        action="store_true",
+        help="check each op's very first sample, empty tensors included, instead of the "
+        "first non-empty one. Default: %(default)r",
+    )
+    parser.add_argument(
         "--standin",
         action="store_true",
         help="run the 'ours' checkers on a stand-in built from torch's gradcheck "
@@ -819,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     running: dict[str, Counter[str]] = {n: Counter() for n in checkers}
     start = time.perf_counter()
-    for i, entry in enumerate(corpus.iter_entries(ops, dtypes), 1):
+    for i, entry in enumerate(corpus.iter_entries(ops, dtypes, first_sample=args.first_sample), 1):
         row: dict[str, Any] = {
             "op": entry.name,
             "supports_forward_ad": entry.supports_forward_ad,

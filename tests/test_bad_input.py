@@ -54,9 +54,11 @@ def test_nothing_requires_grad() -> None:
         gk.check_gradients(lambda i: i * 2.0, torch.arange(3))
 
 
-def test_empty_input() -> None:
-    with pytest.raises(gk.InvalidArgument, match=r"input is empty .*shape \(0,\)"):
-        gk.check_gradients(torch.sin, torch.zeros(0, dtype=torch.float64, requires_grad=True))
+def test_empty_input_is_an_error_only_when_asked() -> None:
+    empty = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(gk.InvalidArgument, match=r"every checked input is empty \(input \(0,\)\)"):
+        gk.check_gradients(torch.sin, empty, empty="error")
+    assert gk.check_gradients(torch.sin, empty).status == "empty"
 
 
 def test_sparse_and_complex_are_unsupported() -> None:
@@ -117,4 +119,4 @@ def test_module_misuse() -> None:
 def test_all_outputs_empty_is_explained() -> None:
     expected = r"every output fn returns is empty \(output \(0,\)\)"
     with pytest.raises(gk.InvalidArgument, match=expected):
-        gk.check_gradients(lambda a: a[:0] * 2, x64())
+        gk.check_gradients(lambda a: a[:0] * 2, x64(), empty="error")

@@ -16,7 +16,14 @@ import torch
 from torch import nn
 
 from .engine.gradient import GradientCheck
-from .engine.options import DEFAULT_MAX_MEMORY, CheckOptions, DtypePolicy, Mode, RngPolicy
+from .engine.options import (
+    DEFAULT_MAX_MEMORY,
+    CheckOptions,
+    DtypePolicy,
+    EmptyPolicy,
+    Mode,
+    RngPolicy,
+)
 from .engine.run import captured_objects, fn_name
 from .engine.trees import InputTree
 from .errors import InvalidArgument
@@ -47,6 +54,7 @@ def check_gradients(
     max_memory: int = DEFAULT_MAX_MEMORY,
     name: str | None = None,
     max_jacobian_bytes: int | None = None,
+    empty: EmptyPolicy = "pass",
 ) -> GradCheckResult:
     """Compare ``fn``'s autograd gradients with finite differences.
 
@@ -82,6 +90,10 @@ def check_gradients(
             measured peak of one, and full mode judges a Jacobian of any size in blocks.
         name: label for messages and reports (default: ``fn``'s qualified name).
         max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
+        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
+            checked input, or every output, is empty) pass with the note "nothing to
+            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
+            :class:`InvalidArgument` instead.
 
     Returns:
         A :class:`GradCheckResult`; ``result.passed`` is the verdict.
@@ -113,6 +125,7 @@ def check_gradients(
         n_probes=n_probes,
         max_memory=max_memory,
         max_jacobian_bytes=max_jacobian_bytes,
+        empty=empty,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")
@@ -157,6 +170,7 @@ def check_module_gradients(
     max_memory: int = DEFAULT_MAX_MEMORY,
     name: str | None = None,
     max_jacobian_bytes: int | None = None,
+    empty: EmptyPolicy = "pass",
 ) -> GradCheckResult:
     """Check a module's gradients with respect to its parameters, its inputs, or both.
 
@@ -181,6 +195,10 @@ def check_module_gradients(
         max_memory: as in :func:`check_gradients`.
         name: label for messages and reports (default: the module's class name).
         max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
+        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
+            checked input, or every output, is empty) pass with the note "nothing to
+            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
+            :class:`InvalidArgument` instead.
 
     Returns:
         A :class:`GradCheckResult` whose parameter leaves are named ``params/<qualified name>``.
@@ -215,6 +233,7 @@ def check_module_gradients(
         n_probes=n_probes,
         max_memory=max_memory,
         max_jacobian_bytes=max_jacobian_bytes,
+        empty=empty,
     )
     named = dict(module.named_parameters())
     named_buffers = dict(module.named_buffers())

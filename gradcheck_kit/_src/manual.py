@@ -32,7 +32,7 @@ from .engine.jacobian import (
 )
 from .engine.judging import SCALES, judge_scales
 from .engine.numerics import allowed_error, element_steps, unravel
-from .engine.options import CheckOptions, DtypePolicy, Mode, RngPolicy
+from .engine.options import CheckOptions, DtypePolicy, EmptyPolicy, Mode, RngPolicy
 from .engine.precision import tf32_note
 from .engine.run import (
     CheckRun,
@@ -130,6 +130,10 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
         self.tol = resolve_tolerances(
             worst_dtype, eps=self.opts.eps, atol=self.opts.atol, rtol=self.opts.rtol
         )
+        if call.nothing_to_check is not None:
+            # no entry to compare, as torch.autograd.gradcheck says of empty Jacobians
+            self.notes.insert(0, f"nothing to check: {call.nothing_to_check}")
+            return self._result(passed=True, status="empty", odd_one_out=None, evaluations=ev.calls)
         self.u_out = max(machine_eps(o.dtype) for o in outs)
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
         repeat, point = repeat_at_point(
@@ -672,6 +676,7 @@ def check_matches_manual(
     rng: RngPolicy = "fixed",
     n_probes: int | None = None,
     name: str | None = None,
+    empty: EmptyPolicy = "pass",
 ) -> ManualCheckResult:
     """Compare a hand-written derivative with autograd and with finite differences.
 
@@ -706,6 +711,10 @@ def check_matches_manual(
         n_probes: random projections (directions over the inputs) in fast mode
             (default 4).
         name: label for messages and reports (default: ``fn``'s qualified name).
+        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
+            checked input, or every output, is empty) pass with the note "nothing to
+            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
+            :class:`InvalidArgument` instead.
 
     Returns:
         A :class:`ManualCheckResult`; ``passed`` is the verdict and
@@ -741,6 +750,7 @@ def check_matches_manual(
         seed=seed,
         rng=rng,
         n_probes=n_probes,
+        empty=empty,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable; pass the function first.")

@@ -120,6 +120,8 @@ def format_result(result: GradCheckResult) -> str:
         lines.append("")
         if result.hint:
             lines.append(result.hint)
+    elif result.status == "empty":
+        lines.append(f"{PREFIX} Nothing to check {_header(result)}")
     elif result.passed:
         lines.append(f"{PREFIX} Gradients match {_header(result)}")
         if result.pairs:
@@ -314,6 +316,8 @@ def format_manual_result(result: ManualCheckResult) -> str:
     if result.status == "nondeterministic":
         lines += [f"{PREFIX} fn is not deterministic {head}", ""]
         lines += [h.text for h in result.hints]
+    elif result.status == "empty":
+        lines.append(f"{PREFIX} Nothing to check {head}")
     elif result.passed:
         lines.append(f"{PREFIX} Your derivative matches autograd and finite differences {head}")
         total = sum(p.total for p in result.pairs)

@@ -37,7 +37,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-Status = Literal["passed", "mismatch", "nondeterministic", "shape_changed"]
+Status = Literal["passed", "mismatch", "nondeterministic", "shape_changed", "empty"]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,14 @@ from torch.utils import _pytree as pytree
 
 from . import recording
 from .engine.evaluation import FALLBACK_NOTE_PREFIX
-from .engine.options import DEFAULT_MAX_MEMORY, CheckOptions, DtypePolicy, Mode, RngPolicy
+from .engine.options import (
+    DEFAULT_MAX_MEMORY,
+    CheckOptions,
+    DtypePolicy,
+    EmptyPolicy,
+    Mode,
+    RngPolicy,
+)
 from .engine.run import call_on_copies, captured_objects, fn_name
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, flatten_outputs
@@ -295,6 +302,7 @@ def check_second_order(
     max_memory: int = DEFAULT_MAX_MEMORY,
     name: str | None = None,
     max_jacobian_bytes: int | None = None,
+    empty: EmptyPolicy = "pass",
 ) -> SecondOrderResult:
     """Compare second derivatives by double backward with finite differences of the gradient.
 
@@ -320,6 +328,10 @@ def check_second_order(
             :func:`check_gradients`.
         name: label for messages and reports (default: ``fn``'s qualified name).
         max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
+        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
+            checked input, or every output, is empty) pass with the note "nothing to
+            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
+            :class:`InvalidArgument` instead.
 
     Returns:
         A :class:`SecondOrderResult`. When double backward raises
@@ -348,6 +360,7 @@ def check_second_order(
         n_probes=n_probes,
         max_memory=max_memory,
         max_jacobian_bytes=max_jacobian_bytes,
+        empty=empty,
     )
     if not callable(fn):
         raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")

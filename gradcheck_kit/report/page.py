@@ -851,6 +851,8 @@ def _audit_detail(record: Mapping[str, Any]) -> AuditDetail:
 
 def _measure(record: Mapping[str, Any], kind: str) -> tuple[str, float]:
     """The one number that says most about a record, as text and as a sort key."""
+    if record.get("status") == "empty":
+        return "nothing to check", math.nan
     if "max_abs_error" in record and record.get("pairs") != []:
         value = _float(record["max_abs_error"])
         return format_value(record["max_abs_error"]), value

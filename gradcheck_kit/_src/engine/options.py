@@ -13,9 +13,11 @@ __all__ = [
     "Mode",
     "DtypePolicy",
     "RngPolicy",
+    "EmptyPolicy",
     "MODES",
     "DTYPES",
     "RNGS",
+    "EMPTIES",
     "DEFAULT_MAX_MEMORY",
     "CheckOptions",
 ]
@@ -23,10 +25,12 @@ __all__ = [
 Mode = Literal["auto", "full", "fast"]
 DtypePolicy = Literal["float64", "native"]
 RngPolicy = Literal["fixed", "replay"]
+EmptyPolicy = Literal["pass", "error"]
 
 MODES: Final = ("auto", "full", "fast")
 DTYPES: Final = ("float64", "native")
 RNGS: Final = ("fixed", "replay")
+EMPTIES: Final = ("pass", "error")
 
 # What a check may hold beyond one plain forward and backward pass of fn: batches of
 # evaluations, Jacobian blocks. 1 GiB fits the smallest hosted CI runners with room
@@ -52,6 +56,7 @@ class CheckOptions:
     rng: str = "fixed"
     n_probes: int | None = None
     max_memory: int = DEFAULT_MAX_MEMORY
+    empty: str = "pass"
 
     @classmethod
     def create(
@@ -67,6 +72,7 @@ class CheckOptions:
         n_probes: int | None = None,
         max_memory: int = DEFAULT_MAX_MEMORY,
         max_jacobian_bytes: int | None = None,
+        empty: str = "pass",
     ) -> CheckOptions:
         """Validate and build; ``max_jacobian_bytes`` is the old name of ``max_memory``.
 
@@ -76,6 +82,7 @@ class CheckOptions:
         check_choice(mode, MODES, "mode")
         check_choice(dtype, DTYPES, "dtype")
         check_choice(rng, RNGS, "rng")
+        check_choice(empty, EMPTIES, "empty")
         check_positive(eps, "eps")
         check_nonnegative(atol, "atol")
         check_nonnegative(rtol, "rtol")
@@ -98,4 +105,4 @@ class CheckOptions:
                 stacklevel=4,
             )
             max_memory = max_jacobian_bytes
-        return cls(mode, dtype, eps, atol, rtol, seed, rng, n_probes, max_memory)
+        return cls(mode, dtype, eps, atol, rtol, seed, rng, n_probes, max_memory, empty)

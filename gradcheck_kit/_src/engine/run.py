@@ -153,6 +153,7 @@ class FirstCall:
     all_leaves: list[OutputLeaf]
     leaves: list[OutputLeaf]
     seconds: float
+    nothing_to_check: str | None = None
 
     @property
     def outs(self) -> list[torch.Tensor]:
@@ -213,16 +214,43 @@ def first_call(
             ev.keep = [k for k, leaf in enumerate(all_leaves) if leaf.tensor.requires_grad]
             leaves = [all_leaves[k] for k in ev.keep]
     _check_outputs_usable(leaves)
-    return FirstCall(ev, base, xs, checked, raw, all_leaves, leaves, seconds)
+    empty = _nothing_to_check(checked, xs, leaves, notes)
+    if empty is not None and opts.empty == "error":
+        raise InvalidArgument(
+            f"{empty}: there is no gradient to check (empty='error'). Pick inputs for which "
+            f"fn takes and returns at least one element, or pass empty='pass' to let such a "
+            f"check pass with a note, as torch.autograd.gradcheck does."
+        )
+    return FirstCall(ev, base, xs, checked, raw, all_leaves, leaves, seconds, empty)
+
+
+def _describe(path: str, t: torch.Tensor) -> str:
+    return f"{path} {tuple(t.shape)}"
+
+
+def _nothing_to_check(
+    checked: Sequence[InputLeaf],
+    xs: Sequence[torch.Tensor],
+    leaves: Sequence[OutputLeaf],
+    notes: list[str],
+) -> str | None:
+    """Why the Jacobian has no entry (every checked input or output is empty), or None.
+
+    An empty input beside others is noted: it has nothing to compare, the others are checked.
+    """
+    pairs = zip(checked, xs, strict=True)
+    empty_in = [_describe(leaf.path, x) for leaf, x in pairs if not x.numel()]
+    if xs and len(empty_in) == len(xs):
+        return f"every checked input is empty ({', '.join(empty_in)})"
+    if leaves and all(leaf.tensor.numel() == 0 for leaf in leaves):
+        shapes = ", ".join(_describe(leaf.path, leaf.tensor) for leaf in leaves)
+        return f"every output fn returns is empty ({shapes})"
+    if empty_in:
+        notes.append(f"{', '.join(empty_in)} empty: nothing to compare there")
+    return None
 
 
 def _check_outputs_usable(leaves: Sequence[OutputLeaf]) -> None:
-    if leaves and all(leaf.tensor.numel() == 0 for leaf in leaves):
-        shapes = ", ".join(f"{leaf.path} {tuple(leaf.tensor.shape)}" for leaf in leaves)
-        raise InvalidArgument(
-            f"every output fn returns is empty ({shapes}): there is no gradient to check. "
-            f"Pick inputs for which fn returns at least one element."
-        )
     for out in leaves:
         if out.tensor.numel() and bool(torch.isfinite(out.tensor.detach().sum())):
             continue  # a finite sum: every entry is finite (one reduction, no mask)

@@ -109,11 +109,6 @@ class InputTree:
                     reason = _unsupported_reason(value)
                     if reason:
                         raise UnsupportedInputError(f"{path} is {reason}.")
-                if checked and value.numel() == 0:
-                    raise InvalidArgument(
-                        f"{path} is empty ({describe_tensor(value)}): there is no gradient to "
-                        f"check. Pass a tensor with at least one element."
-                    )
             elif value.__class__.__name__ == "ndarray":
                 raise InvalidArgument(
                     f"{path} is a NumPy array; convert it with torch.from_numpy(...) and set "
