@@ -43,7 +43,14 @@ class GradientCheck(CheckRun[GradCheckResult]):
             self.notes.append(note)
         dtypes = [x.dtype for x in xs] + [o.dtype for o in outs]
         worst_dtype = max(dtypes, key=machine_eps)
-        self.tol = resolve_tolerances(worst_dtype, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
+        # without an explicit atol/rtol the relative part follows the error estimate
+        self.tol = resolve_tolerances(
+            worst_dtype,
+            eps=opts.eps,
+            atol=opts.atol,
+            rtol=opts.rtol,
+            by_estimate=opts.atol is None and opts.rtol is None,
+        )
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
         u_in = max(machine_eps(x.dtype) for x in xs)
         try:
