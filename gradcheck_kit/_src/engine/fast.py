@@ -258,7 +258,9 @@ def _masked(
         s, e = max(lo, offset), min(hi, offset + n)
         if s < e:
             seg[s - offset : e - offset] = vec[s:e]
-        parts.append(seg.reshape(t.shape).to(t.device))
+        # in t's dtype: a float64 direction would promote a float32 input to float64
+        dtype = t.dtype if t.is_floating_point() else torch.float64
+        parts.append(seg.reshape(t.shape).to(device=t.device, dtype=dtype))
         offset += n
     return parts
 
