@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..results import GradCheckResult, Hint
+from ..results import GradCheckResult, Hint, Resolution
 from .auto import run_auto
 from .evaluation import OutputChanged, evaluation_notes
 from .fast import DEFAULT_PROBES, run_fast
@@ -75,7 +75,11 @@ class GradientCheck(CheckRun[GradCheckResult]):
         except OutputChanged as exc:
             return self._shape_changed(exc)
         self.notes.extend(evaluation_notes(ev))
+        resolution = tuple(Resolution(block, value) for block, value in outcome.resolution)
+        if resolution:
+            self.notes.append("; ".join(r.text() for r in resolution))
         return self._result(
+            resolution=resolution,
             passed=outcome.passed,
             status="passed" if outcome.passed else "mismatch",
             pairs=tuple(outcome.pairs),
