@@ -190,20 +190,28 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
                 f"atol/rtol (worst |diff| {pair.max_abs_error:.3g})"
             )
     passed = linear is None and (not suspects or all(p.passed for p in pairs))
-    resolution = _resolution(point.in_paths, per_input, probe_results, tol.rtol)
+    peaks = [float(r[0].detach().abs().max()) if r[0].numel() else 0.0 for r in rows]
+    resolution = _resolution(point.in_paths, per_input, probe_results, tol.rtol, tol.atol, peaks)
     return Outcome(
         passed=passed, pairs=pairs, probes=probe_results, timing=timing, resolution=resolution
     )
 
 
 def _resolution(
-    paths: Sequence[str], per_input: torch.Tensor, probes: Sequence[ProbeResult], rtol: float
+    paths: Sequence[str],
+    per_input: torch.Tensor,
+    probes: Sequence[ProbeResult],
+    rtol: float,
+    atol: float,
+    peaks: Sequence[float],
 ) -> list[tuple[str, float]]:
     """Per input leaf: the smallest uniform relative error of its gradient the probes catch.
 
     Scaling input ``i``'s gradient by ``1 + d`` moves probe ``k``'s reverse-mode value
     by ``d a_ik`` (``a_ik`` that input's share of it): the probe fails once that
-    exceeds its allowance. The entry it narrows down to is judged with rtol too.
+    exceeds its allowance. The entry it narrows down to is then judged with atol and
+    rtol: ``rtol + atol / |entry|``, the entry taken as half the largest entry of the
+    probe's gradient ``J^T u`` (``|u| < 2``).
     """
     out = []
     for i, path in enumerate(paths):
@@ -212,8 +220,9 @@ def _resolution(
             share = abs(float(per_input[i, k]))
             if share > 0:
                 best = min(best, probe.allowed / share)
-        if math.isfinite(best):
-            out.append((path, max(best, rtol)))
+        entry = rtol + 2 * atol / peaks[i] if peaks[i] > 0 else math.inf
+        if math.isfinite(best) and math.isfinite(entry):
+            out.append((path, max(best, entry)))
     return out
 
 
