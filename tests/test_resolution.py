@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradcheck_kit as gk
 from gradcheck_kit import Resolution
@@ -23,12 +23,16 @@ class _Scaled(torch.autograd.Function):
     """Identity forward; the backward multiplies the gradient by ``k``."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, k: float) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, k: float
+    ) -> torch.Tensor:
         ctx.k = k  # type: ignore[attr-defined]
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
         return g * ctx.k, None  # type: ignore[attr-defined]
 
 
@@ -153,9 +157,7 @@ def test_float32_prelu_near_its_kink_passes(mode: str) -> None:
 def test_float32_round_with_decimals_passes(mode: str) -> None:
     # a staircase: zero slope between jumps that a float32 step at |x| < 1 can step past
     x = (torch.rand(12, generator=torch.Generator().manual_seed(4)) - 0.5).requires_grad_()
-    result = gk.check_gradients(
-        lambda t: torch.round(t, decimals=3), x, mode=mode, dtype="native"
-    )
+    result = gk.check_gradients(lambda t: torch.round(t, decimals=3), x, mode=mode, dtype="native")
     assert result.passed, result.summary()
 
 

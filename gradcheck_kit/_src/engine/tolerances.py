@@ -15,6 +15,7 @@ caller passes replaces the default as before.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,10 +41,9 @@ class Tolerances:
     unit_roundoff: float
 
 
-
 def _root_u(dtype: torch.dtype) -> float:
     # the backward's own roundoff: sums of many terms lose up to about sqrt(u) relative
-    return float(torch.finfo(dtype).eps) ** 0.5
+    return math.sqrt(float(torch.finfo(dtype).eps))
 
 
 # dtype -> (eps, atol, rtol, safety); rtol is the fixed one of checks without a
