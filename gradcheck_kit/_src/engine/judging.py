@@ -55,7 +55,10 @@ def judge_scales(
     truncation error: the function is not smooth within the base step (a kink,
     a jump, a domain boundary). For a smooth function the smaller steps only
     add roundoff (64 times more at 1/64), and judging at them would let a
-    backward off by a uniform 1 % pass in float32.
+    backward off by a uniform 1 % pass in float32. An entry shown not smooth
+    that no scale decides is allowed the spread of its quotients over all
+    steps: jumps closer together than the smallest step (a staircase such as
+    ``round``) leave finite differences no better answer.
     """
     d1 = vals[1.0]
     base_trunc = (d1 - vals[2.0]).abs()
@@ -63,6 +66,7 @@ def judge_scales(
     best_n = d1.clone()
     best_allowed = torch.full_like(best_n, -1.0)
     decided = torch.zeros_like(best_n, dtype=torch.bool)
+    rough = torch.zeros_like(best_n, dtype=torch.bool)
     kinked = 0
     for small, large in SCALES:
         d_small, d_large = vals[small], vals[large]
@@ -81,9 +85,21 @@ def judge_scales(
             smooth_gap = tol.safety * (rounds[small] + rounds[1.0] + base_trunc)
             apart = ~((d_small - d1).abs() <= smooth_gap)
             agrees &= apart
+            rough |= apart
         best_n = torch.where(agrees, d_small, best_n)
         best_allowed = torch.where(agrees, scale_allowed, best_allowed)
         decided |= agrees
+    # Not smooth within the step, and no scale agrees: a staircase (round) or jumps
+    # closer together than the smallest step. Finite differences resolve such an entry
+    # no better than their spread over the steps, which becomes its error estimate.
+    stacked = torch.stack([vals[c] for pair in SCALES for c in pair])
+    spread = stacked.nan_to_num(nan=-math.inf).amax(0) - stacked.nan_to_num(nan=math.inf).amin(0)
+    spread = torch.where(torch.isfinite(spread), spread, 0.0)
+    rough_allowed = allowed_error(
+        d1, spread + rounds[1.0], atol=tol.atol, rtol=tol.rtol, safety=tol.safety
+    )
+    use = rough & ~decided & (rough_allowed > best_allowed)
+    best_allowed = torch.where(use, rough_allowed, best_allowed)
     return best_n, best_allowed, kinked
 
 
