@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.results import ManualPairResult as ManualPairResult
     from gradcheck_kit._src.results import PairResult as PairResult
     from gradcheck_kit._src.results import ProbeResult as ProbeResult
+    from gradcheck_kit._src.results import Resolution as Resolution
     from gradcheck_kit._src.results import SameTrainingResult as SameTrainingResult
     from gradcheck_kit._src.results import SecondOrderResult as SecondOrderResult
     from gradcheck_kit._src.results import ThreeWayElement as ThreeWayElement
@@ -136,6 +137,7 @@ __all__ = [
     "NondeterministicFunctionError",
     "PairResult",
     "ProbeResult",
+    "Resolution",
     "SameTrainingResult",
     "SecondOrderResult",
     "TargetError",
@@ -210,6 +212,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "GradCheckResult": "gradcheck_kit._src.results",
     "PairResult": "gradcheck_kit._src.results",
     "ProbeResult": "gradcheck_kit._src.results",
+    "Resolution": "gradcheck_kit._src.results",
     "WorstElement": "gradcheck_kit._src.results",
     "Hint": "gradcheck_kit._src.results",
     "SCHEMA_VERSION": "gradcheck_kit._src.results",

@@ -23,6 +23,7 @@ __all__ = [
     "ErrorMap",
     "PairResult",
     "ProbeResult",
+    "Resolution",
     "GradCheckResult",
     "ThreeWayElement",
     "ManualPairResult",
@@ -209,6 +210,29 @@ class ProbeResult(PlainData):
 
 
 @dataclass(frozen=True)
+class Resolution(PlainData):
+    """The smallest relative gradient error a check could have caught on one block.
+
+    A backward scaled by ``1 + d`` everywhere on ``block`` fails the check for
+    every ``|d| >= relative``: the finite differences' own error estimate (and
+    atol, and the backward's roundoff) hide anything smaller. ``block`` is an
+    input path (``"inputs[0]"``, ``"params/weight"``), prefixed by the output
+    path when fn has several outputs.
+
+    Examples:
+        >>> Resolution("params/weight", 3e-7).text()
+        'would catch relative errors ≥ 3e-07 on params/weight'
+    """
+
+    block: str
+    relative: float
+
+    def text(self) -> str:
+        """The sentence a summary or report shows."""
+        return f"would catch relative errors ≥ {self.relative:.2g} on {self.block}"
+
+
+@dataclass(frozen=True)
 class GradCheckResult(_Verdict):
     """Everything one gradient check found. ``passed`` is the verdict.
 
@@ -246,6 +270,7 @@ class GradCheckResult(_Verdict):
     test_id: str | None = None
     inputs_file: str | None = None
     reproduce: str | None = None
+    resolution: tuple[Resolution, ...] = ()
     kind: str = field(default="gradient", init=False)
 
     @property

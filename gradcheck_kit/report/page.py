@@ -101,6 +101,7 @@ _GRADIENT_KEYS = frozenset(
         "notes",
         "pairs",
         "probes",
+        "resolution",
         "inputs_file",
         "reproduce",
     }
@@ -619,6 +620,18 @@ def _training_line(record: Mapping[str, Any]) -> str:
     return " · ".join([*parts, "no finding", *detail.notes])
 
 
+def _resolution_text(entries: Any) -> str:
+    """``"≥ 5e-06 on inputs[0]; ≥ 2e-06 on inputs[1]"``: what the check could catch."""
+    if not isinstance(entries, list):
+        return "—"
+    parts = [
+        f"≥ {format_value(e.get('relative'))} on {e.get('block', '?')}"
+        for e in entries
+        if isinstance(e, Mapping)
+    ]
+    return "; ".join(parts) or "—"
+
+
 def _gradient_detail(
     record: Mapping[str, Any],
     name: str,
@@ -631,6 +644,7 @@ def _gradient_detail(
         *run_settings,
         ("evaluations", format_value(record.get("evaluations"))),
         ("vectorized", format_value(record.get("vectorized"))),
+        ("resolution", _resolution_text(record.get("resolution"))),
     ]
     settings = [(k, v) for k, v in settings if v != "—"]
     hints = [

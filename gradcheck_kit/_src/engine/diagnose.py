@@ -46,8 +46,12 @@ _FIT_REL = 0.02
 _FIT_ABS = 1e-9
 # ... and at least 90 % of the mismatched elements must follow it.
 _FIT_SHARE = 0.9
-# A factor this close to 1 is a near miss (a tolerance question), not a bug shape.
+# A factor this close to 1 needs a tighter fit (a fraction of its distance to 1) to be
+# named, as a small scale error ("analytic ≈ 1.001 × numeric everywhere").
 _NEAR_ONE = 0.05
+_NEAR_ONE_FIT = 0.1
+# Closer to 1 than this no finite difference resolves a factor.
+_NEAR_ONE_MIN = 1e-6
 # Simple ratios (2, 1/4, 64, ...) are named when k is this close to them.
 _SIMPLE_REL = 0.01
 # Transposition: residual per element, relative to the transposed numeric value
@@ -428,10 +432,13 @@ def _factor_fit(values: _Values, k: float | None = None) -> tuple[float, int] | 
             return None
         # The median ignores the few elements a real bug leaves unexplained.
         k = float((values.a[usable] / values.n[usable]).median())
-    if not math.isfinite(k) or abs(k) < _ZERO_REL or abs(k - 1.0) < _NEAR_ONE:
+    if not math.isfinite(k) or abs(k) < _ZERO_REL or abs(k - 1.0) < _NEAR_ONE_MIN:
         return None
+    # A factor near 1 (1.001) is a scale error only if it fits far tighter than its
+    # distance to 1; anything looser is noise around a correct gradient.
+    rel = _FIT_REL if abs(k - 1.0) >= _NEAR_ONE else _NEAR_ONE_FIT * abs(k - 1.0)
     residual = torch.add(values.a, values.n, alpha=-k).abs_()
-    allowed = values.n.abs().mul_(_FIT_REL * abs(k)).add_(_FIT_ABS * values.scale)
+    allowed = values.n.abs().mul_(rel * abs(k)).add_(_FIT_ABS * values.scale)
     fitted = values.how_many(residual <= allowed)
     if count == 1:
         # One element always "fits"; name it only when the ratio is a telling number.
@@ -620,6 +627,13 @@ def _hint(group: list[_Finding]) -> Hint:
             text = (
                 f"analytic ≈ −numeric on {coverage} {where} — a sign error "
                 "(a missing minus, or operands swapped in a subtraction) in the backward?"
+            )
+        elif abs(factor - 1.0) < _NEAR_ONE and fitted == count:
+            text = (
+                f"analytic ≈ {factor:.4g} × numeric everywhere {where} (a "
+                f"{_format_number(abs(factor - 1.0) * 100)}% scale error) — a constant "
+                "slightly off in the backward (a rounded coefficient, an epsilon, 1/(n-1) "
+                "for 1/n)?"
             )
         else:
             text = (

@@ -128,7 +128,9 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     values, rounds, eff = directional_differences(point, dirs, tol.eps, [1.0])
     timing.difference_seconds = time.perf_counter() - clock
     u_flat = [flat_cat(u) for u in us]
-    stats = _probe_sums(eff, rows, torch.stack(u_flat), values[1.0], rounds[1.0], problem.u_in)
+    stats, per_input = _probe_sums(
+        eff, rows, torch.stack(u_flat), values[1.0], rounds[1.0], problem.u_in
+    )
     unsure = [k for k, (a, n1, err) in enumerate(stats) if not abs(a - n1) <= tol.safety * err]
     twice: dict[int, float] = {}
     if unsure:
@@ -188,7 +190,40 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
                 f"atol/rtol (worst |diff| {pair.max_abs_error:.3g})"
             )
     passed = linear is None and (not suspects or all(p.passed for p in pairs))
-    return Outcome(passed=passed, pairs=pairs, probes=probe_results, timing=timing)
+    peaks = [float(r[0].detach().abs().max()) if r[0].numel() else 0.0 for r in rows]
+    resolution = _resolution(point.in_paths, per_input, probe_results, tol.rtol, tol.atol, peaks)
+    return Outcome(
+        passed=passed, pairs=pairs, probes=probe_results, timing=timing, resolution=resolution
+    )
+
+
+def _resolution(
+    paths: Sequence[str],
+    per_input: torch.Tensor,
+    probes: Sequence[ProbeResult],
+    rtol: float,
+    atol: float,
+    peaks: Sequence[float],
+) -> list[tuple[str, float]]:
+    """Per input leaf: the smallest uniform relative error of its gradient the probes catch.
+
+    Scaling input ``i``'s gradient by ``1 + d`` moves probe ``k``'s reverse-mode value
+    by ``d a_ik`` (``a_ik`` that input's share of it): the probe fails once that
+    exceeds its allowance. The entry it narrows down to is then judged with atol and
+    rtol: ``rtol + atol / |entry|``, the entry taken as half the largest entry of the
+    probe's gradient ``J^T u`` (``|u| < 2``).
+    """
+    out = []
+    for i, path in enumerate(paths):
+        best = math.inf
+        for k, probe in enumerate(probes):
+            share = abs(float(per_input[i, k]))
+            if share > 0:
+                best = min(best, probe.allowed / share)
+        entry = rtol + 2 * atol / peaks[i] if peaks[i] > 0 else math.inf
+        if math.isfinite(best) and math.isfinite(entry):
+            out.append((path, max(best, entry)))
+    return out
 
 
 def _probe_sums(
@@ -198,8 +233,10 @@ def _probe_sums(
     values: torch.Tensor,
     rounds: torch.Tensor,
     u_in: float,
-) -> list[tuple[float, float, float]]:
+) -> tuple[list[tuple[float, float, float]], torch.Tensor]:
     """Per probe: ``u^T J v`` by reverse mode, by finite differences, and the latter's error.
+
+    Also returns each input's share of the reverse-mode values (inputs x probes).
 
     The error adds the finite differences' roundoff and the roundoff of the reverse-mode
     dot product (8 u times the sum of its terms' magnitudes).
@@ -217,7 +254,8 @@ def _probe_sums(
     numeric = (U * values).sum(dim=1)
     error = (U.abs() * rounds).sum(dim=1) + 8 * u_in * scale
     table = torch.stack([analytic, numeric, error]).T.tolist()
-    return [(a, n, e) for a, n, e in table]
+    shares = torch.stack([part[0] for part in sums]).cpu()
+    return [(a, n, e) for a, n, e in table], shares
 
 
 def _forward_probe(
@@ -258,7 +296,9 @@ def _masked(
         s, e = max(lo, offset), min(hi, offset + n)
         if s < e:
             seg[s - offset : e - offset] = vec[s:e]
-        parts.append(seg.reshape(t.shape).to(t.device))
+        # in t's dtype: a float64 direction would promote a float32 input to float64
+        dtype = t.dtype if t.is_floating_point() else torch.float64
+        parts.append(seg.reshape(t.shape).to(device=t.device, dtype=dtype))
         offset += n
     return parts
 

@@ -134,7 +134,13 @@ def run_full(problem: Problem) -> Outcome:
             f"once per block"
         )
     passed = linear is None and all(p.passed for p in pairs)
-    return Outcome(passed=passed, pairs=pairs)
+    several = len(out_shapes) > 1
+    resolution = [
+        (f"{t.output} / {t.input}" if several else t.input, t.resolution)
+        for t in tallies.values()
+        if t.total and t.resolution < float("inf")
+    ]
+    return Outcome(passed=passed, pairs=pairs, resolution=resolution)
 
 
 _DOMAIN_HINT = Hint(

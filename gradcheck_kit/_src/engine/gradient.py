@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..results import GradCheckResult, Hint
+from ..results import GradCheckResult, Hint, Resolution
 from .auto import run_auto
 from .evaluation import OutputChanged, evaluation_notes
 from .fast import DEFAULT_PROBES, run_fast
@@ -43,7 +43,14 @@ class GradientCheck(CheckRun[GradCheckResult]):
             self.notes.append(note)
         dtypes = [x.dtype for x in xs] + [o.dtype for o in outs]
         worst_dtype = max(dtypes, key=machine_eps)
-        self.tol = resolve_tolerances(worst_dtype, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
+        # without an explicit atol/rtol the relative part follows the error estimate
+        self.tol = resolve_tolerances(
+            worst_dtype,
+            eps=opts.eps,
+            atol=opts.atol,
+            rtol=opts.rtol,
+            by_estimate=opts.atol is None and opts.rtol is None,
+        )
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
         if call.nothing_to_check is not None:
             return self._empty(call.nothing_to_check, ev.calls)
@@ -70,7 +77,11 @@ class GradientCheck(CheckRun[GradCheckResult]):
         except OutputChanged as exc:
             return self._shape_changed(exc)
         self.notes.extend(evaluation_notes(ev))
+        resolution = tuple(Resolution(block, value) for block, value in outcome.resolution)
+        if resolution:
+            self.notes.append("; ".join(r.text() for r in resolution))
         return self._result(
+            resolution=resolution,
             passed=outcome.passed,
             status="passed" if outcome.passed else "mismatch",
             pairs=tuple(outcome.pairs),

@@ -75,3 +75,6 @@ class Outcome:
     pairs: list[PairResult] = field(default_factory=list)
     probes: list[ProbeResult] = field(default_factory=list)
     timing: BatchTiming = field(default_factory=BatchTiming)
+    # per block (an input path, prefixed by the output's with several outputs): the
+    # smallest uniform relative error of the backward that this outcome would fail
+    resolution: list[tuple[str, float]] = field(default_factory=list)
