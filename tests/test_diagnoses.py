@@ -1,0 +1,111 @@
+"""Diagnoses built from the situations where they once misled.
+
+Each test rebuilds the situation a user met and asserts what the message says
+(the real cause) and what it no longer says (the misleading guess).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import gradcheck_kit as gk
+
+# --------------------------------------------------------------------------- graph reach
+
+
+class Swish(torch.autograd.Function):
+    """x * sigmoid(x): its forward runs sigmoid with grad mode off, as every Function's does."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(x)
+        scale = float(s.mean().item())  # a Python number inside forward cuts nothing
+        ctx.save_for_backward(x, s)
+        return x * s * scale / scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, s = ctx.saved_tensors
+        return grad * (s + x * s * (1 - s))
+
+
+class RoundSign(torch.autograd.Function):
+    """Returns its input's sign, marked non-differentiable."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = torch.sign(x)
+        ctx.mark_non_differentiable(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        return torch.zeros_like(grad)
+
+
+class SwishNet(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 1)
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        h = RoundSign.apply(h) if self.how == "sign" else Swish.apply(h)
+        if self.how == "detach":
+            h = h.detach()
+        return self.b(h)
+
+
+def test_graph_reach_blames_the_detach_not_the_function_forward() -> None:
+    model, x = SwishNet("detach"), torch.randn(3, 4)
+    with pytest.raises(gk.GraphCheckError) as err:
+        gk.assert_graph_reaches(lambda: model(x).sum(), model)
+    text = str(err.value)
+    assert "does not reach 2 of 4 parameters" in text
+    assert "'a.weight', 'a.bias': detach returns a tensor without autograd history" in text
+    assert "h = h.detach()" in text
+    assert "sigmoid" not in text and "grad mode off" not in text
+
+
+def test_graph_reach_passes_through_a_custom_function() -> None:
+    model, x = SwishNet("plain"), torch.randn(3, 4)
+    gk.assert_graph_reaches(lambda: model(x).sum(), model)
+
+
+def test_graph_reach_blames_a_function_whose_output_is_not_differentiable() -> None:
+    model, x = SwishNet("sign"), torch.randn(3, 4)
+    with pytest.raises(gk.GraphCheckError) as err:
+        gk.assert_graph_reaches(lambda: model(x).sum(), model)
+    text = str(err.value)
+    assert "'a.weight', 'a.bias': RoundSign.apply returned a tensor that does not require" in text
+    assert "RoundSign.apply(h) if" in text  # the line that called it
+
+
+def test_graph_reach_blames_a_function_called_under_no_grad() -> None:
+    w = torch.randn(4, requires_grad=True)
+
+    def loss() -> torch.Tensor:
+        with torch.no_grad():
+            h = Swish.apply(w)
+        return (h * w).sum()
+
+    with pytest.raises(gk.GraphCheckError) as err:
+        gk.assert_graph_reaches(loss, {"w": w, "v": torch.ones(1, requires_grad=True)})
+    text = str(err.value)
+    # w still reaches the output through `h * w`; only the unused v is reported.
+    assert "'v': no operation in the computation read it" in text
+
+    def cut() -> torch.Tensor:
+        with torch.no_grad():
+            h = Swish.apply(w)
+        return (h * 2).sum()
+
+    with pytest.raises(gk.GraphCheckError) as err:
+        gk.assert_graph_reaches(cut, {"w": w})
+    assert "'w': Swish.apply returned a tensor that does not require grad" in str(err.value)
