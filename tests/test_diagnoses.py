@@ -109,3 +109,64 @@ def test_graph_reach_blames_a_function_called_under_no_grad() -> None:
     with pytest.raises(gk.GraphCheckError) as err:
         gk.assert_graph_reaches(cut, {"w": w})
     assert "'w': Swish.apply returned a tensor that does not require grad" in str(err.value)
+
+
+# --------------------------------------------------------------------------- in-place forward
+
+
+class ClampInPlace(torch.autograd.Function):
+    """ReLU that clamps its input in place and forgets ctx.mark_dirty."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x.clamp_(min=0)
+        ctx.save_for_backward(x)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (y > 0)
+
+
+class AddOneInPlace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x.add_(1)
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return 2 * grad
+
+
+@pytest.mark.parametrize("function", [ClampInPlace, AddOneInPlace])
+@pytest.mark.parametrize("positive", [False, True])
+def test_audit_names_an_in_place_write_in_forward_not_randomness(
+    function: Any, positive: bool
+) -> None:
+    x = torch.randn(5, dtype=torch.float64)
+    x = (x.abs() + 0.1 if positive else x).requires_grad_()
+    result = gk.check_autograd_function(function, (x,))
+    assert not result.passed
+    text = result.summary()
+    failed = {f.check: f.text for f in result.failed}
+    # clamp_ of positive values changes nothing but still writes: the version counter tells
+    assert list(failed) == ["inputs_unchanged"], text
+    assert "forward modifies its input inputs[0] (x) in place without ctx.mark_dirty(x)" in text
+    assert "x = x.clone()" in text
+    assert "random" not in text and "rng=" not in text
+
+
+def test_plain_function_writing_its_input_is_not_called_random() -> None:
+    def scale(values: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            values.mul_(2)  # the bug: the input itself is doubled on every call
+        return values * 3
+
+    result = gk.check_gradients(scale, torch.randn(4, dtype=torch.float64, requires_grad=True))
+    assert not result.passed
+    assert result.hints[0].kind == "in_place_input"
+    assert "fn modifies its input input in place" in result.hints[0].text
+    assert "values = values.clone()" in result.hints[0].text
+    assert "rng='replay'" not in str(result.hints)

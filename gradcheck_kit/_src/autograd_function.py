@@ -23,6 +23,7 @@ from torch.autograd import forward_ad
 
 from . import recording
 from .engine.diagnose import Block, diagnose
+from .engine.gradient import argument_name
 from .engine.judging import PairTally
 from .engine.options import DtypePolicy, Mode
 from .engine.tolerances import machine_eps, resolve_tolerances
@@ -142,6 +143,7 @@ class _Audit:
         self.gradient: GradCheckResult | None = None
         self.second: GradCheckResult | None = None
         self.intermediates: list[tuple[int, ...]] = []
+        self.forward_writes: list[str | None] = []
 
     def add(self, check: str, status: str, text: str, **where: str | None) -> None:
         self.findings.append(AuditFinding(check, status, text, **where))
@@ -151,7 +153,17 @@ class _Audit:
         with torch.inference_mode(False), preserved(self.inputs):
             seed_everything(self.seed)
             runs_cleanly = self._structure()
-            if runs_cleanly:
+            if runs_cleanly and self.forward_writes:
+                # Finite differences need a function of its inputs; one that rewrites them
+                # answers differently on each call, which would read as randomness.
+                self.add(
+                    "backward",
+                    "skipped",
+                    f"not compared with finite differences: forward modifies "
+                    f"{', '.join(str(p) for p in self.forward_writes)} in place (see "
+                    f"inputs_unchanged), so no two calls see the same input; fix that first",
+                )
+            elif runs_cleanly:
                 self._backward_check()
                 self._forward_mode()
                 self._double_backward()
@@ -197,6 +209,9 @@ class _Audit:
         dtypes = [x.dtype for x in xs] or [torch.get_default_dtype()]
         self.dtype_name = str(max(dtypes, key=machine_eps)).removeprefix("torch.")
         before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
+        # A write that leaves the values as they were (clamp_ of positive values) still
+        # bumps the version counter, and autograd's saved-tensor checks then fail.
+        versions = [a._version if isinstance(a, torch.Tensor) else None for a in args]
         with torch.enable_grad():
             try:
                 raw = probe.apply(*args)
@@ -208,7 +223,8 @@ class _Audit:
                     )
                 raise
         outs = list(raw) if isinstance(raw, (tuple, list)) else [raw]
-        self._changed_inputs(args, before, outs, "forward")
+        self._changed_inputs(args, before, outs, "forward", versions)
+        self.forward_writes = [f.input for f in self.failed() if f.check == "inputs_unchanged"]
         self.marked = [
             k
             for k, o in enumerate(outs)
@@ -358,9 +374,15 @@ class _Audit:
         return [f for f in self.findings if f.status == "failed"]
 
     def _changed_inputs(
-        self, args: Sequence[Any], before: Sequence[Any], outs: Sequence[Any], stage: str
+        self,
+        args: Sequence[Any],
+        before: Sequence[Any],
+        outs: Sequence[Any],
+        stage: str,
+        versions: Sequence[int | None] | None = None,
     ) -> None:
-        for path, arg, old in zip(self.paths, args, before, strict=True):
+        versions = versions if versions is not None else [None] * len(args)
+        for path, arg, old, version in zip(self.paths, args, before, versions, strict=True):
             if not isinstance(arg, torch.Tensor) or old is None:
                 continue
             if any(o is arg for o in outs):
@@ -369,16 +391,27 @@ class _Audit:
                 (torch.isnan(arg.detach()) & torch.isnan(old)).sum() + (arg.detach() == old).sum()
                 == old.numel()
             )
-            if not same and not any(
+            written = version is not None and arg._version != version
+            if (same and not written) or any(
                 f.check == "inputs_unchanged" and f.input == path for f in self.findings
             ):
-                self.add(
-                    "inputs_unchanged",
-                    "failed",
-                    f"{stage} modified {path} in place without declaring it; clone before "
-                    f"modifying, or call ctx.mark_dirty({path.split('[')[0]}) and return it",
-                    input=path,
+                continue
+            name = argument_name(self.function.apply, path)
+            if stage == "forward":
+                text = (
+                    f"forward modifies its input {path} ({name}) in place without "
+                    f"ctx.mark_dirty({name}): autograd does not know {name} changed, so a "
+                    f"gradient that needs its old value is wrong or raises, and every call "
+                    f"starts from another {name}. Work on a copy ({name} = {name}.clone() "
+                    f"first), or call ctx.mark_dirty({name}) and return {name} from forward"
                 )
+            else:
+                text = (
+                    f"backward modified input {path} ({name}) in place: the caller's tensor "
+                    f"changes and a second backward sees another value; compute on a copy "
+                    f"({name}.clone()) or with out-of-place operations"
+                )
+            self.add("inputs_unchanged", "failed", text, input=path)
 
     def _repeatable(self, grads: list[tuple[torch.Tensor, ...]]) -> None:
         first, second = grads
