@@ -170,3 +170,71 @@ def test_plain_function_writing_its_input_is_not_called_random() -> None:
     assert "fn modifies its input input in place" in result.hints[0].text
     assert "values = values.clone()" in result.hints[0].text
     assert "rng='replay'" not in str(result.hints)
+
+
+# --------------------------------------------------------------------------- double backward
+
+
+class CubeNoGradBackward(torch.autograd.Function):
+    """x ** 3 with a backward computed under no_grad: right once, not twice differentiable."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        with torch.no_grad():
+            return 3 * x**2 * grad
+
+
+class CubeOnceDifferentiable(CubeNoGradBackward):
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return 3 * x**2 * grad
+
+
+class CubeHalfDetached(CubeNoGradBackward):
+    """Right values (x^2 + 2 x^2), but a third of the second derivative is detached."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return (x.detach() ** 2 + 2 * x**2) * grad
+
+
+def _x64() -> torch.Tensor:
+    return torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+
+def test_a_first_order_function_passes_with_a_note_on_double_backward() -> None:
+    result = gk.check_autograd_function(CubeNoGradBackward, _x64().requires_grad_())
+    assert result.passed, result.summary()
+    finding = next(f for f in result.findings if f.check == "double_backward")
+    assert finding.status == "skipped"
+    assert finding.text.startswith("not twice differentiable")
+    assert "@once_differentiable" in finding.text and "check_second_order" in finding.text
+    required = gk.check_autograd_function(
+        CubeNoGradBackward, _x64().requires_grad_(), second_order=True
+    )
+    assert "double_backward" in {f.check for f in required.failed}
+
+
+def test_a_once_differentiable_function_passes_cleanly() -> None:
+    result = gk.assert_autograd_function(CubeOnceDifferentiable, _x64().requires_grad_())
+    statuses = {f.check: f.status for f in result.findings}
+    assert "failed" not in statuses.values()
+    assert statuses["double_backward"] == "skipped"
+    assert result.second_order is None  # nothing run against a declared first-order backward
+
+
+def test_a_wrong_second_derivative_that_autograd_would_give_fails() -> None:
+    result = gk.check_autograd_function(CubeHalfDetached, _x64().requires_grad_())
+    assert not result.passed
+    failed = {f.check: f.text for f in result.failed}
+    assert list(failed) == ["double_backward"], result.summary()
+    assert failed["double_backward"].startswith("double backward disagrees")

@@ -700,6 +700,15 @@ class _Audit:
             self.add("double_backward", "skipped", "not checked (second_order=False)")
             return
         once = is_once_differentiable(self.function)
+        if once and self.second_order is None:
+            # Declared first-order only: nothing to check, nothing to report against it.
+            self.add(
+                "double_backward",
+                "skipped",
+                "backward is marked @once_differentiable: second derivatives are not "
+                "available by design; pass second_order=True to require them",
+            )
+            return
         try:
             with recording.muted():
                 self.second = check_second_order(
@@ -739,6 +748,11 @@ class _Audit:
                     text + ": remove the decorator and write backward with differentiable ops",
                 )
             return
+        if self.second_order is None and not self._backward_has_graph():
+            # torch keeps second derivatives to gradgradcheck: a Function right to first
+            # order whose backward is not differentiable is not wrong, only first-order.
+            self.add("double_backward", "skipped", self._not_twice_differentiable())
+            return
         text = "double backward disagrees with finite differences of the gradient"
         if self.intermediates:
             shapes = ", ".join(str(s) for s in self.intermediates)
@@ -750,6 +764,59 @@ class _Audit:
         elif so.hint:
             text += f" — {so.hint}"
         self.add("double_backward", "failed", text)
+
+    def _not_twice_differentiable(self) -> str:
+        why = "the gradients backward returns carry no autograd graph back to the inputs"
+        if self.intermediates:
+            shapes = ", ".join(str(s) for s in self.intermediates)
+            why += (
+                f" (it computes them from tensor(s) of shape {shapes} saved in forward that "
+                f"are neither inputs nor outputs, which double backward treats as constants)"
+            )
+        return (
+            f"not twice differentiable: {why}, so second derivatives through it (gradient "
+            f"penalties, Hessian-vector products) are not available; first-order training "
+            f"is unaffected. Decorate backward with @once_differentiable to say so, or pass "
+            f"second_order=True (or use check_second_order) to require and check them"
+        )
+
+    def _backward_has_graph(self) -> bool:
+        """Whether backward, run with ``create_graph=True``, builds a graph back to the inputs.
+
+        Where it does, autograd gives second derivatives without complaint, so they
+        must be right; where it does not, they are simply not available.
+        """
+        args = self._copies()
+        xs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        try:
+            with torch.enable_grad():
+                raw = self.function.apply(*args)
+                outs = [
+                    o
+                    for o in (list(raw) if isinstance(raw, (tuple, list)) else [raw])
+                    if isinstance(o, torch.Tensor) and o.requires_grad
+                ]
+                grads = torch.autograd.grad(
+                    outs,
+                    xs,
+                    grad_outputs=[torch.ones_like(o) for o in outs],
+                    create_graph=True,
+                    allow_unused=True,
+                )
+        except Exception:  # double backward raised: the second-order check says why
+            return True
+        targets = {id(x) for x in xs}
+        seen: set[Any] = set()
+        stack = [g.grad_fn for g in grads if g is not None and g.grad_fn is not None]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if id(getattr(node, "variable", None)) in targets:
+                return True
+            stack.extend(child for child, _ in node.next_functions if child is not None)
+        return False
 
 
 def check_autograd_function(
@@ -773,8 +840,11 @@ def check_autograd_function(
     same result twice, that outputs marked with ``ctx.mark_non_differentiable``
     really are constant, ``backward`` against finite differences, ``jvp``
     against ``backward`` (where ``jvp`` is defined), and double backward
-    against finite differences of the gradient (an ``@once_differentiable``
-    backward is reported as skipped unless ``second_order=True``).
+    against finite differences of the gradient. Double backward fails the
+    audit only where autograd would give wrong second derivatives without
+    complaint; a backward that is not differentiable (``@once_differentiable``,
+    or gradients without a graph back to the inputs) is reported as skipped
+    unless ``second_order=True``.
 
     Args:
         function: the Function class (not ``.apply``, not an instance).
@@ -786,8 +856,12 @@ def check_autograd_function(
         atol: absolute tolerance per entry; default by dtype.
         rtol: relative tolerance per entry; default by dtype.
         seed: seeds the RNGs and random cotangents.
-        second_order: None checks double backward but accepts a declared
-            ``@once_differentiable``; True requires second derivatives; False skips.
+        second_order: None checks double backward where backward supports it:
+            a wrong second derivative fails, but a declared ``@once_differentiable``
+            or a backward whose gradients carry no graph back to the inputs is
+            reported as skipped (not twice differentiable), as torch keeps second
+            derivatives to ``gradgradcheck``; True requires correct second
+            derivatives; False skips.
         name: label for messages and reports (default: the class name).
 
     Returns:
