@@ -71,7 +71,24 @@ _SAMPLE = 1 << 14
 # Names listed in a hint before "and N more".
 _MAX_NAMES = 3
 
-_KIND_ORDER = ("zero", "sign", "factor", "transposed", "region", "one_input", "one_output")
+# The widest border (in elements from each edge) looked for: a 7x7 kernel's reach.
+_MAX_BORDER = 3
+# A border is reported when the chance that the mismatched positions all fall on it at
+# random is at most this. A padding bug spoils a whole edge (all 28 edge pixels of an
+# 8x8 image: a chance of 1e-18), so the bar can be high enough that scattered errors
+# (4 of 64 pixels happen to be edge pixels 3 times in 100) never read as one.
+_BORDER_CHANCE = 1e-3
+
+_KIND_ORDER = (
+    "border",
+    "zero",
+    "sign",
+    "factor",
+    "transposed",
+    "region",
+    "one_input",
+    "one_output",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,6 +272,7 @@ class _Finding:
     fitted: int = 0  # of those, how many the pattern explains
     factor: float | None = None
     threshold: float | None = None
+    side: str = "input"  # for a border: the leaf whose edges hold the mismatch
 
 
 class _Values:
@@ -343,6 +361,14 @@ def _analyse(block: Block) -> list[_Finding]:
         square = len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1
         if square and _is_transposition(block, a2, n2, shape[0], side, sample.min_error):
             findings.append(_Finding("transposed", side, block, total, total))
+
+    border = _border(block, a2, n2, sample.scale)
+    if border is not None:
+        # A ratio measured on edge pixels describes the edge handling, not a scale:
+        # "a missing factor of 2" would send the reader to the wrong line.
+        findings = [f for f in findings if f.kind not in ("factor", "sign")]
+        side, variant = border
+        findings.insert(0, _Finding("border", variant, block, total, total, side=side))
 
     region = _region(block, a2, n2, sample.scale)
     if region is not None and total >= 2:
@@ -515,6 +541,85 @@ def _region(
     return None
 
 
+def _border(block: Block, a: torch.Tensor, n: torch.Tensor, scale: float) -> tuple[str, str] | None:
+    """Mismatches confined to the edges of the input (else the output) leaf's last dimensions.
+
+    A convolution, pooling or filter whose backward mishandles padding is wrong
+    exactly there. Returns the side and a description of the edges, such as
+    ``"rows 0 and 7, columns 0 and 7"``; None without a clear border.
+    """
+    for side, shape, dim in (("input", block.input_shape, 0), ("output", block.output_shape, 1)):
+        wrong = block.mismatch.any(dim=dim)
+        count = int(wrong.sum())
+        geometry = _border_geometry(shape, wrong) if count >= 2 else None
+        if geometry is None:
+            continue
+        coords, spatial, width, on_border = geometry
+        # Only now the passes over the values: which positions have any gradient at all.
+        peak = torch.fmax(_peak_along(a, dim), _peak_along(n, dim))
+        used = (peak > _FIT_ABS * scale) | wrong
+        if not bool((used & ~wrong & ~on_border).any()):
+            continue  # nothing right inside the border: no contrast to speak of
+        chance = _log_chance(int((used & on_border).sum()), int(used.sum()), count)
+        if chance <= math.log(_BORDER_CHANCE):
+            return side, _edge_names(coords, spatial, wrong, width)
+    return None
+
+
+def _peak_along(t: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.fmax(t.amax(dim=dim).abs(), t.amin(dim=dim).abs())
+
+
+def _border_geometry(
+    shape: tuple[int, ...], wrong: torch.Tensor
+) -> tuple[list[torch.Tensor], tuple[int, ...], int, torch.Tensor] | None:
+    """The narrowest border of the trailing (spatial) dimensions holding every wrong position.
+
+    The last two dimensions when both have 3 or more entries (an image), else the
+    last one when it has 4 or more (a signal). Returns each position's coordinates
+    along them, the dimensions, the width and the border mask; None when no border
+    up to :data:`_MAX_BORDER` wide leaves an inside.
+    """
+    if len(shape) >= 2 and shape[-1] >= 3 and shape[-2] >= 3:
+        spatial = shape[-2:]
+    elif len(shape) >= 1 and shape[-1] >= 4:
+        spatial = shape[-1:]
+    else:
+        return None
+    flat = torch.arange(wrong.numel(), device=wrong.device)
+    coords = []
+    for size in reversed(spatial):  # the last dimension varies fastest
+        coords.append(flat % size)
+        flat = flat // size
+    coords.reverse()
+    for width in range(1, _MAX_BORDER + 1):
+        if any(size <= 2 * width for size in spatial):
+            return None
+        near = [(c < width) | (c >= size - width) for c, size in zip(coords, spatial, strict=True)]
+        on_border = functools.reduce(torch.logical_or, near)
+        if bool(on_border[wrong].all()):
+            return coords, spatial, width, on_border
+    return None
+
+
+def _edge_names(
+    coords: list[torch.Tensor], spatial: tuple[int, ...], wrong: torch.Tensor, width: int
+) -> str:
+    nouns = ("rows", "columns") if len(spatial) == 2 else ("positions",)
+    parts = []
+    for noun, c, size in zip(nouns, coords, spatial, strict=True):
+        at = c[wrong]
+        ends = []
+        if bool((at < width).any()):
+            ends.append("0" if width == 1 else f"0-{width - 1}")
+        if bool((at >= size - width).any()):
+            last = size - 1
+            ends.append(f"{last}" if width == 1 else f"{size - width}-{last}")
+        if ends:
+            parts.append(f"{noun} {' and '.join(ends)}")
+    return ", ".join(parts)
+
+
 def _column_peak(t: torch.Tensor) -> torch.Tensor:
     """The largest |t| of each column (NaN where a column holds NaN)."""
     # Two reductions allocate less than t.abs() of a large block.
@@ -627,6 +732,16 @@ def _hint(group: list[_Finding]) -> Hint:
                 f"— {format_factor(factor)}?"
             )
         return Hint(first.kind, text, factor=factor, output=out_one, input=in_one)
+
+    if first.kind == "border":
+        leaf = _names(inputs if first.side == "input" else outputs)
+        text = (
+            f"the mismatch is concentrated at the border of {first.side} {leaf} "
+            f"({first.variant}; {count} mismatched elements, none inside): check "
+            "padding/edge handling in the backward (zero padding, the edges of a 'same' "
+            "convolution or pooling window)"
+        )
+        return Hint("border", text, output=out_one, input=in_one)
 
     if first.kind == "transposed":
         text = (
