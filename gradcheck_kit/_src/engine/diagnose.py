@@ -26,7 +26,7 @@ from ..errors import InvalidArgument, UnsupportedInputError
 from ..results import Hint
 from ..validation import check_type
 
-__all__ = ["Block", "diagnose", "format_factor"]
+__all__ = ["Block", "diagnose", "format_factor", "input_leaf_hint", "zero_gradient_hint"]
 
 # Diagnostic thresholds. They judge the *shape* of an error that the caller's
 # tolerances already found, so they are relative to the size of that error and
@@ -87,6 +87,7 @@ _KIND_ORDER = (
     "transposed",
     "region",
     "one_input",
+    "some_inputs",
     "one_output",
 )
 
@@ -814,23 +815,62 @@ def _region_text(first: _Finding, outputs: list[str], inputs: list[str], count: 
     )
 
 
+def input_leaf_hint(leaves: Sequence[str], wrong: Sequence[str], output: str | None) -> Hint | None:
+    """Name the input leaves whose gradients are wrong while the others' agree.
+
+    One wrong leaf is a ``one_input`` hint; several (not all) a ``some_inputs``
+    hint: what they share and the others do not is the path back to them, where
+    a detached or mis-differentiated operation sits.
+
+    Examples:
+        >>> hint = input_leaf_hint(["w1", "b1", "w2"], ["w1", "b1"], "output")
+        >>> hint.kind, hint.text[:52]
+        ('some_inputs', "only the gradients with respect to 'w1', 'b1' are wr")
+    """
+    leaves = _unique(list(leaves))
+    wrong = _unique([leaf for leaf in wrong if leaf in leaves])
+    if len(leaves) < 2 or not wrong or len(wrong) == len(leaves):
+        return None
+    others = _names([leaf for leaf in leaves if leaf not in wrong])
+    if len(wrong) == 1:
+        text = (
+            f"only the gradient with respect to '{wrong[0]}' is wrong; the others ({others}) agree"
+        )
+        return Hint("one_input", text, output=output, input=wrong[0])
+    text = (
+        f"only the gradients with respect to {_names(wrong)} are wrong; the others ({others}) "
+        "agree — the gradient goes wrong on the path back to these alone: a .detach() or "
+        ".data there, a statistic computed under torch.no_grad(), or a custom backward?"
+    )
+    return Hint("some_inputs", text, output=output)
+
+
+def zero_gradient_hint(output: str, leaf: str) -> Hint:
+    """The hint for an input autograd gives no gradient while finite differences do.
+
+    Examples:
+        >>> zero_gradient_hint("output", "params/w").text[:48]
+        "autograd gives no gradient for input 'params/w'"
+    """
+    return Hint("zero", _zero_text("analytic", [output], [leaf], 0), output=output, input=leaf)
+
+
 def _one_leaf_hints(blocks: tuple[Block, ...], wrong_blocks: list[Block]) -> list[Hint]:
     hints: list[Hint] = []
-    for side, other_side in (("input", "output"), ("output", "input")):
-        leaves = _unique([getattr(b, side) for b in blocks if b.analytic.numel() > 0])
-        wrong = _unique([getattr(b, side) for b in wrong_blocks])
-        if len(leaves) < 2 or len(wrong) != 1:
-            continue
-        others = _names([leaf for leaf in leaves if leaf != wrong[0]])
-        wrong_other = _unique([getattr(b, other_side) for b in wrong_blocks])
-        other_one = wrong_other[0] if len(wrong_other) == 1 else None
-        if side == "input":
-            text = (
-                f"only the gradient with respect to '{wrong[0]}' is wrong; "
-                f"the others ({others}) agree"
-            )
-            hints.append(Hint("one_input", text, output=other_one, input=wrong[0]))
-        else:
-            text = f"only the gradient of '{wrong[0]}' is wrong; the others ({others}) agree"
-            hints.append(Hint("one_output", text, output=wrong[0], input=other_one))
+    inputs = _unique([b.input for b in blocks if b.analytic.numel() > 0])
+    wrong_outputs = _unique([b.output for b in wrong_blocks])
+    by_input = input_leaf_hint(
+        inputs,
+        [b.input for b in wrong_blocks],
+        wrong_outputs[0] if len(wrong_outputs) == 1 else None,
+    )
+    if by_input is not None:
+        hints.append(by_input)
+    outputs = _unique([b.output for b in blocks if b.analytic.numel() > 0])
+    wrong_inputs = _unique([b.input for b in wrong_blocks])
+    if len(outputs) >= 2 and len(wrong_outputs) == 1:
+        others = _names([leaf for leaf in outputs if leaf != wrong_outputs[0]])
+        text = f"only the gradient of '{wrong_outputs[0]}' is wrong; the others ({others}) agree"
+        other_one = wrong_inputs[0] if len(wrong_inputs) == 1 else None
+        hints.append(Hint("one_output", text, output=wrong_outputs[0], input=other_one))
     return hints
