@@ -334,3 +334,91 @@ def test_scattered_errors_on_an_image_are_not_called_a_border(wrong: set[int]) -
     # even 6 scattered errors that all happen to sit on the edge (a chance of 0.5 %) are not
     # evidence enough: a padding bug spoils a whole edge
     assert "border" not in [h.kind for h in diagnose([block])]
+
+
+# --------------------------------------------------------------------------- fast mode
+
+
+class DetachedNorm(nn.Module):
+    """Standardises its input with a mean and spread that autograd does not see."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True).detach()
+        spread = x.std(dim=-1, keepdim=True).detach()
+        return (x - mean) / (spread + 1e-5)
+
+
+class NormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.norm = DetachedNorm()
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.norm(self.fc1(x))))
+
+
+class ScaledNet(nn.Module):
+    """Its `scale` parameter reaches the output only through .detach()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.scale = nn.Parameter(torch.ones(16))
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x)) * self.scale.detach())
+
+
+def _squared(out: torch.Tensor) -> torch.Tensor:
+    return out.pow(2).sum()
+
+
+def test_fast_mode_failure_says_what_was_projected_and_where_it_goes_wrong() -> None:
+    torch.manual_seed(0)
+    result = gk.check_module_gradients(NormNet(), torch.randn(5, 8), loss_fn=_squared, mode="fast")
+    assert not result.passed and result.mode == "fast"
+    assert result.entries == 8 * 16 + 16 + 16 * 4 + 4
+    text = result.summary()
+    assert "Mismatched elements" not in text
+    assert "The projected check differs: 1 of 1 random projection of 212 entries" in text
+    assert "Wrong entry, found by bisecting the failing projection" in text
+    hint = next(h for h in result.hints if h.kind == "some_inputs")
+    assert "only the gradients with respect to 'params/fc1.weight', 'params/fc1.bias'" in hint.text
+    assert "('params/fc2.weight', 'params/fc2.bias') agree" in hint.text
+    assert ".detach()" in hint.text
+
+
+def test_full_mode_names_the_same_parameters() -> None:
+    torch.manual_seed(0)
+    result = gk.check_module_gradients(NormNet(), torch.randn(5, 8), loss_fn=_squared, mode="full")
+    assert [h.kind for h in result.hints] == ["some_inputs"], result.hints
+    assert "Mismatched elements: 128 / 128 (100.0%)" in result.summary()
+
+
+def test_fast_mode_names_a_detached_parameter() -> None:
+    torch.manual_seed(0)
+    result = gk.check_module_gradients(
+        ScaledNet(), torch.randn(5, 8), loss_fn=_squared, mode="fast"
+    )
+    assert not result.passed
+    kinds = [h.kind for h in result.hints]
+    assert kinds[:2] == ["zero", "one_input"], result.hints
+    assert "autograd gives no gradient for input 'params/scale'" in result.hints[0].text
+    assert "is it detached" in result.hints[0].text
+
+
+def test_fast_mode_result_with_entries_is_valid_json() -> None:
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    torch.manual_seed(0)
+    result = gk.check_module_gradients(NormNet(), torch.randn(5, 8), loss_fn=_squared, mode="fast")
+    data = result.to_dict()
+    schema = json.loads(resources.files("gradcheck_kit._src").joinpath("schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate({"schema_version": 1, "results": [data]})
+    assert gk.GradCheckResult.from_dict(data).entries == 212

@@ -244,6 +244,9 @@ class GradCheckResult(_Verdict):
     duration_s: float = 0.0
     evaluations: int = 0
     vectorized: bool = False
+    # Jacobian entries the check covers: compared one by one (full mode) or projected
+    # (fast mode); 0 where none were (a nondeterministic fn) or for older results.
+    entries: int = 0
     check: str = "check_gradients"
     test_id: str | None = None
     inputs_file: str | None = None

@@ -80,6 +80,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
             probes=tuple(outcome.probes),
             evaluations=ev.calls,
             vectorized=ev.vectorized,
+            entries=point.n_in * point.n_out,
         )
 
     def _run_mode(self, problem: Problem, probes: int) -> tuple[str, Outcome]:
