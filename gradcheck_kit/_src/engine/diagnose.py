@@ -849,7 +849,7 @@ def zero_gradient_hint(output: str, leaf: str) -> Hint:
     """The hint for an input autograd gives no gradient while finite differences do.
 
     Examples:
-        >>> zero_gradient_hint("output", "params/w").text[:48]
+        >>> zero_gradient_hint("output", "params/w").text[:47]
         "autograd gives no gradient for input 'params/w'"
     """
     return Hint("zero", _zero_text("analytic", [output], [leaf], 0), output=output, input=leaf)
