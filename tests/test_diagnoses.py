@@ -422,3 +422,28 @@ def test_fast_mode_result_with_entries_is_valid_json() -> None:
     schema = json.loads(resources.files("gradcheck_kit._src").joinpath("schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate({"schema_version": 1, "results": [data]})
     assert gk.GradCheckResult.from_dict(data).entries == 212
+
+
+class DecaysInForward(nn.Module):
+    """Shrinks its own weight on every call: no two calls see the same parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.weight.mul_(0.9)
+        return (self.weight * x).sum()
+
+
+def test_a_module_writing_its_parameter_in_forward_is_named() -> None:
+    module = DecaysInForward()
+    before = module.weight.detach().clone()
+    result = gk.check_module_gradients(module, torch.randn(3))
+    assert not result.passed
+    hint = result.hints[0]
+    assert hint.kind == "in_place_input" and hint.input == "params/weight"
+    assert "fn modifies its input params/weight in place" in hint.text
+    assert "clone it before" in hint.text
+    assert torch.equal(module.weight.detach(), before)  # the check left it as it was

@@ -396,7 +396,7 @@ class _Audit:
                 f.check == "inputs_unchanged" and f.input == path for f in self.findings
             ):
                 continue
-            name = argument_name(self.function.apply, path)
+            name = argument_name(self.function.apply, path) or "x"
             if stage == "forward":
                 text = (
                     f"forward modifies its input {path} ({name}) in place without "

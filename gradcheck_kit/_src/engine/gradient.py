@@ -114,12 +114,13 @@ class GradientCheck(CheckRun[GradCheckResult]):
 
     def _modified_input(self, path: str, change: float) -> GradCheckResult:
         name = argument_name(self.fn, path)
+        copy = f"{name} = {name}.clone()" if name else "clone it"
         text = (
             f"fn modifies its input {path} in place (it changed by up to {change:.3g} over two "
             f"calls at the same point), so each evaluation starts from another point and "
-            f"finite differences cannot be taken. Work on a copy ({name} = {name}.clone() "
-            f"before the in-place operation); in a custom autograd.Function's forward, either "
-            f"clone, or call ctx.mark_dirty({name}) and return it."
+            f"finite differences cannot be taken. Work on a copy ({copy} before the in-place "
+            f"operation); in a custom autograd.Function's forward, either clone, or call "
+            f"ctx.mark_dirty({name or 'x'}) and return it."
         )
         self.hints.insert(0, Hint(kind="in_place_input", text=text, input=path))
         return self._result(passed=False, status="nondeterministic", evaluations=2)
@@ -180,8 +181,8 @@ def modified_input(call: FirstCall) -> tuple[str, float] | None:
     return None
 
 
-def argument_name(fn: Any, path: str) -> str:
-    """The name ``fn`` gives the argument at ``path`` (``'input'``, ``'inputs[1]'``), or ``'x'``.
+def argument_name(fn: Any, path: str) -> str | None:
+    """The name ``fn`` gives the argument at ``path`` (``'input'``, ``'inputs[1]'``), or None.
 
     For ``MyFunction.apply`` the names are those of ``MyFunction.forward``.
 
@@ -191,7 +192,7 @@ def argument_name(fn: Any, path: str) -> str:
     """
     match = re.fullmatch(r"inputs?(?:\[(\d+)\])?", path)
     if match is None:
-        return "x"
+        return None
     index = int(match.group(1) or 0)
     owner = getattr(fn, "__self__", None)
     target = fn
@@ -203,13 +204,13 @@ def argument_name(fn: Any, path: str) -> str:
     try:
         params = list(inspect.signature(target).parameters.values())[skip:]
     except (TypeError, ValueError):
-        return "x"
+        return None
     positional = [
         p.name
         for p in params
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
-    return positional[index] if index < len(positional) else "x"
+    return positional[index] if index < len(positional) else None
 
 
 def _locate(
