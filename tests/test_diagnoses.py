@@ -447,3 +447,32 @@ def test_a_module_writing_its_parameter_in_forward_is_named() -> None:
     assert "fn modifies its input params/weight in place" in hint.text
     assert "clone it before" in hint.text
     assert torch.equal(module.weight.detach(), before)  # the check left it as it was
+
+
+def test_fast_mode_names_a_uniform_factor_but_not_a_border_error() -> None:
+    x = torch.randn(4000, dtype=torch.float64, requires_grad=True)
+    halved = gk.check_gradients(lambda t: t.detach() * t, x, mode="fast")
+    assert halved.hints[0].kind == "factor" and halved.hints[0].factor == pytest.approx(0.5)
+    assert "a missing factor of 2?" in halved.hints[0].text
+    image = torch.randn(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    blurred = gk.check_gradients(blur_function(BOX, "reflect").apply, image, mode="fast")
+    assert not blurred.passed
+    assert "factor" not in [h.kind for h in blurred.hints]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    k=st.floats(-4, 4).filter(lambda v: abs(v) > 0.1),
+    entry_k=st.floats(-4, 4).filter(lambda v: abs(v) > 0.1),
+    numeric=st.floats(0.1, 10),
+)
+def test_projected_factor_needs_the_projection_and_the_entry_to_agree(
+    k: float, entry_k: float, numeric: float
+) -> None:
+    from gradcheck_kit._src.engine.diagnose import projected_factor_hint
+
+    hint = projected_factor_hint((k * numeric, numeric), (entry_k, 1.0), "output", "x")
+    if hint is not None:
+        assert hint.factor is not None
+        assert abs(entry_k - k) <= 0.02 * abs(k)
+        assert abs(hint.factor - k) <= 0.021 * max(1.0, abs(k))

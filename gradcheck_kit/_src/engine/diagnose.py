@@ -26,7 +26,14 @@ from ..errors import InvalidArgument, UnsupportedInputError
 from ..results import Hint
 from ..validation import check_type
 
-__all__ = ["Block", "diagnose", "format_factor", "input_leaf_hint", "zero_gradient_hint"]
+__all__ = [
+    "Block",
+    "diagnose",
+    "format_factor",
+    "input_leaf_hint",
+    "zero_gradient_hint",
+    "projected_factor_hint",
+]
 
 # Diagnostic thresholds. They judge the *shape* of an error that the caller's
 # tolerances already found, so they are relative to the size of that error and
@@ -853,6 +860,40 @@ def zero_gradient_hint(output: str, leaf: str) -> Hint:
         "autograd gives no gradient for input 'params/w'"
     """
     return Hint("zero", _zero_text("analytic", [output], [leaf], 0), output=output, input=leaf)
+
+
+def projected_factor_hint(
+    probe: tuple[float, float], entry: tuple[float, float], output: str, input: str
+) -> Hint | None:
+    """A factor seen by fast mode: the failing projection and its entry share one simple ratio.
+
+    ``probe`` and ``entry`` are (analytic, numeric) pairs. A uniform factor k
+    scales the projection and every entry alike; an error confined to some
+    entries (a border, a branch) leaves the projection's ratio near 1 while the
+    entry's is anything. Only a simple ratio (2, 1/4, -1...) is named.
+
+    Examples:
+        >>> projected_factor_hint((1.0, 2.0), (0.25, 0.5), "output", "x").text[:40]
+        'analytic ≈ 0.5 × numeric on the failing'
+        >>> projected_factor_hint((1.98, 2.0), (1.0, 0.5), "output", "x") is None
+        True
+    """
+    (pa, pn), (ea, en) = probe, entry
+    if not (pn and en and all(math.isfinite(v) for v in (pa, pn, ea, en))):
+        return None
+    k, k_entry = pa / pn, ea / en
+    if abs(k - k_entry) > _FIT_REL * abs(k) or abs(k - 1.0) < _NEAR_ONE or abs(k) < _ZERO_REL:
+        return None
+    if abs(k + 1.0) <= _FIT_REL:
+        k = -1.0
+    elif _simple_integer(abs(k)) is None:
+        return None
+    text = (
+        f"analytic ≈ {_format_number(k)} × numeric on the failing projection and on the entry "
+        f"it narrows down to, for '{output}' with respect to '{input}' — {format_factor(k)}? "
+        "(fast mode sees one projection; mode='full' checks every entry)"
+    )
+    return Hint("sign" if k == -1.0 else "factor", text, factor=k, output=output, input=input)
 
 
 def _one_leaf_hints(blocks: tuple[Block, ...], wrong_blocks: list[Block]) -> list[Hint]:

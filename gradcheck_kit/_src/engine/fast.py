@@ -26,7 +26,7 @@ from typing import Final
 import torch
 
 from ..results import Hint, PairResult, ProbeResult
-from .diagnose import input_leaf_hint, zero_gradient_hint
+from .diagnose import input_leaf_hint, projected_factor_hint, zero_gradient_hint
 from .evaluation import flat_cat
 from .jacobian import (
     central_differences,
@@ -184,6 +184,19 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
         pairs.append(pair)
         if not pair.passed:
             problem.hints.extend(_leaf_hints(problem, u_flat[k], [r[k] for r in rows], eff[k]))
+            probe = probe_results[k]
+            if len(point.xs) == 1 and pair.worst:
+                # Only one input: the projection's ratio is that input's (several inputs mix
+                # their ratios in one sum).
+                entry = pair.worst[0]
+                factor = projected_factor_hint(
+                    (probe.reverse, probe.numeric),
+                    (entry.analytic, entry.numeric),
+                    pair.output,
+                    pair.input,
+                )
+                if factor is not None:
+                    problem.hints.insert(0, factor)
         if pair.passed:
             problem.notes.append(
                 f"{len(suspects)} of {K} projections exceeded the finite differences' "
