@@ -196,11 +196,6 @@ CAUGHT = {
         "forward_mode",
         "save_for_forward",
     ),
-    "double_backward_of_intermediate": (
-        ExpSavesIntermediate,
-        "double_backward",
-        "neither inputs nor outputs",
-    ),
     "gradient_for_a_float": (ScaleGradForFloat, "non_tensor_gradient", "which is a float (2.0)"),
     "too_few_gradients": (MulOneGradient, "gradient_count", "1 value(s) for 2 forward input(s)"),
     "float32_gradient": (
@@ -233,6 +228,18 @@ def test_each_misuse_is_caught_and_named(function: Any, check: str, phrase: str)
     assert f"FAILED  {check}:" in str(info.value)
     assert "Reproduce: gradcheck_kit.check_autograd_function(" in str(info.value)
     assert fingerprint(inputs) == before  # the audit worked on copies
+
+
+def test_double_backward_of_an_intermediate_fails_only_when_required() -> None:
+    # Right to first order, but its gradient has no graph back to x: torch's gradcheck
+    # passes it (second derivatives are gradgradcheck's), so the audit reports it
+    # as not twice differentiable unless second derivatives are asked for.
+    result = gk.check_autograd_function(ExpSavesIntermediate, _x())
+    assert result.passed, result.summary()
+    assert _statuses(result)["double_backward"] == "skipped"
+    required = gk.check_autograd_function(ExpSavesIntermediate, _x(), second_order=True)
+    failed = {f.check: f.text for f in required.failed}
+    assert "neither inputs nor outputs" in failed["double_backward"]
 
 
 def test_once_differentiable_is_skipped_unless_required() -> None:

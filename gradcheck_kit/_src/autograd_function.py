@@ -23,6 +23,7 @@ from torch.autograd import forward_ad
 
 from . import recording
 from .engine.diagnose import Block, diagnose
+from .engine.gradient import argument_name
 from .engine.judging import PairTally
 from .engine.options import DtypePolicy, Mode
 from .engine.tolerances import machine_eps, resolve_tolerances
@@ -143,6 +144,7 @@ class _Audit:
         self.gradient: GradCheckResult | None = None
         self.second: GradCheckResult | None = None
         self.intermediates: list[tuple[int, ...]] = []
+        self.forward_writes: list[str | None] = []
 
     def add(self, check: str, status: str, text: str, **where: str | None) -> None:
         self.findings.append(AuditFinding(check, status, text, **where))
@@ -152,7 +154,17 @@ class _Audit:
         with torch.inference_mode(False), preserved(self.inputs):
             seed_everything(self.seed)
             runs_cleanly = self._structure()
-            if runs_cleanly:
+            if runs_cleanly and self.forward_writes:
+                # Finite differences need a function of its inputs; one that rewrites them
+                # answers differently on each call, which would read as randomness.
+                self.add(
+                    "backward",
+                    "skipped",
+                    f"not compared with finite differences: forward modifies "
+                    f"{', '.join(str(p) for p in self.forward_writes)} in place (see "
+                    f"inputs_unchanged), so no two calls see the same input; fix that first",
+                )
+            elif runs_cleanly:
                 self._backward_check()
                 self._forward_mode()
                 self._double_backward()
@@ -198,6 +210,9 @@ class _Audit:
         dtypes = [x.dtype for x in xs] or [torch.get_default_dtype()]
         self.dtype_name = str(max(dtypes, key=machine_eps)).removeprefix("torch.")
         before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
+        # A write that leaves the values as they were (clamp_ of positive values) still
+        # bumps the version counter, and autograd's saved-tensor checks then fail.
+        versions = [a._version if isinstance(a, torch.Tensor) else None for a in args]
         with torch.enable_grad():
             try:
                 raw = probe.apply(*args)
@@ -209,7 +224,8 @@ class _Audit:
                     )
                 raise
         outs = list(raw) if isinstance(raw, (tuple, list)) else [raw]
-        self._changed_inputs(args, before, outs, "forward")
+        self._changed_inputs(args, before, outs, "forward", versions)
+        self.forward_writes = [f.input for f in self.failed() if f.check == "inputs_unchanged"]
         self.marked = [
             k
             for k, o in enumerate(outs)
@@ -359,9 +375,15 @@ class _Audit:
         return [f for f in self.findings if f.status == "failed"]
 
     def _changed_inputs(
-        self, args: Sequence[Any], before: Sequence[Any], outs: Sequence[Any], stage: str
+        self,
+        args: Sequence[Any],
+        before: Sequence[Any],
+        outs: Sequence[Any],
+        stage: str,
+        versions: Sequence[int | None] | None = None,
     ) -> None:
-        for path, arg, old in zip(self.paths, args, before, strict=True):
+        versions = versions if versions is not None else [None] * len(args)
+        for path, arg, old, version in zip(self.paths, args, before, versions, strict=True):
             if not isinstance(arg, torch.Tensor) or old is None:
                 continue
             if any(o is arg for o in outs):
@@ -370,16 +392,27 @@ class _Audit:
                 (torch.isnan(arg.detach()) & torch.isnan(old)).sum() + (arg.detach() == old).sum()
                 == old.numel()
             )
-            if not same and not any(
+            written = version is not None and arg._version != version
+            if (same and not written) or any(
                 f.check == "inputs_unchanged" and f.input == path for f in self.findings
             ):
-                self.add(
-                    "inputs_unchanged",
-                    "failed",
-                    f"{stage} modified {path} in place without declaring it; clone before "
-                    f"modifying, or call ctx.mark_dirty({path.split('[')[0]}) and return it",
-                    input=path,
+                continue
+            name = argument_name(self.function.apply, path) or "x"
+            if stage == "forward":
+                text = (
+                    f"forward modifies its input {path} ({name}) in place without "
+                    f"ctx.mark_dirty({name}): autograd does not know {name} changed, so a "
+                    f"gradient that needs its old value is wrong or raises, and every call "
+                    f"starts from another {name}. Work on a copy ({name} = {name}.clone() "
+                    f"first), or call ctx.mark_dirty({name}) and return {name} from forward"
                 )
+            else:
+                text = (
+                    f"backward modified input {path} ({name}) in place: the caller's tensor "
+                    f"changes and a second backward sees another value; compute on a copy "
+                    f"({name}.clone()) or with out-of-place operations"
+                )
+            self.add("inputs_unchanged", "failed", text, input=path)
 
     def _repeatable(self, grads: list[tuple[torch.Tensor, ...]]) -> None:
         first, second = grads
@@ -668,6 +701,15 @@ class _Audit:
             self.add("double_backward", "skipped", "not checked (second_order=False)")
             return
         once = is_once_differentiable(self.function)
+        if once and self.second_order is None:
+            # Declared first-order only: nothing to check, nothing to report against it.
+            self.add(
+                "double_backward",
+                "skipped",
+                "backward is marked @once_differentiable: second derivatives are not "
+                "available by design; pass second_order=True to require them",
+            )
+            return
         try:
             with recording.muted():
                 self.second = check_second_order(
@@ -707,6 +749,11 @@ class _Audit:
                     text + ": remove the decorator and write backward with differentiable ops",
                 )
             return
+        if self.second_order is None and not self._backward_has_graph():
+            # torch keeps second derivatives to gradgradcheck: a Function right to first
+            # order whose backward is not differentiable is not wrong, only first-order.
+            self.add("double_backward", "skipped", self._not_twice_differentiable())
+            return
         text = "double backward disagrees with finite differences of the gradient"
         if self.intermediates:
             shapes = ", ".join(str(s) for s in self.intermediates)
@@ -718,6 +765,59 @@ class _Audit:
         elif so.hint:
             text += f" — {so.hint}"
         self.add("double_backward", "failed", text)
+
+    def _not_twice_differentiable(self) -> str:
+        why = "the gradients backward returns carry no autograd graph back to the inputs"
+        if self.intermediates:
+            shapes = ", ".join(str(s) for s in self.intermediates)
+            why += (
+                f" (it computes them from tensor(s) of shape {shapes} saved in forward that "
+                f"are neither inputs nor outputs, which double backward treats as constants)"
+            )
+        return (
+            f"not twice differentiable: {why}, so second derivatives through it (gradient "
+            f"penalties, Hessian-vector products) are not available; first-order training "
+            f"is unaffected. Decorate backward with @once_differentiable to say so, or pass "
+            f"second_order=True (or use check_second_order) to require and check them"
+        )
+
+    def _backward_has_graph(self) -> bool:
+        """Whether backward, run with ``create_graph=True``, builds a graph back to the inputs.
+
+        Where it does, autograd gives second derivatives without complaint, so they
+        must be right; where it does not, they are simply not available.
+        """
+        args = self._copies()
+        xs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        try:
+            with torch.enable_grad():
+                raw = self.function.apply(*args)
+                outs = [
+                    o
+                    for o in (list(raw) if isinstance(raw, (tuple, list)) else [raw])
+                    if isinstance(o, torch.Tensor) and o.requires_grad
+                ]
+                grads = torch.autograd.grad(
+                    outs,
+                    xs,
+                    grad_outputs=[torch.ones_like(o) for o in outs],
+                    create_graph=True,
+                    allow_unused=True,
+                )
+        except Exception:  # double backward raised: the second-order check says why
+            return True
+        targets = {id(x) for x in xs}
+        seen: set[Any] = set()
+        stack = [g.grad_fn for g in grads if g is not None and g.grad_fn is not None]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if id(getattr(node, "variable", None)) in targets:
+                return True
+            stack.extend(child for child, _ in node.next_functions if child is not None)
+        return False
 
 
 @one_at_a_time
@@ -742,8 +842,11 @@ def check_autograd_function(
     same result twice, that outputs marked with ``ctx.mark_non_differentiable``
     really are constant, ``backward`` against finite differences, ``jvp``
     against ``backward`` (where ``jvp`` is defined), and double backward
-    against finite differences of the gradient (an ``@once_differentiable``
-    backward is reported as skipped unless ``second_order=True``).
+    against finite differences of the gradient. Double backward fails the
+    audit only where autograd would give wrong second derivatives without
+    complaint; a backward that is not differentiable (``@once_differentiable``,
+    or gradients without a graph back to the inputs) is reported as skipped
+    unless ``second_order=True``.
 
     Args:
         function: the Function class (not ``.apply``, not an instance).
@@ -755,8 +858,12 @@ def check_autograd_function(
         atol: absolute tolerance per entry; default by dtype.
         rtol: relative tolerance per entry; default by dtype.
         seed: seeds the RNGs and random cotangents.
-        second_order: None checks double backward but accepts a declared
-            ``@once_differentiable``; True requires second derivatives; False skips.
+        second_order: None checks double backward where backward supports it:
+            a wrong second derivative fails, but a declared ``@once_differentiable``
+            or a backward whose gradients carry no graph back to the inputs is
+            reported as skipped (not twice differentiable), as torch keeps second
+            derivatives to ``gradgradcheck``; True requires correct second
+            derivatives; False skips.
         name: label for messages and reports (default: the class name).
 
     Returns:

@@ -739,7 +739,38 @@ def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
 class _Event:
     op: str
     site: SourceSite | None
-    reason: str  # "detached", "no_grad", "not_differentiable", "left_autograd", "cut"
+    reason: str  # a key of _CUT_TEXT
+
+
+# The frame of `Function.apply` marks a custom autograd.Function's forward on the stack.
+_FUNCTION_APPLY_CODE: Final = torch.autograd.Function.apply.__func__.__code__  # type: ignore[attr-defined]
+
+
+def _custom_function_frame() -> types.FrameType | None:
+    """The innermost ``autograd.Function.apply`` frame on the stack, if one is running.
+
+    Its ``forward`` runs with grad mode off by design: the Function's own node
+    records the result, so nothing done inside it cuts a path.
+    """
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _FUNCTION_APPLY_CODE:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _function_call(frame: types.FrameType) -> tuple[str, SourceSite | None]:
+    """``'Swish.apply'`` and the user's line that called it, from an ``apply`` frame."""
+    cls = frame.f_locals.get("cls")
+    name = f"{getattr(cls, '__name__', 'Function')}.apply"
+    caller = frame.f_back
+    while caller is not None and _is_library_file(caller.f_code.co_filename):
+        caller = caller.f_back
+    if caller is None:
+        return name, None
+    code = linecache.getline(caller.f_code.co_filename, caller.f_lineno).strip() or None
+    return name, SourceSite(caller.f_code.co_filename, caller.f_lineno, caller.f_code.co_name, code)
 
 
 class _FlowTracer(TorchFunctionMode):
@@ -747,6 +778,13 @@ class _FlowTracer(TorchFunctionMode):
 
     A target whose value reaches an operation's output while its autograd
     dependency does not was cut there; the first such operation is kept.
+
+    Inside a custom ``autograd.Function``'s forward, grad mode is off by design
+    and the Function's node carries the gradient: dependencies are carried
+    through its operations as if recorded, and the tensors made there are
+    *pending* until used outside it. Used then without ``requires_grad``, the
+    Function itself cut the path (an output marked non-differentiable, or the
+    call ran under ``no_grad``).
     """
 
     def __init__(self, targets: list[torch.Tensor]) -> None:
@@ -758,6 +796,8 @@ class _FlowTracer(TorchFunctionMode):
             self._deps[id(t)] = (weakref.ref(t), data | {index}, through | tracked)
         self.used: set[int] = set()
         self.cuts: dict[int, _Event] = {}
+        # id -> (tensor made inside a Function's forward, 'Cls.apply', the line calling it)
+        self._pending: dict[int, tuple[weakref.ref[torch.Tensor], str, SourceSite | None]] = {}
 
     def _lookup(self, t: torch.Tensor) -> tuple[frozenset[int], frozenset[int]]:
         entry = self._deps.get(id(t))
@@ -776,23 +816,39 @@ class _FlowTracer(TorchFunctionMode):
         out = func(*args, **kwargs)
         data: frozenset[int] = frozenset()
         through: frozenset[int] = frozenset()
+        unresolved: list[tuple[frozenset[int], str, SourceSite | None]] = []
         for t in _iter_tensors((args, kwargs)):
             d, g = self._lookup(t)
             data |= d
             if t.requires_grad:
                 through |= g
+            elif g and id(t) in self._pending:
+                unresolved.append((g, *self._pending_call(t)))
         if not data:
             return out
         self.used |= data
-        short = _short_op(_op_name(func))
         outs = list(_iter_tensors(out))
+        # Walking the stack costs: only when a path would be cut here.
+        cutting = unresolved or (through and any(not o.requires_grad for o in outs))
+        function = _custom_function_frame() if cutting else None
+        if function is None:
+            for lost_inside, op, site in unresolved:  # the Function's output has no graph
+                self._cut(lost_inside, op, "function", site)
+        else:  # still inside the forward: the Function's output will decide
+            for g, _, _ in unresolved:
+                through |= g
+        short = _short_op(_op_name(func))
         if not outs:
-            if short in _EXITS:
+            # Inside a Function's forward a Python number is fine: its node carries the gradient.
+            if short in _EXITS and _custom_function_frame() is None:
                 self._cut(data, short, "left_autograd")
             return out
         for o in outs:
             kept = through if o.requires_grad else frozenset()
             lost = through - kept
+            if lost and function is not None:
+                self._pending[id(o)] = (weakref.ref(o), *_function_call(function))
+                kept, lost = through, frozenset()
             if lost:
                 if short in _DETACHING:
                     reason = "detached"
@@ -806,10 +862,16 @@ class _FlowTracer(TorchFunctionMode):
             self._deps[id(o)] = (weakref.ref(o), data, kept)
         return out
 
-    def _cut(self, indices: frozenset[int], op: str, reason: str) -> None:
+    def _pending_call(self, t: torch.Tensor) -> tuple[str, SourceSite | None]:
+        ref, op, site = self._pending[id(t)]
+        return (op, site) if ref() is t else ("an autograd.Function", None)
+
+    def _cut(
+        self, indices: frozenset[int], op: str, reason: str, site: SourceSite | None = None
+    ) -> None:
         fresh = [i for i in indices if i not in self.cuts]
         if fresh:
-            event = _Event(op, user_site(), reason)
+            event = _Event(op, site or user_site(), reason)
             for i in fresh:
                 self.cuts[i] = event
 
@@ -833,6 +895,11 @@ _CUT_TEXT: Final = {
         "the value left autograd through .{op}() (a Python number or NumPy array) and "
         "came back as a new tensor",
         "keep the computation in torch operations on tensors",
+    ),
+    "function": (
+        "{op} returned a tensor that does not require grad (an output marked with "
+        "ctx.mark_non_differentiable, or the call ran under torch.no_grad())",
+        "call it with grad mode on and return a differentiable output from its forward",
     ),
     "cut": (
         "{op} returned a tensor that does not require grad",

@@ -58,27 +58,39 @@ def reproduce_line(result: GradCheckResult) -> str:
 
 def _header(result: GradCheckResult) -> str:
     if result.mode == "fast":
-        how = f"fast mode, {len(result.probes)} random projections"
+        k = len(result.probes)
+        how = f"fast mode, {k} random projection{'s' if k != 1 else ''}"
     else:
         how = f"{result.mode} mode"
     return f"({result.check} of {result.name!r}, {how}, {result.dtype})"
 
 
-def _pair_text(pair: PairResult) -> list[str]:
+def _pair_text(pair: PairResult, projected: bool = False) -> list[str]:
+    """A block's mismatch; ``projected``: one entry fast mode found by bisection, not a count."""
     lines = []
-    pct = 100.0 * pair.mismatched / pair.total if pair.total else 0.0
-    lines.append(f"Mismatched elements: {pair.mismatched} / {pair.total} ({pct:.1f}%)")
+    greatest = "Greatest "
+    if projected:
+        # One entry a failing projection was narrowed down to: "1 / 1 (100%)" would
+        # read as a count of wrong entries, which fast mode never makes.
+        lines.append(
+            "Wrong entry, found by bisecting the failing projection (fast mode does not "
+            "count wrong entries; mode='full' lists them all):"
+        )
+        greatest = ""
+    else:
+        pct = 100.0 * pair.mismatched / pair.total if pair.total else 0.0
+        lines.append(f"Mismatched elements: {pair.mismatched} / {pair.total} ({pct:.1f}%)")
     if pair.worst:
         w = max(pair.worst, key=lambda e: e.abs_error)
         lines.append(
-            f"Greatest absolute difference: {_g(w.abs_error)} at output index "
-            f"{_idx(w.output_index)}, input index {_idx(w.input_index)} "
+            f"{greatest}{'absolute' if greatest else 'Absolute'} difference: {_g(w.abs_error)} "
+            f"at output index {_idx(w.output_index)}, input index {_idx(w.input_index)} "
             f"(up to {w.allowed:.2g} allowed)"
         )
         r = max(pair.worst, key=lambda e: e.rel_error)
         lines.append(
-            f"Greatest relative difference: {_g(r.rel_error)} at output index "
-            f"{_idx(r.output_index)}, input index {_idx(r.input_index)}"
+            f"{greatest}{'relative' if greatest else 'Relative'} difference: {_g(r.rel_error)} "
+            f"at output index {_idx(r.output_index)}, input index {_idx(r.input_index)}"
         )
     lines.append(f"The failure occurred for output {pair.output!r}, input {pair.input!r}")
     if pair.worst:
@@ -142,9 +154,12 @@ def format_result(result: GradCheckResult) -> str:
         failing_probes = [p for p in result.probes if not p.passed]
         if failing_probes:
             lines.append("")
+            k = len(result.probes)
+            of = f" of {result.entries:,} entries" if result.entries else ""
             lines.append(
-                f"Projections failing: {len(failing_probes)} / {len(result.probes)} "
-                f"(u^T J v by reverse mode, forward mode and finite differences)"
+                f"The projected check differs: {len(failing_probes)} of {k} random "
+                f"projection{'s' if k != 1 else ''}{of} (u^T J v by reverse mode, forward mode "
+                f"and finite differences)"
             )
             for n, p in enumerate(result.probes):
                 if p.passed:
@@ -158,7 +173,7 @@ def format_result(result: GradCheckResult) -> str:
         failing = [p for p in result.pairs if not p.passed]
         for pair in failing[:_MAX_PAIRS_SHOWN]:
             lines.append("")
-            lines += _pair_text(pair)
+            lines += _pair_text(pair, projected=result.mode == "fast")
         if len(failing) > _MAX_PAIRS_SHOWN:
             lines.append("")
             lines.append(

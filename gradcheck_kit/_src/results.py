@@ -71,7 +71,9 @@ class Hint(PlainData):
     ``kind`` is one of: ``factor``, ``sign``, ``transposed``, ``region``,
     ``zero``, ``one_input``, ``one_output``, ``nondeterministic``,
     ``domain``, ``forward``, ``grad_output`` (backward not linear in grad_output),
-    ``shape_changed`` (an output changes shape under a small step of the inputs).
+    ``shape_changed`` (an output changes shape under a small step of the inputs),
+    ``border`` (the mismatch sits on the edges of an image or signal: padding),
+    ``in_place_input`` (fn writes its input in place, so no two calls agree).
 
     Examples:
         >>> Hint(kind="sign", text="analytic ≈ -numeric: a sign error?").kind
@@ -266,6 +268,9 @@ class GradCheckResult(_Verdict):
     duration_s: float = 0.0
     evaluations: int = 0
     vectorized: bool = False
+    # Jacobian entries the check covers: compared one by one (full mode) or projected
+    # (fast mode); 0 where none were (a nondeterministic fn) or for older results.
+    entries: int = 0
     check: str = "check_gradients"
     test_id: str | None = None
     inputs_file: str | None = None

@@ -26,7 +26,14 @@ from ..errors import InvalidArgument, UnsupportedInputError
 from ..results import Hint
 from ..validation import check_type
 
-__all__ = ["Block", "diagnose", "format_factor"]
+__all__ = [
+    "Block",
+    "diagnose",
+    "format_factor",
+    "input_leaf_hint",
+    "zero_gradient_hint",
+    "projected_factor_hint",
+]
 
 # Diagnostic thresholds. They judge the *shape* of an error that the caller's
 # tolerances already found, so they are relative to the size of that error and
@@ -75,7 +82,25 @@ _SAMPLE = 1 << 14
 # Names listed in a hint before "and N more".
 _MAX_NAMES = 3
 
-_KIND_ORDER = ("zero", "sign", "factor", "transposed", "region", "one_input", "one_output")
+# The widest border (in elements from each edge) looked for: a 7x7 kernel's reach.
+_MAX_BORDER = 3
+# A border is reported when the chance that the mismatched positions all fall on it at
+# random is at most this. A padding bug spoils a whole edge (all 28 edge pixels of an
+# 8x8 image: a chance of 1e-18), so the bar can be high enough that scattered errors
+# (4 of 64 pixels happen to be edge pixels 3 times in 100) never read as one.
+_BORDER_CHANCE = 1e-3
+
+_KIND_ORDER = (
+    "border",
+    "zero",
+    "sign",
+    "factor",
+    "transposed",
+    "region",
+    "one_input",
+    "some_inputs",
+    "one_output",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,6 +284,7 @@ class _Finding:
     fitted: int = 0  # of those, how many the pattern explains
     factor: float | None = None
     threshold: float | None = None
+    side: str = "input"  # for a border: the leaf whose edges hold the mismatch
 
 
 class _Values:
@@ -347,6 +373,14 @@ def _analyse(block: Block) -> list[_Finding]:
         square = len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1
         if square and _is_transposition(block, a2, n2, shape[0], side, sample.min_error):
             findings.append(_Finding("transposed", side, block, total, total))
+
+    border = _border(block, a2, n2, sample.scale)
+    if border is not None:
+        # A ratio measured on edge pixels describes the edge handling, not a scale:
+        # "a missing factor of 2" would send the reader to the wrong line.
+        findings = [f for f in findings if f.kind not in ("factor", "sign")]
+        side, variant = border
+        findings.insert(0, _Finding("border", variant, block, total, total, side=side))
 
     region = _region(block, a2, n2, sample.scale)
     if region is not None and total >= 2:
@@ -522,6 +556,85 @@ def _region(
     return None
 
 
+def _border(block: Block, a: torch.Tensor, n: torch.Tensor, scale: float) -> tuple[str, str] | None:
+    """Mismatches confined to the edges of the input (else the output) leaf's last dimensions.
+
+    A convolution, pooling or filter whose backward mishandles padding is wrong
+    exactly there. Returns the side and a description of the edges, such as
+    ``"rows 0 and 7, columns 0 and 7"``; None without a clear border.
+    """
+    for side, shape, dim in (("input", block.input_shape, 0), ("output", block.output_shape, 1)):
+        wrong = block.mismatch.any(dim=dim)
+        count = int(wrong.sum())
+        geometry = _border_geometry(shape, wrong) if count >= 2 else None
+        if geometry is None:
+            continue
+        coords, spatial, width, on_border = geometry
+        # Only now the passes over the values: which positions have any gradient at all.
+        peak = torch.fmax(_peak_along(a, dim), _peak_along(n, dim))
+        used = (peak > _FIT_ABS * scale) | wrong
+        if not bool((used & ~wrong & ~on_border).any()):
+            continue  # nothing right inside the border: no contrast to speak of
+        chance = _log_chance(int((used & on_border).sum()), int(used.sum()), count)
+        if chance <= math.log(_BORDER_CHANCE):
+            return side, _edge_names(coords, spatial, wrong, width)
+    return None
+
+
+def _peak_along(t: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.fmax(t.amax(dim=dim).abs(), t.amin(dim=dim).abs())
+
+
+def _border_geometry(
+    shape: tuple[int, ...], wrong: torch.Tensor
+) -> tuple[list[torch.Tensor], tuple[int, ...], int, torch.Tensor] | None:
+    """The narrowest border of the trailing (spatial) dimensions holding every wrong position.
+
+    The last two dimensions when both have 3 or more entries (an image), else the
+    last one when it has 4 or more (a signal). Returns each position's coordinates
+    along them, the dimensions, the width and the border mask; None when no border
+    up to :data:`_MAX_BORDER` wide leaves an inside.
+    """
+    if len(shape) >= 2 and shape[-1] >= 3 and shape[-2] >= 3:
+        spatial = shape[-2:]
+    elif len(shape) >= 1 and shape[-1] >= 4:
+        spatial = shape[-1:]
+    else:
+        return None
+    flat = torch.arange(wrong.numel(), device=wrong.device)
+    coords = []
+    for size in reversed(spatial):  # the last dimension varies fastest
+        coords.append(flat % size)
+        flat = flat // size
+    coords.reverse()
+    for width in range(1, _MAX_BORDER + 1):
+        if any(size <= 2 * width for size in spatial):
+            return None
+        near = [(c < width) | (c >= size - width) for c, size in zip(coords, spatial, strict=True)]
+        on_border = functools.reduce(torch.logical_or, near)
+        if bool(on_border[wrong].all()):
+            return coords, spatial, width, on_border
+    return None
+
+
+def _edge_names(
+    coords: list[torch.Tensor], spatial: tuple[int, ...], wrong: torch.Tensor, width: int
+) -> str:
+    nouns = ("rows", "columns") if len(spatial) == 2 else ("positions",)
+    parts = []
+    for noun, c, size in zip(nouns, coords, spatial, strict=True):
+        at = c[wrong]
+        ends = []
+        if bool((at < width).any()):
+            ends.append("0" if width == 1 else f"0-{width - 1}")
+        if bool((at >= size - width).any()):
+            last = size - 1
+            ends.append(f"{last}" if width == 1 else f"{size - width}-{last}")
+        if ends:
+            parts.append(f"{noun} {' and '.join(ends)}")
+    return ", ".join(parts)
+
+
 def _column_peak(t: torch.Tensor) -> torch.Tensor:
     """The largest |t| of each column (NaN where a column holds NaN)."""
     # Two reductions allocate less than t.abs() of a large block.
@@ -642,6 +755,16 @@ def _hint(group: list[_Finding]) -> Hint:
             )
         return Hint(first.kind, text, factor=factor, output=out_one, input=in_one)
 
+    if first.kind == "border":
+        leaf = _names(inputs if first.side == "input" else outputs)
+        text = (
+            f"the mismatch is concentrated at the border of {first.side} {leaf} "
+            f"({first.variant}; {count} mismatched elements, none inside): check "
+            "padding/edge handling in the backward (zero padding, the edges of a 'same' "
+            "convolution or pooling window)"
+        )
+        return Hint("border", text, output=out_one, input=in_one)
+
     if first.kind == "transposed":
         text = (
             f"analytic ≈ numeric with the square {first.variant} matrix transposed {where} "
@@ -713,23 +836,96 @@ def _region_text(first: _Finding, outputs: list[str], inputs: list[str], count: 
     )
 
 
+def input_leaf_hint(leaves: Sequence[str], wrong: Sequence[str], output: str | None) -> Hint | None:
+    """Name the input leaves whose gradients are wrong while the others' agree.
+
+    One wrong leaf is a ``one_input`` hint; several (not all) a ``some_inputs``
+    hint: what they share and the others do not is the path back to them, where
+    a detached or mis-differentiated operation sits.
+
+    Examples:
+        >>> hint = input_leaf_hint(["w1", "b1", "w2"], ["w1", "b1"], "output")
+        >>> hint.kind, hint.text[:52]
+        ('some_inputs', "only the gradients with respect to 'w1', 'b1' are wr")
+    """
+    leaves = _unique(list(leaves))
+    wrong = _unique([leaf for leaf in wrong if leaf in leaves])
+    if len(leaves) < 2 or not wrong or len(wrong) == len(leaves):
+        return None
+    others = _names([leaf for leaf in leaves if leaf not in wrong])
+    if len(wrong) == 1:
+        text = (
+            f"only the gradient with respect to '{wrong[0]}' is wrong; the others ({others}) agree"
+        )
+        return Hint("one_input", text, output=output, input=wrong[0])
+    text = (
+        f"only the gradients with respect to {_names(wrong)} are wrong; the others ({others}) "
+        "agree — the gradient goes wrong on the path back to these alone: a .detach() or "
+        ".data there, a statistic computed under torch.no_grad(), or a custom backward?"
+    )
+    return Hint("some_inputs", text, output=output)
+
+
+def zero_gradient_hint(output: str, leaf: str) -> Hint:
+    """The hint for an input autograd gives no gradient while finite differences do.
+
+    Examples:
+        >>> zero_gradient_hint("output", "params/w").text[:47]
+        "autograd gives no gradient for input 'params/w'"
+    """
+    return Hint("zero", _zero_text("analytic", [output], [leaf], 0), output=output, input=leaf)
+
+
+def projected_factor_hint(
+    probe: tuple[float, float], entry: tuple[float, float], output: str, input: str
+) -> Hint | None:
+    """A factor seen by fast mode: the failing projection and its entry share one simple ratio.
+
+    ``probe`` and ``entry`` are (analytic, numeric) pairs. A uniform factor k
+    scales the projection and every entry alike; an error confined to some
+    entries (a border, a branch) leaves the projection's ratio near 1 while the
+    entry's is anything. Only a simple ratio (2, 1/4, -1...) is named.
+
+    Examples:
+        >>> projected_factor_hint((1.0, 2.0), (0.25, 0.5), "output", "x").text[:40]
+        'analytic ≈ 0.5 × numeric on the failing'
+        >>> projected_factor_hint((1.98, 2.0), (1.0, 0.5), "output", "x") is None
+        True
+    """
+    (pa, pn), (ea, en) = probe, entry
+    if not (pn and en and all(math.isfinite(v) for v in (pa, pn, ea, en))):
+        return None
+    k, k_entry = pa / pn, ea / en
+    if abs(k - k_entry) > _FIT_REL * abs(k) or abs(k - 1.0) < _NEAR_ONE or abs(k) < _ZERO_REL:
+        return None
+    if abs(k + 1.0) <= _FIT_REL:
+        k = -1.0
+    elif _simple_integer(abs(k)) is None:
+        return None
+    text = (
+        f"analytic ≈ {_format_number(k)} × numeric on the failing projection and on the entry "
+        f"it narrows down to, for '{output}' with respect to '{input}' — {format_factor(k)}? "
+        "(fast mode sees one projection; mode='full' checks every entry)"
+    )
+    return Hint("sign" if k == -1.0 else "factor", text, factor=k, output=output, input=input)
+
+
 def _one_leaf_hints(blocks: tuple[Block, ...], wrong_blocks: list[Block]) -> list[Hint]:
     hints: list[Hint] = []
-    for side, other_side in (("input", "output"), ("output", "input")):
-        leaves = _unique([getattr(b, side) for b in blocks if b.analytic.numel() > 0])
-        wrong = _unique([getattr(b, side) for b in wrong_blocks])
-        if len(leaves) < 2 or len(wrong) != 1:
-            continue
-        others = _names([leaf for leaf in leaves if leaf != wrong[0]])
-        wrong_other = _unique([getattr(b, other_side) for b in wrong_blocks])
-        other_one = wrong_other[0] if len(wrong_other) == 1 else None
-        if side == "input":
-            text = (
-                f"only the gradient with respect to '{wrong[0]}' is wrong; "
-                f"the others ({others}) agree"
-            )
-            hints.append(Hint("one_input", text, output=other_one, input=wrong[0]))
-        else:
-            text = f"only the gradient of '{wrong[0]}' is wrong; the others ({others}) agree"
-            hints.append(Hint("one_output", text, output=wrong[0], input=other_one))
+    inputs = _unique([b.input for b in blocks if b.analytic.numel() > 0])
+    wrong_outputs = _unique([b.output for b in wrong_blocks])
+    by_input = input_leaf_hint(
+        inputs,
+        [b.input for b in wrong_blocks],
+        wrong_outputs[0] if len(wrong_outputs) == 1 else None,
+    )
+    if by_input is not None:
+        hints.append(by_input)
+    outputs = _unique([b.output for b in blocks if b.analytic.numel() > 0])
+    wrong_inputs = _unique([b.input for b in wrong_blocks])
+    if len(outputs) >= 2 and len(wrong_outputs) == 1:
+        others = _names([leaf for leaf in outputs if leaf != wrong_outputs[0]])
+        text = f"only the gradient of '{wrong_outputs[0]}' is wrong; the others ({others}) agree"
+        other_one = wrong_inputs[0] if len(wrong_inputs) == 1 else None
+        hints.append(Hint("one_output", text, output=wrong_outputs[0], input=other_one))
     return hints

@@ -8,7 +8,9 @@ memory budget, then full, fast or auto mode, and the result.
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from typing import Any
 
 import torch
@@ -21,10 +23,10 @@ from .full import run_full
 from .numerics import unravel
 from .precision import tf32_note
 from .problem import Outcome, Problem
-from .run import CheckRun, close_repeat, first_call, repeat_at_point
+from .run import CheckRun, FirstCall, close_repeat, first_call, repeat_at_point
 from .tolerances import machine_eps, resolve_tolerances
 
-__all__ = ["GradientCheck"]
+__all__ = ["GradientCheck", "modified_input"]
 
 # Rows of the largest batch fast mode runs with two probes: the repeat call is
 # measured when that many evaluations could come near the budget.
@@ -62,6 +64,9 @@ class GradientCheck(CheckRun[GradCheckResult]):
         except OutputChanged as exc:
             return self._nondeterministic_shape(exc)
         if not close_repeat(point.reference, repeat.values, point.u_out):
+            changed = modified_input(call)
+            if changed is not None:
+                return self._modified_input(*changed)
             return self._nondeterministic(
                 ev.out_paths, ev.out_shapes, point.reference, repeat.values
             )
@@ -88,6 +93,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
             probes=tuple(outcome.probes),
             evaluations=ev.calls,
             vectorized=ev.vectorized,
+            entries=point.n_in * point.n_out,
         )
 
     def _run_mode(self, problem: Problem, probes: int) -> tuple[str, Outcome]:
@@ -124,6 +130,19 @@ class GradientCheck(CheckRun[GradCheckResult]):
         largest = f"largest difference {float(diff[flat]):.3g} in {path} at index {idx}"
         return self._random_result(largest, path)
 
+    def _modified_input(self, path: str, change: float) -> GradCheckResult:
+        name = argument_name(self.fn, path)
+        copy = f"{name} = {name}.clone()" if name else "clone it"
+        text = (
+            f"fn modifies its input {path} in place (it changed by up to {change:.3g} over two "
+            f"calls at the same point), so each evaluation starts from another point and "
+            f"finite differences cannot be taken. Work on a copy ({copy} before the in-place "
+            f"operation); in a custom autograd.Function's forward, either clone, or call "
+            f"ctx.mark_dirty({name or 'x'}) and return it."
+        )
+        self.hints.insert(0, Hint(kind="in_place_input", text=text, input=path))
+        return self._result(passed=False, status="nondeterministic", evaluations=2)
+
     def _nondeterministic_shape(self, exc: OutputChanged) -> GradCheckResult:
         return self._random_result(f"{exc.output}: {exc.before}, then {exc.after}", exc.output)
 
@@ -159,6 +178,57 @@ class GradientCheck(CheckRun[GradCheckResult]):
         )
         self.hints.insert(0, Hint(kind="shape_changed", text=text, output=exc.output))
         return self._result(passed=False, status="shape_changed")
+
+
+def modified_input(call: FirstCall) -> tuple[str, float] | None:
+    """The first checked input ``fn`` wrote in place, and by how much, or None.
+
+    The working copies ``fn`` was called on are compared with the user's
+    inputs, which the check never hands to ``fn``.
+    """
+    for leaf, x in zip(call.checked, call.xs, strict=True):
+        original = leaf.original
+        if not isinstance(original, torch.Tensor) or original.shape != x.shape:
+            continue
+        now = x.detach().to(torch.float64)
+        then = original.detach().to(device=x.device, dtype=torch.float64)
+        same = (now == then) | (torch.isnan(now) & torch.isnan(then))
+        if not bool(same.all()):
+            diff = torch.where(same, 0.0, (now - then).abs().nan_to_num(math.inf))
+            return leaf.path, float(diff.max())
+    return None
+
+
+def argument_name(fn: Any, path: str) -> str | None:
+    """The name ``fn`` gives the argument at ``path`` (``'input'``, ``'inputs[1]'``), or None.
+
+    For ``MyFunction.apply`` the names are those of ``MyFunction.forward``.
+
+    Examples:
+        >>> argument_name(lambda a, b: a * b, "inputs[1]")
+        'b'
+    """
+    match = re.fullmatch(r"inputs?(?:\[(\d+)\])?", path)
+    if match is None:
+        return None
+    index = int(match.group(1) or 0)
+    owner = getattr(fn, "__self__", None)
+    target = fn
+    skip = 0
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        target = owner.forward
+        # forward(ctx, ...) unless the Function has a separate setup_context
+        skip = 0 if owner.setup_context is not torch.autograd.Function.setup_context else 1
+    try:
+        params = list(inspect.signature(target).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return None
+    positional = [
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return positional[index] if index < len(positional) else None
 
 
 def _locate(
