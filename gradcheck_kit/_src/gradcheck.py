@@ -210,7 +210,7 @@ def check_module_gradients(
     Examples:
         >>> import torch, gradcheck_kit as gk
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh())
-        >>> result = gk.check_module_gradients(net, torch.randn(4, 3))
+        >>> result = gk.check_module_gradients(net, torch.randn(4, 3), mode="full")
         >>> result.passed, result.pairs[0].input
         (True, 'params/0.weight')
     """

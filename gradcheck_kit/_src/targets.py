@@ -133,8 +133,9 @@ def target(factory: Any = None, /, *, name: str | None = None, **options: Any) -
         >>> @gk.target(mode="full")
         ... def tanh_target():
         ...     return torch.tanh, torch.randn(4, dtype=torch.float64, requires_grad=True)
-        >>> gk.is_target(tanh_target), gk.target_options(tanh_target)
-        (True, {'mode': 'full'})
+        >>> fn, x = tanh_target()  # still a plain factory when called
+        >>> fn is torch.tanh and x.shape == (4,)
+        True
     """
     _check_options(options, _MODULE_OPTION_NAMES, "gradcheck_kit.target")
 

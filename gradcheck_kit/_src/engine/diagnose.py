@@ -887,7 +887,7 @@ def projected_factor_hint(
     entry's is anything. Only a simple ratio (2, 1/4, -1...) is named.
 
     Examples:
-        >>> projected_factor_hint((1.0, 2.0), (0.25, 0.5), "output", "x").text[:40]
+        >>> projected_factor_hint((1.0, 2.0), (0.25, 0.5), "output", "x").text[:39]
         'analytic ≈ 0.5 × numeric on the failing'
         >>> projected_factor_hint((1.98, 2.0), (1.0, 0.5), "output", "x") is None
         True
