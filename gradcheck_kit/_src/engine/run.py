@@ -25,6 +25,7 @@ from ..errors import InvalidArgument, NonFiniteOutputError
 from ..failure_inputs import Subject, with_reproduction
 from ..results import Hint
 from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
+from .captured import captured_in_check_dtype, raising_named_dtype_errors
 from .evaluation import Evaluator, flat_cat
 from .jacobian import Point
 from .memory import AllocationCounter, Footprint, MemoryBudget
@@ -464,8 +465,12 @@ class CheckRun(Generic[R]):
     def run(self) -> R:
         """Run the check in its scope; never raises on a wrong gradient."""
         start = time.perf_counter()
-        with check_scope(self.preserve, self.opts.seed) as switched:
-            result = self._run(switched)
+        dtype = self.opts.dtype
+        with (
+            check_scope(self.preserve, self.opts.seed) as switched,
+            captured_in_check_dtype([self.fn], self.name, dtype, self.notes),
+        ):
+            result = raising_named_dtype_errors(lambda: self._run(switched), dtype)
         return finish(result, start, self.subject)
 
     def _run(self, tf32_switched: list[str]) -> R:
