@@ -1,14 +1,14 @@
-"""Tensors ``fn`` captured in a lower precision than the check's, cast for the check's span.
+"""Tensors ``fn`` captured in a lower precision than the check's, cast for a second try.
 
 Under ``dtype="float64"`` a check evaluates float64 copies of the inputs, but a
 target or a constant that ``fn`` (or a ``loss_fn`` it calls) closes over stays
 float32. Most ops promote; some backward formulas do not (``huber_loss`` on torch
 2.13, ``mse_loss`` on older releases: "Found dtype Float but expected Double").
-The closure cells and globals that hold such tensors are pointed at float64
-copies while the check runs and pointed back afterwards: the user's tensor itself is never
-touched, and a float32 value is exactly representable in float64, so the
-function computes what it did. A tensor reached another way (a global, an
-attribute, a container) cannot be swapped; a dtype error then becomes an
+Where a check fails that way, it runs again with the closure cells and globals
+that hold such tensors pointed at float64 copies, pointed back afterwards: the
+user's tensors are never touched, and a float32 value is exact in float64, so
+the function computes what it did. A tensor reached another way (an attribute,
+a container) cannot be swapped; the dtype error then becomes an
 :class:`~..errors.InvalidArgument` that says where to look and what to do.
 """
 
@@ -29,7 +29,8 @@ from ..errors import GradcheckKitError, InvalidArgument
 __all__ = [
     "CapturedTensor",
     "captured_tensors",
-    "captured_in_check_dtype",
+    "captures_to_cast",
+    "cast_to_float64",
     "raising_named_dtype_errors",
     "explain_dtype_error",
 ]
@@ -120,21 +121,38 @@ def _walk(fn: Any, owner: str, depth: int, found: list[CapturedTensor], seen: se
             found.append(CapturedTensor(name, owner, value, namespace=fn.__globals__))
 
 
-@contextmanager
-def captured_in_check_dtype(
-    fns: list[Any], owner: str, dtype: str, notes: list[str]
-) -> Iterator[None]:
-    """Under ``dtype="float64"``, float64 copies of the tensors ``fns`` read by name.
+def captures_to_cast(
+    exc: RuntimeError, dtype: str, fns: list[Any], owner: str
+) -> list[CapturedTensor]:
+    """After ``exc`` from a check: the tensors to cast for a second try.
 
-    Each swap adds a note; every name is pointed back on exit, also when the
-    block raises. The user's tensors themselves are not touched.
+    A check runs ``fn`` as it is first: a function that mixes dtypes on purpose
+    (``x.float() @ w``) keeps working. Only a float64-vs-float32 error under
+    ``dtype="float64"`` with lower-precision tensors to cast gets the second try.
+
+    Raises:
+        RuntimeError: ``exc`` itself, where it is not such an error.
+        InvalidArgument: such an error, but fn reads no such tensor by name.
     """
-    if dtype != "float64":
-        yield
-        return
+    error = explain_dtype_error(exc, dtype)
+    if error is None:
+        raise exc
+    found = captured_tensors(fns, owner)
+    if not found:
+        raise error from exc
+    return found
+
+
+@contextmanager
+def cast_to_float64(found: list[CapturedTensor], notes: list[str]) -> Iterator[None]:
+    """The names of ``found`` point at float64 copies meanwhile, with a note each.
+
+    Every name is pointed back on exit, also when the block raises; the user's
+    tensors themselves are not touched.
+    """
     swapped: list[CapturedTensor] = []
     try:
-        for c in captured_tensors(fns, owner):
+        for c in found:
             t = c.tensor
             c.point_at(t.detach().to(torch.float64).requires_grad_(t.requires_grad))
             swapped.append(c)
