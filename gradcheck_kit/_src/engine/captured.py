@@ -41,7 +41,12 @@ R = TypeVar("R")
 # module call -> loss_fn -> its helpers.
 _MAX_DEPTH: Final = 4
 _LOWER: Final = (torch.float32, torch.float16, torch.bfloat16)
-# A dtype error names a double and a lower-precision float, in torch's words.
+# A dtype error, in torch's words, that names a double and a lower-precision float.
+_DTYPE_ERROR = re.compile(
+    r"Found dtype \w+ but expected \w+|expected scalar type \w+ but found \w+|"
+    r"to have the same dtype|expected dtype \w+ for .* but got dtype \w+|"
+    r"type \(\w+\) and \w+ type \(\w+\) should be the same|Expected object of scalar type"
+)
 _DOUBLE = re.compile(r"\b(double|float64)\b", re.IGNORECASE)
 _SINGLE = re.compile(r"\b(float|float32|half|float16|bfloat16)\b", re.IGNORECASE)
 
@@ -189,7 +194,7 @@ def explain_dtype_error(exc: BaseException, dtype: str) -> InvalidArgument | Non
         True
     """
     text = str(exc)
-    mixed = _DOUBLE.search(text) and _SINGLE.search(text)
+    mixed = _DTYPE_ERROR.search(text) and _DOUBLE.search(text) and _SINGLE.search(text)
     if dtype != "float64" or isinstance(exc, GradcheckKitError) or not mixed:
         return None
     first = text.strip().splitlines()[0]
