@@ -69,7 +69,8 @@ class Hint(PlainData):
 
     ``kind`` is one of: ``factor``, ``sign``, ``transposed``, ``region``,
     ``zero``, ``one_input``, ``one_output``, ``nondeterministic``,
-    ``domain``, ``forward``, ``grad_output`` (backward not linear in grad_output),
+    ``domain``, ``forward_ad`` (a wrong jvp beside a right vjp), ``grad_output``
+    (backward not linear in grad_output),
     ``shape_changed`` (an output changes shape under a small step of the inputs).
 
     Examples:

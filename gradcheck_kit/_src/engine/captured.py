@@ -203,7 +203,7 @@ def explain_dtype_error(exc: BaseException, dtype: str) -> InvalidArgument | Non
         f"evaluates float64 copies of the inputs, module parameters and buffers, and of the "
         f"float32 tensors fn or loss_fn read by name: closure variables and globals). fn "
         f"mixes float64 with a lower-precision tensor it reaches another way: an attribute "
-        f"that is not a parameter or buffer, a container, an object's field. Pass "
+        f"that is not a parameter or buffer, a container, a default argument. Pass "
         f"dtype='native' to check in the tensors' own dtype, or create that tensor in the "
         f"inputs' dtype (or as a closure variable, which the check casts for its span)."
     )
