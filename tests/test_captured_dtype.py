@@ -193,3 +193,48 @@ def test_captured_tensors_finds_lower_precision_at_any_closure_depth(
         (c,) = found
         assert c.name == "hidden" and c.tensor is hidden
         assert c.owner == ("fn" if depth == 0 else "f")
+
+
+class _MseWithoutPromotion(torch.autograd.Function):
+    """mse_loss(reduction="sum") as torch 2.11's CUDA backward behaved with a float32 target."""
+
+    @staticmethod
+    def forward(ctx: Any, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(pred, target)
+        return (pred - target).square().sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        pred, target = ctx.saved_tensors
+        if target.dtype != pred.dtype:
+            raise RuntimeError(
+                f"Found dtype {str(target.dtype)[6:].title()} but expected "
+                f"{'Double' if pred.dtype == torch.float64 else 'Float'}"
+            )
+        return 2 * grad * (pred - target), None
+
+
+def test_the_dynamic_graph_example_passes_where_the_backward_does_not_promote() -> None:
+    """examples/test_dynamic_graph.py's check, with torch 2.11's non-promoting backward."""
+    import random
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+    class Dynamic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.net(x)
+            for _ in range(random.randint(0, 2)):  # a new graph at every call
+                out = out.tanh()
+            return out
+
+    x, y = torch.randn(6, 20), torch.randn(6, 3)
+    result = gk.assert_module_gradients(
+        Dynamic(), x, loss_fn=lambda pred: _MseWithoutPromotion.apply(pred, y), rng="replay"
+    )
+    assert any("'y' (shape (6, 3), captured by loss_fn)" in n for n in result.notes)
+    assert y.dtype == torch.float32
