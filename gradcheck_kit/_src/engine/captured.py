@@ -58,8 +58,8 @@ class CapturedTensor:
     It lives in ``cell``, or for a global in ``namespace`` (the function's globals).
 
     Examples:
-        >>> y = torch.zeros(2)
-        >>> [c.describe() for c in captured_tensors([lambda p: p - y], "fn")]
+        >>> def make(y): return lambda p: p - y
+        >>> [c.describe() for c in captured_tensors([make(torch.zeros(2))], "fn")]
         ["float32 tensor 'y' (shape (2,), captured by fn)"]
     """
 
