@@ -203,3 +203,11 @@ def test_plain_torch_ops_pass_with_forward_mode_checked(
     result = gk.check_gradients(_OPS[op], x, mode=mode, seed=seed)
     assert result.passed, (op, result.hints, result.notes)
     assert not _not_checked(result)
+
+
+def test_inputs_at_minus_infinity_do_not_fail_forward_mode() -> None:
+    # finite differences of a projection through -inf entries are NaN: they judge no jvp
+    x = torch.tensor([[1.0, -float("inf"), 0.5], [0.2, 0.3, -float("inf")]], dtype=torch.float64)
+    result = gk.check_gradients(lambda t: torch.softmax(t, -1), x.requires_grad_(), mode="fast")
+    assert "forward_ad" not in _kinds(result)
+    assert result.passed, result.notes
