@@ -238,3 +238,12 @@ def test_the_dynamic_graph_example_passes_where_the_backward_does_not_promote() 
     )
     assert any("'y' (shape (6, 3), captured by loss_fn)" in n for n in result.notes)
     assert y.dtype == torch.float32
+
+
+def test_a_float32_module_called_by_fn_is_named_as_the_likely_cause() -> None:
+    net = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3, requires_grad=True)
+    with pytest.raises(gk.InvalidArgument, match="check_module_gradients") as info:
+        gk.check_gradients(lambda t: net(t), x)
+    assert "dtype='native'" in str(info.value)
+    assert gk.check_gradients(lambda t: net(t), x, dtype="native").passed

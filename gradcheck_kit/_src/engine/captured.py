@@ -44,7 +44,7 @@ _LOWER: Final = (torch.float32, torch.float16, torch.bfloat16)
 # A dtype error, in torch's words, that names a double and a lower-precision float.
 _DTYPE_ERROR = re.compile(
     r"Found dtype \w+ but expected \w+|expected scalar type \w+ but found \w+|"
-    r"to have the same dtype|expected dtype \w+ for .* but got dtype \w+|"
+    r"the same dtype|expected dtype \w+ for .* but got dtype \w+|"
     r"type \(\w+\) and \w+ type \(\w+\) should be the same|Expected object of scalar type"
 )
 _DOUBLE = re.compile(r"\b(double|float64)\b", re.IGNORECASE)
@@ -199,11 +199,12 @@ def explain_dtype_error(exc: BaseException, dtype: str) -> InvalidArgument | Non
         return None
     first = text.strip().splitlines()[0]
     return InvalidArgument(
-        f"{type(exc).__name__}: {first} (raised while checking with dtype='float64', which "
-        f"evaluates float64 copies of the inputs, module parameters and buffers, and of the "
-        f"float32 tensors fn or loss_fn read by name: closure variables and globals). fn "
-        f"mixes float64 with a lower-precision tensor it reaches another way: an attribute "
-        f"that is not a parameter or buffer, a container, a default argument. Pass "
-        f"dtype='native' to check in the tensors' own dtype, or create that tensor in the "
-        f"inputs' dtype (or as a closure variable, which the check casts for its span)."
+        f"{type(exc).__name__}: {first} (raised while checking with dtype='float64'). The "
+        f"check evaluates float64 copies of the inputs (and in check_module_gradients of the "
+        f"module's parameters and buffers), and casts the float32 tensors fn or loss_fn reads "
+        f"by name (closure variables, globals); fn still mixes float64 with a lower precision "
+        f"it reaches another way: a module it calls that is not the checked one (check that "
+        f"module with check_module_gradients), a tensor attribute that is not a parameter or "
+        f"buffer, a container, a default argument. Pass dtype='native' to check in the "
+        f"tensors' own dtype, or create that tensor in the inputs' dtype."
     )
