@@ -247,3 +247,17 @@ def test_a_float32_module_called_by_fn_is_named_as_the_likely_cause() -> None:
         gk.check_gradients(lambda t: net(t), x)
     assert "dtype='native'" in str(info.value)
     assert gk.check_gradients(lambda t: net(t), x, dtype="native").passed
+
+
+def test_closure_is_restored_when_the_second_try_fails_too() -> None:
+    target = torch.randn(5, 3)
+    other = _HoldsTarget(torch.randn(5, 3))  # reached through an attribute: not cast
+
+    def loss_fn(pred: torch.Tensor) -> torch.Tensor:
+        return F.huber_loss(pred, target, reduction="sum") + other(pred)
+
+    with pytest.raises(gk.InvalidArgument, match="Found dtype Float but expected Double"):
+        gk.check_module_gradients(_net(), _x(), loss_fn=loss_fn, mode="fast")
+    assert loss_fn.__closure__ is not None
+    cells = {c.cell_contents is target for c in loss_fn.__closure__}
+    assert True in cells and target.dtype == torch.float32
