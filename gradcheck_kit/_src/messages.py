@@ -164,11 +164,14 @@ def format_result(result: GradCheckResult) -> str:
             for n, p in enumerate(result.probes):
                 if p.passed:
                     continue
-                fwd = f", forward mode {p.forward:.6g}" if p.forward is not None else ""
+                fwd = ""
+                if p.forward is not None:
+                    off = abs(p.forward - p.numeric)
+                    fwd = f"; forward mode {p.forward:.6g} (|diff| {off:.3g})"
                 lines.append(
                     f"  probe {n}: reverse mode {p.reverse:.6g}, finite differences "
-                    f"{p.numeric:.6g}{fwd} (|diff| {abs(p.reverse - p.numeric):.3g}, up to "
-                    f"{p.allowed:.2g} allowed)"
+                    f"{p.numeric:.6g} (|diff| {abs(p.reverse - p.numeric):.3g}, up to "
+                    f"{p.allowed:.2g} allowed){fwd}"
                 )
         failing = [p for p in result.pairs if not p.passed]
         for pair in failing[:_MAX_PAIRS_SHOWN]:

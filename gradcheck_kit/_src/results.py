@@ -70,7 +70,8 @@ class Hint(PlainData):
 
     ``kind`` is one of: ``factor``, ``sign``, ``transposed``, ``region``,
     ``zero``, ``one_input``, ``one_output``, ``nondeterministic``,
-    ``domain``, ``forward``, ``grad_output`` (backward not linear in grad_output),
+    ``domain``, ``forward_ad`` (a wrong jvp beside a right vjp), ``grad_output``
+    (backward not linear in grad_output),
     ``shape_changed`` (an output changes shape under a small step of the inputs),
     ``border`` (the mismatch sits on the edges of an image or signal: padding),
     ``in_place_input`` (fn writes its input in place, so no two calls agree).

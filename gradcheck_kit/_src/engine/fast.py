@@ -1,5 +1,8 @@
 """Fast mode: random projections ``u^T J v`` by reverse mode, forward mode and finite differences.
 
+A probe fails when reverse mode or forward mode (one jvp per probe, where fn
+supports it: :mod:`.forward`) disagrees with the finite differences.
+
 Its floor is torch's fast mode: one call with graph, a few perturbed
 evaluations, one batched backward. Each probe is judged against the finite
 differences' *own* error estimate (roundoff at step h, plus truncation from a
@@ -28,14 +31,13 @@ import torch
 from ..results import Hint, PairResult, ProbeResult
 from .diagnose import input_leaf_hint, projected_factor_hint, zero_gradient_hint
 from .evaluation import flat_cat
+from .forward import forward_ad_hint, jvp_or_note
 from .jacobian import (
     central_differences,
     directional_differences,
-    forward_directional,
     vjp_rows,
 )
 from .judging import SCALES, PairTally, combined_cotangent, judge_scales
-from .memory import format_bytes
 from .numerics import element_steps, unravel
 from .problem import BatchTiming, Outcome, Problem
 
@@ -138,20 +140,26 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
         more, _, _ = directional_differences(point, [dirs[k] for k in unsure], tol.eps, [2.0])
         for j, k in enumerate(unsure):
             twice[k] = float((u_flat[k] * more[2.0][j]).sum())
-    forward = _forward_probe(problem, u_flat[0], eff[0])
+    forward = _forward_probes(problem, u_flat, eff)
     probe_results: list[ProbeResult] = []
     suspects: list[int] = []
-    forward_bad = False
+    forward_bad: list[int] = []
     for k in range(K):
         a, n1, base_err = stats[k]
         # FD error (h vs 2h, roundoff) plus the roundoff of the analytic dot products
         err = base_err + (abs(n1 - twice[k]) if k in twice else 0.0)
         tight = tol.safety * err + 1e-300
         loose = tol.atol + tol.rtol * abs(n1) + tol.safety * err
-        fwd = forward if k == 0 else None
+        fwd = forward[k]
         reverse_ok = abs(a - n1) <= tight and not (math.isnan(a) or math.isnan(n1))
-        if fwd is not None and not abs(fwd - n1) <= loose and abs(a - n1) <= loose:
-            forward_bad = True
+        # u·(J v) by jvp against u·(J v) by differences and (u J)·v by vjp: a jvp that
+        # agrees with neither is wrong whatever the backward does (NaN differences, an
+        # input at inf, judge nothing here: the reverse-mode probe's bisection does)
+        forward_ok = (
+            fwd is None or math.isnan(n1) or abs(fwd - n1) <= loose or abs(fwd - a) <= tight
+        )
+        if not forward_ok:
+            forward_bad.append(k)
         probe_results.append(
             ProbeResult(
                 reverse=a,
@@ -159,21 +167,26 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
                 numeric=n1,
                 error_estimate=err,
                 allowed=tight,
-                passed=reverse_ok,
+                passed=reverse_ok and forward_ok,
             )
         )
         if not reverse_ok:
             suspects.append(k)
     if forward_bad:
-        # the verdict is about backward (what training uses), as torch.autograd.gradcheck's
-        # default; a wrong jvp is reported without failing the check
-        text = (
-            "forward mode (jvp) disagrees with finite differences while reverse mode agrees: "
-            "the forward-mode derivative (e.g. a custom Function's jvp) is wrong; this "
-            "matters only where fn is used with torch.func.jvp or forward-mode AD"
-        )
-        problem.hints.append(Hint(kind="forward", text=text))
-        problem.notes.append(text)
+        k = forward_bad[0]
+        p = probe_results[k]
+        if k not in suspects:
+            problem.hints.append(
+                forward_ad_hint(
+                    f"probe {k}: u·(J v) by jvp {p.forward:.6g}, by finite differences "
+                    f"{p.numeric:.6g}, (u J)·v by vjp {p.reverse:.6g}"
+                )
+            )
+        else:
+            problem.notes.append(
+                f"forward mode (jvp) disagrees with finite differences too (probe {k}: "
+                f"{p.forward:.6g} against {p.numeric:.6g})"
+            )
     pairs: list[PairResult] = []
     if suspects:
         k = max(
@@ -205,7 +218,7 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
                 f"error estimate, but the entry they narrow down to is within "
                 f"atol/rtol (worst |diff| {pair.max_abs_error:.3g})"
             )
-    passed = linear is None and (not suspects or all(p.passed for p in pairs))
+    passed = linear is None and not forward_bad and (not suspects or all(p.passed for p in pairs))
     peaks = [float(r[0].detach().abs().max()) if r[0].numel() else 0.0 for r in rows]
     resolution = _resolution(point.in_paths, per_input, probe_results, tol.rtol, tol.atol, peaks)
     return Outcome(
@@ -318,30 +331,17 @@ def _probe_sums(
     return [(a, n, e) for a, n, e in table], shares
 
 
-def _forward_probe(
-    problem: Problem, u_flat: torch.Tensor, tangents: Sequence[torch.Tensor]
-) -> float | None:
-    """``u^T J w`` by one jvp (about a forward pass), or None where it is not taken.
-
-    A jvp carries a tangent beside every activation: one evaluation's peak more
-    than a plain call, which has to fit the budget.
-    """
-    point = problem.point
-    extra = point.forward_peak(1)
-    if extra > point.budget.available:
-        problem.notes.append(
-            f"the forward-mode probe was skipped: a jvp holds a tangent beside every "
-            f"activation ({format_bytes(extra)} more than a plain call), over max_memory"
-        )
-        return None
-    jv = forward_directional(point, tangents)
-    if jv is None:
-        problem.notes.append(
-            "forward-mode AD is not supported by fn; probes compared reverse mode with "
-            "finite differences only"
-        )
-        return None
-    return float((u_flat.cpu() * jv).sum())
+def _forward_probes(
+    problem: Problem, u_flat: Sequence[torch.Tensor], tangents: Sequence[Sequence[torch.Tensor]]
+) -> list[float | None]:
+    """``u_k^T J w_k`` by one jvp per probe (about a forward pass each); None where not taken."""
+    found: list[float | None] = []
+    for u, w in zip(u_flat, tangents, strict=True):
+        jv = jvp_or_note(problem, w)
+        if jv is None:
+            return found + [None] * (len(tangents) - len(found))
+        found.append(float((u.cpu() * jv).sum()))
+    return found
 
 
 def _masked(

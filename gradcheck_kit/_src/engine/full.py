@@ -7,20 +7,25 @@ differences, one column block at a time; each block is judged as it comes and
 only the counts, the worst entries and a pooled error map stay. Suspect columns
 are re-judged at smaller steps (:data:`~.judging.SCALES`). When the whole
 Jacobian fits twice over, it is also kept for the hints of :mod:`.diagnose`.
+Where fn supports forward mode, one jvp along a random ``v`` is compared with
+``J v`` summed from the numeric and the reverse-mode blocks (:mod:`.forward`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ..results import Hint
 from .diagnose import Block, diagnose
+from .fast import probe_vectors
+from .forward import forward_ad_hint, jvp_or_note
 from .jacobian import Point, central_differences, reverse_rows, vjp_rows
 from .judging import SCALES, PairTally, combined_cotangent, judge_scales
 from .memory import format_bytes
-from .numerics import allowed_error, element_steps
+from .numerics import allowed_error, element_steps, unravel
 from .problem import Outcome, Problem
 from .tolerances import Tolerances
 
@@ -49,6 +54,7 @@ def run_full(problem: Problem) -> Outcome:
         for i, x in enumerate(point.xs)
         for k in range(len(out_shapes))
     }
+    forward = _ForwardTally.start(problem, M)
     kept_numeric: list[torch.Tensor] = []
     kept_mismatch: list[torch.Tensor] = []
     analytic: list[torch.Tensor] = []
@@ -77,6 +83,8 @@ def run_full(problem: Problem) -> Outcome:
                             point, tol, i, coords, steps, rows, analytic[i][:, c0:c1]
                         )
                         nonsmooth += kinked
+                        if forward is not None:
+                            forward.add(i, r0, r1, c0, c1, analytic[i], numeric, allowed)
                         for k in range(len(out_shapes)):
                             a, b = max(r0, starts[k]), min(r1, starts[k + 1])
                             if a >= b:
@@ -133,7 +141,8 @@ def run_full(problem: Problem) -> Outcome:
             f"blocks of {rows_per_block:,} output rows, with finite differences evaluated "
             f"once per block"
         )
-    passed = linear is None and all(p.passed for p in pairs)
+    forward_ok = forward is None or forward.judge(problem, starts, all(p.passed for p in pairs))
+    passed = linear is None and forward_ok and all(p.passed for p in pairs)
     several = len(out_shapes) > 1
     resolution = [
         (f"{t.output} / {t.input}" if several else t.input, t.resolution)
@@ -150,6 +159,74 @@ _DOMAIN_HINT = Hint(
         "0, a boundary). Move the inputs away from the boundary or pass a smaller eps."
     ),
 )
+
+
+@dataclass
+class _ForwardTally:
+    """``J v`` for one random ``v``: by jvp, and summed from the blocks by differences and vjp.
+
+    The numeric and reverse-mode columns full mode judges anyway give ``J v``
+    without one more evaluation; only the jvp is taken (about one forward pass).
+    """
+
+    v: list[torch.Tensor]
+    jvp: torch.Tensor
+    numeric: torch.Tensor
+    allowed: torch.Tensor
+    reverse: torch.Tensor
+
+    @classmethod
+    def start(cls, problem: Problem, rows: int) -> _ForwardTally | None:
+        """The jvp along a random ``v`` drawn with the check's seed; None where fn has none."""
+        xs = problem.point.xs
+        v = probe_vectors(xs, torch.Generator().manual_seed(problem.opts.seed + 1))
+        jv = jvp_or_note(problem, v)
+        if jv is None:
+            return None
+        flat = [t.detach().reshape(-1).to(torch.float64).cpu() for t in v]
+        zeros = [torch.zeros(rows, dtype=torch.float64) for _ in range(3)]
+        return cls(flat, jv, *zeros)
+
+    def add(
+        self,
+        leaf: int,
+        r0: int,
+        r1: int,
+        c0: int,
+        c1: int,
+        analytic: torch.Tensor,
+        numeric: torch.Tensor,
+        allowed: torch.Tensor,
+    ) -> None:
+        """Columns ``c0:c1`` of input ``leaf`` (rows ``r0:r1``) into the three sums."""
+        w = self.v[leaf][c0:c1]
+        self.numeric[r0:r1] += numeric @ w
+        self.allowed[r0:r1] += allowed @ w.abs()
+        self.reverse[r0:r1] += analytic[:, c0:c1] @ w
+
+    def judge(self, problem: Problem, starts: list[int], reverse_passed: bool) -> bool:
+        """Whether the jvp agrees with differences or vjp entry by entry; a hint where not."""
+        off_numeric = (self.jvp - self.numeric).abs()
+        # a jvp that agrees with neither is wrong whatever the backward does
+        bad = (off_numeric > self.allowed) & ((self.jvp - self.reverse).abs() > self.allowed)
+        if not bool(bad.any()):
+            return True
+        ratio = torch.where(bad, off_numeric / (self.allowed + 1e-300), -1.0)
+        row = int(torch.argmax(ratio))
+        k = max(j for j in range(len(starts) - 1) if starts[j] <= row)
+        shape = tuple(problem.point.outs[k].shape)
+        where = f"{problem.out_paths[k]}{list(unravel(row - starts[k], shape))}"
+        figures = (
+            f"{int(bad.sum())} of {bad.numel()} output entries along a random v; worst at "
+            f"{where}: J v by jvp {float(self.jvp[row]):.6g}, by finite differences "
+            f"{float(self.numeric[row]):.6g}, by the vjp rows {float(self.reverse[row]):.6g}"
+        )
+        if reverse_passed:
+            problem.hints.append(forward_ad_hint(figures))
+        else:
+            text = "forward mode (jvp) disagrees with finite differences too"
+            problem.notes.append(f"{text} ({figures})")
+        return False
 
 
 def _linearity_probe(problem: Problem) -> Hint | None:

@@ -21,7 +21,7 @@ import torch
 from torch.autograd import forward_ad
 
 from ..errors import InvalidArgument
-from .evaluation import Evaluator, evaluate_one, evaluate_rows
+from .evaluation import Evaluator, OutputChanged, evaluate_one, evaluate_rows, first_line
 from .memory import AllocationCounter, Footprint, MemoryBudget
 from .numerics import unravel
 
@@ -33,6 +33,7 @@ __all__ = [
     "vjp_rows",
     "reverse_rows",
     "forward_directional",
+    "ForwardModeUnsupported",
 ]
 
 
@@ -534,8 +535,17 @@ def reverse_rows(point: Point, lo: int, hi: int) -> list[torch.Tensor]:
     return [torch.cat(b) for b in blocks]
 
 
-def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """``J w`` by forward-mode AD (flattened float64), or None where unsupported."""
+class ForwardModeUnsupported(Exception):
+    """fn cannot be differentiated in forward mode at the point; the message says why."""
+
+
+def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``J w`` by forward-mode AD (flattened float64, on the CPU).
+
+    Raises:
+        ForwardModeUnsupported: forward AD does not run through fn (an op or a custom
+            Function without a forward-mode formula), with the reason.
+    """
     try:
         with forward_ad.dual_level(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -550,10 +560,12 @@ def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch
                 if tangent is None:
                     # no tangent at all: forward AD did not run through fn (an op or a
                     # custom Function without forward-mode support that did not raise)
-                    return None
+                    raise ForwardModeUnsupported("an output came back without a tangent")
                 parts.append(tangent.detach().reshape(-1).to(torch.float64))
             return torch.cat(parts).cpu()
-    except InvalidArgument:
+    except (InvalidArgument, ForwardModeUnsupported, OutputChanged):
         raise
-    except Exception:
-        return None
+    except Exception as exc:
+        # NotImplementedError (a Function without jvp), RuntimeError (an op without a
+        # forward-mode formula, vmap inside fn): fn is not differentiable forward
+        raise ForwardModeUnsupported(first_line(exc)) from exc

@@ -25,6 +25,7 @@ from ..errors import InvalidArgument, NonFiniteOutputError
 from ..failure_inputs import Subject, with_reproduction
 from ..results import Hint
 from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
+from .captured import captures_to_cast, cast_to_float64, raising_named_dtype_errors
 from .evaluation import Evaluator, flat_cat
 from .jacobian import Point
 from .memory import AllocationCounter, Footprint, MemoryBudget
@@ -492,9 +493,21 @@ class CheckRun(Generic[R]):
     def run(self) -> R:
         """Run the check in its scope; never raises on a wrong gradient."""
         start = time.perf_counter()
-        with check_scope(self.preserve, self.opts.seed) as switched:
-            result = self._run(switched)
+        kept = len(self.notes), len(self.hints)
+        try:
+            result = self._scoped()
+        except RuntimeError as exc:
+            # a float32 target fn closes over, under dtype="float64": some backward
+            # formulas do not promote (torch version dependent); again, with it cast
+            found = captures_to_cast(exc, self.opts.dtype, [self.fn], self.name)
+            del self.notes[kept[0] :], self.hints[kept[1] :]
+            with cast_to_float64(found, self.notes):
+                result = raising_named_dtype_errors(self._scoped, self.opts.dtype)
         return finish(result, start, self.subject)
+
+    def _scoped(self) -> R:
+        with check_scope(self.preserve, self.opts.seed) as switched:
+            return self._run(switched)
 
     def _run(self, tf32_switched: list[str]) -> R:
         raise NotImplementedError
