@@ -25,14 +25,15 @@ consumers, custom kernels writing through raw pointers, compiled graphs).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["WriteLog", "undoing_writes"]
+__all__ = ["WriteLog", "undoing_writes", "watching_user_code"]
 
 # Ops that update arguments their schema does not mark as written: BatchNorm's
 # running statistics (torch kept these schemas for backward compatibility).
@@ -81,6 +82,19 @@ def _storage_of(t: torch.Tensor) -> torch.UntypedStorage | None:
         return None
 
 
+def _unbatched(t: torch.Tensor) -> torch.Tensor | None:
+    """The plain tensor under functorch's batching wrappers (``vmap``), or None."""
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is None:
+        return t
+    try:
+        while functorch.is_batchedtensor(t):
+            t = functorch.get_unwrapped(t)
+    except (RuntimeError, AttributeError):
+        return None
+    return t
+
+
 def _bytes_of(storage: torch.UntypedStorage) -> torch.Tensor:
     """A uint8 tensor over all of ``storage``'s bytes (writes through it write the storage)."""
     view = torch.empty(0, dtype=torch.uint8, device=storage.device)
@@ -109,6 +123,39 @@ class WriteLog(TorchDispatchMode):
         self._born: set[int] = set()
         # storage address -> (storage, its bytes before the first write)
         self._saved: dict[int, tuple[torch.UntypedStorage, torch.Tensor]] = {}
+        self._depth = 0  # how many spans of user code have the mode pushed now
+
+    def __enter__(self) -> WriteLog:
+        self._depth += 1
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._depth -= 1
+        super().__exit__(*exc_info)
+
+    def note_born(self, values: Iterable[Any]) -> None:
+        """Treat the storages of ``values`` (tensors, batched ones too) as made inside the check.
+
+        For tensors the check made while the mode was not watching and hands to
+        user code: writes into them need no undoing.
+
+        Examples:
+            >>> mine = torch.zeros(2)
+            >>> log = WriteLog()
+            >>> log.note_born([mine])
+            >>> with log:
+            ...     _ = mine.add_(1.0)
+            >>> log.saved_storages
+            0
+        """
+        for value in values:
+            if not isinstance(value, torch.Tensor):
+                continue
+            plain = _unbatched(value)
+            storage = None if plain is None else _storage_of(plain)
+            if storage is not None:
+                self._born.add(storage._cdata)
 
     @property
     def saved_storages(self) -> int:
@@ -158,14 +205,23 @@ class WriteLog(TorchDispatchMode):
 
     def _note_births(self, out: Any, plan: _Plan) -> None:
         born = self._born
+        if plan.single_return and isinstance(out, torch.Tensor):
+            # the common case, kept lean: this runs for most ops
+            try:
+                born.add(out.untyped_storage()._cdata)
+            except (RuntimeError, NotImplementedError):  # no storage (sparse, wrapper)
+                pass
+            return
         results = (out,) if plan.single_return else out
         for index in plan.fresh:
             value = results[index]
             items = value if isinstance(value, (list, tuple)) else (value,)
             for item in items:
-                if isinstance(item, torch.Tensor) and item.layout == torch.strided:
-                    with contextlib.suppress(RuntimeError, NotImplementedError):
+                if isinstance(item, torch.Tensor):
+                    try:
                         born.add(item.untyped_storage()._cdata)
+                    except (RuntimeError, NotImplementedError):
+                        pass
 
     def restore(self) -> None:
         """Write every kept pre-image back into its storage (only where the bytes differ).
@@ -192,12 +248,28 @@ class WriteLog(TorchDispatchMode):
         self._born.clear()
 
 
+class _Gated(threading.local):
+    """Per thread: the logs that watch only spans of user code (innermost last)."""
+
+    def __init__(self) -> None:
+        self.logs: list[WriteLog] = []
+
+
+_GATED: Final = _Gated()
+
+
 @contextlib.contextmanager
-def undoing_writes() -> Iterator[WriteLog]:
+def undoing_writes(*, only_user_code: bool = False) -> Iterator[WriteLog]:
     """Undo, on exit, every in-place write the block made to tensors that existed before it.
 
     Also when the block raises (its exception propagates unchanged). Tensors
     allocated inside the block are left as they are.
+
+    Args:
+        only_user_code: watch only the spans marked with :func:`watching_user_code`
+            (the calls of the function under test and its backward) instead of
+            every op: a dispatch mode costs a few microseconds per op, and a
+            check's own bookkeeping writes nothing that existed before it.
 
     Returns:
         A context manager yielding the :class:`WriteLog`.
@@ -211,7 +283,42 @@ def undoing_writes() -> Iterator[WriteLog]:
     """
     log = WriteLog()
     try:
-        with log:
-            yield log
+        if only_user_code:
+            _GATED.logs.append(log)
+            try:
+                yield log
+            finally:
+                _GATED.logs.remove(log)
+        else:
+            with log:
+                yield log
     finally:
         log.restore()
+
+
+@contextlib.contextmanager
+def watching_user_code(*handed_in: Any) -> Iterator[None]:
+    """Watch the writes of user code run in this block, for the innermost gated log.
+
+    ``handed_in`` are the tensors the check made and passes to the user code
+    (its working copies, cotangents): writes into them need no undoing. Without
+    a gated :func:`undoing_writes` around it (or inside a span already watched)
+    this does nothing.
+
+    Examples:
+        >>> buf = torch.zeros(1)
+        >>> with undoing_writes(only_user_code=True):
+        ...     _ = buf.add_(1.0)  # the check's own work: not watched
+        ...     with watching_user_code():
+        ...         _ = buf.add_(1.0)  # user code: undone at the end
+        >>> buf
+        tensor([1.])
+    """
+    logs = _GATED.logs
+    if not logs or logs[-1]._depth:
+        yield
+        return
+    log = logs[-1]
+    log.note_born(handed_in)
+    with log:
+        yield
