@@ -32,6 +32,7 @@ from .gradcheck import check_gradients
 from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
 from .second_order import check_second_order
 from .state import preserved, seed_everything
+from .undo import undoing_writes
 
 __all__ = ["check_autograd_function", "assert_autograd_function"]
 
@@ -148,7 +149,7 @@ class _Audit:
 
     def run(self) -> FunctionAuditResult:
         start = time.perf_counter()
-        with torch.inference_mode(False), preserved(self.inputs):
+        with torch.inference_mode(False), preserved(self.inputs), undoing_writes():
             seed_everything(self.seed)
             runs_cleanly = self._structure()
             if runs_cleanly:

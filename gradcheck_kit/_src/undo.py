@@ -82,6 +82,14 @@ def _storage_of(t: torch.Tensor) -> torch.UntypedStorage | None:
         return None
 
 
+def _storage_key(t: torch.Tensor) -> int:
+    """The address of ``t``'s StorageImpl; 0 where it has none (sparse, wrapper tensors)."""
+    try:
+        return int(t.untyped_storage()._cdata)
+    except (RuntimeError, NotImplementedError):  # a try, not contextlib.suppress: hot path
+        return 0
+
+
 def _unbatched(t: torch.Tensor) -> torch.Tensor | None:
     """The plain tensor under functorch's batching wrappers (``vmap``), or None."""
     functorch = getattr(torch._C, "_functorch", None)
@@ -116,7 +124,7 @@ class WriteLog(TorchDispatchMode):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         # StorageImpl addresses of storages allocated inside the mode. An address is
         # reused only after its storage is freed, and a storage that existed at entry
         # cannot be freed and come back: a pre-existing one is never mistaken for these.
@@ -127,12 +135,12 @@ class WriteLog(TorchDispatchMode):
 
     def __enter__(self) -> WriteLog:
         self._depth += 1
-        super().__enter__()
+        super().__enter__()  # type: ignore[no-untyped-call]
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self._depth -= 1
-        super().__exit__(*exc_info)
+        super().__exit__(*exc_info)  # type: ignore[no-untyped-call]
 
     def note_born(self, values: Iterable[Any]) -> None:
         """Treat the storages of ``values`` (tensors, batched ones too) as made inside the check.
@@ -204,13 +212,8 @@ class WriteLog(TorchDispatchMode):
         self._saved[key] = (storage, _bytes_of(storage).clone())
 
     def _note_births(self, out: Any, plan: _Plan) -> None:
-        born = self._born
         if plan.single_return and isinstance(out, torch.Tensor):
-            # the common case, kept lean: this runs for most ops
-            try:
-                born.add(out.untyped_storage()._cdata)
-            except (RuntimeError, NotImplementedError):  # no storage (sparse, wrapper)
-                pass
+            self._born.add(_storage_key(out))  # the common case, kept lean: most ops
             return
         results = (out,) if plan.single_return else out
         for index in plan.fresh:
@@ -218,10 +221,7 @@ class WriteLog(TorchDispatchMode):
             items = value if isinstance(value, (list, tuple)) else (value,)
             for item in items:
                 if isinstance(item, torch.Tensor):
-                    try:
-                        born.add(item.untyped_storage()._cdata)
-                    except (RuntimeError, NotImplementedError):
-                        pass
+                    self._born.add(_storage_key(item))
 
     def restore(self) -> None:
         """Write every kept pre-image back into its storage (only where the bytes differ).
