@@ -15,9 +15,12 @@ also when the block raises, every such storage gets its bytes back, bit for bit.
 Storages allocated inside the block (the check's own copies, intermediates) are
 never copied: ops' fresh outputs are noted as they are made.
 
+Leaves that require grad and existed before (parameters) also get their
+``.grad`` object back: a backward inside the block creates or replaces it.
+
 Not covered (no op writes them, or no op the dispatcher sees): rebinding
-(``p.data = t``, ``module.buf = t``, a ``.grad`` created where there was none),
-Python attributes and counters, tensor metadata (``resize_``, ``set_``: bytes
+(``p.data = t``, ``module.buf = t``, ``p.grad = t`` on a tensor no op of the
+block used), Python attributes and counters, tensor metadata (``resize_``, ``set_``: bytes
 only), and writes that bypass the dispatcher (NumPy views of a tensor, DLPack
 consumers, custom kernels writing through raw pointers, compiled graphs).
 """
@@ -131,6 +134,9 @@ class WriteLog(TorchDispatchMode):
         self._born: set[int] = set()
         # storage address -> (storage, its bytes before the first write)
         self._saved: dict[int, tuple[torch.UntypedStorage, torch.Tensor]] = {}
+        # id -> (leaf tensor, its .grad before the check), for leaves that require grad
+        # and existed before: a backward inside gives them a .grad where there was none
+        self._grads: dict[int, tuple[torch.Tensor, torch.Tensor | None] | None] = {}
         self._depth = 0  # how many spans of user code have the mode pushed now
 
     def __enter__(self) -> WriteLog:
@@ -196,6 +202,9 @@ class WriteLog(TorchDispatchMode):
                 for item in target:
                     if isinstance(item, torch.Tensor):
                         self._keep(item)
+        for arg in args:
+            if isinstance(arg, torch.Tensor) and arg.requires_grad and arg.is_leaf:
+                self._note_leaf(arg)
         out = func(*args, **kwargs)
         if plan.fresh:
             self._note_births(out, plan)
@@ -210,6 +219,14 @@ class WriteLog(TorchDispatchMode):
             return
         # Ops inside a dispatch handler do not re-enter the mode.
         self._saved[key] = (storage, _bytes_of(storage).clone())
+
+    def _note_leaf(self, t: torch.Tensor) -> None:
+        key = id(t)
+        if key in self._grads:
+            return
+        # None: made inside (a working copy); nothing to give back
+        born = _storage_key(t) in self._born
+        self._grads[key] = None if born else (t, t.grad)
 
     def _note_births(self, out: Any, plan: _Plan) -> None:
         if plan.single_return and isinstance(out, torch.Tensor):
@@ -226,6 +243,8 @@ class WriteLog(TorchDispatchMode):
     def restore(self) -> None:
         """Write every kept pre-image back into its storage (only where the bytes differ).
 
+        Leaves that existed before and require grad get their ``.grad`` object
+        back too (a backward inside the block sets one where there was none).
         Call it after the mode has exited. Writes go through a fresh byte view of
         the storage, so no autograd graph and no tensor's ``_version`` sees them.
 
@@ -237,6 +256,9 @@ class WriteLog(TorchDispatchMode):
             >>> x
             tensor([1., 1., 1.])
         """
+        for entry in self._grads.values():
+            if entry is not None and entry[0].grad is not entry[1]:
+                entry[0].grad = entry[1]
         with torch.no_grad():
             for storage, before in self._saved.values():
                 now = _bytes_of(storage)
@@ -246,6 +268,7 @@ class WriteLog(TorchDispatchMode):
                     now.copy_(old)
         self._saved.clear()
         self._born.clear()
+        self._grads.clear()
 
 
 class _Gated(threading.local):
