@@ -319,10 +319,10 @@ def main() -> None:
     probes = [run_probe(*p) for p in plan]
     bad = [p for p in probes if p.changed]
     unexpected = [p for p in probes if p.error and not p.raises]
-    print(f"probes run: {len(probes)} ({len(checks)} checks x {len(WAYS)} ways x 6 kinds, ", end="")
-    print(
-        f"+ {len(RAISING_CHECKS) * len(WAYS) * 6} with fn raising) in {time.perf_counter() - start:.1f} s"
-    )
+    seconds = time.perf_counter() - start
+    raising = len(RAISING_CHECKS) * len(WAYS) * 6
+    print(f"probes run: {len(probes)} ({len(checks)} checks x {len(WAYS)} ways x 6 kinds", end="")
+    print(f", + {raising} with fn raising) in {seconds:.1f} s")
     print(f"violations: {len(bad)}")
     for p in bad:
         how = " (fn raises)" if p.raises else ""
