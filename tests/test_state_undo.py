@@ -405,3 +405,28 @@ def test_a_global_batchnorm_on_cuda_comes_back() -> None:
     assert gk.check_gradients(fn, x).passed
     for key, value in bn.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_a_check_leaves_torch_compile_compiling() -> None:
+    # dynamo skips, for good, a frame it first meets under a dispatch mode that does
+    # not let it compile: a check would leave the function running eagerly afterwards
+    graphs: list[object] = []
+
+    def backend(gm: torch.fx.GraphModule, _: object) -> Callable[..., Any]:
+        graphs.append(gm)
+        return gm.forward
+
+    buf = torch.zeros(3, dtype=torch.float64)
+
+    @torch.compile(backend=backend)
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        buf.add_(1.0)
+        return torch.sin(x)
+
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    with undoing_writes():
+        fn(x)
+    assert graphs  # compiled while watched
+    assert torch.equal(buf, torch.zeros(3, dtype=torch.float64))  # and its write undone
+    fn(x)
+    assert len(graphs) == 1  # and still compiled afterwards, not skipped

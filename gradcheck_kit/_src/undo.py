@@ -171,6 +171,19 @@ class WriteLog(TorchDispatchMode):
             if storage is not None:
                 self._born.add(storage._cdata)
 
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        """Let ``torch.compile`` compile under this mode (it watches the compiled code run).
+
+        Otherwise dynamo would skip, for good, every frame it first meets while
+        the mode is on: a check would leave a compiled function running eagerly.
+
+        Examples:
+            >>> WriteLog.ignore_compile_internals()
+            True
+        """
+        return True
+
     @property
     def saved_storages(self) -> int:
         """How many pre-existing storages were written (and will be restored).
