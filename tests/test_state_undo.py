@@ -22,6 +22,7 @@ from torch import nn
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.engine import run as engine_run
+from gradcheck_kit._src.state import StateRestoreWarning
 from gradcheck_kit._src.undo import WriteLog, undoing_writes, watching_user_code
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -430,3 +431,12 @@ def test_a_check_leaves_torch_compile_compiling() -> None:
     assert torch.equal(buf, torch.zeros(3, dtype=torch.float64))  # and its write undone
     fn(x)
     assert len(graphs) == 1  # and still compiled afterwards, not skipped
+
+
+def test_what_cannot_be_given_back_is_a_warning_not_an_exception() -> None:
+    p = torch.zeros(2, requires_grad=True)
+    p.grad = torch.ones(2)
+    with pytest.warns(StateRestoreWarning, match="could not give back"), undoing_writes():
+        (p * 2.0).sum()  # an op uses p: its .grad is remembered
+        p.grad = None
+        p.data = torch.zeros(5)  # rebinding: its old .grad no longer fits

@@ -21,14 +21,16 @@ Leaves that require grad and existed before (parameters) also get their
 Not covered (no op writes them, or no op the dispatcher sees): rebinding
 (``p.data = t``, ``module.buf = t``, ``p.grad = t`` on a tensor no op of the
 block used), Python attributes and counters, tensor metadata (``resize_``, ``set_``: bytes
-only), and writes that bypass the dispatcher (NumPy views of a tensor, DLPack
-consumers, custom kernels writing through raw pointers, compiled graphs).
+only), sparse and nested tensors, and writes that bypass the dispatcher (NumPy
+views of a tensor, DLPack consumers, custom kernels writing through raw pointers,
+writes fused into kernels by ``torch.compile``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,8 +38,11 @@ from typing import Any, Final
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .state import StateRestoreWarning
+
 __all__ = ["WriteLog", "undoing_writes", "watching_user_code"]
 
+_RESTORE_ERRORS: Final = (RuntimeError, TypeError, ValueError, NotImplementedError)
 # Ops that update arguments their schema does not mark as written: BatchNorm's
 # running statistics (torch kept these schemas for backward compatibility).
 _UNDECLARED_WRITES: Final = {
@@ -269,19 +274,34 @@ class WriteLog(TorchDispatchMode):
             >>> x
             tensor([1., 1., 1.])
         """
+        problems: list[str] = []
         for entry in self._grads.values():
             if entry is not None and entry[0].grad is not entry[1]:
-                entry[0].grad = entry[1]
+                try:
+                    entry[0].grad = entry[1]
+                except _RESTORE_ERRORS as exc:
+                    problems.append(f".grad of a {tuple(entry[0].shape)} leaf: {exc}")
         with torch.no_grad():
             for storage, before in self._saved.values():
-                now = _bytes_of(storage)
-                n = min(now.numel(), before.numel())  # resized storages: the common prefix
-                now, old = now[:n], before[:n]
-                if not torch.equal(now, old):
-                    now.copy_(old)
+                try:
+                    now = _bytes_of(storage)
+                    n = min(now.numel(), before.numel())  # a resized storage: the common prefix
+                    now, old = now[:n], before[:n]
+                    if not torch.equal(now, old):
+                        now.copy_(old)
+                except _RESTORE_ERRORS as exc:
+                    problems.append(f"a storage of {before.numel()} bytes: {exc}")
         self._saved.clear()
         self._born.clear()
         self._grads.clear()
+        if problems:
+            # a warning, not an exception: this runs in finally blocks, where raising
+            # would hide the exception of the user's function
+            warnings.warn(
+                "[gradcheck] could not give back all in-place writes: " + "; ".join(problems),
+                StateRestoreWarning,
+                stacklevel=2,
+            )
 
 
 class _Gated(threading.local):
