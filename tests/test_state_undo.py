@@ -440,3 +440,16 @@ def test_what_cannot_be_given_back_is_a_warning_not_an_exception() -> None:
         (p * 2.0).sum()  # an op uses p: its .grad is remembered
         p.grad = None
         p.data = torch.zeros(5)  # rebinding: its old .grad no longer fits
+
+
+def test_inference_tensors_and_parameters_written_under_no_grad_come_back() -> None:
+    with torch.inference_mode():
+        made_in_inference = torch.ones(3)
+    weight = nn.Parameter(torch.ones(2))
+    with undoing_writes():
+        with torch.inference_mode():
+            made_in_inference.add_(1.0)
+        with torch.no_grad():
+            weight.mul_(3.0)
+    assert torch.equal(made_in_inference, torch.ones(3))
+    assert torch.equal(weight.detach(), torch.ones(2))
