@@ -25,7 +25,7 @@ from gradcheck_kit._src.engine import run as engine_run
 from gradcheck_kit._src.state import StateRestoreWarning
 from gradcheck_kit._src.undo import WriteLog, undoing_writes, watching_user_code
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 Fn = Callable[[torch.Tensor], torch.Tensor]
 Call = Callable[[Any, torch.Tensor], torch.Tensor]
 
