@@ -51,6 +51,7 @@ CORE_MODULES = tuple(
     for name in (
         "engine",
         "state",
+        "undo",
         "results",
         "errors",
         "messages",

@@ -34,6 +34,7 @@ from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
 from .second_order import check_second_order
 from .serial import one_at_a_time
 from .state import preserved, seed_everything
+from .undo import undoing_writes
 
 __all__ = ["check_autograd_function", "assert_autograd_function"]
 
@@ -151,7 +152,7 @@ class _Audit:
 
     def run(self) -> FunctionAuditResult:
         start = time.perf_counter()
-        with torch.inference_mode(False), preserved(self.inputs):
+        with torch.inference_mode(False), preserved(self.inputs), undoing_writes():
             seed_everything(self.seed)
             runs_cleanly = self._structure()
             if runs_cleanly and self.forward_writes:

@@ -19,6 +19,7 @@ Every timed callable ends in ``torch.cuda.synchronize()`` on CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -36,6 +37,7 @@ from .engine.precision import Tf32Settings
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
 from .serial import one_at_a_time
 from .state import preserved, replaying_rng
+from .undo import undoing_writes, watching_user_code
 from .validation import check_int, check_positive
 
 __all__ = [
@@ -620,8 +622,9 @@ def _crossover(
 def _measure(step: Callable[[], None], warmup: int, min_run_time: float) -> PhaseTiming:
     from torch.utils import benchmark as tbench  # a second of imports; only when timing
 
-    for _ in range(warmup):
-        step()
+    for k in range(warmup):
+        with watching_user_code() if k == 0 else contextlib.nullcontext():
+            step()
     timer = tbench.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=min_run_time)
     return PhaseTiming(median_s=float(m.median), iqr_s=float(m.iqr), runs=len(m.times))
@@ -714,7 +717,9 @@ def benchmark_devices(
 
     start = time.perf_counter()
     rows: list[DeviceTiming] = []
-    with preserved(fn_or_module):
+    # timed calls run unwatched (a dispatch mode would slow them): writes the first
+    # warm-up call makes are undone, and later calls write the same tensors
+    with preserved(fn_or_module), undoing_writes(only_user_code=True):
         for size in size_tuple or (None,):
             with replaying_rng(seed):
                 inputs = make_inputs(size) if size is not None else make_inputs()
@@ -1200,7 +1205,7 @@ def _parity(
             skipped_reason=f"fewer than two devices available ({why})",
             duration_s=time.perf_counter() - start,
         )
-    with preserved(fn_or_module):
+    with preserved(fn_or_module), undoing_writes():
         with replaying_rng(seed):
             inputs = make_inputs()
         runs: list[tuple[torch.device, _Run]] = []

@@ -38,6 +38,7 @@ from .gradcheck import check_gradients
 from .results import GradCheckResult, Hint, SecondOrderResult
 from .serial import one_at_a_time
 from .state import preserved, seed_everything
+from .undo import undoing_writes
 
 __all__ = ["check_second_order", "assert_second_order"]
 
@@ -367,7 +368,7 @@ def check_second_order(
     tree = InputTree(inputs)
     label = name or fn_name(fn)
     start = time.perf_counter()
-    with preserved(inputs, *captured_objects(fn)):
+    with preserved(inputs, *captured_objects(fn)), undoing_writes():
         seed_everything(seed)
         cotangents, problem, has_graph, worst = _preflight(fn, tree, opts, seed)
     mapping = {f"output[{k}]": f"grad[{leaf.path}]" for k, leaf in enumerate(tree.checked)}

@@ -31,6 +31,7 @@ from .errors import InvalidArgument, TrainingDivergenceError
 from .results import Hint, SameTrainingResult, TrajectoryDivergence
 from .serial import one_at_a_time
 from .state import RngState, capture_rng_state, preserved, restore_rng_state, seed_everything
+from .undo import undoing_writes
 from .validation import check_int, check_nonnegative
 
 __all__ = ["check_same_training", "assert_same_training", "default_trajectory_tolerance"]
@@ -347,7 +348,7 @@ def check_same_training(
         labels = (f"{labels[0]} (a)", f"{labels[1]} (b)")
     start_time = time.perf_counter()
     preserve = [params, *captured_objects(step_a), *captured_objects(step_b)]
-    with preserved(*preserve):
+    with preserved(*preserve), undoing_writes():
         start = [t.clone() for t in spec.values(params)]
         dtype = max((t.dtype for t in start), key=machine_eps)
         default = default_trajectory_tolerance(dtype)

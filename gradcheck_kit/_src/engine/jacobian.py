@@ -21,6 +21,7 @@ import torch
 from torch.autograd import forward_ad
 
 from ..errors import InvalidArgument
+from ..undo import watching_user_code
 from .evaluation import Evaluator, OutputChanged, evaluate_one, evaluate_rows, first_line
 from .memory import AllocationCounter, Footprint, MemoryBudget
 from .numerics import unravel
@@ -469,15 +470,16 @@ def _grad(
     out: torch.Tensor, xs: Sequence[torch.Tensor], rows: torch.Tensor, batched: bool
 ) -> tuple[torch.Tensor, ...]:
     """``J^T u`` by one backward: for each row of ``rows`` when ``batched``, else for ``rows``."""
-    return torch.autograd.grad(
-        out,
-        list(xs),
-        grad_outputs=rows,
-        retain_graph=True,
-        allow_unused=True,
-        materialize_grads=True,
-        is_grads_batched=batched,
-    )
+    with watching_user_code(rows):  # fn's backward formulas and hooks run here
+        return torch.autograd.grad(
+            out,
+            list(xs),
+            grad_outputs=rows,
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+            is_grads_batched=batched,
+        )
 
 
 def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:

@@ -25,6 +25,7 @@ from ..errors import InvalidArgument, NonFiniteOutputError
 from ..failure_inputs import Subject, with_reproduction
 from ..results import Hint
 from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
+from ..undo import undoing_writes
 from .captured import captures_to_cast, cast_to_float64, raising_named_dtype_errors
 from .evaluation import Evaluator, flat_cat
 from .jacobian import Point
@@ -119,7 +120,9 @@ def check_scope(preserve: Sequence[Any], seed: int) -> Iterator[list[str]]:
     are left on their streams: a check's draws from them are undone with the
     rest). Everything in ``preserve`` (and the RNGs, modes and flags) is restored
     on exit, also when the block raises; an error leaves nothing of the check
-    allocated.
+    allocated. Tensors out of ``preserve``'s reach (a global module, a buffer of
+    ``self.model``) get back whatever the check wrote into them in place
+    (:func:`~..undo.undoing_writes`).
     """
     try:
         # inference_mode(False): a check called inside torch.inference_mode() still
@@ -127,6 +130,7 @@ def check_scope(preserve: Sequence[Any], seed: int) -> Iterator[list[str]]:
         with (
             torch.inference_mode(False),
             preserved(*preserve),
+            undoing_writes(only_user_code=True),
             full_float32_precision() as switched,
         ):
             seed_torch(seed)

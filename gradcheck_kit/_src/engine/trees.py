@@ -16,6 +16,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..errors import InvalidArgument, UnsupportedInputError
+from ..undo import watching_user_code
 
 __all__ = ["InputLeaf", "InputTree", "OutputLeaf", "flatten_outputs", "describe_tensor"]
 
@@ -161,9 +162,14 @@ class InputTree:
     def call(
         self, fn: Callable[..., Any], base: Sequence[Any], checked_values: Sequence[torch.Tensor]
     ) -> Any:
-        """Call ``fn`` on ``base`` leaves with the checked leaves replaced by ``checked_values``."""
+        """Call ``fn`` on ``base`` leaves with the checked leaves replaced by ``checked_values``.
+
+        The call is user code: in-place writes it makes to tensors that existed
+        before the check are undone when the check ends (:mod:`..undo`).
+        """
         if self.call_style == "single" and len(checked_values) == 1:
-            return fn(checked_values[0])  # the common case, without rebuilding a pytree
+            with watching_user_code(checked_values[0]):
+                return fn(checked_values[0])  # the common case, without rebuilding a pytree
         values = list(base)
         it = iter(checked_values)
         for i, leaf in enumerate(self.leaves):
@@ -173,12 +179,13 @@ class InputTree:
                 # a fresh copy per call, so fn mutating a pass-through input cannot leak
                 # into the next evaluation
                 values[i] = values[i].clone()
-        if self._spec is None:
-            return fn(values[0])
-        container = pytree.tree_unflatten(values, self._spec)
-        if self.call_style == "args":
-            return fn(*container)
-        return fn(**container)
+        with watching_user_code(*values):
+            if self._spec is None:
+                return fn(values[0])
+            container = pytree.tree_unflatten(values, self._spec)
+            if self.call_style == "args":
+                return fn(*container)
+            return fn(**container)
 
 
 def flatten_outputs(output: Any) -> tuple[list[OutputLeaf], list[str]]:

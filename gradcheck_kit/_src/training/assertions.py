@@ -26,6 +26,7 @@ from ..errors import InvalidArgument, TrainingLoopError
 from ..graph import Msg, apply_msg, check_msg
 from ..serial import one_at_a_time
 from ..state import bits_equal, preserved
+from ..undo import undoing_writes
 from ..validation import check_int
 from .common import (
     as_optimizers,
@@ -126,7 +127,7 @@ def assert_zero_grad_between_steps(
         )
     watcher._check = "assert_zero_grad_between_steps"
     watcher._publish = False
-    with preserved(model, watcher._optimizers), watcher:
+    with preserved(model, watcher._optimizers), undoing_writes(), watcher:
         for batch in batch_list:
             step_fn(batch)
     report = watcher.report
@@ -272,7 +273,7 @@ def _run_steps(
     held = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
     had_grad = {id(p) for _, p in selected if p.grad is not None}
     outcome: dict[str, tuple[bool, bool]] = {}
-    with preserved(model, optimizers):
+    with preserved(model, optimizers), undoing_writes():
         before = {id(p): p.detach().clone() for _, p in selected}
         with _GradProbe([p for _, p in selected]) as probe:
             for _ in range(steps):
