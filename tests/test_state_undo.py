@@ -453,3 +453,38 @@ def test_inference_tensors_and_parameters_written_under_no_grad_come_back() -> N
             weight.mul_(3.0)
     assert torch.equal(made_in_inference, torch.ones(3))
     assert torch.equal(weight.detach(), torch.ones(2))
+
+
+def test_a_log_stops_watching_after_first_calls_that_wrote_nothing_pre_existing() -> None:
+    buf = torch.zeros(1)
+    with undoing_writes(only_user_code=True) as log:
+        for _ in range(3):  # the first calls: pure
+            with watching_user_code():
+                _ = buf + 1.0
+        assert log.quiet
+        with watching_user_code():
+            _ = buf.add_(1.0)  # after the cut-off: not watched (the README says so)
+    assert buf.item() == 1.0
+
+
+def test_a_log_keeps_watching_when_the_first_calls_write_pre_existing_state() -> None:
+    norm = nn.BatchNorm1d(2)
+    before = norm.running_mean.clone()
+    with undoing_writes(only_user_code=True) as log:
+        for _ in range(10):
+            with watching_user_code():
+                _ = norm(torch.randn(4, 2))
+        assert not log.quiet
+    assert torch.equal(norm.running_mean, before) and int(norm.num_batches_tracked) == 0
+
+
+def test_a_global_module_written_on_every_call_comes_back_after_many_evaluations() -> None:
+    norm = nn.BatchNorm1d(3).double()
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return norm(x).sin()
+
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    gk.check_gradients(fn, x, mode="full")  # 2 * 12 perturbed evaluations and more
+    assert all(torch.equal(v, before[k]) for k, v in norm.state_dict().items())
