@@ -30,12 +30,19 @@ from .problem import Outcome, Problem
 __all__ = [
     "run_auto",
     "AUTO_FULL_EXTRA_SECONDS",
+    "AUTO_SMALL_ROWS",
+    "AUTO_SMALL_EXTRA_SECONDS",
     "AUTO_FULL_FACTOR",
     "AUTO_DIAGNOSIS_SECONDS",
     "AUTO_DIAGNOSIS_FACTOR",
 ]
 
 AUTO_FULL_EXTRA_SECONDS: Final = 1e-3
+# A small Jacobian (at most this many rows of evaluations) takes full mode unless that
+# would cost over AUTO_SMALL_EXTRA_SECONDS more: the choice, and so the verdict, of a
+# small check must not depend on how busy the machine was when its calls were timed.
+AUTO_SMALL_ROWS: Final = 64
+AUTO_SMALL_EXTRA_SECONDS: Final = 20e-3
 AUTO_FULL_FACTOR: Final = 0.5
 AUTO_DIAGNOSIS_SECONDS: Final = 2.0
 AUTO_DIAGNOSIS_FACTOR: Final = 20.0
@@ -59,7 +66,8 @@ def run_auto(problem: Problem, probes: int) -> tuple[str, Outcome]:
     extra = max(0, full_rows - fast_rows) * problem.point.call_seconds
     extra += n * m * _JUDGING_SECONDS_PER_ENTRY
     fits = point.minimum_bytes(full=True) <= point.budget.available
-    if extra <= AUTO_FULL_EXTRA_SECONDS and fits:
+    small = full_rows <= AUTO_SMALL_ROWS and extra <= AUTO_SMALL_EXTRA_SECONDS
+    if (extra <= AUTO_FULL_EXTRA_SECONDS or small) and fits:
         problem.notes.append(
             f"auto: full mode ({n:,} input and {m:,} output entries: {full_rows:,} rows of "
             f"evaluations at most {extra * 1e3:.3g} ms more than fast mode)"
