@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
     from gradcheck_kit._src.errors import UnassertedCheckWarning as UnassertedCheckWarning
     from gradcheck_kit._src.errors import UnsupportedInputError as UnsupportedInputError
+    from gradcheck_kit._src.dropin import gradcheck as gradcheck
+    from gradcheck_kit._src.dropin import gradgradcheck as gradgradcheck
+    from gradcheck_kit._src.dropin_errors import TorchGradcheckError as TorchGradcheckError
     from gradcheck_kit._src.failure_inputs import save_failure_inputs as save_failure_inputs
     from gradcheck_kit._src.gradcheck import check_gradients as check_gradients
     from gradcheck_kit._src.gradcheck import check_module_gradients as check_module_gradients
@@ -149,6 +152,7 @@ __all__ = [
     "UnassertedCheckWarning",
     "TrainingReport",
     "TrainingWatcher",
+    "TorchGradcheckError",
     "TrajectoryDivergence",
     "UnsupportedInputError",
     "WorstElement",
@@ -178,6 +182,8 @@ __all__ = [
     "check_module_gradients",
     "check_same_training",
     "check_second_order",
+    "gradcheck",
+    "gradgradcheck",
     "graph_nodes",
     "resolve_target",
     "save_failure_inputs",
@@ -267,6 +273,9 @@ _LAZY_IMPORTS: dict[str, str] = {
     "TrajectoryDivergence": "gradcheck_kit._src.results",
     "AutogradFunctionError": "gradcheck_kit._src.errors",
     "TrainingDivergenceError": "gradcheck_kit._src.errors",
+    "gradcheck": "gradcheck_kit._src.dropin",
+    "gradgradcheck": "gradcheck_kit._src.dropin",
+    "TorchGradcheckError": "gradcheck_kit._src.dropin_errors",
 }
 
 
