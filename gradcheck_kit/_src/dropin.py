@@ -15,6 +15,7 @@ Never calls torch's own gradcheck: ``pytest --gradcheck-torch`` may route
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -118,10 +119,12 @@ def gradcheck(
         False
     """
     __tracebackhide__ = True
+    given = {k: v for k, v in locals().items() if k in _GRADCHECK_OPTIONS}
     result = _check(
         func,
         inputs,
         check="gradcheck",
+        reproduce=_reproduce("gradcheck", gradcheck, func, given),
         eps=eps,
         atol=atol,
         rtol=rtol,
@@ -199,6 +202,7 @@ def gradgradcheck(
         True
     """
     __tracebackhide__ = True
+    given = {k: v for k, v in locals().items() if k in _GRADGRADCHECK_OPTIONS}
     tupled = torch_style_inputs(inputs)
     _reject_sparse(tupled, masked)
     with check_scope([inputs, *captured_objects(func)], 0):
@@ -207,6 +211,7 @@ def gradgradcheck(
         _GradientMap(func, tupled, len(gouts)),
         (*tupled, *gouts),
         check="gradgradcheck",
+        reproduce=_reproduce("gradgradcheck", gradgradcheck, func, given),
         name=fn_name(func),
         eps=eps,
         atol=atol,
@@ -222,6 +227,13 @@ def gradgradcheck(
         masked=masked,
     )
     return _verdict(result, raise_exception)
+
+
+# the keyword options, for the reproduce line of a failure
+_GRADCHECK_OPTIONS = frozenset(
+    list(inspect.signature(gradcheck).parameters)[2:]  # after func, inputs
+)
+_GRADGRADCHECK_OPTIONS = frozenset(list(inspect.signature(gradgradcheck).parameters)[3:])
 
 
 class _GradientMap:
@@ -308,6 +320,7 @@ def _check(
     inputs: Any,
     *,
     check: str,
+    reproduce: str,
     name: str | None = None,
     eps: float,
     atol: float,
@@ -371,6 +384,8 @@ def _check(
             status="mismatch",
             hints=(Hint(kind="torch_option", text=problem), *result.hints),
         )
+    if not result.passed:
+        result = dataclasses.replace(result, reproduce=reproduce)
     recording.publish(result)
     return result
 
@@ -405,6 +420,13 @@ def _torch_checks(
         if found is not None:
             return found
     return None
+
+
+def _reproduce(entry: str, api: Callable[..., Any], func: Any, given: dict[str, Any]) -> str:
+    """``gradcheck_kit.gradcheck(f, inputs, <the options not at their defaults>)``."""
+    params = inspect.signature(api).parameters
+    changed = [f"{k}={v!r}" for k, v in given.items() if params[k].default != v]
+    return f"gradcheck_kit.{entry}({', '.join([fn_name(func), 'inputs', *changed])})"
 
 
 def _verdict(result: GradCheckResult, raise_exception: bool) -> bool:
