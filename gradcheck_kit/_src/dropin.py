@@ -40,7 +40,7 @@ from .engine.gradient import GradientCheck
 from .engine.options import CheckOptions
 from .engine.run import captured_objects, check_scope, fn_name
 from .engine.trees import InputTree
-from .errors import InvalidArgument, UnsupportedInputError
+from .errors import InvalidArgument, NonFiniteOutputError, UnsupportedInputError
 from .results import GradCheckResult, Hint
 from .serial import one_at_a_time
 
@@ -120,7 +120,7 @@ def gradcheck(
     """
     __tracebackhide__ = True
     given = {k: v for k, v in locals().items() if k in _GRADCHECK_OPTIONS}
-    result = _check(
+    result = _checked(
         func,
         inputs,
         check="gradcheck",
@@ -207,7 +207,7 @@ def gradgradcheck(
     _reject_sparse(tupled, masked)
     with check_scope([inputs, *captured_objects(func)], 0):
         gouts = _grad_outputs(func, tupled, grad_outputs, gen_non_contig_grad_outputs)
-    result = _check(
+    result = _checked(
         _GradientMap(func, tupled, len(gouts)),
         (*tupled, *gouts),
         check="gradgradcheck",
@@ -293,6 +293,13 @@ def _grad_outputs(
     return tuple(made)
 
 
+def _checked(*args: Any, **kw: Any) -> GradCheckResult | _NonFinite:
+    try:
+        return _check(*args, **kw)
+    except _NonFinite as exc:
+        return exc
+
+
 def _validate(check_forward_ad: bool, check_backward_ad: bool, batched: bool, fwd: bool) -> None:
     if not (check_forward_ad or check_backward_ad):
         raise InvalidArgument(
@@ -356,15 +363,19 @@ def _check(
         with check_scope(preserve, 0):
             problem = forward_ad_problem(func, tupled)
     target = func if check_backward_ad else forward_as_reverse(func, tupled)
-    with recording.muted():
-        result = GradientCheck(
-            target,
-            InputTree(tupled),
-            opts,
-            name=name or fn_name(func),
-            check=check,
-            preserve=preserve,
-        ).run()
+    try:
+        with recording.muted():
+            result = GradientCheck(
+                target,
+                InputTree(tupled),
+                opts,
+                name=name or fn_name(func),
+                check=check,
+                preserve=preserve,
+            ).run()
+    except NonFiniteOutputError as exc:
+        # torch compares NaN with NaN and fails the check: a failure here too, not misuse
+        raise _NonFinite(str(exc)) from exc
     if problem is None and result.passed:
         with check_scope(preserve, 0):
             problem = _torch_checks(
@@ -429,8 +440,16 @@ def _reproduce(entry: str, api: Callable[..., Any], func: Any, given: dict[str, 
     return f"gradcheck_kit.{entry}({', '.join([fn_name(func), 'inputs', *changed])})"
 
 
-def _verdict(result: GradCheckResult, raise_exception: bool) -> bool:
+class _NonFinite(Exception):
+    """A NaN or Inf output at the point: torch's gradcheck fails there, so does the drop-in."""
+
+
+def _verdict(result: GradCheckResult | _NonFinite, raise_exception: bool) -> bool:
     __tracebackhide__ = True
+    if isinstance(result, _NonFinite):
+        if not raise_exception:
+            return False
+        raise TorchGradcheckError(f"[gradcheck] {result}") from result.__cause__
     if result.passed:
         return True
     if not raise_exception:
