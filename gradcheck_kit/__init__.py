@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.devices import assert_device_parity as assert_device_parity
     from gradcheck_kit._src.devices import benchmark_devices as benchmark_devices
     from gradcheck_kit._src.devices import check_device_parity as check_device_parity
+    from gradcheck_kit._src.dropin import gradcheck as gradcheck
+    from gradcheck_kit._src.dropin import gradgradcheck as gradgradcheck
+    from gradcheck_kit._src.dropin_errors import TorchGradcheckError as TorchGradcheckError
     from gradcheck_kit._src.errors import AutogradFunctionError as AutogradFunctionError
     from gradcheck_kit._src.errors import DeviceParityError as DeviceParityError
     from gradcheck_kit._src.errors import DeviceUnavailableError as DeviceUnavailableError
@@ -55,9 +58,6 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
     from gradcheck_kit._src.errors import UnassertedCheckWarning as UnassertedCheckWarning
     from gradcheck_kit._src.errors import UnsupportedInputError as UnsupportedInputError
-    from gradcheck_kit._src.dropin import gradcheck as gradcheck
-    from gradcheck_kit._src.dropin import gradgradcheck as gradgradcheck
-    from gradcheck_kit._src.dropin_errors import TorchGradcheckError as TorchGradcheckError
     from gradcheck_kit._src.failure_inputs import save_failure_inputs as save_failure_inputs
     from gradcheck_kit._src.gradcheck import check_gradients as check_gradients
     from gradcheck_kit._src.gradcheck import check_module_gradients as check_module_gradients

@@ -257,9 +257,7 @@ def test_check_forward_ad_requires_forward_mode() -> None:
 def test_check_backward_ad_false_compares_forward_mode_only() -> None:
     with pytest.raises(GradcheckError):
         gradcheck(_WrongBackward.apply, (_x(),))
-    assert gradcheck(
-        _WrongBackward.apply, (_x(),), check_forward_ad=True, check_backward_ad=False
-    )
+    assert gradcheck(_WrongBackward.apply, (_x(),), check_forward_ad=True, check_backward_ad=False)
 
 
 def test_check_backward_ad_false_still_finds_a_wrong_jvp() -> None:

@@ -267,7 +267,8 @@ def _differentiable(x: torch.Tensor) -> torch.Tensor:
     primal, tangent = forward_ad.unpack_dual(x)
     if tangent is None:
         return x.detach().requires_grad_(True)
-    return forward_ad.make_dual(primal.detach().requires_grad_(True), tangent)
+    dual: torch.Tensor = forward_ad.make_dual(primal.detach().requires_grad_(True), tangent)
+    return dual
 
 
 def _grad_outputs(
@@ -412,7 +413,7 @@ def _torch_checks(
     batched_forward: bool,
     backward: bool,
 ) -> str | None:
-    """torch's checks beside the Jacobians, in torch's order; the first problem, or None."""
+    """Torch's checks beside the Jacobians, in torch's order; the first problem, or None."""
     checks: list[Callable[[], str | None]] = []
     if backward:
         checks.append(lambda: reentrant_problem(func, inputs, nondet_tol))

@@ -120,8 +120,8 @@ def undefined_grad_problem(fn: Callable[..., Any], inputs: Sequence[Any]) -> str
         patterns += [[k] for k in range(len(outs))]
     for undefined in patterns:
         outs, diff = _call(fn, inputs)
-        marked = [
-            torch._C._functions.UndefinedGrad()(o) if k in undefined else o
+        marked: list[torch.Tensor] = [
+            torch._C._functions.UndefinedGrad()(o) if k in undefined else o  # type: ignore[misc]
             for k, o in enumerate(outs)
         ]
         # zeros: the grad_outputs of the outputs marked undefined reach backward as None

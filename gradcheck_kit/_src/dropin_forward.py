@@ -95,7 +95,7 @@ def forward_as_reverse(fn: Callable[..., Any], inputs: Sequence[Any]) -> Callabl
         if not plan.slots or not torch.is_grad_enabled():
             return fn(*args)  # an evaluation for finite differences: no graph wanted
         out = fn(*args)
-        outs = _FromForward.apply(plan, *(args[i] for i in plan.slots))
+        outs = _FromForward.apply(plan, *(args[i] for i in plan.slots))  # type: ignore[no-untyped-call]
         return outs[0] if isinstance(out, torch.Tensor) else outs
 
     return call

@@ -100,7 +100,9 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     us = [drawn[j * len(outs) : (j + 1) * len(outs)] for j in range(n_cots)]
     rest = drawn[n_cots * len(outs) :]
     magnitudes = [
-        torch.ones_like(x.detach()) if tol.absolute_steps else torch.clamp(x.detach().abs(), min=1.0)
+        torch.ones_like(x.detach())
+        if tol.absolute_steps
+        else torch.clamp(x.detach().abs(), min=1.0)
         for x in xs
     ]
     dirs = [
