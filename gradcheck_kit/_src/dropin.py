@@ -237,7 +237,7 @@ _GRADGRADCHECK_OPTIONS = frozenset(list(inspect.signature(gradgradcheck).paramet
 
 
 class _GradientMap:
-    """``(*inputs, *grad_outputs) -> grad(func(*inputs), inputs, grad_outputs)``, as torch builds it."""
+    """``(*inputs, *grad_outputs) -> grad(func(*inputs), inputs, grad_outputs)``, as in torch."""
 
     def __init__(self, func: Callable[..., Any], inputs: Sequence[Any], n_outputs: int) -> None:
         self.func = func

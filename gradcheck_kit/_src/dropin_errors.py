@@ -22,9 +22,9 @@ class TorchGradcheckError(_TorchGradcheckError, GradientMismatchError):
     this package's report; the full result is ``.result``.
 
     Examples:
-        >>> import torch
+        >>> from torch.autograd.gradcheck import GradcheckError
         >>> err = TorchGradcheckError("Gradients are not close!")
-        >>> isinstance(err, torch.autograd.gradcheck.GradcheckError), isinstance(err, AssertionError)
+        >>> isinstance(err, GradcheckError), isinstance(err, AssertionError)
         (True, True)
     """
 
