@@ -242,6 +242,29 @@ def _ours(case: corpus.OpCase, *, mode: str, dtype: str) -> Outcome:
     return outcome
 
 
+def _dropin(case: corpus.OpCase, **options: Any) -> Outcome:
+    """gradcheck_kit.gradcheck, called exactly as the torch checkers call torch's."""
+    if str(_REPO) not in sys.path:
+        sys.path.insert(0, str(_REPO))
+    import gradcheck_kit
+
+    try:
+        gradcheck_kit.gradcheck(case.fn, case.inputs, raise_exception=True, **BASELINE, **options)
+    except gradcheck_kit.TorchGradcheckError as exc:
+        result = exc.result
+        return Outcome(
+            "fail",
+            status=str(getattr(result, "status", "")) or None,
+            mode=str(getattr(result, "mode", "")) or None,
+            hint=getattr(result, "hint", None),
+            message=_first_line(str(exc)),
+            detail=str(exc)[:4000],
+        )
+    except gradcheck_kit.InvalidArgument as exc:
+        return Outcome("invalid", message="invalid: " + _error_text(exc))
+    return Outcome("pass")
+
+
 def _make_checkers() -> dict[str, Checker]:
     entries = [
         Checker(
@@ -299,6 +322,34 @@ def _make_checkers() -> dict[str, Checker]:
             "ours",
             'check_gradients(mode="fast", dtype="native"), float32 inputs',
             lambda c: _ours(c, mode="fast", dtype="native"),
+        ),
+        Checker(
+            "dropin",
+            "float64",
+            "ours",
+            "gradcheck_kit.gradcheck, torch's arguments, fast_mode=False, float64",
+            lambda c: _dropin(c, fast_mode=False),
+        ),
+        Checker(
+            "dropin-fast",
+            "float64",
+            "ours",
+            "gradcheck_kit.gradcheck, torch's arguments, fast_mode=True, float64",
+            lambda c: _dropin(c, fast_mode=True),
+        ),
+        Checker(
+            "dropin-f32",
+            "float32",
+            "ours",
+            "gradcheck_kit.gradcheck, torch's defaults (eps=1e-6, atol=1e-5, rtol=1e-3), float32",
+            lambda c: _dropin(c, fast_mode=False),
+        ),
+        Checker(
+            "dropin-f32-fast",
+            "float32",
+            "ours",
+            "gradcheck_kit.gradcheck, torch's defaults, fast_mode=True, float32",
+            lambda c: _dropin(c, fast_mode=True),
         ),
     ]
     return {c.name: c for c in entries}
@@ -529,10 +580,21 @@ def summarize(rows: list[dict[str, Any]], checkers: Sequence[str], top: int) -> 
         ("torch-f32", "ours-f32-full", False),
         ("torch-f32-loose", "ours-f32-full", True),
         ("torch-f32-loose", "ours-f32-fast", True),
+        ("torch-full", "dropin", True),
+        ("torch-fast", "dropin-fast", True),
+        ("torch-f32", "dropin-f32", True),
+        ("torch-f32", "dropin-f32-fast", True),
     ):
         if ref in checkers and other in checkers and _has(rows, ref) and _has(rows, other):
             summary["comparisons"].append(_compare(rows, ref, other, listed=listed))
-    for name in ("torch-f32", "torch-f32-loose", "ours-f32-full", "ours-f32-fast"):
+    for name in (
+        "torch-f32",
+        "torch-f32-loose",
+        "ours-f32-full",
+        "ours-f32-fast",
+        "dropin-f32",
+        "dropin-f32-fast",
+    ):
         if name in checkers and "torch-full" in checkers and _has(rows, name):
             summary["float32"].append(_float32_report(rows, name, "torch-full"))
     return summary

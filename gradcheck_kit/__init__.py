@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.devices import assert_device_parity as assert_device_parity
     from gradcheck_kit._src.devices import benchmark_devices as benchmark_devices
     from gradcheck_kit._src.devices import check_device_parity as check_device_parity
+    from gradcheck_kit._src.dropin import gradcheck as gradcheck
+    from gradcheck_kit._src.dropin import gradgradcheck as gradgradcheck
+    from gradcheck_kit._src.dropin_errors import TorchGradcheckError as TorchGradcheckError
     from gradcheck_kit._src.errors import AutogradFunctionError as AutogradFunctionError
     from gradcheck_kit._src.errors import DeviceParityError as DeviceParityError
     from gradcheck_kit._src.errors import DeviceUnavailableError as DeviceUnavailableError
@@ -149,6 +152,7 @@ __all__ = [
     "UnassertedCheckWarning",
     "TrainingReport",
     "TrainingWatcher",
+    "TorchGradcheckError",
     "TrajectoryDivergence",
     "UnsupportedInputError",
     "WorstElement",
@@ -178,6 +182,8 @@ __all__ = [
     "check_module_gradients",
     "check_same_training",
     "check_second_order",
+    "gradcheck",
+    "gradgradcheck",
     "graph_nodes",
     "resolve_target",
     "save_failure_inputs",
@@ -267,6 +273,9 @@ _LAZY_IMPORTS: dict[str, str] = {
     "TrajectoryDivergence": "gradcheck_kit._src.results",
     "AutogradFunctionError": "gradcheck_kit._src.errors",
     "TrainingDivergenceError": "gradcheck_kit._src.errors",
+    "gradcheck": "gradcheck_kit._src.dropin",
+    "gradgradcheck": "gradcheck_kit._src.dropin",
+    "TorchGradcheckError": "gradcheck_kit._src.dropin_errors",
 }
 
 

@@ -99,7 +99,12 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     drawn = probe_vectors([*outs * n_cots, *xs * K], gen)
     us = [drawn[j * len(outs) : (j + 1) * len(outs)] for j in range(n_cots)]
     rest = drawn[n_cots * len(outs) :]
-    magnitudes = [torch.clamp(x.detach().abs(), min=1.0) for x in xs]
+    magnitudes = [
+        torch.ones_like(x.detach())
+        if tol.absolute_steps
+        else torch.clamp(x.detach().abs(), min=1.0)
+        for x in xs
+    ]
     dirs = [
         [v.mul_(m) for v, m in zip(rest[k * len(xs) : (k + 1) * len(xs)], magnitudes, strict=True)]
         for k in range(K)
@@ -403,7 +408,7 @@ def _localise(
         local -= sizes[leaf]
         leaf += 1
     x = xs[leaf]
-    steps = element_steps(x, tol.eps).to(x.device)
+    steps = element_steps(x, tol.eps, absolute=tol.absolute_steps).to(x.device)
     coords = torch.tensor([local], device=x.device)
     multipliers = [m for pair in SCALES for m in pair]
     fd = central_differences(point, leaf, coords, steps, multipliers)

@@ -70,7 +70,7 @@ def run_full(problem: Problem) -> Outcome:
             with budget.holding(0 if keep else (r1 - r0) * N * 8):
                 analytic = reverse_rows(point, r0, r1)
                 for i, x in enumerate(point.xs):
-                    steps = element_steps(x, tol.eps).to(x.device)
+                    steps = element_steps(x, tol.eps, absolute=tol.absolute_steps).to(x.device)
                     n_i = int(x.numel())
                     # per column: its outputs in float64 (quotient, roundoff, the batch's
                     # rows) and the judging temporaries of the kept rows

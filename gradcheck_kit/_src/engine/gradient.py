@@ -52,6 +52,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
             atol=opts.atol,
             rtol=opts.rtol,
             by_estimate=opts.atol is None and opts.rtol is None,
+            absolute_steps=opts.eps_absolute,
         )
         self.dtype_name = str(worst_dtype).removeprefix("torch.")
         if call.nothing_to_check is not None:
@@ -63,7 +64,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
             )
         except OutputChanged as exc:
             return self._nondeterministic_shape(exc)
-        if not close_repeat(point.reference, repeat.values, point.u_out):
+        if not close_repeat(point.reference, repeat.values, point.u_out, opts.nondet_tol):
             changed = modified_input(call)
             if changed is not None:
                 return self._modified_input(*changed)

@@ -46,12 +46,15 @@ def relative_error(abs_err: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor
     return torch.where(denom > 0, rel, torch.where(abs_err > 0, math.inf, 0.0))
 
 
-def element_steps(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-element step ``eps * max(1, |x|)`` (float64, flat).
+def element_steps(x: torch.Tensor, eps: float, *, absolute: bool = False) -> torch.Tensor:
+    """Per-element step ``eps * max(1, |x|)`` (float64, flat); ``eps`` itself if ``absolute``.
 
     Scaling keeps ``x ± h`` representable with the same relative accuracy for
-    large inputs, where a fixed absolute step would drown in roundoff.
+    large inputs, where a fixed absolute step would drown in roundoff. The
+    drop-in for ``torch.autograd.gradcheck`` asks for torch's absolute step.
     """
+    if absolute:
+        return torch.full((int(x.numel()),), float(eps), dtype=torch.float64)
     mag = x.detach().reshape(-1).to(torch.float64).abs()
     mag = torch.where(torch.isfinite(mag), mag, 1.0)  # inf stays inf at any step
     return eps * torch.clamp(mag, min=1.0)

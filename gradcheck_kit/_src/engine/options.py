@@ -57,6 +57,10 @@ class CheckOptions:
     n_probes: int | None = None
     max_memory: int = DEFAULT_MAX_MEMORY
     empty: str = "pass"
+    # Set only by the drop-in for torch.autograd.gradcheck: torch's absolute step, and
+    # how far two evaluations at the same point may differ (torch's nondet_tol).
+    eps_absolute: bool = False
+    nondet_tol: float = 0.0
 
     @classmethod
     def create(
@@ -73,8 +77,14 @@ class CheckOptions:
         max_memory: int = DEFAULT_MAX_MEMORY,
         max_jacobian_bytes: int | None = None,
         empty: str = "pass",
+        eps_absolute: bool = False,
+        nondet_tol: float = 0.0,
     ) -> CheckOptions:
         """Validate and build; ``max_jacobian_bytes`` is the old name of ``max_memory``.
+
+        ``eps_absolute`` and ``nondet_tol`` serve the drop-in for
+        ``torch.autograd.gradcheck`` (an absolute step; outputs of two calls at the
+        same point may differ by ``nondet_tol``).
 
         Raises:
             InvalidArgument: a value out of range, naming the argument.
@@ -86,6 +96,7 @@ class CheckOptions:
         check_positive(eps, "eps")
         check_nonnegative(atol, "atol")
         check_nonnegative(rtol, "rtol")
+        check_nonnegative(nondet_tol, "nondet_tol")
         check_int(seed, "seed", min_value=0)
         if n_probes is not None:
             check_int(n_probes, "n_probes", min_value=1)
@@ -105,4 +116,17 @@ class CheckOptions:
                 stacklevel=4,
             )
             max_memory = max_jacobian_bytes
-        return cls(mode, dtype, eps, atol, rtol, seed, rng, n_probes, max_memory, empty)
+        return cls(
+            mode,
+            dtype,
+            eps,
+            atol,
+            rtol,
+            seed,
+            rng,
+            n_probes,
+            max_memory,
+            empty,
+            bool(eps_absolute),
+            float(nondet_tol),
+        )

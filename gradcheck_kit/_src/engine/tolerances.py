@@ -30,8 +30,9 @@ class Tolerances:
     """The numbers one check runs with.
 
     ``eps`` is the base finite-difference step (scaled by ``max(1, |x|)`` per
-    element); an element passes when ``|analytic - numeric| <= atol + rtol *
-    |numeric| + safety * error_estimate``.
+    element, unless ``absolute_steps``: then every element moves by ``eps``, as in
+    ``torch.autograd.gradcheck``); an element passes when ``|analytic - numeric|
+    <= atol + rtol * |numeric| + safety * error_estimate``.
     """
 
     eps: float
@@ -39,6 +40,7 @@ class Tolerances:
     rtol: float
     safety: float
     unit_roundoff: float
+    absolute_steps: bool = False
 
 
 def _root_u(dtype: torch.dtype) -> float:
@@ -68,6 +70,7 @@ def resolve_tolerances(
     atol: float | None = None,
     rtol: float | None = None,
     by_estimate: bool = False,
+    absolute_steps: bool = False,
 ) -> Tolerances:
     """Fill in the defaults for ``dtype`` where the caller gave None.
 
@@ -99,4 +102,5 @@ def resolve_tolerances(
         rtol=float(rtol) if rtol is not None else d_rtol,
         safety=safety,
         unit_roundoff=machine_eps(dtype),
+        absolute_steps=absolute_steps,
     )
