@@ -134,7 +134,9 @@ def test_an_audit_and_a_manual_check_record_their_function(seen: list[tuple[str,
     assert gk.check_autograd_function(Twice, x64(), second_order=False).passed
     assert seen == [("function", "Twice")]
     seen.clear()
-    manual = gk.check_matches_manual(lambda x: Twice.apply(x).sum(), lambda x: torch.full_like(x, 2.0), x64())
+    manual = gk.check_matches_manual(
+        lambda x: Twice.apply(x).sum(), lambda x: torch.full_like(x, 2.0), x64()
+    )
     assert manual.passed
     assert seen == [("function", "Twice")]
 

@@ -293,7 +293,8 @@ def test_merged_documents_count_a_class_checked_in_any_shard() -> None:
 
 def test_many_tests_of_one_class_are_capped_with_a_count() -> None:
     tests = [f"t.py::test_{i}" for i in range(60)]
-    section = coverage_section([listing(["lib.A"])], {"lib.A": {"kind": "function", "tests": tests}})
+    exercised = {"lib.A": {"kind": "function", "tests": tests}}
+    section = coverage_section([listing(["lib.A"])], exercised)
     entry = section["functions"]["classes"][0]
     assert len(entry["tests"]) == 50 and entry["more_tests"] == 10
     document = make_document([])

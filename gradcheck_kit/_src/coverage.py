@@ -130,9 +130,7 @@ def exercised() -> Iterator[None]:
     with _lock:
         _open_checks += 1
         if _module_hook is None:
-            _module_hook = torch.nn.modules.module.register_module_forward_pre_hook(
-                _module_called
-            )
+            _module_hook = torch.nn.modules.module.register_module_forward_pre_hook(_module_called)
     _state.depth += 1
     try:
         yield
@@ -203,13 +201,13 @@ def functions_in_graph(outputs: Any) -> set[type]:
     found: set[type] = set()
     while stack:
         node = stack.pop()
-        if node is None or id(node) in seen:
+        if id(node) in seen:
             continue
         seen[id(node)] = node
         forward_cls = getattr(type(node), "_forward_cls", None)
         if isinstance(forward_cls, type):
             found.add(forward_cls)
-        stack.extend(parent for parent, _ in node.next_functions)
+        stack.extend(parent for parent, _ in node.next_functions if parent is not None)
     return found
 
 

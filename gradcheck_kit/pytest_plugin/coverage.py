@@ -44,7 +44,7 @@ COVERAGE_WORKEROUTPUT_KEY = "gradcheck_coverage"
 _PLUGIN_NAME = "gradcheck-coverage"
 
 gradcheck_coverage_key = pytest.StashKey["CoverageRecorder"]()
-"""The run's :class:`CoverageRecorder` on ``config.stash``; present only with ``--gradcheck-cov``."""
+"""The run's :class:`CoverageRecorder` on ``config.stash``; only with ``--gradcheck-cov``."""
 
 
 def parse_package(string: str) -> str:
@@ -56,10 +56,10 @@ def parse_package(string: str) -> str:
     Examples:
         >>> parse_package(" mylib.ops ")
         'mylib.ops'
-        >>> parse_package("mylib/ops")
+        >>> parse_package("mylib/ops")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        argparse.ArgumentTypeError: Could not parse value: 'mylib/ops'. Expected a dotted package name such as mylib or mylib.ops.
+        argparse.ArgumentTypeError: Could not parse value: 'mylib/ops'. Expected a dotted ...
     """
     value = string.strip()
     if not value or not all(part.isidentifier() for part in value.split(".")):

@@ -191,8 +191,10 @@ def summary_lines(section: Mapping[str, Any], *, limit: int = MAX_NAMES_LISTED) 
         >>> section = coverage_section([{"package": "lib", "classes": [
         ...     {"name": f"lib.F{i}", "kind": "function", "private": False} for i in range(3)]}],
         ...     {"lib.F0": {"kind": "function", "tests": []}})
-        >>> summary_lines(section, limit=1)
-        ['custom Functions checked: 1/3; not checked: lib.F1, …and 1 more', 'nn.Modules checked: 0/0']
+        >>> for line in summary_lines(section, limit=1):
+        ...     print(line)
+        custom Functions checked: 1/3; not checked: lib.F1, …and 1 more
+        nn.Modules checked: 0/0
     """
     lines = []
     for key, label in KINDS.values():
