@@ -156,6 +156,21 @@ def test_the_module_hook_lives_only_while_a_check_runs(seen: list[tuple[str, str
     assert len(hooks) == before
 
 
+def test_modules_are_watched_for_the_first_calls_of_the_users_code_only(
+    seen: list[tuple[str, str]],
+) -> None:
+    hooks = torch.nn.modules.module._global_forward_pre_hooks
+    before = len(hooks)
+    with coverage.exercised():
+        for _ in range(coverage.WATCHED_CALLS):
+            assert len(hooks) == before + 1
+            coverage.note_outputs(nn.Tanh()(x64()))
+        # later calls repeat the first ones: no module call pays for the hook any more
+        assert len(hooks) == before
+        nn.ReLU()(x64())
+    assert seen == [("module", "Tanh")]
+
+
 def test_without_a_listener_a_check_installs_no_hook() -> None:
     hooks = torch.nn.modules.module._global_forward_pre_hooks
     before = dict(hooks)

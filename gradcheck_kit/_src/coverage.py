@@ -13,7 +13,10 @@ anything, unless a listener is present (:func:`listen`; the pytest plugin's
   not count: nothing checked its derivative. The walk costs one visit per graph
   node of each output, nothing per operation;
 * an ``nn.Module`` counts when it is called: torch's global forward pre-hook is
-  installed for the span of the outermost check only, and only in a run that listens.
+  installed by the outermost check of a run that listens, and removed once the
+  user's code was called :data:`WATCHED_CALLS` times (or the check ends). Later
+  calls repeat the first at nearby points; a module that only a later call
+  reaches (a branch taken only at some perturbed point) is missed.
 
 Only the thread that runs the check records: a module called by another thread
 meanwhile is not exercised by this check.
@@ -33,6 +36,7 @@ from torch.utils import _pytree as pytree
 __all__ = [
     "FUNCTION",
     "MODULE",
+    "WATCHED_CALLS",
     "Kind",
     "Listener",
     "exercised",
@@ -50,13 +54,20 @@ Listener = Callable[[Kind, type], None]
 
 _listeners: list[Listener] = []
 _lock = threading.Lock()
-# Checks running now in all threads: the global module hook lives while there is one.
-_open_checks = 0
+# Calls of the user's code per check during which modules are watched. The global hook
+# sends every module call down torch's slow path (a module check of 20 layers took twice
+# as long); the modules a check calls are all called in its first calls.
+WATCHED_CALLS: Final = 3
+# Threads whose running check still watches module calls: the hook lives while there is one.
+_watching_threads = 0
 _module_hook: Any = None
 
 
 class _ThreadState(threading.local):
     depth = 0
+    # calls of the user's code noted in this thread's outermost check
+    calls = 0
+    watching = False
     # (kind, class) already told to the listeners in this thread's outermost check
     told: set[tuple[str, type]]
 
@@ -111,26 +122,46 @@ def _module_called(module: torch.nn.Module, args: Any) -> None:
         _tell(MODULE, type(module))
 
 
+def _watch_modules() -> None:
+    global _watching_threads, _module_hook
+    _state.watching = True
+    with _lock:
+        _watching_threads += 1
+        if _module_hook is None:
+            _module_hook = torch.nn.modules.module.register_module_forward_pre_hook(_module_called)
+
+
+def _stop_watching_modules() -> None:
+    global _watching_threads, _module_hook
+    if not _state.watching:
+        return
+    _state.watching = False
+    with _lock:
+        _watching_threads -= 1
+        if _watching_threads == 0 and _module_hook is not None:
+            _module_hook.remove()
+            _module_hook = None
+
+
 @contextlib.contextmanager
 def exercised() -> Iterator[None]:
     """The span of one check: what the user's code runs in it counts as exercised.
 
     Checks nest (a second-order check runs first-order ones); the outermost
-    span installs the module hook and forgets, on exit, which classes it told.
+    span watches module calls (until the user's code was called
+    :data:`WATCHED_CALLS` times) and forgets, on exit, which classes it told.
     Without a listener it does nothing.
 
     Examples:
         >>> with exercised():
         ...     pass  # a check calls the user's function here
     """
-    global _open_checks, _module_hook
     if not _listeners:
         yield
         return
-    with _lock:
-        _open_checks += 1
-        if _module_hook is None:
-            _module_hook = torch.nn.modules.module.register_module_forward_pre_hook(_module_called)
+    if _state.depth == 0:
+        _state.calls = 0
+        _watch_modules()
     _state.depth += 1
     try:
         yield
@@ -138,11 +169,7 @@ def exercised() -> Iterator[None]:
         _state.depth -= 1
         if _state.depth == 0:
             _state.told.clear()
-        with _lock:
-            _open_checks -= 1
-            if _open_checks == 0 and _module_hook is not None:
-                _module_hook.remove()
-                _module_hook = None
+            _stop_watching_modules()
 
 
 _P = ParamSpec("_P")
@@ -219,7 +246,12 @@ def note_outputs(outputs: Any) -> None:
     ``torch.func`` transform are skipped: they repeat a plain call, and their
     wrapped tensors hide the graph.
     """
-    if not _recording() or torch._C._are_functorch_transforms_active():
+    if not _recording():
+        return
+    _state.calls += 1
+    if _state.calls >= WATCHED_CALLS:
+        _stop_watching_modules()
+    if torch._C._are_functorch_transforms_active():
         return
     for cls in functions_in_graph(outputs):
         _tell(FUNCTION, cls)
