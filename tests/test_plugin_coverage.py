@@ -310,3 +310,34 @@ def test_parse_package_refuses_what_is_not_a_dotted_name(value: str) -> None:
 
 def test_parse_package_strips_blanks() -> None:
     assert parse_package(textwrap.dedent("  lib.ops ")) == "lib.ops"
+
+
+def test_the_page_escapes_hostile_names_and_lists_unchecked_first() -> None:
+    from gradcheck_kit.report.html import render_html
+
+    hostile = 'lib.<script>alert("x")</script>'
+    document = make_document([])
+    document["coverage"] = coverage_section(
+        [
+            {
+                "package": "lib",
+                "classes": [
+                    {"name": "lib.A", "kind": "module", "private": False},
+                    {"name": hostile, "kind": "module", "private": False},
+                ],
+                "import_errors": {"lib.gpu": "OSError: <no driver>"},
+            }
+        ],
+        {"lib.A": {"kind": "module", "tests": ["t.py::test_ü[<b>]"]}},
+    )
+    page = render_html(document)
+    section = page[
+        page.index('<details class="coverage"') : page.index(
+            "</details>", page.index('<details class="coverage"')
+        )
+    ]
+    assert "<script>alert" not in section
+    assert "lib.&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in section
+    assert section.index("&lt;script&gt;") < section.index("<code>lib.A</code>")
+    assert "t.py::test_ü[&lt;b&gt;]" in section
+    assert "OSError: &lt;no driver&gt;" in section

@@ -20,6 +20,12 @@ anything, unless a listener is present (:func:`listen`; the pytest plugin's
 
 Only the thread that runs the check records: a module called by another thread
 meanwhile is not exercised by this check.
+
+A new check gets all of this for free when it runs through the engine
+(``engine.run.check_scope`` enters :func:`exercised`, ``InputTree.call`` notes
+the outputs) or through another check. One that calls the user's code itself
+enters :func:`exercised` (or wraps its entry point in :func:`exercising`) and
+passes each output to :func:`note_outputs`.
 """
 
 from __future__ import annotations

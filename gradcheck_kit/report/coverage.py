@@ -170,6 +170,8 @@ def merge_coverage(sections: Iterable[Mapping[str, Any]]) -> dict[str, Any] | No
         target = listings[packages[0]] if packages else None
         for kind, (key, _) in KINDS.items():
             for cls in (section.get(key) or {}).get("classes", ()):
+                if not isinstance(cls, Mapping) or not isinstance(cls.get("name"), str):
+                    continue  # a hand-edited file: keep what can be read
                 if target is not None:
                     target["classes"].append({**cls, "kind": kind})
                 if cls.get("checked"):
@@ -177,7 +179,7 @@ def merge_coverage(sections: Iterable[Mapping[str, Any]]) -> dict[str, Any] | No
                     for test_id in cls.get("tests", ()):
                         add_exercised(exercised, str(cls["name"]), kind, str(test_id))
         for error in section.get("import_errors", ()):
-            if target is not None:
+            if target is not None and isinstance(error, Mapping):
                 target["import_errors"][str(error.get("module"))] = str(error.get("error"))
     if not found:
         return None
