@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from . import recording
+from . import coverage, recording
 from .engine.diagnose import Block, diagnose
 from .engine.gradient import argument_name
 from .engine.judging import PairTally
@@ -152,7 +152,13 @@ class _Audit:
 
     def run(self) -> FunctionAuditResult:
         start = time.perf_counter()
-        with torch.inference_mode(False), preserved(self.inputs), undoing_writes():
+        with (
+            torch.inference_mode(False),
+            preserved(self.inputs),
+            undoing_writes(),
+            coverage.exercised(),
+        ):
+            coverage.note_function(self.function)
             seed_everything(self.seed)
             runs_cleanly = self._structure()
             if runs_cleanly and self.forward_writes:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from . import recording
+from . import coverage, recording
 from .engine.evaluation import FALLBACK_NOTE_PREFIX
 from .engine.options import (
     DEFAULT_MAX_MEMORY,
@@ -85,6 +85,8 @@ class _GradientMap:
                 flat[p] = xs[-1]
             rebuilt = pytree.tree_unflatten(flat, spec)
             out = self.fn(**rebuilt) if self.style == "kwargs" else self.fn(*rebuilt)
+            # fn's own graph: the gradient's graph holds its backward's operations, not its nodes
+            coverage.note_outputs(out)
             scalar = _reduce(out, self.cotangents)
             if not scalar.requires_grad:
                 return tuple(torch.zeros_like(x) for x in xs)
@@ -288,6 +290,7 @@ def _as_second_order(
 # inference_mode(False): called inside torch.inference_mode(), the check still needs autograd
 @torch.inference_mode(False)
 @one_at_a_time
+@coverage.exercising
 def check_second_order(
     fn: Callable[..., Any],
     inputs: Any,

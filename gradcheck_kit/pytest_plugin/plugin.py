@@ -33,6 +33,11 @@ from gradcheck_kit._src import failure_inputs
 from gradcheck_kit._src.errors import UnassertedCheckWarning
 from gradcheck_kit._src.target_mark import target_spec
 from gradcheck_kit.pytest_plugin.collect import TargetFactory
+from gradcheck_kit.pytest_plugin.coverage import (
+    add_coverage_options,
+    configure_coverage,
+    coverage_document,
+)
 from gradcheck_kit.pytest_plugin.fixtures import (
     GradcheckFixture,
     TrainingWatchFixture,
@@ -178,6 +183,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Default: %(default)r",
     )
     add_check_options(group, parser)
+    add_coverage_options(group, parser)
     add_option_ini(
         "--gradcheck-json",
         dest="gradcheck_json",
@@ -372,6 +378,9 @@ class GradcheckReporter:
             self.report_path = subset_path(self.report_path)
         document = self.recorder.document(run=self.run_facts())
         document["environment"]["run"] = self.scope.describe()
+        coverage = coverage_document(self.config)
+        if coverage is not None:
+            document["coverage"] = coverage
         self.report_error = write_report_files(document, self.json_path, self.report_path)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
@@ -480,6 +489,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; with ``--gradcheck``, start recording results."""
     config.addinivalue_line("markers", MARKER_DESCRIPTION)
     config.stash[gradcheck_defaults_key] = read_defaults(config)
+    configure_coverage(config)
     if not gradcheck_enabled(config):
         return
     config.stash[_json_path_key] = _json_path(config)

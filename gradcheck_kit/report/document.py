@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gradcheck_kit import __version__
+from gradcheck_kit.report.coverage import merge_coverage
 from gradcheck_kit.report.files import write_text_atomic
 
 __all__ = [
@@ -438,12 +439,19 @@ def merge_documents(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[
         duration = document.get("duration_s")
         if isinstance(duration, (int, float)) and not isinstance(duration, bool):
             durations.append(float(duration))
-    return make_document(
+    merged = make_document(
         results,
         environment=combine_environments(d.get("environment", {}) for _, d in documents),
         duration_s=max(durations) if durations else None,
         sources=sources,
     )
+    # Gradient coverage of the shards: a class checked in any of them is checked.
+    coverage = merge_coverage(
+        d["coverage"] for _, d in documents if isinstance(d.get("coverage"), Mapping)
+    )
+    if coverage is not None:
+        merged["coverage"] = coverage
+    return merged
 
 
 def dumps_document(document: Mapping[str, Any]) -> str:

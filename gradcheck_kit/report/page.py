@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradcheck_kit.report import charts
+from gradcheck_kit.report.coverage import CoverageView, coverage_view
 from gradcheck_kit.report.document import summarize, verdict
 from gradcheck_kit.report.grouping import group_findings
 from gradcheck_kit.report.heatmap import Heatmap, entry_error, heatmap
@@ -308,6 +309,7 @@ class Page:
     data: dict[str, Any] = field(default_factory=dict)
     expected_failure: int = 0
     unasserted: int = 0
+    coverage: CoverageView | None = None
 
 
 def _float(value: Any) -> float:
@@ -1061,6 +1063,7 @@ def build_page(document: Mapping[str, Any], *, title: str = "gradcheck report") 
         heatmaps_left_out=budget.heatmaps_left_out,
         details_left_out=budget.details_left_out,
         common_settings=common,
+        coverage=coverage_view(document.get("coverage")),
         data={
             "schema_version": document.get("schema_version"),
             "created": document.get("created"),

@@ -20,7 +20,7 @@ from typing import Any, Final, Generic, TypeVar
 import torch
 from torch import nn
 
-from .. import recording
+from .. import coverage, recording
 from ..errors import InvalidArgument, NonFiniteOutputError
 from ..failure_inputs import Subject, with_reproduction
 from ..results import Hint
@@ -131,6 +131,7 @@ def check_scope(preserve: Sequence[Any], seed: int) -> Iterator[list[str]]:
             torch.inference_mode(False),
             preserved(*preserve),
             undoing_writes(only_user_code=True),
+            coverage.exercised(),
             full_float32_precision() as switched,
         ):
             seed_torch(seed)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
+from ..coverage import note_outputs
 from ..errors import InvalidArgument, UnsupportedInputError
 from ..undo import watching_user_code
 
@@ -165,8 +166,16 @@ class InputTree:
         """Call ``fn`` on ``base`` leaves with the checked leaves replaced by ``checked_values``.
 
         The call is user code: in-place writes it makes to tensors that existed
-        before the check are undone when the check ends (:mod:`..undo`).
+        before the check are undone when the check ends (:mod:`..undo`), and the
+        custom Functions in its outputs' graph count as exercised (:mod:`..coverage`).
         """
+        outputs = self._call_user_code(fn, base, checked_values)
+        note_outputs(outputs)
+        return outputs
+
+    def _call_user_code(
+        self, fn: Callable[..., Any], base: Sequence[Any], checked_values: Sequence[torch.Tensor]
+    ) -> Any:
         if self.call_style == "single" and len(checked_values) == 1:
             with watching_user_code(checked_values[0]):
                 return fn(checked_values[0])  # the common case, without rebuilding a pytree
