@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import inspect
 import os
 import sys
 import time
@@ -152,7 +153,7 @@ class TorchRouting:
     ) -> _Outcome:
         theirs: _Outcome | None = None
         if self.mode == "compare":
-            theirs = _run_torch(original, args, kwargs)
+            theirs = _run_torch_explained(original, args, kwargs)
         mine, results = _run_dropin(ours, args, kwargs)
         tally: dict[str, Any] = {
             "function": call.function,
@@ -181,7 +182,7 @@ class TorchRouting:
                 torch=TorchVerdict(
                     verdict=theirs.verdict(()),
                     seconds=round(theirs.seconds, 6),
-                    error=None if theirs.error is None else _first_line(theirs.error),
+                    error=None if theirs.reason is None else _first_line(theirs.reason),
                 ),
                 agree=agree,
                 disagreement=None if agree else _disagreement(theirs, mine, ours_verdict, results),
@@ -209,6 +210,13 @@ class _Outcome:
     value: Any
     error: Exception | None
     seconds: float
+    # torch's GradcheckError behind a False it returned (raise_exception=False)
+    explained: Exception | None = None
+
+    @property
+    def reason(self) -> Exception | None:
+        """What the checker raised, or would have raised had it been asked to."""
+        return self.error if self.error is not None else self.explained
 
     def verdict(self, results: tuple[GradCheckResult, ...]) -> _Verdict:
         from torch.autograd.gradcheck import GradcheckError
@@ -229,6 +237,26 @@ def _run_torch(original: Callable[..., Any], args: tuple[Any, ...], kw: dict[str
         return _Outcome(None, exc, time.perf_counter() - start)
     finally:
         _in_torch.reset(token)
+
+
+def _run_torch_explained(
+    original: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+) -> _Outcome:
+    """torch's outcome; with ``raise_exception=False`` it runs raising, to keep its reason."""
+    from torch.autograd.gradcheck import GradcheckError
+
+    try:
+        bound = inspect.signature(original).bind(*args, **kw)
+    except TypeError:  # torch's own call raises the same TypeError, as it should
+        return _run_torch(original, args, kw)
+    if bound.arguments.get("raise_exception", True) is not False:
+        return _run_torch(original, args, kw)
+    bound.arguments["raise_exception"] = True
+    outcome = _run_torch(original, bound.args, bound.kwargs)
+    if isinstance(outcome.error, GradcheckError):
+        # the call asked for False, not an exception
+        outcome = _Outcome(False, None, outcome.seconds, explained=outcome.error)
+    return outcome
 
 
 def _run_dropin(
@@ -260,8 +288,8 @@ def _disagreement(
 ) -> str:
     """Each checker's verdict with its reason: torch's error line, the drop-in's hint or summary."""
     torch_text = f"torch {theirs.verdict(())}"
-    if theirs.error is not None:
-        torch_text += f" ({_first_line(theirs.error)})"
+    if theirs.reason is not None:
+        torch_text += f" ({_first_line(theirs.reason)})"
     ours_text = f"gradcheck_kit {ours_verdict}"
     reason: str | None = None
     for result in results:

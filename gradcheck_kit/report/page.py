@@ -932,7 +932,9 @@ def _row(
     # its row alone (with its hint): 10,000 failures would otherwise weigh over 5 MB.
     bare = False
     if has_pairs or kind == "training":
-        if status == "passed" and not summary:
+        # a passed check that torch's own gradcheck failed (compare mode) shows its details
+        disagrees = isinstance(record.get("routed"), Mapping) and record["routed"].get("agree") is False
+        if status == "passed" and not summary and not disagrees:
             line = _pairs_line(record, settings, common) if has_pairs else _training_line(record)
         elif status != "passed" and not budget.take_detail():
             bare = True
