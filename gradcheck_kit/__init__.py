@@ -85,8 +85,8 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.results import RoutedCall as RoutedCall
     from gradcheck_kit._src.results import SameTrainingResult as SameTrainingResult
     from gradcheck_kit._src.results import SecondOrderResult as SecondOrderResult
-    from gradcheck_kit._src.results import TorchVerdict as TorchVerdict
     from gradcheck_kit._src.results import ThreeWayElement as ThreeWayElement
+    from gradcheck_kit._src.results import TorchVerdict as TorchVerdict
     from gradcheck_kit._src.results import TrajectoryDivergence as TrajectoryDivergence
     from gradcheck_kit._src.results import WorstElement as WorstElement
     from gradcheck_kit._src.second_order import assert_second_order as assert_second_order

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import torch
+from test_plugin_basics import PLUGIN
 
 from gradcheck_kit._src import recording
 from gradcheck_kit._src.routing import TorchRouting
-from gradcheck_kit.report.validation import check_document
 from gradcheck_kit.pytest_plugin.plugin import DEFAULT_JSON_PATH
-from test_plugin_basics import PLUGIN
+from gradcheck_kit.report.validation import check_document
 
 # In a dict: the routing replaces a module global bound to torch's function (by design)
 TORCH = {"gradcheck": torch.autograd.gradcheck, "gradgradcheck": torch.autograd.gradgradcheck}
@@ -200,7 +200,9 @@ def test_float32():
 
 def test_compare_records_a_disagreement_and_follows_torch(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FLOAT32)
-    result = pytester.runpytest(*PLUGIN, "-s", "-W", "ignore::UserWarning", "--gradcheck-torch=compare")
+    result = pytester.runpytest(
+        *PLUGIN, "-s", "-W", "ignore::UserWarning", "--gradcheck-torch=compare"
+    )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*VERDICT False", "torch gradcheck calls routed: 1; agree 0/1; *"])
     (record,) = _records(pytester)
@@ -353,4 +355,3 @@ def test_signature_stays_torchs() -> None:
 def test_unknown_mode_is_misuse() -> None:
     with pytest.raises(ValueError, match="route, compare"):
         TorchRouting("both")  # type: ignore[arg-type]
-

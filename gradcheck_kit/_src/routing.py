@@ -242,7 +242,7 @@ def _run_torch(original: Callable[..., Any], args: tuple[Any, ...], kw: dict[str
 def _run_torch_explained(
     original: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> _Outcome:
-    """torch's outcome; with ``raise_exception=False`` it runs raising, to keep its reason."""
+    """Run torch's function; with ``raise_exception=False`` it runs raising, to keep its reason."""
     from torch.autograd.gradcheck import GradcheckError
 
     try:

@@ -933,7 +933,8 @@ def _row(
     bare = False
     if has_pairs or kind == "training":
         # a passed check that torch's own gradcheck failed (compare mode) shows its details
-        disagrees = isinstance(record.get("routed"), Mapping) and record["routed"].get("agree") is False
+        routed = record.get("routed")
+        disagrees = isinstance(routed, Mapping) and routed.get("agree") is False
         if status == "passed" and not summary and not disagrees:
             line = _pairs_line(record, settings, common) if has_pairs else _training_line(record)
         elif status != "passed" and not budget.take_detail():
