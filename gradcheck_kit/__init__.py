@@ -82,9 +82,11 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.results import PairResult as PairResult
     from gradcheck_kit._src.results import ProbeResult as ProbeResult
     from gradcheck_kit._src.results import Resolution as Resolution
+    from gradcheck_kit._src.results import RoutedCall as RoutedCall
     from gradcheck_kit._src.results import SameTrainingResult as SameTrainingResult
     from gradcheck_kit._src.results import SecondOrderResult as SecondOrderResult
     from gradcheck_kit._src.results import ThreeWayElement as ThreeWayElement
+    from gradcheck_kit._src.results import TorchVerdict as TorchVerdict
     from gradcheck_kit._src.results import TrajectoryDivergence as TrajectoryDivergence
     from gradcheck_kit._src.results import WorstElement as WorstElement
     from gradcheck_kit._src.second_order import assert_second_order as assert_second_order
@@ -141,6 +143,7 @@ __all__ = [
     "PairResult",
     "ProbeResult",
     "Resolution",
+    "RoutedCall",
     "SameTrainingResult",
     "SecondOrderResult",
     "TargetError",
@@ -153,6 +156,7 @@ __all__ = [
     "TrainingReport",
     "TrainingWatcher",
     "TorchGradcheckError",
+    "TorchVerdict",
     "TrajectoryDivergence",
     "UnsupportedInputError",
     "WorstElement",
@@ -219,6 +223,8 @@ _LAZY_IMPORTS: dict[str, str] = {
     "PairResult": "gradcheck_kit._src.results",
     "ProbeResult": "gradcheck_kit._src.results",
     "Resolution": "gradcheck_kit._src.results",
+    "RoutedCall": "gradcheck_kit._src.results",
+    "TorchVerdict": "gradcheck_kit._src.results",
     "WorstElement": "gradcheck_kit._src.results",
     "Hint": "gradcheck_kit._src.results",
     "SCHEMA_VERSION": "gradcheck_kit._src.results",

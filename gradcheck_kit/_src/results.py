@@ -24,6 +24,8 @@ __all__ = [
     "PairResult",
     "ProbeResult",
     "Resolution",
+    "TorchVerdict",
+    "RoutedCall",
     "GradCheckResult",
     "ThreeWayElement",
     "ManualPairResult",
@@ -236,6 +238,48 @@ class Resolution(PlainData):
 
 
 @dataclass(frozen=True)
+class TorchVerdict(PlainData):
+    """What torch's own gradcheck said about a routed call (``--gradcheck-torch=compare``).
+
+    ``verdict`` is ``"passed"``, ``"failed"`` (it raised its ``GradcheckError`` or
+    returned False) or ``"error"`` (it raised anything else); ``error`` is the
+    first line of what it raised.
+
+    Examples:
+        >>> TorchVerdict(verdict="failed", seconds=0.01, error="Jacobian mismatch").to_dict()
+        {'verdict': 'failed', 'seconds': 0.01, 'error': 'Jacobian mismatch'}
+    """
+
+    verdict: Literal["passed", "failed", "error"]
+    seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RoutedCall(PlainData):
+    """A check that ``pytest --gradcheck-torch`` routed from torch's gradcheck to the drop-in.
+
+    ``function`` is the torch function the code called, ``caller`` where it was
+    called from (``file:line``, the first frame outside torch), ``seconds`` the
+    drop-in's wall time. In compare mode ``torch`` holds torch's own verdict,
+    ``agree`` whether both verdicts are the same and ``disagreement`` why not.
+
+    Examples:
+        >>> call = RoutedCall("torch.autograd.gradcheck", "tests/test_ops.py:12", "route", 0.02)
+        >>> call.to_dict()["caller"]
+        'tests/test_ops.py:12'
+    """
+
+    function: str
+    caller: str | None
+    mode: Literal["route", "compare"]
+    seconds: float
+    torch: TorchVerdict | None = None
+    agree: bool | None = None
+    disagreement: str | None = None
+
+
+@dataclass(frozen=True)
 class GradCheckResult(_Verdict):
     """Everything one gradient check found. ``passed`` is the verdict.
 
@@ -277,6 +321,8 @@ class GradCheckResult(_Verdict):
     inputs_file: str | None = None
     reproduce: str | None = None
     resolution: tuple[Resolution, ...] = ()
+    # set where pytest --gradcheck-torch routed a call of torch's gradcheck here
+    routed: RoutedCall | None = None
     kind: str = field(default="gradient", init=False)
 
     @property

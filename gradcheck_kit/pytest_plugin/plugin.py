@@ -32,6 +32,7 @@ from gradcheck_kit import __version__
 from gradcheck_kit._src import failure_inputs
 from gradcheck_kit._src.errors import UnassertedCheckWarning
 from gradcheck_kit._src.target_mark import target_spec
+from gradcheck_kit.pytest_plugin import torch_routing
 from gradcheck_kit.pytest_plugin.collect import TargetFactory
 from gradcheck_kit.pytest_plugin.coverage import (
     add_coverage_options,
@@ -184,6 +185,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     add_check_options(group, parser)
     add_coverage_options(group, parser)
+    torch_routing.add_torch_option(group, parser)
     add_option_ini(
         "--gradcheck-json",
         dest="gradcheck_json",
@@ -219,7 +221,9 @@ def gradcheck_enabled(config: pytest.Config) -> bool:
         ...     if gradcheck_enabled(config):
         ...         config.addinivalue_line("markers", "slow_grad: a slow gradient check")
     """
-    return bool(config.getoption("gradcheck") or config.getini("gradcheck"))
+    if config.getoption("gradcheck") or config.getini("gradcheck"):
+        return True
+    return torch_routing.torch_mode(config) is not None  # --gradcheck-torch records too
 
 
 def _writes_no_files(config: pytest.Config) -> bool:
@@ -512,10 +516,12 @@ def pytest_configure(config: pytest.Config) -> None:
         reporter = GradcheckReporter(config, recorder, config.stash[_json_path_key], report_path)
         config.stash[_reporter_key] = reporter
         config.pluginmanager.register(reporter, _REPORTER_NAME)
+    torch_routing.configure(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop listening, so that a later in-process run starts clean."""
+    torch_routing.unconfigure(config)
     recorder = config.stash.get(gradcheck_session_key, None)
     if recorder is not None:
         recorder.stop()

@@ -105,6 +105,7 @@ _GRADIENT_KEYS = frozenset(
         "resolution",
         "inputs_file",
         "reproduce",
+        "routed",
     }
 )
 # A training finding's facts, in reading order: label, then the keys that may hold it.
@@ -634,6 +635,27 @@ def _resolution_text(entries: Any) -> str:
     return "; ".join(parts) or "—"
 
 
+def _routed_settings(routed: Any) -> list[tuple[str, str]]:
+    """``pytest --gradcheck-torch``: which torch call was routed, and the comparison line.
+
+    Examples:
+        >>> _routed_settings({"function": "torch.autograd.gradcheck", "caller": "t.py:3",
+        ...     "mode": "compare", "seconds": 0.02, "agree": True,
+        ...     "torch": {"verdict": "passed", "seconds": 0.01, "error": None}})[1]
+        ('compare', 'torch passed in 0.01 s · gradcheck_kit in 0.02 s · agree')
+    """
+    if not isinstance(routed, Mapping):
+        return []
+    out = [("routed", f"{routed.get('function', '?')} from {routed.get('caller') or '?'}")]
+    theirs = routed.get("torch")
+    if isinstance(theirs, Mapping):
+        line = f"torch {theirs.get('verdict', '?')} in {format_value(theirs.get('seconds'))} s"
+        line += f" · gradcheck_kit in {format_value(routed.get('seconds'))} s · "
+        line += "agree" if routed.get("agree") else f"disagree: {routed.get('disagreement')}"
+        out.append(("compare", line))
+    return out
+
+
 def _gradient_detail(
     record: Mapping[str, Any],
     name: str,
@@ -647,6 +669,7 @@ def _gradient_detail(
         ("evaluations", format_value(record.get("evaluations"))),
         ("vectorized", format_value(record.get("vectorized"))),
         ("resolution", _resolution_text(record.get("resolution"))),
+        *_routed_settings(record.get("routed")),
     ]
     settings = [(k, v) for k, v in settings if v != "—"]
     hints = [
@@ -911,7 +934,10 @@ def _row(
     # its row alone (with its hint): 10,000 failures would otherwise weigh over 5 MB.
     bare = False
     if has_pairs or kind == "training":
-        if status == "passed" and not summary:
+        # a passed check that torch's own gradcheck failed (compare mode) shows its details
+        routed = record.get("routed")
+        disagrees = isinstance(routed, Mapping) and routed.get("agree") is False
+        if status == "passed" and not summary and not disagrees:
             line = _pairs_line(record, settings, common) if has_pairs else _training_line(record)
         elif status != "passed" and not budget.take_detail():
             bare = True
