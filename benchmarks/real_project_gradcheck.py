@@ -262,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     calls_path = workdir / "calls-plain.json"
     if args.mode == "plain" and calls_path.exists():
         summary["gradcheck_calls"] = json.loads(calls_path.read_text())["summary"]
+    kit_json = workdir / f"gradcheck-{args.mode}.json"
+    if args.mode != "plain" and kit_json.exists():
+        # Only what the file's schema has said from the start; the compare records'
+        # own fields (both verdicts, both times) are read from the file itself.
+        results = json.loads(kit_json.read_text()).get("results", [])
+        summary["gradcheck_kit_json"] = str(kit_json)
+        summary["gradcheck_kit_records"] = len(results)
     out = workdir / f"summary-{args.mode}.json"
     out.write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
