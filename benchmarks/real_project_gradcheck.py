@@ -204,6 +204,41 @@ def read_junit(path: Path) -> dict[str, Any]:
     return {**counts, "not_passed": failed}
 
 
+def routed_figures(document: dict[str, Any]) -> dict[str, Any]:
+    """Calls routed, verdicts of both checkers, agreement, times and coverage of a kit file."""
+    routed = [r for r in document.get("results", []) if isinstance(r.get("routed"), dict)]
+    ours = [bool(r.get("passed")) for r in routed]
+    figures: dict[str, Any] = {
+        "routed_calls": len(routed),
+        "gradcheck_kit_passed": sum(ours),
+        "gradcheck_kit_seconds": round(sum(r["routed"].get("seconds") or 0 for r in routed), 2),
+    }
+    compared = [r for r in routed if isinstance(r["routed"].get("torch"), dict)]
+    if compared:
+        figures["torch_passed"] = sum(r["routed"]["torch"]["verdict"] == "passed" for r in compared)
+        figures["torch_seconds"] = round(sum(r["routed"]["torch"]["seconds"] for r in compared), 2)
+        figures["agree"] = sum(bool(r["routed"].get("agree")) for r in compared)
+        figures["disagreements"] = [
+            {"test_id": r.get("test_id"), "why": r["routed"].get("disagreement")}
+            for r in compared
+            if not r["routed"].get("agree")
+        ]
+    coverage = document.get("coverage")
+    if isinstance(coverage, dict):
+        figures["coverage"] = {
+            kind: {
+                "checked": coverage[kind].get("checked"),
+                "total": coverage[kind].get("total"),
+                "not_checked": [
+                    c["name"] for c in coverage[kind].get("classes", []) if not c.get("checked")
+                ],
+            }
+            for kind in ("functions", "modules")
+            if isinstance(coverage.get(kind), dict)
+        }
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=MODES, help="how to run the suite")
@@ -262,13 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     calls_path = workdir / "calls-plain.json"
     if args.mode == "plain" and calls_path.exists():
         summary["gradcheck_calls"] = json.loads(calls_path.read_text())["summary"]
-    kit_json = workdir / f"gradcheck-{args.mode}.json"
-    if args.mode != "plain" and kit_json.exists():
-        # Only what the file's schema has said from the start; the compare records'
-        # own fields (both verdicts, both times) are read from the file itself.
-        results = json.loads(kit_json.read_text()).get("results", [])
+    stem = workdir / f"gradcheck-{args.mode}"
+    kit_json = next(
+        (p for p in (stem.with_suffix(".json"), stem.with_suffix(".subset.json")) if p.exists()),
+        None,
+    )
+    if args.mode != "plain" and kit_json is not None:
+        document = json.loads(kit_json.read_text())
         summary["gradcheck_kit_json"] = str(kit_json)
-        summary["gradcheck_kit_records"] = len(results)
+        summary["gradcheck_kit_records"] = len(document.get("results", []))
+        summary.update(routed_figures(document))
     out = workdir / f"summary-{args.mode}.json"
     out.write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
