@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from _schemas import validate_results
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -411,16 +412,10 @@ def test_fast_mode_names_a_detached_parameter() -> None:
 
 
 def test_fast_mode_result_with_entries_is_valid_json() -> None:
-    import json
-    from importlib import resources
-
-    import jsonschema
-
     torch.manual_seed(0)
     result = gk.check_module_gradients(NormNet(), torch.randn(5, 8), loss_fn=_squared, mode="fast")
     data = result.to_dict()
-    schema = json.loads(resources.files("gradcheck_kit._src").joinpath("schema.json").read_text())
-    jsonschema.Draft202012Validator(schema).validate({"schema_version": 1, "results": [data]})
+    validate_results({"schema_version": 1, "results": [data]})
     assert gk.GradCheckResult.from_dict(data).entries == 212
 
 

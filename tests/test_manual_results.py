@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
-import jsonschema
 import pytest
 import torch
 from _functions import square_half
+from _schemas import validate_results
 
 import gradcheck_kit as gk
 from gradcheck_kit._src import recording
@@ -90,11 +89,6 @@ TYPES = {
 }
 
 
-def _schema() -> dict[str, Any]:
-    text = resources.files("gradcheck_kit._src").joinpath("schema.json").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize("make", CHECKS.values(), ids=list(CHECKS))
 def test_one_record_per_check_valid_and_round_tripping(make: Callable[[], Any]) -> None:
     published: list[Any] = []
@@ -106,7 +100,7 @@ def test_one_record_per_check_valid_and_round_tripping(make: Callable[[], Any]) 
     # nested checks (the audit's, second order's) are parts of it, not results of their own
     assert published == [result]
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    jsonschema.validate({"schema_version": gk.SCHEMA_VERSION, "results": [data]}, _schema())
+    validate_results({"schema_version": gk.SCHEMA_VERSION, "results": [data]})
     again = TYPES[data["kind"]].from_dict(data)
     assert again.to_dict() == result.to_dict()
     labelled = result.with_test_id("tests/x.py::test")

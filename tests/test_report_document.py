@@ -7,16 +7,14 @@ Torch-free on purpose: a report is read and merged on machines without torch.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
+from _schemas import document_validator, validate_document
 from hypothesis import given
 from hypothesis import strategies as st
-from referencing import Registry, Resource
 
 from gradcheck_kit.report import samples
 from gradcheck_kit.report.document import (
@@ -34,24 +32,9 @@ from gradcheck_kit.report.document import (
 )
 
 
-@lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
-    package = resources.files("gradcheck_kit")
-    document = json.loads(package.joinpath("report/document_schema.json").read_text())
-    per_check = json.loads(package.joinpath("_src/schema.json").read_text())
-    # The document schema refers to the per-check schema's gradient record by its $id.
-    registry: Registry[Any] = Registry().with_resources(
-        (schema["$id"], Resource.from_contents(schema)) for schema in (document, per_check)
-    )
-    jsonschema.Draft202012Validator.check_schema(document)
-    return jsonschema.Draft202012Validator(document, registry=registry)
-
-
-def validate_document(document: dict[str, Any]) -> None:
-    """Fail with every schema error of ``document`` (after a strict JSON round trip)."""
-    data = json.loads(json.dumps(document, allow_nan=False))
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+def _validator() -> Any:
+    """jsonschema's validator of the document (test_report_validation compares with it)."""
+    return document_validator()
 
 
 def every_kind() -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from _schemas import HAVE_JSONSCHEMA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_report_document import _validator, every_kind
@@ -203,6 +204,7 @@ def _all_paths() -> list[tuple[Any, ...]]:
         st.tuples(st.integers(0, 10**6), json_values, st.booleans()), min_size=1, max_size=3
     )
 )
+@pytest.mark.skipif(not HAVE_JSONSCHEMA, reason="jsonschema (a test extra) is not installed")
 def test_the_same_verdict_as_jsonschema_on_edited_documents(
     edits: list[tuple[int, Any, bool]],
 ) -> None:

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
 
-import jsonschema
 import pytest
 import torch
 from _functions import OneEntryWrong, square_half
+from _schemas import validate_results
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.results import GradCheckResult
-
-
-def _schema() -> dict[str, object]:
-    text = resources.files("gradcheck_kit._src").joinpath("schema.json").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
 
 
 def _x(n: int = 5) -> torch.Tensor:
@@ -42,7 +36,7 @@ def test_every_result_validates_against_the_schema_and_round_trips() -> None:
     results = _results()
     document = {"schema_version": gk.SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
     text = json.dumps(document, allow_nan=False)  # strict JSON: no NaN/Infinity literals
-    jsonschema.validate(json.loads(text), _schema())
+    validate_results(json.loads(text))
     for r in results:
         again = GradCheckResult.from_dict(json.loads(json.dumps(r.to_dict())))
         assert again.to_dict() == r.to_dict()
