@@ -1,9 +1,11 @@
-"""CPU vs CUDA: device benchmarks (torch.utils.benchmark) and gradient parity across devices.
+"""CPU vs CUDA: device benchmarks and gradient parity across devices.
 
 * :func:`benchmark_devices` times forward and forward+backward of a module or
-  function on each device (optionally over a size sweep) with
-  ``torch.utils.benchmark.Timer`` and reports medians, spreads, speedups and the
-  crossover size where the second device starts to win.
+  function on each device (optionally over a size sweep) in rounds
+  (:mod:`.timing`: calibrated iterations, warm-up rounds, median, IQR, mean,
+  stddev) and reports speedups and the crossover size where the second device
+  starts to win. Each round replays the same work: the device's copy is put back
+  where it started and every RNG is seeded before the round.
 * :func:`check_device_parity` / :func:`assert_device_parity` run the same
   inputs through the same parameters on each device and compare outputs and
   gradients within tolerances derived from the dtype and the problem size.
@@ -14,12 +16,12 @@
 Devices that are not present are reported as skipped, with the reason, never as
 failures. The user's module is copied (``copy.deepcopy`` then ``.to(device)``);
 it is never moved, and its tensors and every RNG state are left as they were.
-Every timed callable ends in ``torch.cuda.synchronize()`` on CUDA.
+Every timed round ends in ``torch.cuda.synchronize()`` on CUDA (every timed call,
+under pytest-benchmark, whose clock knows nothing of devices).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -36,9 +38,10 @@ from . import recording
 from .engine.precision import Tf32Settings
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
 from .serial import one_at_a_time
-from .state import preserved, replaying_rng
+from .state import preserved, replaying_rng, seed_everything
+from .timing import RoundTimes, time_rounds
 from .undo import undoing_writes, watching_user_code
-from .validation import check_int, check_positive
+from .validation import check_int, check_positive, check_type
 
 __all__ = [
     "DeviceBenchmark",
@@ -205,7 +208,10 @@ def _tensors(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _default_loss(output: Any) -> torch.Tensor:
-    terms = [t.sum() for _, t in _tensors(output, "output") if t.requires_grad]
+    # a scalar is its own sum: no extra op in a timed step (a loss already reduced)
+    terms = [
+        t if t.ndim == 0 else t.sum() for _, t in _tensors(output, "output") if t.requires_grad
+    ]
     if not terms:
         raise InvalidArgument(
             "the output has no tensor that requires grad, so there is nothing to "
@@ -267,6 +273,7 @@ class _Prepared:
     args: tuple[Any, ...]
     params: list[tuple[str, nn.Parameter]]
     optimizer: torch.optim.Optimizer | None
+    module: nn.Module | None = None
 
 
 def _prepare(
@@ -282,7 +289,8 @@ def _prepare(
     else:
         fn, params = fn_or_module, []
     opt = optimizer([p for _, p in params]) if optimizer is not None and params else None
-    return _Prepared(dev, fn, _as_args(_to_device(inputs, dev)), params, opt)
+    module_copy = fn if isinstance(fn, nn.Module) else None
+    return _Prepared(dev, fn, _as_args(_to_device(inputs, dev)), params, opt, module_copy)
 
 
 def _leaves(prep: _Prepared) -> list[torch.Tensor]:
@@ -292,22 +300,29 @@ def _leaves(prep: _Prepared) -> list[torch.Tensor]:
 
 
 def _make_step(
-    prep: _Prepared, phase: Phase, loss_fn: Callable[[Any], torch.Tensor] | None
+    prep: _Prepared,
+    phase: Phase,
+    loss_fn: Callable[[Any], torch.Tensor] | None,
+    *,
+    synchronize: bool = False,
 ) -> Callable[[], None]:
-    """A no-argument step for ``phase`` that ends synchronised with the device."""
+    """A no-argument step for ``phase``; with ``synchronize`` it ends synchronised with the device.
+
+    Rounds synchronise at their ends (:func:`.timing.time_rounds`), so steps timed
+    that way queue work as a training loop does; pytest-benchmark's clock does not
+    synchronise, so its steps must.
+    """
     reduce = loss_fn or _default_loss
     leaves = _leaves(prep)
     dev, fn, args, opt = prep.device, prep.fn, prep.args, prep.optimizer
 
     def forward() -> None:
         fn(*args)
-        _synchronize(dev)
 
     def forward_backward() -> None:
         for leaf in leaves:
             leaf.grad = None
         reduce(fn(*args)).backward()
-        _synchronize(dev)
 
     def train_step() -> None:
         if opt is not None:
@@ -315,11 +330,52 @@ def _make_step(
         reduce(fn(*args)).backward()
         if opt is not None:
             opt.step()
-        _synchronize(dev)
 
-    return {"forward": forward, "forward_backward": forward_backward, "train_step": train_step}[
+    work = {"forward": forward, "forward_backward": forward_backward, "train_step": train_step}[
         phase
     ]
+    if not synchronize or dev.type == "cpu":
+        return work
+
+    def synchronised() -> None:
+        work()
+        _synchronize(dev)
+
+    return synchronised
+
+
+class _RoundStart:
+    """Before each round: the device's copy back as it was prepared, every RNG seeded.
+
+    Parameters and buffers get their values back (in place, so the step's
+    references stay valid), gradients are dropped, the optimizer gets its state
+    back; then Python ``random``, NumPy and torch (CPU and CUDA) are seeded. So a
+    round does the same work every time: the same random draws (DynamicNet's
+    depths, dropout masks) on the same weights, however far training had gone.
+    """
+
+    def __init__(self, prep: _Prepared, seed: int) -> None:
+        self._seed = seed
+        self._leaves = _leaves(prep)
+        tensors = (
+            [*prep.module.parameters(), *prep.module.buffers()] if prep.module is not None else []
+        )
+        self._saved = [(t, t.detach().clone()) for t in tensors]
+        self._optimizer = prep.optimizer
+        self._optimizer_state = (
+            copy.deepcopy(prep.optimizer.state_dict()) if prep.optimizer is not None else None
+        )
+
+    def __call__(self) -> None:
+        with torch.no_grad():
+            for live, saved in self._saved:
+                live.copy_(saved)
+        for leaf in self._leaves:
+            leaf.grad = None
+        if self._optimizer is not None and self._optimizer_state is not None:
+            # a copy: load_state_dict adopts same-device tensors, which step() then updates
+            self._optimizer.load_state_dict(copy.deepcopy(self._optimizer_state))
+        seed_everything(self._seed)
 
 
 # ------------------------------------------------------------------ benchmark results
@@ -327,17 +383,21 @@ def _make_step(
 
 @dataclass(frozen=True)
 class PhaseTiming:
-    """Median and interquartile range of one phase on one device, in seconds.
+    """Seconds per call of one phase on one device: median and IQR over timed rounds, and more.
 
-    ``runs`` is the number of timed rounds. When pytest-benchmark measured it
-    (the ``device_benchmark`` fixture), ``iterations`` per round and the
-    round times' ``min_s``, ``mean_s`` and ``stddev_s`` are kept too.
+    ``runs`` is the number of timed rounds, each of ``iterations`` calls, after
+    ``warmup_rounds`` untimed ones; ``min_s``, ``mean_s``, ``stddev_s`` and
+    ``max_s`` are over the rounds' seconds per call. :func:`benchmark_devices`
+    fills every field; a record written by older versions, or by
+    pytest-benchmark through the ``device_benchmark`` fixture, may lack some.
 
     Examples:
         >>> PhaseTiming(median_s=0.002, iqr_s=0.0001, runs=20).to_dict()["median_s"]
         0.002
         >>> PhaseTiming(0.002, 0.0001, 17, iterations=4, min_s=0.0019).to_dict()["iterations"]
         4
+        >>> PhaseTiming(0.002, 0.0001, 17, iterations=4).rounds
+        17
     """
 
     median_s: float
@@ -347,16 +407,46 @@ class PhaseTiming:
     min_s: float | None = None
     mean_s: float | None = None
     stddev_s: float | None = None
+    max_s: float | None = None
+    warmup_rounds: int | None = None
+
+    @property
+    def rounds(self) -> int:
+        """The timed rounds (``runs``, by its older name)."""
+        return self.runs
+
+    @classmethod
+    def from_rounds(cls, times: RoundTimes) -> PhaseTiming:
+        """The statistics of :func:`.timing.time_rounds`' rounds.
+
+        Examples:
+            >>> from gradcheck_kit._src.timing import RoundTimes
+            >>> t = PhaseTiming.from_rounds(RoundTimes((2.0, 1.0, 3.0), 5, warmup_rounds=2))
+            >>> t.median_s, t.runs, t.iterations, t.warmup_rounds, t.max_s
+            (2.0, 3, 5, 2, 3.0)
+        """
+        stddev = times.stddev
+        return cls(
+            median_s=times.median,
+            iqr_s=times.iqr,
+            runs=times.rounds,
+            iterations=times.iterations,
+            min_s=times.min,
+            mean_s=times.mean,
+            stddev_s=stddev if math.isfinite(stddev) else None,
+            max_s=times.max,
+            warmup_rounds=times.warmup_rounds,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"median_s", "iqr_s", "runs"}``, and the rest where known.
 
-        A NaN IQR becomes null; ``iterations``, ``min_s``, ``mean_s``, ``stddev_s``
-        are left out when unknown.
+        A NaN IQR becomes null; ``iterations``, ``min_s``, ``mean_s``, ``stddev_s``,
+        ``max_s`` and ``warmup_rounds`` are left out when unknown.
         """
         iqr = self.iqr_s if math.isfinite(self.iqr_s) else None
         out: dict[str, Any] = {"median_s": self.median_s, "iqr_s": iqr, "runs": self.runs}
-        for key in ("iterations", "min_s", "mean_s", "stddev_s"):
+        for key in ("iterations", "min_s", "mean_s", "stddev_s", "max_s", "warmup_rounds"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, float) or math.isfinite(value)):
                 out[key] = value
@@ -423,7 +513,8 @@ class DeviceBenchmark(recording.Observable):
     ``None`` without a sweep). ``speedup`` compares the last timed device with
     the first (``> 1``: the last device is faster). ``crossover`` is the first
     size from which the last device stays faster on the main phase
-    (``None``: it never does, or there is no sweep).
+    (``None``: it never does, or there is no sweep). ``seed`` is where every
+    device's run (with ``replay``: every round) started its random generators.
 
     Examples:
         >>> import torch
@@ -446,6 +537,8 @@ class DeviceBenchmark(recording.Observable):
     duration_s: float = 0.0
     test_id: str | None = None
     kind: str = "device_benchmark"
+    seed: int | None = None
+    replay: bool | None = None
 
     @property
     def main_phase(self) -> Phase:
@@ -571,6 +664,10 @@ class DeviceBenchmark(recording.Observable):
             "speedup": speed or None,
             "duration_s": self.duration_s,
         }
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.replay is not None:
+            out["replay"] = self.replay
         if self.sizes:
             sweep = []
             for size in self.sizes:
@@ -619,15 +716,39 @@ def _crossover(
 # ------------------------------------------------------------------ timing
 
 
-def _measure(step: Callable[[], None], warmup: int, min_run_time: float) -> PhaseTiming:
-    from torch.utils import benchmark as tbench  # a second of imports; only when timing
+@dataclass(frozen=True)
+class _Rounds:
+    """How :func:`benchmark_devices` times each phase (its arguments, checked)."""
 
-    for k in range(warmup):
-        with watching_user_code() if k == 0 else contextlib.nullcontext():
-            step()
-    timer = tbench.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    return PhaseTiming(median_s=float(m.median), iqr_s=float(m.iqr), runs=len(m.times))
+    rounds: int | None
+    iterations: int | None
+    warmup: int
+    min_run_time: float
+
+
+def _measure(
+    step: Callable[[], None],
+    begin_round: Callable[[], None],
+    dev: torch.device,
+    how: _Rounds,
+) -> PhaseTiming:
+    begin_round()
+    with watching_user_code():
+        step()  # lazy state (CUDA context, cuDNN autotune) before calibration; writes undone
+    times = time_rounds(
+        step,
+        synchronize=lambda: _synchronize(dev),
+        begin_round=begin_round,
+        rounds=how.rounds,
+        iterations=how.iterations,
+        warmup=how.warmup,
+        min_run_time=how.min_run_time,
+    )
+    return PhaseTiming.from_rounds(times)
+
+
+def _no_replay() -> None:
+    return None
 
 
 def _name_of(fn_or_module: object, name: str | None) -> str:
@@ -649,19 +770,41 @@ def benchmark_devices(
     size_name: str = "size",
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     optimizer: Callable[[Any], torch.optim.Optimizer] | None = None,
-    warmup: int = 3,
+    rounds: int | None = None,
+    iterations: int | None = None,
+    warmup: int = 2,
     min_run_time: float = 0.2,
     seed: int = 0,
+    replay: bool = True,
     name: str | None = None,
 ) -> DeviceBenchmark:
-    """Time forward and forward+backward on each device with ``torch.utils.benchmark``.
+    """Time forward and forward+backward on each device, in rounds that replay the same work.
 
-    The same inputs (``make_inputs()`` called once per size, then copied to
-    each device) and the same parameters (``copy.deepcopy(module).to(device)``;
-    the caller's module is never moved) run on every device, each device from
-    the same RNG seed. Timing is ``torch.utils.benchmark.Timer.blocked_autorange``
-    after ``warmup`` untimed calls; every timed call ends in
-    ``torch.cuda.synchronize()``. Devices not present are reported as skipped.
+    The same inputs (``make_inputs()`` called once per size from RNG seed
+    ``seed``, then copied to each device) and the same parameters
+    (``copy.deepcopy(module).to(device)``; the caller's module is never moved)
+    run on every device.
+
+    Each phase is timed like pytest-benchmark does: one untimed call (lazy
+    initialisation), calibration of the calls per round (``iterations``) so
+    that a round lasts at least ``min_run_time / 20``, ``warmup`` untimed
+    rounds, then the timed rounds; each round is timed from a synchronised
+    device to a synchronised device (``torch.cuda.synchronize()``), and each
+    round's seconds per call is one sample of the median, IQR, mean, stddev,
+    min and max in :class:`PhaseTiming`.
+
+    With ``replay`` (the default) every round, calibration and warm-up rounds
+    included, starts from the same state: the device's copy of the parameters,
+    buffers and optimizer state as prepared, no gradients, and Python
+    ``random``, NumPy and torch (CPU and CUDA) seeded with ``seed``. A step that
+    draws random numbers (a random depth, dropout) then does the same work in
+    every round, and an optimizer step does not drift (or diverge) from round
+    to round, so the spread is the machine's, not the workload's; a second
+    timer that replays the same way measures the same work. Without it the
+    generators are seeded once per device and state carries over between
+    rounds. The caller's RNG states are put back either way.
+
+    Devices not present are reported as skipped.
 
     Args:
         fn_or_module: an ``nn.Module`` or a function of the inputs.
@@ -675,10 +818,17 @@ def benchmark_devices(
         size_name: what a size is, for tables and the report (``"batch"``).
         loss_fn: reduces the output to the scalar that backward starts from.
         optimizer: ``optimizer(params) -> Optimizer``: also time a full training
-            step (``zero_grad``, forward, backward, ``step``) as phase ``train_step``.
-        warmup: untimed calls before each measurement (CUDA context, cuDNN autotune, caches).
-        min_run_time: seconds each measurement runs at least.
-        seed: every device's run starts from ``seed`` (the caller's RNG state is put back).
+            step (``zero_grad`` with ``set_to_none``, forward, backward, ``step``)
+            as phase ``train_step``.
+        rounds: timed rounds per phase; ``None``: as many as fill ``min_run_time``,
+            at least 5.
+        iterations: calls per round; ``None``: calibrated (see above).
+        warmup: untimed rounds before the timed ones (caches, allocator, autotuning).
+        min_run_time: seconds of timed rounds per phase (when ``rounds`` is ``None``);
+            a calibrated round lasts at least a twentieth of it.
+        seed: where every device's run (with ``replay``, every round) starts the
+            random generators; the caller's RNG states are put back.
+        replay: start every round from the same state and seed (see above).
         name: a label (default: the module's class or function's name).
 
     Returns:
@@ -700,9 +850,15 @@ def benchmark_devices(
     if len(set(devs)) != len(devs):
         raise InvalidArgument(f"devices={tuple(devices)!r} names a device twice.")
     size_tuple = _check_sizes(sizes)
+    if rounds is not None:
+        check_int(rounds, "rounds", min_value=1)
+    if iterations is not None:
+        check_int(iterations, "iterations", min_value=1)
     check_int(warmup, "warmup", min_value=0)
     check_positive(min_run_time, "min_run_time", allow_none=False)
     check_int(seed, "seed", min_value=0)
+    check_type(bool, replay, "replay")
+    how = _Rounds(rounds, iterations, warmup, float(min_run_time))
     if optimizer is not None and not callable(optimizer):
         raise InvalidArgumentType(
             f"optimizer={optimizer!r} must be a callable params -> Optimizer."
@@ -731,11 +887,12 @@ def benchmark_devices(
                 timed: list[tuple[Phase, PhaseTiming]] = []
                 with replaying_rng(seed):
                     prep = _prepare(fn_or_module, inputs, dev, optimizer)
+                    begin_round = _RoundStart(prep, seed) if replay else _no_replay
                     for phase in phases:
                         step = _make_step(prep, phase, loss_fn)
-                        timed.append((phase, _measure(step, warmup, min_run_time)))
+                        timed.append((phase, _measure(step, begin_round, dev, how)))
                 rows.append(DeviceTiming(str(dev), names[dev], size, None, tuple(timed)))
-                del prep
+                del prep, begin_round
     result = DeviceBenchmark(
         name=_name_of(fn_or_module, name),
         devices=tuple(str(d) for d in devs),
@@ -745,6 +902,8 @@ def benchmark_devices(
         sizes=size_tuple,
         size_name=size_name,
         duration_s=time.perf_counter() - start,
+        seed=seed,
+        replay=replay,
     )
     if size_tuple:
         speed_by_size = {s: result.speedup(s) for s in size_tuple}
@@ -783,7 +942,9 @@ def benchmark_callable(
         phase: ``"forward"``, ``"forward_backward"`` or ``"train_step"`` (needs ``optimizer``).
         loss_fn: as for :func:`benchmark_devices`.
         optimizer: as for :func:`benchmark_devices`.
-        seed: as for :func:`benchmark_devices`.
+        seed: the inputs and the timed calls start the random generators from it,
+            once (the rounds are pytest-benchmark's: not replayed); the caller's RNG
+            states are put back.
         group: the pytest-benchmark group.
 
     Returns:
@@ -820,10 +981,13 @@ def benchmark_callable(
     with replaying_rng(seed):
         inputs = make_inputs()
         prep = _prepare(fn_or_module, inputs, dev, optimizer)
-    step = _make_step(prep, phase, loss_fn)
-    step()  # one untimed call: CUDA context, lazy initialisation
-    start = time.perf_counter()
-    returned = benchmark_fixture(step)
+    # pytest-benchmark reads its clock without synchronising: the step must
+    step = _make_step(prep, phase, loss_fn, synchronize=True)
+    # seeded once; the rounds are pytest-benchmark's, so they are not replayed
+    with replaying_rng(seed):
+        step()  # one untimed call: CUDA context, lazy initialisation
+        start = time.perf_counter()
+        returned = benchmark_fixture(step)
     timing = _benchmark_fixture_timing(benchmark_fixture)
     if timing is not None:
         recording.publish(
@@ -836,6 +1000,8 @@ def benchmark_callable(
                 phases=(phase,),
                 backward=phase != "forward",
                 duration_s=time.perf_counter() - start,
+                seed=seed,
+                replay=False,
             )
         )
     return returned
