@@ -3,34 +3,50 @@
 DynamicNet(1000, 100, 10), MSELoss(reduction="sum"), SGD(lr=1e-4, momentum=0.9),
 as in the original post; the batch is swept. ``gradcheck_kit.benchmark_devices``
 times forward, forward+backward and the full step (zero_grad, forward, backward,
-step) on each device with ``torch.utils.benchmark.Timer.blocked_autorange``, every
-timed call ending in ``torch.cuda.synchronize()``. It prints the table, the
-speedup per size and the crossover; on a machine without CUDA the cuda rows are
-reported as skipped, with the reason.
+step) on each device in rounds (calibrated iterations per round, warm-up rounds,
+median and IQR over the rounds), each round timed between two device
+synchronisations and replaying the same work: the device's copy of the model and
+optimizer back as prepared, every RNG seeded with ``--seed``. It prints the table,
+the speedup per size and the crossover; on a machine without CUDA the cuda rows
+are reported as skipped, with the reason.
 
-``--check`` times the full step a second, independent way at every size: a plain
-loop of ``--check-steps`` steps timed with CUDA events on CUDA (one event pair
-around the loop) and ``time.perf_counter`` on the CPU, and prints its per-step
-median beside the library's figure (target: within 10%).
+``--check`` times the full step a second, independent way at every size and
+device, and says whether the two agree within 10%. The independent timer is a
+plain loop written here (no gradcheck_kit code): its own model, loaded with the
+same weights, the same inputs (drawn from the same seed), and rounds that replay
+the same work as the library's: before each round the weights are loaded again,
+the optimizer is built afresh, and Python ``random``, NumPy and torch are seeded
+with ``--seed``, so DynamicNet draws the same depth sequence in every round of
+both timers; each round runs as many steps as the library's rounds did
+(``iterations``), and as many rounds. A round is timed with ``time.perf_counter``
+on the CPU and with one pair of CUDA events around the loop on CUDA. The two
+timers alternate, ``--check-passes`` times (library first in odd passes,
+independent first in even ones), so that a change in the machine's load hits
+both alike; the figures compared are the medians over the passes of each
+timer's median.
 
 Run: python benchmarks/devices_sweep.py [--sizes 64 256 1024 4096] [--threads N]
-     [--min-run-time 0.5] [--check] [--json PATH]
+     [--min-run-time 0.5] [--seed 0] [--check] [--check-passes 3] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 import gradcheck_kit as gk
+
+TOLERANCE = 0.10  # the check's target: the two medians within 10%
 
 
 class DynamicNet(nn.Module):
@@ -66,39 +82,147 @@ def sgd(params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=1e-4, momentum=0.9)
 
 
-def independent_step_time(
-    module: nn.Module, batch: int, device: str, steps: int, repeats: int
-) -> float:
-    """Median seconds per training step from a plain loop (CUDA events / perf_counter)."""
-    torch.manual_seed(0)
-    random.seed(0)
-    model = StepLoss().to(device)
-    model.load_state_dict(module.state_dict())
-    x, y = (t.to(device) for t in make_inputs(batch))
-    opt = sgd(model.parameters())
+# ------------------------------------------------------------------ the independent timer
 
-    def run(n: int) -> None:
-        for _ in range(n):
+
+def seed_all(seed: int) -> None:
+    """What the library seeds before each round: Python, NumPy, torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def independent_rounds(
+    module: nn.Module,
+    batch: int,
+    device: str,
+    *,
+    seed: int,
+    rounds: int,
+    iterations: int,
+    warmup: int,
+) -> list[float]:
+    """Seconds per training step of each of ``rounds`` rounds of ``iterations`` steps."""
+    cuda = device.startswith("cuda")
+    seed_all(seed)
+    x, y = (t.to(device) for t in make_inputs(batch))
+    model = StepLoss().to(device)
+    initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def one_round() -> float:
+        model.load_state_dict(initial)
+        for p in model.parameters():
+            p.grad = None
+        opt = sgd(model.parameters())
+        seed_all(seed)
+        if cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+        else:
+            t0 = time.perf_counter()
+        for _ in range(iterations):
             opt.zero_grad(set_to_none=True)
             model(x, y).backward()
             opt.step()
-
-    run(3)  # warm-up
-    samples = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            run(steps)
+        if cuda:
             end.record()
             torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3 / steps)
+            return start.elapsed_time(end) / 1e3
+        return time.perf_counter() - t0
+
+    one_round()  # lazy state, as the library's untimed first call
+    for _ in range(warmup):
+        one_round()
+    return [one_round() / iterations for _ in range(rounds)]
+
+
+def _iqr(samples: list[float]) -> float | None:
+    if len(samples) < 2:
+        return None
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return q3 - q1
+
+
+def _stats(median: float, iqr: float | None, rounds: int, iterations: int) -> dict[str, Any]:
+    return {"median_s": median, "iqr_s": iqr, "rounds": rounds, "iterations": iterations}
+
+
+def _fmt(stats: dict[str, Any]) -> str:
+    iqr = stats["iqr_s"]
+    spread = f"IQR {iqr * 1e3:.3f} ms" if iqr is not None else "no IQR"
+    return (
+        f"{stats['median_s'] * 1e3:8.3f} ms ({spread}, "
+        f"{stats['rounds']} rounds x {stats['iterations']})"
+    )
+
+
+def check_one(
+    module: nn.Module, size: int, device: str, *, passes: int, seed: int, min_run_time: float
+) -> dict[str, Any]:
+    """The library and the independent loop, alternating, at one size on one device."""
+    rows: list[dict[str, Any]] = []
+
+    def library() -> dict[str, Any]:
+        bench = gk.benchmark_devices(
+            module,
+            lambda: make_inputs(size),
+            devices=(device,),
+            backward=False,
+            optimizer=sgd,
+            min_run_time=min_run_time,
+            seed=seed,
+            name="DynamicNet training step (check)",
+        )
+        t = bench.timing(device).timing("train_step")
+        assert t is not None and t.iterations is not None and t.warmup_rounds is not None
+        iqr = t.iqr_s if math.isfinite(t.iqr_s) else None
+        out = _stats(t.median_s, iqr, t.runs, t.iterations)
+        out["warmup_rounds"] = t.warmup_rounds
+        return out
+
+    def independent(lib: dict[str, Any]) -> dict[str, Any]:
+        samples = independent_rounds(
+            module,
+            size,
+            device,
+            seed=seed,
+            rounds=lib["rounds"],
+            iterations=lib["iterations"],
+            warmup=lib["warmup_rounds"],
+        )
+        return _stats(statistics.median(samples), _iqr(samples), len(samples), lib["iterations"])
+
+    previous: dict[str, Any] | None = None
+    for k in range(passes):
+        if k % 2 == 0 or previous is None:
+            lib = library()
+            ind = independent(lib)
         else:
-            t0 = time.perf_counter()
-            run(steps)
-            samples.append((time.perf_counter() - t0) / steps)
-    return statistics.median(samples)
+            # independent first, with the counts the library chose last time
+            ind = independent(previous)
+            lib = library()
+        previous = lib
+        delta = lib["median_s"] / ind["median_s"] - 1
+        rows.append({"library": lib, "independent": ind, "delta": delta})
+        print(
+            f"  batch {size:>5} {device:>5} pass {k + 1}: library {_fmt(lib)}  "
+            f"independent {_fmt(ind)}  {100 * delta:+.1f}%",
+            flush=True,
+        )
+    lib_median = statistics.median(r["library"]["median_s"] for r in rows)
+    ind_median = statistics.median(r["independent"]["median_s"] for r in rows)
+    delta = lib_median / ind_median - 1
+    return {
+        "size": size,
+        "device": device,
+        "library_median_s": lib_median,
+        "independent_median_s": ind_median,
+        "delta": delta,
+        "within_tolerance": abs(delta) <= TOLERANCE,
+        "passes": rows,
+    }
 
 
 def main() -> None:
@@ -106,8 +230,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--min-run-time", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0, help="every round starts from it")
     parser.add_argument("--check", action="store_true", help="independent timing of the step")
-    parser.add_argument("--check-steps", type=int, default=100)
+    parser.add_argument("--check-passes", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args()
     if args.threads is not None:
@@ -121,6 +246,7 @@ def main() -> None:
         size_name="batch",
         optimizer=sgd,
         min_run_time=args.min_run_time,
+        seed=args.seed,
         name="DynamicNet training step",
     )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
@@ -135,20 +261,47 @@ def main() -> None:
             print(f"{device}: skipped ({reason})")
     else:
         print(f"crossover: {bench.crossover}")
+    record = bench.to_dict()
     if args.check:
         print()
+        print(
+            f"check: training step, library vs independent loop, same work replayed "
+            f"(seed {args.seed}), {args.check_passes} alternating passes; target within "
+            f"{TOLERANCE:.0%}"
+        )
+        checks = []
         for size in args.sizes:
             for row in bench.rows_at(size):
-                lib = row.timing("train_step")
-                if lib is None:
+                if row.skipped is not None:
                     continue
-                ref = independent_step_time(module, size, row.device, args.check_steps, 5)
-                print(
-                    f"check batch {size:>5} {row.device:>5}: library {lib.median_s * 1e3:.3f} ms, "
-                    f"independent {ref * 1e3:.3f} ms ({100 * (lib.median_s / ref - 1):+.1f}%)"
+                checks.append(
+                    check_one(
+                        module,
+                        size,
+                        row.device,
+                        passes=args.check_passes,
+                        seed=args.seed,
+                        min_run_time=args.min_run_time,
+                    )
                 )
+        print()
+        for c in checks:
+            verdict = "within 10%" if c["within_tolerance"] else "OUTSIDE 10%"
+            print(
+                f"check batch {c['size']:>5} {c['device']:>5}: library "
+                f"{c['library_median_s'] * 1e3:.3f} ms, independent "
+                f"{c['independent_median_s'] * 1e3:.3f} ms ({100 * c['delta']:+.1f}%) {verdict}"
+            )
+        record["check"] = {
+            "seed": args.seed,
+            "passes": args.check_passes,
+            "tolerance": TOLERANCE,
+            "threads": torch.get_num_threads(),
+            "all_within_tolerance": all(c["within_tolerance"] for c in checks),
+            "rows": checks,
+        }
     if args.json is not None:
-        args.json.write_text(json.dumps(bench.to_dict(), indent=1, allow_nan=False) + "\n")
+        args.json.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

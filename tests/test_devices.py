@@ -11,6 +11,7 @@ import math
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -208,6 +209,167 @@ def test_benchmark_callable_groups_by_callable_and_phase() -> None:
         dv.benchmark_callable(FakeBenchmark(), "cpu", _net(), _inputs, phase="train_step")
 
 
+# ------------------------------------------------------------------ rounds and replay
+
+
+class _SharedLog(list[Any]):
+    """A list that ``copy.deepcopy`` shares: the device copy writes into the test's log."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedLog:
+        return self
+
+
+class _Recorder(nn.Module):
+    """Records, at every call, its random draws and its weight; its depth is random."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Linear(6, 5)
+        self.middle = nn.Linear(5, 5)
+        self.last = nn.Linear(5, 2)
+        self.calls = _SharedLog()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        depth = random.randint(0, 3)
+        draws = (depth, random.random(), float(np.random.rand()), float(torch.rand(())))
+        self.calls.append((*draws, float(self.first.weight.detach().sum())))
+        h = self.first(x).relu()
+        for _ in range(depth):
+            h = self.middle(h).relu()
+        return self.last(h)
+
+
+def _sgd(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.5, momentum=0.9)
+
+
+def _rounds_of(calls: list[Any], phases: int, warmup: int, rounds: int, iterations: int) -> Any:
+    """Split each phase's calls into its first call and its rounds (warm-up included)."""
+    per_phase = 1 + (warmup + rounds) * iterations
+    assert len(calls) == phases * per_phase  # no calibration: iterations were given
+    for k in range(phases):
+        calls_k = calls[k * per_phase : (k + 1) * per_phase]
+        yield (
+            calls_k[0],
+            [
+                calls_k[1 + r * iterations : 1 + (r + 1) * iterations]
+                for r in range(warmup + rounds)
+            ],
+        )
+
+
+def test_rounds_iterations_and_warmup_are_honoured_and_recorded() -> None:
+    net = _Recorder()
+    bench = gk.benchmark_devices(
+        net, _inputs, devices=("cpu",), rounds=4, iterations=3, warmup=2, seed=5
+    )
+    for phase in ("forward", "forward_backward"):
+        timing = bench.timing("cpu").timing(phase)
+        assert timing is not None
+        assert (timing.runs, timing.rounds, timing.iterations, timing.warmup_rounds) == (4, 4, 3, 2)
+        assert timing.min_s is not None and timing.max_s is not None
+        assert timing.min_s <= timing.median_s <= timing.max_s
+        assert timing.mean_s is not None and timing.stddev_s is not None
+    list(_rounds_of(net.calls, phases=2, warmup=2, rounds=4, iterations=3))
+    assert (bench.seed, bench.replay) == (5, True)
+
+
+def test_every_round_replays_the_same_draws_on_the_same_weights() -> None:
+    net = _Recorder()
+    gk.benchmark_devices(
+        net, _inputs, devices=("cpu",), optimizer=_sgd, rounds=3, iterations=4, warmup=1
+    )
+    for first, rounds in _rounds_of(net.calls, phases=3, warmup=1, rounds=3, iterations=4):
+        assert all(r == rounds[0] for r in rounds)  # same depths, draws and weights
+        assert first == rounds[0][0]  # the untimed first call starts like a round
+        assert len({c[:4] for c in rounds[0]}) == 4  # the draws do vary within a round
+    # train_step: the weights move within a round, and every round starts from the same ones
+    train_rounds = list(_rounds_of(net.calls, 3, 1, 3, 4))[2][1]
+    assert len({c[4] for c in train_rounds[0]}) == 4
+    assert {r[0][4] for r in train_rounds} == {net.calls[0][4]}
+
+
+def test_without_replay_rounds_draw_on_and_training_goes_on() -> None:
+    net = _Recorder()
+    bench = gk.benchmark_devices(
+        net,
+        _inputs,
+        devices=("cpu",),
+        optimizer=_sgd,
+        rounds=3,
+        iterations=4,
+        warmup=1,
+        replay=False,
+    )
+    assert bench.replay is False and bench.to_dict()["replay"] is False
+    _, rounds = list(_rounds_of(net.calls, 3, 1, 3, 4))[2]
+    assert rounds[0] != rounds[1]
+    assert len({r[0][4] for r in rounds}) == len(rounds)  # each round starts further on
+
+
+def test_rounds_are_synchronised_at_both_ends_not_every_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    synced: list[torch.device] = []
+    monkeypatch.setattr(dv, "_synchronize", synced.append)
+    gk.benchmark_devices(_net(), _inputs, devices=("cpu",), rounds=3, iterations=5, warmup=1)
+    assert len(synced) == 2 * 2 * (1 + 3)  # 2 phases x 2 ends x (warm-up + timed rounds)
+
+
+def test_timing_restores_every_rng_also_when_the_step_raises() -> None:
+    class BreaksLater(_Recorder):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if len(self.calls) == 6:
+                raise ZeroDivisionError("raised in round 2")
+            return super().forward(x)
+
+    drawing, breaking = _Recorder(), BreaksLater()
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    before = capture_rng_state()
+    params = fingerprint(breaking)
+    gk.benchmark_devices(drawing, _inputs, devices=("cpu",), rounds=2, iterations=2, warmup=0)
+    assert drawing.calls and capture_rng_state() == before
+    with pytest.raises(ZeroDivisionError, match="round 2"):
+        gk.benchmark_devices(
+            breaking, _inputs, devices=("cpu",), optimizer=_sgd, rounds=9, iterations=2, warmup=0
+        )
+    assert capture_rng_state() == before
+    assert fingerprint(breaking) == params
+
+
+def test_phase_json_has_the_round_statistics_and_the_record_the_seed() -> None:
+    bench = gk.benchmark_devices(
+        _net(), lambda n: torch.randn(n, 6), sizes=[2, 4], rounds=6, iterations=2, seed=3, **FAST
+    )
+    record = json.loads(json.dumps(bench.to_dict(), allow_nan=False))
+    assert record["seed"] == 3 and record["replay"] is True
+    for entry in [record["devices"][0], *(p["devices"][0] for p in record["sweep"])]:
+        for phase in ("forward", "forward_backward"):
+            stats = entry[phase]
+            assert set(stats) == {
+                "median_s",
+                "iqr_s",
+                "runs",
+                "iterations",
+                "min_s",
+                "mean_s",
+                "stddev_s",
+                "max_s",
+                "warmup_rounds",
+            }
+            assert (stats["runs"], stats["iterations"], stats["warmup_rounds"]) == (6, 2, 1)
+            assert stats["min_s"] <= stats["median_s"] <= stats["max_s"]
+
+
+def test_a_scalar_output_is_its_own_loss() -> None:
+    loss = torch.tensor(2.0, requires_grad=True) * 3
+    assert dv._default_loss(loss) is loss  # no extra sum in a timed step
+    assert dv._default_loss(torch.ones(2, requires_grad=True)).ndim == 0
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -226,6 +388,8 @@ def test_benchmark_callable_groups_by_callable_and_phase() -> None:
         ({"sizes": []}, "empty"),
         ({"min_run_time": 0}, "min_run_time=0 must be > 0"),
         ({"warmup": -1}, "warmup=-1 must be >= 0"),
+        ({"rounds": 0}, "rounds=0 must be >= 1"),
+        ({"iterations": 1.5}, "iterations=1.5 must be an int"),
     ],
 )
 def test_benchmark_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
