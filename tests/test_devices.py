@@ -6,9 +6,11 @@ No timing assertions: only that timings exist, are positive and are reported.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -362,6 +364,54 @@ def test_phase_json_has_the_round_statistics_and_the_record_the_seed() -> None:
             }
             assert (stats["runs"], stats["iterations"], stats["warmup_rounds"]) == (6, 2, 1)
             assert stats["min_s"] <= stats["median_s"] <= stats["max_s"]
+
+
+def _devices_sweep() -> Any:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "devices_sweep.py"
+    spec = importlib.util.spec_from_file_location("devices_sweep_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_sweeps_independent_check_replays_the_librarys_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sweep = _devices_sweep()
+    log: list[tuple[int, float, float]] = []
+    original = sweep.DynamicNet.forward
+
+    def recording(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        state = random.getstate()
+        depth = random.randint(0, 3)  # what DynamicNet.forward is about to draw
+        random.setstate(state)
+        log.append((depth, float(self.input_linear.weight.detach().sum()), float(x.sum())))
+        return original(self, x)
+
+    monkeypatch.setattr(sweep.DynamicNet, "forward", recording)
+    torch.manual_seed(0)
+    module = sweep.StepLoss()
+    gk.benchmark_devices(
+        module,
+        lambda: sweep.make_inputs(8),
+        devices=("cpu",),
+        backward=False,
+        optimizer=sweep.sgd,
+        rounds=3,
+        iterations=4,
+        warmup=1,
+        seed=7,
+    )
+    library = log[-3 * 4 :]  # train_step's timed rounds
+    log.clear()
+    seconds = sweep.independent_rounds(module, 8, "cpu", seed=7, rounds=3, iterations=4, warmup=1)
+    assert len(seconds) == 3 and len(log) == (1 + 1 + 3) * 4
+    independent = log[-3 * 4 :]
+    assert [c[0] for c in independent] == [c[0] for c in library]  # the same depths
+    assert len({c[0] for c in library[:4]}) > 1  # which do vary within a round
+    for ours, theirs in zip(independent, library, strict=True):
+        assert ours[1:] == pytest.approx(theirs[1:], rel=1e-5)  # same weights, same inputs
 
 
 def test_a_scalar_output_is_its_own_loss() -> None:
