@@ -158,6 +158,10 @@ def _fmt(stats: dict[str, Any]) -> str:
     )
 
 
+def _verdict(within: bool) -> str:
+    return f"within {TOLERANCE:.0%}" if within else f"OUTSIDE {TOLERANCE:.0%}"
+
+
 def check_one(
     module: nn.Module, size: int, device: str, *, passes: int, seed: int, min_run_time: float
 ) -> dict[str, Any]:
@@ -205,10 +209,13 @@ def check_one(
             lib = library()
         previous = lib
         delta = lib["median_s"] / ind["median_s"] - 1
-        rows.append({"library": lib, "independent": ind, "delta": delta})
+        within = abs(delta) <= TOLERANCE
+        rows.append(
+            {"library": lib, "independent": ind, "delta": delta, "within_tolerance": within}
+        )
         print(
             f"  batch {size:>5} {device:>5} pass {k + 1}: library {_fmt(lib)}  "
-            f"independent {_fmt(ind)}  {100 * delta:+.1f}%",
+            f"independent {_fmt(ind)}  {100 * delta:+.1f}% {_verdict(within)}",
             flush=True,
         )
     lib_median = statistics.median(r["library"]["median_s"] for r in rows)
@@ -286,11 +293,12 @@ def main() -> None:
                 )
         print()
         for c in checks:
-            verdict = "within 10%" if c["within_tolerance"] else "OUTSIDE 10%"
+            per_pass = ", ".join(f"{100 * r['delta']:+.1f}%" for r in c["passes"])
             print(
                 f"check batch {c['size']:>5} {c['device']:>5}: library "
                 f"{c['library_median_s'] * 1e3:.3f} ms, independent "
-                f"{c['independent_median_s'] * 1e3:.3f} ms ({100 * c['delta']:+.1f}%) {verdict}"
+                f"{c['independent_median_s'] * 1e3:.3f} ms ({100 * c['delta']:+.1f}%) "
+                f"{_verdict(c['within_tolerance'])} (passes: {per_pass})"
             )
         record["check"] = {
             "seed": args.seed,
