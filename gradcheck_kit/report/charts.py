@@ -50,8 +50,9 @@ _COLOURS = ("#4a76aa", "#e4533a", "#3b9a5b", "#8a5fb5", "#c98a1b", "#555555")
 class Timing:
     """One device's timing of one phase: median and interquartile range, in seconds.
 
-    ``runs`` counts the timed rounds; pytest-benchmark's records also give the
-    ``iterations`` per round and the rounds' ``min_s``, ``mean_s``, ``stddev_s``.
+    ``runs`` counts the timed rounds; newer records (``benchmark_devices``, and
+    pytest-benchmark's through the fixture) also give the ``iterations`` per round
+    and the rounds' ``min_s``, ``mean_s``, ``stddev_s``.
     """
 
     device: str

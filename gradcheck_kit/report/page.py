@@ -787,7 +787,7 @@ def _benchmark_detail(record: Mapping[str, Any]) -> BenchmarkDetail | None:
     bench = charts.read_benchmark(record)
     if bench is None:
         return None
-    # pytest-benchmark's own statistics, where it measured the step (the fixture)
+    # the rounds' statistics, where the record has them (older records lack them)
     extra = any(t.iterations is not None for t in bench.timings)
 
     def seconds(value: float | None) -> str:
