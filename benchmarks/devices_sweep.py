@@ -26,7 +26,7 @@ both alike; the figures compared are the medians over the passes of each
 timer's median.
 
 Run: python benchmarks/devices_sweep.py [--sizes 64 256 1024 4096] [--threads N]
-     [--min-run-time 0.5] [--seed 0] [--check] [--check-passes 3] [--json PATH]
+     [--min-run-time 0.5] [--seed 0] [--check] [--check-passes 5] [--json PATH]
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="every round starts from it")
     parser.add_argument("--check", action="store_true", help="independent timing of the step")
-    parser.add_argument("--check-passes", type=int, default=3)
+    parser.add_argument("--check-passes", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args()
     if args.threads is not None:
