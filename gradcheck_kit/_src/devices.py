@@ -39,9 +39,9 @@ from .engine.precision import Tf32Settings
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
 from .serial import one_at_a_time
 from .state import preserved, replaying_rng, seed_everything
-from .timing import RoundTimes, time_rounds
+from .timing import RoundTimes, check_round_options, time_rounds
 from .undo import undoing_writes, watching_user_code
-from .validation import check_int, check_positive, check_type
+from .validation import check_int, check_type
 
 __all__ = [
     "DeviceBenchmark",
@@ -850,12 +850,7 @@ def benchmark_devices(
     if len(set(devs)) != len(devs):
         raise InvalidArgument(f"devices={tuple(devices)!r} names a device twice.")
     size_tuple = _check_sizes(sizes)
-    if rounds is not None:
-        check_int(rounds, "rounds", min_value=1)
-    if iterations is not None:
-        check_int(iterations, "iterations", min_value=1)
-    check_int(warmup, "warmup", min_value=0)
-    check_positive(min_run_time, "min_run_time", allow_none=False)
+    check_round_options(rounds, iterations, warmup, min_run_time)
     check_int(seed, "seed", min_value=0)
     check_type(bool, replay, "replay")
     how = _Rounds(rounds, iterations, warmup, float(min_run_time))

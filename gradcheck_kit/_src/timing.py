@@ -44,7 +44,7 @@ from typing import Final
 from .errors import InvalidArgument
 from .validation import check_int, check_positive
 
-__all__ = ["MIN_ROUNDS", "RoundTimes", "time_rounds"]
+__all__ = ["MIN_ROUNDS", "RoundTimes", "check_round_options", "time_rounds"]
 
 # pytest-benchmark's default min_rounds: fewer rounds make a poor median and no IQR.
 MIN_ROUNDS: Final = 5
@@ -123,9 +123,18 @@ class RoundTimes:
         return max(self.seconds)
 
 
-def _check_options(
+def check_round_options(
     rounds: int | None, iterations: int | None, warmup: int, min_run_time: float
 ) -> None:
+    """Raise :class:`InvalidArgument` naming the first bad count or time of :func:`time_rounds`.
+
+    Examples:
+        >>> check_round_options(None, 4, 2, 0.2)
+        >>> check_round_options(0, None, 2, 0.2)
+        Traceback (most recent call last):
+        ...
+        gradcheck_kit.InvalidArgument: rounds=0 must be >= 1.
+    """
     if rounds is not None:
         check_int(rounds, "rounds", min_value=1)
     if iterations is not None:
@@ -174,7 +183,7 @@ def time_rounds(
         >>> t.rounds >= MIN_ROUNDS and t.iterations >= 1 and t.median > 0
         True
     """
-    _check_options(rounds, iterations, warmup, min_run_time)
+    check_round_options(rounds, iterations, warmup, min_run_time)
     check_positive(min_round_time, "min_round_time")
     target = min_run_time / 20 if min_round_time is None else min_round_time
 
