@@ -17,8 +17,9 @@ same weights, the same inputs (drawn from the same seed), and rounds that replay
 the same work as the library's: before each round the weights are loaded again,
 the optimizer is built afresh, and Python ``random``, NumPy and torch are seeded
 with ``--seed``, so DynamicNet draws the same depth sequence in every round of
-both timers; each round runs as many steps as the library's rounds did
-(``iterations``), and as many rounds. A round is timed with ``time.perf_counter``
+both timers. Both run rounds of as many steps as the sweep's rounds at that size
+(``iterations``; the count is part of the work, as a round replays the first
+``iterations`` depths), and the independent loop as many rounds as the library. A round is timed with ``time.perf_counter``
 on the CPU and with one pair of CUDA events around the loop on CUDA. The two
 timers alternate, ``--check-passes`` times (library first in odd passes,
 independent first in even ones), so that a change in the machine's load hits
@@ -163,9 +164,21 @@ def _verdict(within: bool) -> str:
 
 
 def check_one(
-    module: nn.Module, size: int, device: str, *, passes: int, seed: int, min_run_time: float
+    module: nn.Module,
+    size: int,
+    device: str,
+    *,
+    iterations: int,
+    passes: int,
+    seed: int,
+    min_run_time: float,
 ) -> dict[str, Any]:
-    """The library and the independent loop, alternating, at one size on one device."""
+    """The library and the independent loop, alternating, at one size on one device.
+
+    Every pass of both timers runs rounds of ``iterations`` steps (the sweep's
+    count at this size): under replay a round's work is the first
+    ``iterations`` depths drawn from the seed, so the count is part of the work.
+    """
     rows: list[dict[str, Any]] = []
 
     def library() -> dict[str, Any]:
@@ -175,6 +188,7 @@ def check_one(
             devices=(device,),
             backward=False,
             optimizer=sgd,
+            iterations=iterations,
             min_run_time=min_run_time,
             seed=seed,
             name="DynamicNet training step (check)",
@@ -204,7 +218,7 @@ def check_one(
             lib = library()
             ind = independent(lib)
         else:
-            # independent first, with the counts the library chose last time
+            # independent first, as many rounds as the library ran last time
             ind = independent(previous)
             lib = library()
         previous = lib
@@ -279,13 +293,15 @@ def main() -> None:
         checks = []
         for size in args.sizes:
             for row in bench.rows_at(size):
-                if row.skipped is not None:
+                step = row.timing("train_step")
+                if step is None or step.iterations is None:
                     continue
                 checks.append(
                     check_one(
                         module,
                         size,
                         row.device,
+                        iterations=step.iterations,
                         passes=args.check_passes,
                         seed=args.seed,
                         min_run_time=args.min_run_time,

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,20 @@ def test_without_replay_rounds_draw_on_and_training_goes_on() -> None:
     _, rounds = list(_rounds_of(net.calls, 3, 1, 3, 4))[2]
     assert rounds[0] != rounds[1]
     assert len({r[0][4] for r in rounds}) == len(rounds)  # each round starts further on
+
+
+def test_every_device_of_a_size_gets_the_same_calls_per_round() -> None:
+    # Under replay a round's work is the first `iterations` draws from the seed:
+    # devices calibrated to different counts would be timed on different work.
+    fast, slow = torch.device("cpu"), torch.device("cpu", 0)
+    steps = {fast: lambda: None, slow: lambda: time.sleep(0.002)}
+    starts = {fast: dv._no_replay, slow: dv._no_replay}
+    how = dv._Rounds(rounds=3, iterations=None, warmup=0, min_run_time=0.1)
+    timings = dv._time_phase(steps, starts, how, seed=0)
+    counts = {dev: t.iterations for dev, t in timings.items()}
+    assert counts[fast] == counts[slow] and counts[fast] is not None
+    assert counts[fast] <= 5  # the slow step's count (5 ms rounds), not the no-op's thousands
+    assert all(t.runs == 3 for t in timings.values())
 
 
 def test_rounds_are_synchronised_at_both_ends_not_every_call(

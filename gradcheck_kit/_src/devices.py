@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import platform
 import time
@@ -39,7 +40,7 @@ from .engine.precision import Tf32Settings
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
 from .serial import one_at_a_time
 from .state import preserved, replaying_rng, seed_everything
-from .timing import RoundTimes, check_round_options, time_rounds
+from .timing import ROUNDS_PER_RUN, RoundTimes, calibrate, check_round_options, time_rounds
 from .undo import undoing_writes, watching_user_code
 from .validation import check_int, check_type
 
@@ -726,29 +727,55 @@ class _Rounds:
     min_run_time: float
 
 
-def _measure(
-    step: Callable[[], None],
-    begin_round: Callable[[], None],
-    dev: torch.device,
-    how: _Rounds,
-) -> PhaseTiming:
-    begin_round()
-    with watching_user_code():
-        step()  # lazy state (CUDA context, cuDNN autotune) before calibration; writes undone
-    times = time_rounds(
-        step,
-        synchronize=lambda: _synchronize(dev),
-        begin_round=begin_round,
-        rounds=how.rounds,
-        iterations=how.iterations,
-        warmup=how.warmup,
-        min_run_time=how.min_run_time,
-    )
-    return PhaseTiming.from_rounds(times)
-
-
 def _no_replay() -> None:
     return None
+
+
+def _time_phase(
+    steps: dict[torch.device, Callable[[], None]],
+    starts: dict[torch.device, Callable[[], None]],
+    how: _Rounds,
+    seed: int,
+) -> dict[torch.device, PhaseTiming]:
+    """One phase on every present device, all with the same calls per round.
+
+    The same count matters under replay: a round's work is the first
+    ``iterations`` draws from the seed (the first depths of a random-depth net),
+    so devices with different counts would be timed on different work.
+    Calibrated on each device, the smallest count is used on all: the faster
+    devices' rounds get shorter than calibrated (more of them fill
+    ``min_run_time``), and no device's rounds grow past its own calibration.
+    """
+    counts: list[int] = []
+    for dev, step in steps.items():
+        if starts[dev] is _no_replay:
+            seed_everything(seed)  # not replayed: seeded once per device and phase
+        starts[dev]()
+        with watching_user_code():
+            step()  # lazy state (CUDA context, cuDNN autotune) before calibration; writes undone
+        if how.iterations is None:
+            count, _ = calibrate(
+                step,
+                min_round_time=how.min_run_time / ROUNDS_PER_RUN,
+                synchronize=functools.partial(_synchronize, dev),
+                begin_round=starts[dev],
+            )
+            counts.append(count)
+    iterations = how.iterations if how.iterations is not None else min(counts)
+    return {
+        dev: PhaseTiming.from_rounds(
+            time_rounds(
+                step,
+                synchronize=functools.partial(_synchronize, dev),
+                begin_round=starts[dev],
+                rounds=how.rounds,
+                iterations=iterations,
+                warmup=how.warmup,
+                min_run_time=how.min_run_time,
+            )
+        )
+        for dev, step in steps.items()
+    }
 
 
 def _name_of(fn_or_module: object, name: str | None) -> str:
@@ -787,8 +814,10 @@ def benchmark_devices(
 
     Each phase is timed like pytest-benchmark does: one untimed call (lazy
     initialisation), calibration of the calls per round (``iterations``) so
-    that a round lasts at least ``min_run_time / 20``, ``warmup`` untimed
-    rounds, then the timed rounds; each round is timed from a synchronised
+    that a round lasts at least ``min_run_time / 20`` on the slowest device (the
+    smallest count is used on all devices of a size, so that they replay the
+    same work), ``warmup`` untimed rounds, then the timed rounds; each round is
+    timed from a synchronised
     device to a synchronised device (``torch.cuda.synchronize()``), and each
     round's seconds per call is one sample of the median, IQR, mean, stddev,
     min and max in :class:`PhaseTiming`.
@@ -801,8 +830,8 @@ def benchmark_devices(
     every round, and an optimizer step does not drift (or diverge) from round
     to round, so the spread is the machine's, not the workload's; a second
     timer that replays the same way measures the same work. Without it the
-    generators are seeded once per device and state carries over between
-    rounds. The caller's RNG states are put back either way.
+    generators are seeded once per device and phase, and state carries over
+    between rounds. The caller's RNG states are put back either way.
 
     Devices not present are reported as skipped.
 
@@ -874,20 +903,25 @@ def benchmark_devices(
         for size in size_tuple or (None,):
             with replaying_rng(seed):
                 inputs = make_inputs(size) if size is not None else make_inputs()
+                present = [d for d in devs if reasons[d] is None]
+                preps = {d: _prepare(fn_or_module, inputs, d, optimizer) for d in present}
+                starts: dict[torch.device, Callable[[], None]] = {
+                    d: _RoundStart(p, seed) if replay else _no_replay for d, p in preps.items()
+                }
+                timed: dict[torch.device, list[tuple[Phase, PhaseTiming]]] = {
+                    d: [] for d in present
+                }
+                for phase in phases:
+                    steps = {d: _make_step(p, phase, loss_fn) for d, p in preps.items()}
+                    for d, timing in _time_phase(steps, starts, how, seed).items():
+                        timed[d].append((phase, timing))
+                del preps, starts, steps
             for dev in devs:
                 reason = reasons[dev]
                 if reason is not None:
                     rows.append(DeviceTiming(str(dev), size=size, skipped=reason))
-                    continue
-                timed: list[tuple[Phase, PhaseTiming]] = []
-                with replaying_rng(seed):
-                    prep = _prepare(fn_or_module, inputs, dev, optimizer)
-                    begin_round = _RoundStart(prep, seed) if replay else _no_replay
-                    for phase in phases:
-                        step = _make_step(prep, phase, loss_fn)
-                        timed.append((phase, _measure(step, begin_round, dev, how)))
-                rows.append(DeviceTiming(str(dev), names[dev], size, None, tuple(timed)))
-                del prep, begin_round
+                else:
+                    rows.append(DeviceTiming(str(dev), names[dev], size, None, tuple(timed[dev])))
     result = DeviceBenchmark(
         name=_name_of(fn_or_module, name),
         devices=tuple(str(d) for d in devs),

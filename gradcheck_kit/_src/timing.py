@@ -44,10 +44,19 @@ from typing import Final
 from .errors import InvalidArgument
 from .validation import check_int, check_positive
 
-__all__ = ["MIN_ROUNDS", "RoundTimes", "check_round_options", "time_rounds"]
+__all__ = [
+    "MIN_ROUNDS",
+    "ROUNDS_PER_RUN",
+    "RoundTimes",
+    "calibrate",
+    "check_round_options",
+    "time_rounds",
+]
 
 # pytest-benchmark's default min_rounds: fewer rounds make a poor median and no IQR.
 MIN_ROUNDS: Final = 5
+# A calibrated round lasts at least min_run_time / ROUNDS_PER_RUN: about this many rounds fit.
+ROUNDS_PER_RUN: Final = 20
 # Calibration stops growing a round here, whatever the step's time.
 _MAX_ITERATIONS: Final = 1_000_000
 # Calibration tries at most this many round lengths (each longer than the last).
@@ -145,6 +154,51 @@ def check_round_options(
     check_positive(min_run_time, "min_run_time", allow_none=False)
 
 
+def _run_round(
+    step: Callable[[], object],
+    n: int,
+    synchronize: Callable[[], object],
+    begin_round: Callable[[], object],
+) -> float:
+    """Seconds of ``n`` calls, from a synchronised device to a synchronised device."""
+    begin_round()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    synchronize()
+    return time.perf_counter() - start
+
+
+def calibrate(
+    step: Callable[[], object],
+    *,
+    min_round_time: float,
+    synchronize: Callable[[], object] = _nothing,
+    begin_round: Callable[[], object] = _nothing,
+) -> tuple[int, int]:
+    """The calls per round that make a round last ``min_round_time``, and the rounds it took.
+
+    Rounds of 1 call, then of as many as the last round's time says are needed
+    (at least one more each time), until a round lasts long enough.
+
+    Examples:
+        >>> iterations, tries = calibrate(lambda: sum(range(1000)), min_round_time=0.001)
+        >>> iterations >= 1 and tries >= 1
+        True
+    """
+    check_positive(min_round_time, "min_round_time", allow_none=False)
+    iterations, tries = 1, 0
+    while tries < _MAX_CALIBRATION_ROUNDS:
+        elapsed = _run_round(step, iterations, synchronize, begin_round)
+        tries += 1
+        if elapsed >= min_round_time or iterations >= _MAX_ITERATIONS:
+            break
+        grown = math.ceil(iterations * min_round_time / max(elapsed, _CLOCK_FLOOR_S))
+        iterations = min(_MAX_ITERATIONS, max(iterations + 1, grown))
+    return iterations, tries
+
+
 def time_rounds(
     step: Callable[[], object],
     *,
@@ -170,7 +224,7 @@ def time_rounds(
         warmup: untimed rounds after calibration.
         min_run_time: seconds of timed rounds to reach when ``rounds`` is ``None``.
         min_round_time: how long a calibrated round lasts at least; default
-            ``min_run_time / 20``, so that about 20 rounds fit.
+            ``min_run_time / ROUNDS_PER_RUN``, so that about 20 rounds fit.
 
     Returns:
         A :class:`RoundTimes`.
@@ -185,27 +239,16 @@ def time_rounds(
     """
     check_round_options(rounds, iterations, warmup, min_run_time)
     check_positive(min_round_time, "min_round_time")
-    target = min_run_time / 20 if min_round_time is None else min_round_time
+    target = min_run_time / ROUNDS_PER_RUN if min_round_time is None else min_round_time
 
     def run_round(n: int) -> float:
-        begin_round()
-        synchronize()
-        start = time.perf_counter()
-        for _ in range(n):
-            step()
-        synchronize()
-        return time.perf_counter() - start
+        return _run_round(step, n, synchronize, begin_round)
 
     calibration = 0
     if iterations is None:
-        iterations = 1
-        while calibration < _MAX_CALIBRATION_ROUNDS:
-            elapsed = run_round(iterations)
-            calibration += 1
-            if elapsed >= target or iterations >= _MAX_ITERATIONS:
-                break
-            grown = math.ceil(iterations * target / max(elapsed, _CLOCK_FLOOR_S))
-            iterations = min(_MAX_ITERATIONS, max(iterations + 1, grown))
+        iterations, calibration = calibrate(
+            step, min_round_time=target, synchronize=synchronize, begin_round=begin_round
+        )
     for _ in range(warmup):
         run_round(iterations)
     samples: list[float] = []
