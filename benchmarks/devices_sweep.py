@@ -19,8 +19,9 @@ the optimizer is built afresh, and Python ``random``, NumPy and torch are seeded
 with ``--seed``, so DynamicNet draws the same depth sequence in every round of
 both timers. Both run rounds of as many steps as the sweep's rounds at that size
 (``iterations``; the count is part of the work, as a round replays the first
-``iterations`` depths), and the independent loop as many rounds as the library. A round is timed with ``time.perf_counter``
-on the CPU and with one pair of CUDA events around the loop on CUDA. The two
+``iterations`` depths), and the independent loop as many rounds as the library.
+A round is timed with ``time.perf_counter`` on the CPU and with one pair of CUDA
+events around the loop on CUDA. The two
 timers alternate, ``--check-passes`` times (library first in odd passes,
 independent first in even ones), so that a change in the machine's load hits
 both alike; the figures compared are the medians over the passes of each
