@@ -27,8 +27,15 @@ independent first in even ones), so that a change in the machine's load hits
 both alike; the figures compared are the medians over the passes of each
 timer's median.
 
+Every round of both timers replays the first ``--iterations`` (default 20) depths
+drawn from the seed, at every size and on every device: 20 depths average 1.65
+middle layers with seed 0 (the expectation is 1.5), where rounds calibrated per
+size would replay 2 depths (3 and 3) at batch 4096 and 39 at batch 64 on this
+CPU, timing different work at each size.
+
 Run: python benchmarks/devices_sweep.py [--sizes 64 256 1024 4096] [--threads N]
-     [--min-run-time 0.5] [--seed 0] [--check] [--check-passes 5] [--json PATH]
+     [--min-run-time 0.5] [--seed 0] [--iterations 20] [--check] [--check-passes 5]
+     [--json PATH]
 """
 
 from __future__ import annotations
@@ -253,6 +260,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="every round starts from it")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=20,
+        help="training steps per round at every size and device (0: calibrated per size); "
+        "a round replays the first ITERATIONS depths drawn from the seed, so one count for "
+        "all sizes times the same work everywhere. Default: %(default)r",
+    )
     parser.add_argument("--check", action="store_true", help="independent timing of the step")
     parser.add_argument("--check-passes", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
@@ -267,6 +282,7 @@ def main() -> None:
         sizes=args.sizes,
         size_name="batch",
         optimizer=sgd,
+        iterations=args.iterations or None,
         min_run_time=args.min_run_time,
         seed=args.seed,
         name="DynamicNet training step",

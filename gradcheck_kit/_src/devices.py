@@ -851,7 +851,10 @@ def benchmark_devices(
             as phase ``train_step``.
         rounds: timed rounds per phase; ``None``: as many as fill ``min_run_time``,
             at least 5.
-        iterations: calls per round; ``None``: calibrated (see above).
+        iterations: calls per round; ``None``: calibrated (see above). Under
+            replay a round does the work of the first ``iterations`` draws from
+            the seed: for a random workload, fix it (to enough calls to average
+            the draws) to time the same work at every size.
         warmup: untimed rounds before the timed ones (caches, allocator, autotuning).
         min_run_time: seconds of timed rounds per phase (when ``rounds`` is ``None``);
             a calibrated round lasts at least a twentieth of it.
