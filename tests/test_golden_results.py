@@ -1,15 +1,16 @@
 """The results JSON of a fixed set of checks stays byte-identical across refactors.
 
-``golden/golden_checks.py`` (every record kind, seeded, explicit modes) is run in a fresh process with ``--gradcheck-json``; what a run cannot repeat
-(times, also those quoted in notes, dates, the environment, temporary paths; checks
-left to ``auto`` run in full mode so no timing decides their mode) is masked and floats are written to six
-significant digits, and the rest is compared byte for byte with ``tests/golden/results.json``.
-An intended change to the records regenerates it::
+``golden/golden_checks.py`` (every record kind, seeded, explicit modes; ``auto`` runs as full
+so no timing decides a mode) is run in a fresh process with ``--gradcheck-json``. What a run
+cannot repeat (times, also those quoted in notes, dates, the environment, temporary paths,
+memory addresses) is masked and floats are written to six significant digits; the rest is
+compared byte for byte with ``tests/golden/results.json``. An intended change to the records
+regenerates it::
 
     GRADCHECK_KIT_UPDATE_GOLDEN=1 python -m pytest tests/test_golden_results.py
 
-The golden file was made with one torch build on the CPU; under another build, or with a GPU
-(the CUDA rows then carry figures), the floats legitimately differ and the test skips.
+The golden file was made with one torch build on the CPU; under another build, or with a GPU,
+the floats may legitimately differ and the test skips.
 """
 
 from __future__ import annotations
