@@ -48,7 +48,7 @@ from torch.utils import benchmark
 import gradcheck_kit as gk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sync_counter import SYNC_KINDS, SyncCounter  # noqa: E402
+from _sync_counter import SYNC_KINDS, SyncCounter
 
 TARGET_RATIO = 0.25
 
@@ -141,9 +141,7 @@ def main() -> None:
     simulated = " (device simulated on the CPU)" if not args.device.startswith("cuda") else ""
     print(f"syncs{simulated}: " + ", ".join(SYNC_KINDS))
     kinds = " ".join(f"{k:>9}" for k in SYNC_KINDS)
-    print(
-        f"{'checker':<11} {'median':>10} {'IQR':>9} {'aten ops':>9} {'syncs':>6} {kinds}  passed"
-    )
+    print(f"{'checker':<11} {'median':>10} {'IQR':>9} {'aten ops':>9} {'syncs':>6} {kinds}  passed")
     for name, r in rows.items():
         by = " ".join(f"{r['syncs_by_kind'][k]:>9}" for k in SYNC_KINDS)
         extra = f"  torch sync warnings: {r['torch_sync_warnings']}" if args.device != "cpu" else ""
