@@ -43,8 +43,10 @@ Examples:
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -58,7 +60,10 @@ __all__ = ["SyncCounter", "SYNC_KINDS"]
 
 SYNC_KINDS = ("item", "to_host", "to_device", "shape", "equal")
 
+_REAL_CLOCK = time.perf_counter
 _HERE = os.path.abspath(__file__)
+# Helpers that read for their callers: a sync there is named after the caller.
+_PASS_THROUGH = (os.path.join("gradcheck_kit", "_src", "readback.py"),)
 _SHAPE_OPS = frozenset(
     {
         "nonzero",
@@ -94,6 +99,7 @@ class _Dispatch(TorchDispatchMode):
         self.owner = owner
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        start = _REAL_CLOCK()
         kwargs = kwargs or {}
         owner = self.owner
         name = func.overloadpacket.__name__
@@ -124,10 +130,13 @@ class _Dispatch(TorchDispatchMode):
             hosts = [t for t, dev in zip(inputs, on_device, strict=True) if not dev]
             if any(t.dim() > 0 for t in hosts) and name not in ("copy_", "_to_copy"):
                 owner.record("mixed", name)
+        owner.overhead += _REAL_CLOCK() - start + owner.per_op
         out = func(*args, **kwargs)
+        start = _REAL_CLOCK()
         if owner.simulate:
-            # copy_ writes into its first argument, which stays where it was
-            place = on_device[0] if name == "copy_" else any(on_device)
+            # copy_ writes into its first argument, which stays where it was; a Python
+            # number written into a device tensor is made on the device (scalarToTensor)
+            place = on_device[0] if name == "copy_" else any(on_device) or owner.scalars_here > 0
             for t in _tensors(out):
                 owner.mark(t, place)
         elif name == "_to_copy" and not kwargs.get("non_blocking", False):
@@ -135,6 +144,7 @@ class _Dispatch(TorchDispatchMode):
             moved = inputs[0].device.type != out.device.type
             if moved:
                 owner.record("to_host" if out.device.type == "cpu" else "to_device", name)
+        owner.overhead += _REAL_CLOCK() - start
         return out
 
 
@@ -146,12 +156,25 @@ class _Function(TorchFunctionMode):
         self.owner = owner
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        start = _REAL_CLOCK()
         kwargs = kwargs or {}
         owner = self.owner
         name = getattr(func, "__name__", "")
         qual = getattr(func, "__qualname__", "")
         method = qual.startswith(("TensorBase.", "Tensor."))
-        out = func(*args, **kwargs)
+        scalar_write = (
+            name == "__setitem__"
+            and len(args) == 3
+            and isinstance(args[2], (bool, int, float, complex))
+            and owner.resident(args[0])
+        )
+        owner.scalars_here += scalar_write
+        owner.overhead += _REAL_CLOCK() - start + owner.per_call
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            owner.scalars_here -= scalar_write
+        start = _REAL_CLOCK()
         if method and args and isinstance(args[0], torch.Tensor):
             src = args[0]
             if name in _TO_HOST_METHODS:
@@ -173,6 +196,7 @@ class _Function(TorchFunctionMode):
                 owner.record("to_device", name)
             for t in _tensors(out):
                 owner.mark(t, explicit)
+        owner.overhead += _REAL_CLOCK() - start
         return out
 
     def _target(self, name: str, rest: Any, kwargs: dict[str, Any]) -> bool | None:
@@ -231,6 +255,10 @@ class SyncCounter:
                 os.path.join(os.path.dirname(torch.__file__), "autograd", "gradcheck.py"),
             )
         self.roots = tuple(os.path.abspath(r) for r in roots)
+        # what the counting costs, taken off the clock the check reads (see __enter__)
+        self.overhead = 0.0
+        self.per_op, self.per_call = _mode_costs()
+        self.scalars_here = 0
         self.kinds: collections.Counter[str] = collections.Counter()
         self.sites: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.ops: collections.Counter[str] = collections.Counter()
@@ -258,7 +286,7 @@ class SyncCounter:
         frame = sys._getframe(2)
         while frame is not None:
             path = os.path.abspath(frame.f_code.co_filename)
-            if path != _HERE and path.startswith(self.roots):
+            if path != _HERE and path.startswith(self.roots) and not path.endswith(_PASS_THROUGH):
                 short = path
                 for root in self.roots:
                     if path.startswith(root):
@@ -292,7 +320,14 @@ class SyncCounter:
             yield f"{n:4d} {kind:<9} {site}  [{what}]"
 
     # context ----------------------------------------------------------------------------
+    def clock(self) -> float:
+        """``time.perf_counter`` without the time spent counting."""
+        return _REAL_CLOCK() - self.overhead
+
     def __enter__(self) -> SyncCounter:
+        # A check sizes its batches and picks vmap or a loop from how long fn took:
+        # counting must not make fn look slower, or the counted run takes another path.
+        time.perf_counter = self.clock
         self._modes = [_Dispatch(self)]
         if self.simulate:
             self._modes.insert(0, _Function(self))
@@ -304,3 +339,34 @@ class SyncCounter:
         for mode in reversed(self._modes):
             mode.__exit__(*exc)
         self._modes = []
+        time.perf_counter = _REAL_CLOCK
+
+
+class _Empty(TorchDispatchMode):
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+class _EmptyFunction(TorchFunctionMode):
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+@functools.lru_cache(maxsize=1)
+def _mode_costs(n: int = 2000) -> tuple[float, float]:
+    """Seconds a Python dispatch mode and a function mode add per operator, outside their hooks."""
+    x = torch.zeros(4)
+
+    def run() -> float:
+        start = _REAL_CLOCK()
+        for _ in range(n):
+            x.add(1.0)
+        return _REAL_CLOCK() - start
+
+    run()
+    plain = min(run() for _ in range(3))
+    with _Empty():
+        dispatch = min(run() for _ in range(3))
+    with _EmptyFunction(), _Empty():
+        both = min(run() for _ in range(3))
+    return max(0.0, dispatch - plain) / n, max(0.0, both - dispatch) / n

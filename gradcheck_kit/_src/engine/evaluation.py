@@ -29,6 +29,7 @@ __all__ = [
     "flat_cat",
     "evaluate_one",
     "evaluate_rows",
+    "VmapCheck",
     "first_line",
     "FALLBACK_NOTE_PREFIX",
     "fallback_note",
@@ -235,9 +236,41 @@ def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool
         return True
     root_u = unit_roundoff**0.5
     both_nan = torch.isnan(a) & torch.isnan(b)
-    scale = float(torch.nan_to_num(torch.maximum(a.abs(), b.abs()), posinf=0.0).max())
-    ok = (a - b).abs() <= root_u * (torch.maximum(a.abs(), b.abs()) + 1e-3 * scale) + 1e-300
+    larger = torch.maximum(a.abs(), b.abs())
+    # the scale stays a tensor: one read of the verdict instead of two
+    scale = torch.nan_to_num(larger, posinf=0.0).max()
+    ok = (a - b).abs() <= root_u * (larger + 1e-3 * scale) + 1e-300
     return bool((ok | both_nan).all())
+
+
+# The reason a batch is not trusted when it computed another function than the plain call.
+_VMAP_DIFFERS = "vmapped evaluation differs from the plain call at the same point"
+
+
+@dataclass
+class VmapCheck:
+    """A batch's row at the unperturbed point against the plain call, judged later.
+
+    ``equal`` (a device bool: bit for bit the same) is read with a check's other
+    figures instead of on its own; :meth:`confirm` then decides whether the batch
+    can be used, which costs a read of its own only where the two differ in bits.
+    """
+
+    ev: Evaluator
+    row: torch.Tensor
+    reference: torch.Tensor
+    unit_roundoff: float
+    equal: torch.Tensor
+
+    def confirm(self, equal: float) -> bool:
+        """Whether the batch computed ``fn``; where not, evaluations run one by one from now on.
+
+        ``equal`` is the value of :attr:`equal` read to the host.
+        """
+        if equal or _same_output(self.row, self.reference, self.unit_roundoff):
+            return True
+        self.ev.disable_vectorization(_VectorizationFailed(_VMAP_DIFFERS))
+        return False
 
 
 def _eval_vmap(
@@ -289,22 +322,26 @@ def evaluate_rows(
     reference: torch.Tensor,
     unit_roundoff: float,
     where: Callable[[int], str],
+    checks: list[VmapCheck] | None = None,
 ) -> torch.Tensor:
     """Evaluate ``fn`` at ``rows`` points (flattened float64 outputs, shape (rows, M)).
 
     ``batched[i]`` holds ``rows + 1`` rows of input ``i``, the last being the
     unperturbed point; other inputs are fixed. Tries vmap first, checking its
     last row against ``reference`` = f(xs), then falls back to a loop.
-    ``where(r)`` describes point ``r`` for error messages.
+    ``where(r)`` describes point ``r`` for error messages. With ``checks``, a
+    batch's check is appended there instead of made (:class:`VmapCheck`): the
+    caller confirms it, and evaluates again where it fails.
     """
     with torch.no_grad():
         if ev.vectorized:
             try:
                 out = _eval_vmap(ev, xs, batched, rows + 1)
-                if not _same_output(out[-1], reference, unit_roundoff):
-                    raise _VectorizationFailed(
-                        "vmapped evaluation differs from the plain call at the same point"
-                    )
+                if checks is not None:
+                    equal = (out[-1] == reference).all()
+                    checks.append(VmapCheck(ev, out[-1], reference, unit_roundoff, equal))
+                elif not _same_output(out[-1], reference, unit_roundoff):
+                    raise _VectorizationFailed(_VMAP_DIFFERS)
                 return out[:-1]
             except InvalidArgument:
                 raise
