@@ -31,24 +31,28 @@ def read_host(tensors: Sequence[torch.Tensor]) -> list[list[float]]:
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
     for members in by_device.values():
-        parts = []
-        for i in members:
-            t = tensors[i].detach() if tensors[i].requires_grad else tensors[i]
-            parts.append(t.reshape(-1))
-        dtypes = {p.dtype for p in parts}
+        plain = [tensors[i].detach() if tensors[i].requires_grad else tensors[i] for i in members]
+        dtypes = {t.dtype for t in plain}
         if (
             len(dtypes) > 1
             and torch.float64 not in dtypes
             and any(d.is_floating_point for d in dtypes)
         ):
-            # cat would promote int64 beside float32 to float32, losing digits
-            parts = [p.to(torch.float64) for p in parts]
-        # otherwise cat promotes the parts itself: one kernel, then one cast
-        flat = parts[0] if len(parts) == 1 else torch.cat(parts)
+            # stack and cat would promote int64 beside float32 to float32, losing digits
+            plain = [t.to(torch.float64) for t in plain]
+        # scalars in one stack, other tensors flattened beside them: one kernel and one
+        # cast before the copy (both promote mixed dtypes themselves)
+        scalars = [k for k, t in enumerate(plain) if t.dim() == 0]
+        arrays = [k for k, t in enumerate(plain) if t.dim() != 0]
+        pieces = [torch.stack([plain[k] for k in scalars])] if scalars else []
+        pieces += [plain[k] if plain[k].dim() == 1 else plain[k].reshape(-1) for k in arrays]
+        flat = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         values = flat.to(torch.float64).tolist()
-        offset = 0
-        for i, part in zip(members, parts, strict=True):
-            n = int(part.numel())
-            out[i] = values[offset : offset + n]
-            offset += n
+        for n, k in enumerate(scalars):
+            out[members[k]] = [values[n]]
+        offset = len(scalars)
+        for k in arrays:
+            size = int(plain[k].numel())
+            out[members[k]] = values[offset : offset + size]
+            offset += size
     return out

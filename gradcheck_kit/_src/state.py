@@ -758,6 +758,7 @@ class _TensorRecord:
     # swapped the storage (`p.data = ...`) can be undone without breaking aliasing.
     data: torch.Tensor | None
     bits: torch.Tensor | None  # None: sparse, meta, quantized, ... (identity only)
+    bits_int: torch.Tensor | None  # `bits` as integers, compared with the tensor at restore
     requires_grad: bool
     is_leaf: bool
     has_grad_slot: bool
@@ -794,20 +795,21 @@ def _record_tensor(t: torch.Tensor, label: str) -> _TensorRecord:
     is_leaf = t.is_leaf
     # Reading .grad of a non-leaf that does not retain it only warns.
     has_grad_slot = is_leaf or t.retains_grad
-    data = bits = None
+    data = bits = bits_int = None
     if _is_dense(t):
         try:
             with torch.no_grad():
                 data = t.data
-                bits = t.detach().clone()
-            _int_view(bits)  # fails early for dtypes without an integer twin
+                bits = data.clone()
+            bits_int = _int_view(bits)  # fails early for dtypes without an integer twin
         except (*_RESTORE_ERRORS, KeyError):
-            data = bits = None
+            data = bits = bits_int = None
     return _TensorRecord(
         tensor=t,
         label=label,
         data=data,
         bits=bits,
+        bits_int=bits_int,
         requires_grad=t.requires_grad,
         is_leaf=is_leaf,
         has_grad_slot=has_grad_slot,
@@ -1014,7 +1016,7 @@ class Snapshot:
         changed: set[int] = set()
         pending: list[tuple[int, torch.Tensor]] = []
         for record in self._tensors.values():
-            if record.data is None or record.bits is None:
+            if record.data is None or record.bits is None or record.bits_int is None:
                 continue
             try:
                 t = record.tensor
@@ -1024,7 +1026,7 @@ class Snapshot:
                 if now.shape != bits.shape or now.dtype != bits.dtype:
                     changed.add(id(record))
                 else:
-                    pending.append((id(record), _int_view(now).ne(_int_view(bits)).any()))
+                    pending.append((id(record), _int_view(now).ne(record.bits_int).any()))
             except _RESTORE_ERRORS as exc:
                 problems.append(f"{record.label}: {type(exc).__name__}: {exc}")
         flags = read_host([flag for _, flag in pending])

@@ -61,14 +61,19 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
 
 
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    # detach() is an operator call of its own: skip it where there is no history to drop
+    return t.detach() if t.requires_grad or t.grad_fn is not None else t
+
+
 def flat_cat(tensors: Sequence[torch.Tensor], batch: int | None = None) -> torch.Tensor:
     """Concatenate tensors flattened to float64 (keeping a leading batch dim when given)."""
     if batch is None:
         if len(tensors) == 1:
-            return tensors[0].detach().reshape(-1).to(torch.float64)
-        parts = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
+            return _plain(tensors[0]).reshape(-1).to(torch.float64)
+        parts = [_plain(t).reshape(-1).to(torch.float64) for t in tensors]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
-    parts = [t.detach().reshape(batch, -1).to(torch.float64) for t in tensors]
+    parts = [_plain(t).reshape(batch, -1).to(torch.float64) for t in tensors]
     if len(parts) == 1:
         return parts[0]
     return torch.cat(parts, dim=1) if parts else torch.zeros(batch, 0, dtype=torch.float64)

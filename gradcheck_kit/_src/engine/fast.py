@@ -107,10 +107,8 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     us = [drawn[j * len(outs) : (j + 1) * len(outs)] for j in range(n_cots)]
     rest = drawn[n_cots * len(outs) :]
     magnitudes = [
-        torch.ones_like(x.detach())
-        if tol.absolute_steps
-        else torch.clamp(x.detach().abs(), min=1.0)
-        for x in xs
+        torch.ones_like(x) if tol.absolute_steps else torch.clamp(x.abs(), min=1.0)
+        for x in point.detached
     ]
     dirs = [
         [v.mul_(m) for v, m in zip(rest[k * len(xs) : (k + 1) * len(xs)], magnitudes, strict=True)]
@@ -306,7 +304,9 @@ class _StepH:
         table, shares = _probe_sums(eff, rows, U, values[1.0], rounds[1.0], problem.u_in)
         forward = _forward_probes(problem, u_flat, eff)
         taken = [f for f in forward if f is not None]
-        peaks = [r[0].detach().abs().max() for r in rows if r[0].numel()]
+        # per input the first probe's gradient (vjp rows come detached); numel from the
+        # shape, as r[0] would be one more operator call
+        peaks = [r[0].abs().max() for r in rows if math.prod(r.shape[1:])]
         flags = [check.equal for check in checks]
         read = read_host([table, shares, *taken, *peaks, *extra, *flags])
         if not all(
@@ -326,7 +326,7 @@ class _StepH:
         got = iter(read[2 : 2 + len(taken)])
         fwd = [next(got)[0] if f is not None else None for f in forward]
         found = iter(read[2 + len(taken) : 2 + len(taken) + len(peaks)])
-        peak = [next(found)[0] if r[0].numel() else 0.0 for r in rows]
+        peak = [next(found)[0] if math.prod(r.shape[1:]) else 0.0 for r in rows]
         start = 2 + len(taken) + len(peaks)
         return cls(stats, by_input, fwd, peak, eff, read[start : start + len(extra)])
 
@@ -423,7 +423,7 @@ def _probe_sums(
     K = len(eff)
     sums = []  # per input: the reverse-mode sums and the magnitudes of their terms
     for i, g in enumerate(rows):
-        v = torch.stack([e[i] for e in eff]).reshape(K, -1)
+        v = eff[0][i].reshape(1, -1) if K == 1 else torch.stack([e[i] for e in eff]).reshape(K, -1)
         term = v.mul(g[:K].reshape(K, -1))
         # accumulated in float64: float32 terms of a large model would lose more in
         # their sum than the 8 u the error estimate allows

@@ -83,6 +83,11 @@ class Point:
         return int(self.reference.numel())
 
     @functools.cached_property
+    def detached(self) -> list[torch.Tensor]:
+        """The checked inputs without their autograd history (detached once per check)."""
+        return [x.detach() for x in self.xs]
+
+    @functools.cached_property
     def n_in(self) -> int:
         """Entries of the checked inputs."""
         return sum(int(x.numel()) for x in self.xs)
@@ -99,9 +104,8 @@ class Point:
 
     def count_forward(self) -> None:
         """One evaluation without graph under the allocation counter (for CUDA)."""
-        detached = [x.detach() for x in self.xs]
         with torch.no_grad(), AllocationCounter() as counter:
-            self.ev(detached)
+            self.ev(self.detached)
         self.footprint.forward_counted = counter.peak
 
     # What one row of each kind of batch holds besides fn's own allocations.
@@ -324,7 +328,7 @@ def directional_differences(
     is checked by the caller (:func:`~.evaluation.evaluate_rows`).
     """
     K = len(directions)
-    detached = [x.detach() for x in point.xs]
+    detached = point.detached
     order = [(m, k) for m in range(len(multipliers)) for k in range(K)]
     n_rows = 2 * len(order)
     fit = point.budget.rows(
@@ -503,7 +507,9 @@ def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list
     per_input: list[list[torch.Tensor]] = [[] for _ in xs]
     for row in rows:
         for i, g in enumerate(_grad(out, xs, row, batched=False)):
-            per_input[i].append(g.detach())
+            # without create_graph the gradients carry no history (a backward hook's
+            # result might): detach() only where there is one, as it is an operator call
+            per_input[i].append(g.detach() if g.requires_grad else g)
     return [torch.stack(r) for r in per_input]
 
 
@@ -553,8 +559,8 @@ def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch
         with forward_ad.dual_level(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             duals = [
-                forward_ad.make_dual(x.detach(), t.to(x.dtype))
-                for x, t in zip(point.xs, tangents, strict=True)
+                forward_ad.make_dual(x, t.to(x.dtype))
+                for x, t in zip(point.detached, tangents, strict=True)
             ]
             outs = point.ev(duals)
             parts = []

@@ -323,12 +323,13 @@ class LinearityProbe:
         self.rows2d: list[torch.Tensor | None] = []
         self._largest: list[torch.Tensor] = []
         for stacked in rows:
-            if stacked[0].numel() == 0:
+            if math.prod(stacked.shape[1:]) == 0:
                 self.rows2d.append(None)
                 continue
             # In the gradients' own dtype, with per-tensor magnitudes: on a model with
             # millions of parameters this costs a few passes over the gradients.
-            rows2d = stacked.detach().reshape(int(stacked.shape[0]), -1)
+            plain = stacked.detach() if stacked.requires_grad else stacked
+            rows2d = plain.reshape(int(stacked.shape[0]), -1)
             diff = torch.add(rows2d[0], rows2d[second], alpha=COMBINATION).sub_(rows2d[combined])
             largest, at = diff.abs_().nan_to_num_(nan=0.0).max(dim=0)
             self.rows2d.append(rows2d)
