@@ -177,18 +177,22 @@ class _Function(TorchFunctionMode):
         start = _REAL_CLOCK()
         if method and args and isinstance(args[0], torch.Tensor):
             src = args[0]
+            target: bool | None = None
             if name in _TO_HOST_METHODS:
+                target = False
                 if owner.resident(src):
                     owner.record("to_host", name)
-                for t in _tensors(out):
-                    owner.mark(t, False)
             elif name in ("to", "cuda"):
                 target = self._target(name, args[1:], kwargs)
                 if target is not None and target != owner.resident(src):
                     owner.record("to_device" if target else "to_host", name)
-                if target is not None:
-                    for t in _tensors(out):
-                        owner.mark(t, target)
+            if target is not None and out is src and target != owner.resident(src):
+                # on the CPU the "copy" is the tensor itself; a real one is another
+                # tensor, and the original stays where it was: hand back an alias
+                out = src.view_as(src)
+            if target is not None:
+                for t in _tensors(out):
+                    owner.mark(t, target)
         elif not method and not _tensors((args, kwargs)):
             device = kwargs.get("device")
             explicit = device is not None and not _is_host_name(device)
