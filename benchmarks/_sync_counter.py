@@ -78,6 +78,8 @@ _SHAPE_OPS = frozenset(
         "_linalg_check_errors",
     }
 )
+# Operators that are neither views nor kernels: metadata checks, and the read itself.
+_NO_KERNEL = frozenset({"is_same_size", "_has_same_storage_numel", "_local_scalar_dense"})
 _INDEX_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_"})
 # Factories whose result is host memory unless called with device=...
 _COPYING_FACTORIES = frozenset({"tensor", "as_tensor", "asarray", "from_numpy"})
@@ -104,6 +106,8 @@ class _Dispatch(TorchDispatchMode):
         owner = self.owner
         name = func.overloadpacket.__name__
         owner.ops[name] += 1
+        if not func.is_view and name not in _NO_KERNEL:
+            owner.launches += 1
         inputs = _tensors((args, kwargs))
         on_device = [owner.resident(t) for t in inputs]
         if name == "_local_scalar_dense":
@@ -230,6 +234,8 @@ class SyncCounter:
         kinds: syncs by kind (:data:`SYNC_KINDS`, plus ``mixed``, which is not one).
         sites: syncs by (kind, ``file:line function``, what).
         ops: every aten operator dispatched, by name.
+        launches: the dispatched operators that launch a kernel (views and metadata
+            checks do not).
     """
 
     def __init__(
@@ -266,6 +272,8 @@ class SyncCounter:
         self.kinds: collections.Counter[str] = collections.Counter()
         self.sites: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.ops: collections.Counter[str] = collections.Counter()
+        # operators that launch a kernel on a device: not views, not metadata checks
+        self.launches = 0
         self._modes: list[Any] = []
 
     # residency --------------------------------------------------------------------------

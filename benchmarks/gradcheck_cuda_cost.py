@@ -12,8 +12,9 @@ The script prints, for each checker:
 
 * the median time of one check (torch.utils.benchmark.Timer.blocked_autorange,
   which synchronises CUDA around every measurement);
-* the aten operators it dispatches (an upper bound on kernel launches: views
-  and detaches launch nothing) and the host-device synchronisations, by kind
+* the aten operators it dispatches, and among them those that launch a kernel
+  (views, detaches and metadata checks launch nothing); the host-device
+  synchronisations, by kind
   (``.item()``-style reads, copies to the host and onto the device, operators
   with data-dependent output shapes, ``torch.equal``), counted by
   :class:`_sync_counter.SyncCounter`; on the CPU it simulates the device, so the
@@ -124,6 +125,7 @@ def main() -> None:
             "iqr_s": m.iqr,
             "runs": len(m.times),
             "aten_ops": counter.aten_ops,
+            "kernels": counter.launches,
             "syncs": counter.total,
             "syncs_by_kind": counter.by_kind(),
             "torch_sync_warnings": torch_sync_warnings(run),
@@ -141,7 +143,10 @@ def main() -> None:
     simulated = " (device simulated on the CPU)" if not args.device.startswith("cuda") else ""
     print(f"syncs{simulated}: " + ", ".join(SYNC_KINDS))
     kinds = " ".join(f"{k:>9}" for k in SYNC_KINDS)
-    print(f"{'checker':<11} {'median':>10} {'IQR':>9} {'aten ops':>9} {'syncs':>6} {kinds}  passed")
+    print(
+        f"{'checker':<11} {'median':>10} {'IQR':>9} {'aten ops':>9} {'kernels':>8} {'syncs':>6} "
+        f"{kinds}  passed"
+    )
     for name, r in rows.items():
         by = " ".join(f"{r['syncs_by_kind'][k]:>9}" for k in SYNC_KINDS)
         extra = f"  torch sync warnings: {r['torch_sync_warnings']}" if args.device != "cpu" else ""
@@ -149,7 +154,7 @@ def main() -> None:
             extra += f"  MIXED host/device operands: {r['syncs_by_kind']['mixed']}"
         print(
             f"{name:<11} {r['median_s'] * 1e3:8.2f}ms {r['iqr_s'] * 1e3:7.2f}ms "
-            f"{r['aten_ops']:>9} {r['syncs']:>6} {by}  {r['passed']}{extra}"
+            f"{r['aten_ops']:>9} {r['kernels']:>8} {r['syncs']:>6} {by}  {r['passed']}{extra}"
         )
     ratio = ops = None
     if "ours full" in rows and "torch full" in rows:
