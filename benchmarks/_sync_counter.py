@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import gc
 import os
 import sys
 import time
@@ -339,6 +340,8 @@ class SyncCounter:
     def __enter__(self) -> SyncCounter:
         # A check sizes its batches and picks vmap or a loop from how long fn took:
         # counting must not make fn look slower, or the counted run takes another path.
+        # Nor may a garbage collection (timeit leaves one due after timing with gc off).
+        gc.collect()
         time.perf_counter = self.clock
         self._modes = [_Dispatch(self)]
         if self.simulate:
