@@ -40,6 +40,7 @@ from torch import nn
 
 from .engine.precision import Tf32Settings
 from .errors import InvalidArgument
+from .readback import read_host
 from .validation import check_int
 
 __all__ = [
@@ -757,6 +758,7 @@ class _TensorRecord:
     # swapped the storage (`p.data = ...`) can be undone without breaking aliasing.
     data: torch.Tensor | None
     bits: torch.Tensor | None  # None: sparse, meta, quantized, ... (identity only)
+    bits_int: torch.Tensor | None  # `bits` as integers, compared with the tensor at restore
     requires_grad: bool
     is_leaf: bool
     has_grad_slot: bool
@@ -793,20 +795,21 @@ def _record_tensor(t: torch.Tensor, label: str) -> _TensorRecord:
     is_leaf = t.is_leaf
     # Reading .grad of a non-leaf that does not retain it only warns.
     has_grad_slot = is_leaf or t.retains_grad
-    data = bits = None
+    data = bits = bits_int = None
     if _is_dense(t):
         try:
             with torch.no_grad():
                 data = t.data
-                bits = t.detach().clone()
-            _int_view(bits)  # fails early for dtypes without an integer twin
+                bits = data.clone()
+            bits_int = _int_view(bits)  # fails early for dtypes without an integer twin
         except (*_RESTORE_ERRORS, KeyError):
-            data = bits = None
+            data = bits = bits_int = None
     return _TensorRecord(
         tensor=t,
         label=label,
         data=data,
         bits=bits,
+        bits_int=bits_int,
         requires_grad=t.requires_grad,
         is_leaf=is_leaf,
         has_grad_slot=has_grad_slot,
@@ -934,8 +937,16 @@ class Snapshot:
             self._attempt(problems, module_record.label, self._restore_structure, module_record)
         for opt_record in self._optimizers:
             self._attempt(problems, opt_record.label, self._restore_optimizer, opt_record)
+        changed = self._changed_bits(problems)
         for record in self._tensors.values():
-            self._attempt(problems, record.label, self._restore_tensor, record, problems)
+            self._attempt(
+                problems,
+                record.label,
+                self._restore_tensor,
+                record,
+                id(record) in changed,
+                problems,
+            )
         for record in self._tensors.values():
             self._attempt(problems, f"{record.label}.grad", self._restore_grad, record)
         for module_record in self._modules:
@@ -995,14 +1006,38 @@ class Snapshot:
                 params[:] = saved
         _restore_items(opt.defaults, record.defaults)
 
+    def _changed_bits(self, problems: list[str]) -> set[int]:
+        """Ids of the records whose tensor no longer holds the recorded bits.
+
+        Swapped storage is swapped back first. The comparisons stay on the device and
+        are read in one copy per device: on CUDA each ``torch.equal`` would make the
+        host wait for the device, once per tensor of a model.
+        """
+        changed: set[int] = set()
+        pending: list[tuple[int, torch.Tensor]] = []
+        for record in self._tensors.values():
+            if record.data is None or record.bits is None or record.bits_int is None:
+                continue
+            try:
+                t = record.tensor
+                if not _same_storage_view(t, record.data):
+                    t.data = record.data
+                now, bits = t.detach(), record.bits
+                if now.shape != bits.shape or now.dtype != bits.dtype:
+                    changed.add(id(record))
+                else:
+                    pending.append((id(record), _int_view(now).ne(record.bits_int).any()))
+            except _RESTORE_ERRORS as exc:
+                problems.append(f"{record.label}: {type(exc).__name__}: {exc}")
+        flags = read_host([flag for _, flag in pending])
+        changed.update(key for (key, _), flag in zip(pending, flags, strict=True) if flag[0])
+        return changed
+
     @staticmethod
-    def _restore_tensor(record: _TensorRecord, problems: list[str]) -> None:
+    def _restore_tensor(record: _TensorRecord, changed: bool, problems: list[str]) -> None:
         t = record.tensor
-        if record.data is not None and record.bits is not None:
-            if not _same_storage_view(t, record.data):
-                t.data = record.data
-            if not bits_equal(t.detach(), record.bits):
-                _write_bits(t, record.bits)
+        if record.data is not None and record.bits is not None and changed:
+            _write_bits(t, record.bits)
         if record.is_leaf:
             if not t.is_leaf:
                 # An in-place op with a grad-requiring operand made it part of a graph.

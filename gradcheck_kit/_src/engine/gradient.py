@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..errors import NonFiniteOutputError
+from ..readback import read_host
 from ..results import GradCheckResult, Hint, Resolution
 from .auto import run_auto
 from .evaluation import OutputChanged, evaluation_notes
@@ -23,7 +25,7 @@ from .full import run_full
 from .numerics import unravel
 from .precision import tf32_note
 from .problem import Outcome, Problem
-from .run import CheckRun, FirstCall, close_repeat, first_call, repeat_at_point
+from .run import CheckRun, FirstCall, close_within_roundoff, first_call, repeat_at_point
 from .tolerances import machine_eps, resolve_tolerances
 
 __all__ = ["GradientCheck", "modified_input"]
@@ -38,7 +40,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
 
     def _run(self, tf32_switched: list[str]) -> GradCheckResult:
         opts = self.opts
-        call = first_call(self.fn, self.tree, opts, self.prepare_rng, self.notes)
+        call = first_call(self.fn, self.tree, opts, self.prepare_rng, self.notes, defer_finite=True)
         ev, xs, outs = call.ev, call.xs, call.outs
         note = tf32_note(tf32_switched, xs)
         if note:
@@ -62,9 +64,13 @@ class GradientCheck(CheckRun[GradCheckResult]):
             repeat, point = repeat_at_point(
                 call, opts, self.prepare_rng, self.notes, _FAST_BATCH_ROWS
             )
-        except OutputChanged as exc:
-            return self._nondeterministic_shape(exc)
-        if not close_repeat(point.reference, repeat.values, point.u_out, opts.nondet_tol):
+        except BaseException as exc:
+            # an output that is not finite at the point is reported first, as if read then
+            _raise_if_not_finite(call)
+            if isinstance(exc, OutputChanged):
+                return self._nondeterministic_shape(exc)
+            raise
+        if not _repeats(call, point.reference, repeat.values, point.u_out, opts.nondet_tol):
             changed = modified_input(call)
             if changed is not None:
                 return self._modified_input(*changed)
@@ -179,6 +185,39 @@ class GradientCheck(CheckRun[GradCheckResult]):
         )
         self.hints.insert(0, Hint(kind="shape_changed", text=text, output=exc.output))
         return self._result(passed=False, status="shape_changed")
+
+
+def _raise_if_not_finite(call: FirstCall) -> None:
+    """Raise the error of a NaN or Inf output at the point, if there is one.
+
+    Called where the repeat call raised: the first call's outputs are judged first.
+    """
+    try:
+        call.ensure_usable()
+    except NonFiniteOutputError as error:
+        raise error from None
+    except Exception:
+        return  # reading failed too (a device error): exc tells more
+
+
+def _repeats(
+    call: FirstCall, ref: torch.Tensor, again: torch.Tensor, u_out: float, nondet_tol: float
+) -> bool:
+    """Whether the repeat call agrees with the first (:func:`~.run.close_repeat`).
+
+    Read from the device in one copy with the first call's finiteness, which is
+    checked first (:meth:`~.run.FirstCall.ensure_usable`).
+    """
+    same_shape = ref.shape == again.shape
+    flags = list(call.finite_sums or [])
+    if same_shape:
+        flags.append((ref == again).all())
+    values = [v[0] for v in read_host(flags)]
+    call.ensure_usable(values[: len(values) - same_shape])
+    if not same_shape:
+        return False
+    # bit for bit, as deterministic kernels repeat; else within roundoff
+    return bool(values[-1]) or close_within_roundoff(ref, again, u_out, nondet_tol)
 
 
 def modified_input(call: FirstCall) -> tuple[str, float] | None:
