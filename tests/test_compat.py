@@ -52,3 +52,14 @@ def test_paths_are_spelled_like_keystr(
 def test_none_stays_a_leaf() -> None:
     x = torch.ones(1)
     assert compat.flatten_keeping_none((x, None, [None, x])) == [x, None, None, x]
+
+
+def test_default_device_survives_set_default_device_none() -> None:
+    # set_default_device(None) leaves some releases' get_default_device broken
+    try:
+        torch.set_default_device("meta")
+        assert compat.default_device() == torch.device("meta")
+        torch.set_default_device(None)
+        assert compat.default_device() == torch.device("cpu")
+    finally:
+        torch.set_default_device(None)

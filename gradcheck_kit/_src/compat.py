@@ -12,9 +12,10 @@ import collections
 import inspect
 from typing import Any
 
+import torch
 from torch.utils import _pytree as pytree
 
-__all__ = ["HAS_TREE_PATHS", "flatten_with_paths", "flatten_keeping_none"]
+__all__ = ["HAS_TREE_PATHS", "default_device", "flatten_with_paths", "flatten_keeping_none"]
 
 # torch.utils._pytree grew key paths (tree_flatten_with_path, keystr) after 2.2.
 HAS_TREE_PATHS: bool = hasattr(pytree, "tree_flatten_with_path") and hasattr(pytree, "keystr")
@@ -28,6 +29,7 @@ def flatten_with_paths(tree: Any) -> tuple[list[tuple[str, Any]], pytree.TreeSpe
     plain flatten, spelled the way ``keystr`` spells them, so messages and
     report paths do not depend on the torch release.
 
+    Examples:
         >>> flatten_with_paths(({"a": 1}, [2]))[0]
         [("[0]['a']", 1), ('[1][0]', 2)]
     """
@@ -80,3 +82,21 @@ def flatten_keeping_none(tree: Any) -> list[Any]:
     if _FLATTEN_HAS_IS_LEAF:
         return list(pytree.tree_flatten(tree, is_leaf=lambda v: v is None)[0])
     return list(pytree.tree_flatten(tree)[0])
+
+
+def default_device() -> torch.device:
+    """The device torch's factory functions use now (``torch.set_default_device``).
+
+    Examples:
+        >>> default_device().type in ("cpu", "cuda", "meta", "mps", "xpu")
+        True
+    """
+    getter = getattr(torch, "get_default_device", None)
+    if getter is not None:
+        try:
+            return torch.device(getter())
+        except AttributeError:
+            # torch 2.3's getter fails once set_default_device(None) has run
+            # (its thread-local context is then None); the factories still answer
+            pass
+    return torch.empty(0).device
