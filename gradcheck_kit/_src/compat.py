@@ -15,7 +15,14 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-__all__ = ["HAS_TREE_PATHS", "default_device", "flatten_with_paths", "flatten_keeping_none"]
+__all__ = [
+    "HAS_TREE_PATHS",
+    "default_device",
+    "flatten_with_paths",
+    "flatten_keeping_none",
+    "CONJ_OP",
+    "conj_of_scalar",
+]
 
 # torch.utils._pytree grew key paths (tree_flatten_with_path, keystr) after 2.2.
 HAS_TREE_PATHS: bool = hasattr(pytree, "tree_flatten_with_path") and hasattr(pytree, "keystr")
@@ -100,3 +107,30 @@ def default_device() -> torch.device:
             # (its thread-local context is then None); the factories still answer
             pass
     return torch.empty(0).device
+
+
+# The op a dispatch mode sees for autograd's ``other.conj()`` in the backward of
+# ``mul``/``div`` by a Python complex number.
+CONJ_OP: Any = torch.ops.aten._conj.default
+
+
+def conj_of_scalar(func: Any, args: tuple[Any, ...]) -> torch.Tensor | None:
+    """What ``func(*args)`` would return when torch handed a dispatch mode a Python scalar.
+
+    Releases before pytorch/pytorch#131482 unwrap the wrapped-number tensor of
+    ``x * (1 + 2j)`` into a Python ``complex`` when the backward's ``conj`` reaches
+    a ``__torch_dispatch__`` mode, and ``aten::_conj`` rejects it, so every
+    backward through such a product failed under the package's dispatch modes.
+    Later releases never pass the scalar; then this returns None and the
+    handler runs ``func`` as usual. The result is the wrapped number's own
+    tensor: 0-dim, complex128, on the CPU.
+
+    Examples:
+        >>> conj_of_scalar(CONJ_OP, (1 + 2j,))
+        tensor(1.-2.j, dtype=torch.complex128)
+        >>> conj_of_scalar(CONJ_OP, (torch.ones(1),)) is None
+        True
+    """
+    if func is CONJ_OP and args and isinstance(args[0], (int, float, complex)):
+        return torch.tensor(complex(args[0]).conjugate(), dtype=torch.complex128, device="cpu")
+    return None
