@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from .compat import flatten_keeping_none
 from .engine.run import FirstCall
 from .engine.trees import InputTree, describe_tensor
 from .errors import InvalidArgument
@@ -113,7 +112,7 @@ class ManualDerivative:
         if isinstance(value, torch.Tensor):
             got: list[Any] = [value]
         elif isinstance(value, (tuple, list)):
-            got = flatten_keeping_none(value)
+            got = pytree.tree_flatten(value, is_leaf=lambda v: v is None)[0]
         else:
             raise InvalidArgument(
                 f"{what} returned {type(value).__name__} ({value!r:.60}); it must return a "

@@ -23,7 +23,6 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from . import recording
-from .compat import flatten_with_paths
 from .engine.diagnose import Block, diagnose, format_factor
 from .engine.run import captured_objects, fn_name
 from .engine.tolerances import machine_eps
@@ -78,8 +77,8 @@ class _Params:
             leaves: list[tuple[str, Any]] = [("params", params)]
         elif isinstance(params, (tuple, list, dict)):
             self.kind = "tree"
-            pairs, _ = flatten_with_paths(params)
-            leaves = [("params" + p, v) for p, v in pairs]
+            pairs, _ = pytree.tree_flatten_with_path(params)
+            leaves = [("params" + pytree.keystr(p), v) for p, v in pairs]
         else:
             raise InvalidArgument(
                 f"params must be a tensor, a tuple/list/dict of tensors or an nn.Module; got "

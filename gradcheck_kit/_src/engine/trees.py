@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from ..compat import flatten_with_paths
 from ..coverage import note_outputs
 from ..errors import InvalidArgument, UnsupportedInputError
 from ..undo import watching_user_code
@@ -96,15 +95,15 @@ class InputTree:
                 f"directly."
             )
         select = select or (lambda t: t.requires_grad)
-        flat: list[tuple[str, Any]]
+        flat: list[tuple[Any, Any]]
         self._spec: pytree.TreeSpec | None = None
         if self.call_style == "single":
-            flat = [("", inputs)]  # no pytree walk for the common case
+            flat = [((), inputs)]  # no pytree walk for the common case
         else:
-            flat, self._spec = flatten_with_paths(container)
+            flat, self._spec = pytree.tree_flatten_with_path(container)
         self.leaves: list[InputLeaf] = []
         for key_path, value in flat:
-            path = "input" if self.call_style == "single" else root + key_path
+            path = "input" if self.call_style == "single" else root + pytree.keystr(key_path)
             checked = False
             if isinstance(value, torch.Tensor):
                 checked = value.is_floating_point() and select(value)
@@ -211,12 +210,12 @@ def flatten_outputs(output: Any) -> tuple[list[OutputLeaf], list[str]]:
         flat: list[tuple[str, Any]] = [("output", output)]
     else:
         try:
-            pairs, _ = flatten_with_paths(output)
+            pairs, _ = pytree.tree_flatten_with_path(output)
         except Exception as exc:  # pragma: no cover - defensive: exotic containers
             raise InvalidArgument(
                 f"fn returned {type(output).__name__}, which is not a tensor or a pytree."
             ) from exc
-        flat = [("output" + p, v) for p, v in pairs]
+        flat = [("output" + pytree.keystr(p), v) for p, v in pairs]
     floating: list[OutputLeaf] = []
     skipped: list[str] = []
     for path, value in flat:
