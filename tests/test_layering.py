@@ -50,6 +50,7 @@ CORE_MODULES = tuple(
     f"gradcheck_kit._src.{name}"
     for name in (
         "engine",
+        "compat",
         "state",
         "undo",
         "results",

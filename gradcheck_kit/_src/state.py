@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .compat import default_device
 from .engine.precision import Tf32Settings
 from .errors import InvalidArgument
 from .readback import read_host
@@ -466,13 +467,6 @@ class RngReplayer:
 # ------------------------------------------------------------------ global modes
 
 
-def _default_device() -> torch.device:
-    getter = getattr(torch, "get_default_device", None)  # torch >= 2.3
-    if getter is not None:
-        return torch.device(getter())
-    return torch.empty(0).device  # factories follow the default device
-
-
 @dataclass(frozen=True)
 class GlobalModes:
     """Process-wide torch settings a check might flip.
@@ -504,7 +498,7 @@ class GlobalModes:
             anomaly_enabled=torch.is_anomaly_enabled(),
             anomaly_check_nan=torch.is_anomaly_check_nan_enabled(),
             default_dtype=torch.get_default_dtype(),
-            default_device=_default_device(),
+            default_device=default_device(),
             deterministic=torch.are_deterministic_algorithms_enabled(),
             deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
             tf32=Tf32Settings.capture(),

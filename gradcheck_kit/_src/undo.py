@@ -38,6 +38,7 @@ from typing import Any, Final
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .compat import CONJ_OP, conj_of_scalar
 from .readback import read_host
 from .state import StateRestoreWarning
 
@@ -228,7 +229,10 @@ class WriteLog(TorchDispatchMode):
         for arg in args:
             if isinstance(arg, torch.Tensor) and arg.requires_grad and arg.is_leaf:
                 self._note_leaf(arg)
-        out = func(*args, **kwargs)
+        # torch releases that hand this mode a Python scalar for conj (compat.py)
+        out = conj_of_scalar(func, args) if func is CONJ_OP else None
+        if out is None:
+            out = func(*args, **kwargs)
         if plan.fresh:
             self._note_births(out, plan)
         return out
