@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError
-from ..graph import Msg, apply_msg, check_msg
+from ..graph.common import Msg, apply_msg, check_msg
 from ..serial import one_at_a_time
 from ..state import bits_equal, preserved
 from ..undo import undoing_writes

@@ -44,7 +44,8 @@ from torch.utils.hooks import RemovableHandle
 
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError, TrainingLoopWarning
-from ..graph import Msg, apply_msg, check_msg, user_site
+from ..graph.common import Msg, apply_msg, check_msg
+from ..graph.sites import user_site
 from ..messages import PREFIX
 from ..state import bits_equal
 from ..validation import check_choice, check_int
