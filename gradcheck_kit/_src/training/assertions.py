@@ -39,7 +39,7 @@ from .common import (
 )
 from .findings import TrainingFinding, TrainingReport
 from .tracking import tracking_findings
-from .watcher import TrainingWatcher
+from .watcher import unpublished_watcher
 
 __all__ = [
     "assert_zero_grad_between_steps",
@@ -111,8 +111,11 @@ def assert_zero_grad_between_steps(
     """
     __tracebackhide__ = True
     check_step_fn(step_fn)
-    watcher = TrainingWatcher(
-        model, optimizer, accumulation_steps=accumulation_steps, on_error="record"
+    watcher = unpublished_watcher(
+        model,
+        optimizer,
+        check="assert_zero_grad_between_steps",
+        accumulation_steps=accumulation_steps,
     )
     check_msg(msg)
     if isinstance(batches, (str, bytes)) or not isinstance(batches, Iterable):
@@ -125,9 +128,7 @@ def assert_zero_grad_between_steps(
             f"batches holds {len(batch_list)} batch(es); give at least two: a gradient left "
             "over from one optimizer step shows only at the next."
         )
-    watcher._check = "assert_zero_grad_between_steps"
-    watcher._publish = False
-    with preserved(model, watcher._optimizers), undoing_writes(), watcher:
+    with preserved(model, watcher.optimizers), undoing_writes(), watcher:
         for batch in batch_list:
             step_fn(batch)
     report = watcher.report
@@ -135,7 +136,7 @@ def assert_zero_grad_between_steps(
         raise RuntimeError("the watcher made no report")
     findings = tuple(f for f in report.findings if f.kind in _ZERO_GRAD_KINDS)
     if report.optimizer_steps == 0:
-        labels = " or ".join(optimizer_labels(watcher._optimizers))
+        labels = " or ".join(optimizer_labels(watcher.optimizers))
         findings += (
             TrainingFinding(
                 "no_step",
