@@ -109,9 +109,13 @@ def _overlap(a: _Memory, b: _Memory) -> int:
     return overlap
 
 
-def _two(a: Any, b: Any) -> tuple[_Memory, _Memory]:
+def _two(a: Any, b: Any, msg: Msg) -> tuple[_Memory, _Memory, list[str], float]:
+    """Both memories, their names, and when the check started (``msg`` checked first)."""
+    check_msg(msg)
+    started = time.perf_counter()
     local = local_names()
-    return _memory(a, local.get(id(a), "a")), _memory(b, local.get(id(b), "b"))
+    ma, mb = _memory(a, local.get(id(a), "a")), _memory(b, local.get(id(b), "b"))
+    return ma, mb, [ma.name, mb.name], started
 
 
 def assert_shares_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
@@ -142,10 +146,7 @@ def assert_shares_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
         gradcheck_kit.GraphCheckError: [gradcheck] Tensors do not share ...
     """
     __tracebackhide__ = True
-    check_msg(msg)
-    started = time.perf_counter()
-    ma, mb = _two(a, b)
-    names = [ma.name, mb.name]
+    ma, mb, names, started = _two(a, b, msg)
     if a is b or _overlap(ma, mb):
         conclude("assert_shares_memory", listed(names), names, (), None, started)
         return
@@ -187,10 +188,7 @@ def assert_no_shared_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
         gradcheck_kit.GraphCheckError: [gradcheck] Tensors share memory! ...
     """
     __tracebackhide__ = True
-    check_msg(msg)
-    started = time.perf_counter()
-    ma, mb = _two(a, b)
-    names = [ma.name, mb.name]
+    ma, mb, names, started = _two(a, b, msg)
     overlap = ma.end - ma.start if a is b else _overlap(ma, mb)
     if not overlap:
         conclude("assert_no_shared_memory", listed(names), names, (), None, started)

@@ -50,8 +50,7 @@ def _leaf_grad_state(t: torch.Tensor) -> tuple[int | None, int]:
 
 def _assert_each(
     check: str,
-    named: list[tuple[str, torch.Tensor]],
-    started: float,
+    tensors: tuple[Any, ...],
     msg: Msg,
     *,
     header: str,
@@ -59,12 +58,18 @@ def _assert_each(
     before: Sequence[str] = (),
     after: Sequence[str] = (),
     counted: bool = True,
+    started: float | None = None,
 ) -> None:
-    """Judge each named tensor alone: ``failure`` gives the line for a bad one, None for a good one.
+    """Judge each tensor alone: ``failure`` gives the line for a bad one, None for a good one.
 
-    The message is ``before``, one line per bad tensor, then ``after``.
+    The message is ``before``, one line per bad tensor, then ``after``. A caller
+    that has checked ``msg`` already passes the time it ``started``.
     """
     __tracebackhide__ = True
+    if started is None:
+        check_msg(msg)
+        started = time.perf_counter()
+    named = named_tensors(tensors, check)
     names = [name for name, _ in named]
     bad = [(name, line) for name, t in named if (line := failure(name, t)) is not None]
     if not bad:
@@ -167,11 +172,9 @@ def assert_no_graph(
             "assert_no_graph(tensors) takes no further arguments; to check a call, "
             f"pass the function first: assert_no_graph(fn, *args) (got {len(args)} extra)."
         )
-    named = named_tensors((fn_or_tensors,), "assert_no_graph")
     _assert_each(
         "assert_no_graph",
-        named,
-        started,
+        (fn_or_tensors,),
         msg,
         header="Tensors carry an autograd graph!",
         failure=_carried_graph,
@@ -184,6 +187,7 @@ def assert_no_graph(
             "evaluation function), or take `.detach()` of it.",
         ),
         counted=False,
+        started=started,
     )
     return fn_or_tensors
 
@@ -276,12 +280,9 @@ def assert_detached(*tensors: Any, msg: Msg = None) -> None:
         gradcheck_kit.GraphCheckError: [gradcheck] Tensors are not detached! ...
     """
     __tracebackhide__ = True
-    check_msg(msg)
-    started = time.perf_counter()
     _assert_each(
         "assert_detached",
-        named_tensors(tensors, "assert_detached"),
-        started,
+        tensors,
         msg,
         header="Tensors are not detached!",
         failure=_attached,
@@ -328,12 +329,9 @@ def assert_requires_grad(*tensors: Any, msg: Msg = None) -> None:
         gradcheck_kit.GraphCheckError: [gradcheck] Tensors do not require ...
     """
     __tracebackhide__ = True
-    check_msg(msg)
-    started = time.perf_counter()
     _assert_each(
         "assert_requires_grad",
-        named_tensors(tensors, "assert_requires_grad"),
-        started,
+        tensors,
         msg,
         header="Tensors do not require grad!",
         failure=_untracked,
@@ -387,12 +385,9 @@ def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
         gradcheck_kit.GraphCheckError: [gradcheck] Tensors have a gradient! ...
     """
     __tracebackhide__ = True
-    check_msg(msg)
-    started = time.perf_counter()
     _assert_each(
         "assert_grad_is_none",
-        named_tensors(tensors, "assert_grad_is_none"),
-        started,
+        tensors,
         msg,
         header="Tensors have a gradient!",
         failure=_holds_grad,

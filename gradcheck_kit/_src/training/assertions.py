@@ -287,6 +287,26 @@ def _run_steps(
     return outcome, probe, held, had_grad
 
 
+def _conclude_steps(
+    check: str,
+    model: nn.Module,
+    findings: list[TrainingFinding],
+    checked: int,
+    steps: int,
+    started: float,
+    msg: Msg,
+) -> TrainingReport:
+    __tracebackhide__ = True
+    report = TrainingReport(
+        name=type(model).__name__,
+        check=check,
+        findings=tuple(findings),
+        duration_s=time.perf_counter() - started,
+        notes=(f"{checked} parameter(s) checked over {steps} step(s)",),
+    )
+    return _conclude(report, msg)
+
+
 def _check_run_args(
     model: object, step_fn: object, optimizer: object, steps: object, msg: object
 ) -> tuple[nn.Module, tuple[torch.optim.Optimizer, ...]]:
@@ -368,14 +388,9 @@ def assert_params_updated(
             findings.append(_replaced_during(name, "must change"))
         elif not changed:
             findings.append(_not_updated(name, p, probe, held, bool(optimizers), steps))
-    report = TrainingReport(
-        name=type(model).__name__,
-        check="assert_params_updated",
-        findings=tuple(findings),
-        duration_s=time.perf_counter() - started,
-        notes=(f"{len(selected)} parameter(s) checked over {steps} step(s)",),
+    return _conclude_steps(
+        "assert_params_updated", model, findings, len(selected), steps, started, msg
     )
-    return _conclude(report, msg)
 
 
 @one_at_a_time
@@ -442,14 +457,9 @@ def assert_params_frozen(
             findings.append(_replaced_during(name, "must stay fixed"))
         elif changed:
             findings.append(_changed(name, p, probe, held, id(p) in had_grad))
-    report = TrainingReport(
-        name=type(model).__name__,
-        check="assert_params_frozen",
-        findings=tuple(findings),
-        duration_s=time.perf_counter() - started,
-        notes=(f"{len(selected)} parameter(s) checked over {steps} step(s)",),
+    return _conclude_steps(
+        "assert_params_frozen", model, findings, len(selected), steps, started, msg
     )
-    return _conclude(report, msg)
 
 
 def _replaced_during(name: str, must: str) -> TrainingFinding:
