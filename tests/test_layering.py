@@ -244,6 +244,13 @@ def test_report_imports_no_torch_and_no_pytest(module: str) -> None:
     assert not offenders, f"{module} needs {offenders}; a report renders from JSON alone"
 
 
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_package_imports_no_test_code(module: str) -> None:
+    # Test-only helpers (tests/support/) stay out of the installed package.
+    found = sorted(n for n in imports_of(module) if _matches(n, ("support", "tests")))
+    assert not found, f"{module} imports test code: {found}"
+
+
 def test_plugin_and_package_import_leaves_torch_out() -> None:
     code = (
         "import sys\n"

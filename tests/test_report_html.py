@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import samples
 
-from gradcheck_kit.report import charts, samples
+from gradcheck_kit.report import charts
 from gradcheck_kit.report.document import make_document
 from gradcheck_kit.report.files import write_text_atomic
 from gradcheck_kit.report.heatmap import heatmap

@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError
-from ..graph import Msg, apply_msg, check_msg
+from ..graph.common import Msg, apply_msg, check_msg
 from ..serial import one_at_a_time
 from ..state import bits_equal, preserved
 from ..undo import undoing_writes
@@ -39,7 +39,7 @@ from .common import (
 )
 from .findings import TrainingFinding, TrainingReport
 from .tracking import tracking_findings
-from .watcher import TrainingWatcher
+from .watcher import unpublished_watcher
 
 __all__ = [
     "assert_zero_grad_between_steps",
@@ -111,8 +111,11 @@ def assert_zero_grad_between_steps(
     """
     __tracebackhide__ = True
     check_step_fn(step_fn)
-    watcher = TrainingWatcher(
-        model, optimizer, accumulation_steps=accumulation_steps, on_error="record"
+    watcher = unpublished_watcher(
+        model,
+        optimizer,
+        check="assert_zero_grad_between_steps",
+        accumulation_steps=accumulation_steps,
     )
     check_msg(msg)
     if isinstance(batches, (str, bytes)) or not isinstance(batches, Iterable):
@@ -125,9 +128,7 @@ def assert_zero_grad_between_steps(
             f"batches holds {len(batch_list)} batch(es); give at least two: a gradient left "
             "over from one optimizer step shows only at the next."
         )
-    watcher._check = "assert_zero_grad_between_steps"
-    watcher._publish = False
-    with preserved(model, watcher._optimizers), undoing_writes(), watcher:
+    with preserved(model, watcher.optimizers), undoing_writes(), watcher:
         for batch in batch_list:
             step_fn(batch)
     report = watcher.report
@@ -135,7 +136,7 @@ def assert_zero_grad_between_steps(
         raise RuntimeError("the watcher made no report")
     findings = tuple(f for f in report.findings if f.kind in _ZERO_GRAD_KINDS)
     if report.optimizer_steps == 0:
-        labels = " or ".join(optimizer_labels(watcher._optimizers))
+        labels = " or ".join(optimizer_labels(watcher.optimizers))
         findings += (
             TrainingFinding(
                 "no_step",
@@ -286,6 +287,26 @@ def _run_steps(
     return outcome, probe, held, had_grad
 
 
+def _conclude_steps(
+    check: str,
+    model: nn.Module,
+    findings: list[TrainingFinding],
+    checked: int,
+    steps: int,
+    started: float,
+    msg: Msg,
+) -> TrainingReport:
+    __tracebackhide__ = True
+    report = TrainingReport(
+        name=type(model).__name__,
+        check=check,
+        findings=tuple(findings),
+        duration_s=time.perf_counter() - started,
+        notes=(f"{checked} parameter(s) checked over {steps} step(s)",),
+    )
+    return _conclude(report, msg)
+
+
 def _check_run_args(
     model: object, step_fn: object, optimizer: object, steps: object, msg: object
 ) -> tuple[nn.Module, tuple[torch.optim.Optimizer, ...]]:
@@ -367,14 +388,9 @@ def assert_params_updated(
             findings.append(_replaced_during(name, "must change"))
         elif not changed:
             findings.append(_not_updated(name, p, probe, held, bool(optimizers), steps))
-    report = TrainingReport(
-        name=type(model).__name__,
-        check="assert_params_updated",
-        findings=tuple(findings),
-        duration_s=time.perf_counter() - started,
-        notes=(f"{len(selected)} parameter(s) checked over {steps} step(s)",),
+    return _conclude_steps(
+        "assert_params_updated", model, findings, len(selected), steps, started, msg
     )
-    return _conclude(report, msg)
 
 
 @one_at_a_time
@@ -441,14 +457,9 @@ def assert_params_frozen(
             findings.append(_replaced_during(name, "must stay fixed"))
         elif changed:
             findings.append(_changed(name, p, probe, held, id(p) in had_grad))
-    report = TrainingReport(
-        name=type(model).__name__,
-        check="assert_params_frozen",
-        findings=tuple(findings),
-        duration_s=time.perf_counter() - started,
-        notes=(f"{len(selected)} parameter(s) checked over {steps} step(s)",),
+    return _conclude_steps(
+        "assert_params_frozen", model, findings, len(selected), steps, started, msg
     )
-    return _conclude(report, msg)
 
 
 def _replaced_during(name: str, must: str) -> TrainingFinding:

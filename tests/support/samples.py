@@ -1,5 +1,7 @@
 """Synthetic records of every kind, for the report's tests, its benchmark and demos.
 
+Test-only code: it lives under ``tests/`` and nothing in the package imports it.
+
 Each function returns one record as a check's ``to_dict()`` would (gradient
 records are made with the real result classes of ``gradcheck_kit._src.results``,
 so they follow ``schema.json``); :func:`sample_document` puts many together.
