@@ -42,6 +42,7 @@ from torch.overrides import TorchFunctionMode, resolve_name
 from . import recording
 from .errors import GraphCheckError, InvalidArgument, InvalidArgumentType
 from .messages import PREFIX
+from .raising import Msg
 from .results import GraphCheckResult
 
 __all__ = [
@@ -59,8 +60,6 @@ __all__ = [
     "assert_shares_memory",
     "assert_no_shared_memory",
 ]
-
-Msg = str | Callable[[str], str] | None
 
 # Frames in these files are the toolkit's or torch's, never the user's line.
 _LIBRARY_DIRS: Final = (

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,7 +32,7 @@ from .engine.jacobian import (
 )
 from .engine.judging import SCALES, judge_scales
 from .engine.numerics import allowed_error, element_steps, unravel
-from .engine.options import CheckOptions, DtypePolicy, EmptyPolicy, Mode, RngPolicy
+from .engine.options import CheckOptions, ManualOptions
 from .engine.precision import tf32_note
 from .engine.run import (
     CheckRun,
@@ -44,12 +44,7 @@ from .engine.run import (
 )
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, describe_tensor
-from .errors import (
-    GradientMismatchError,
-    InvalidArgument,
-    NondeterministicFunctionError,
-    UnsupportedInputError,
-)
+from .errors import InvalidArgument, UnsupportedInputError
 from .manual_calls import ManualDerivative
 from .manual_judging import (
     SUBJECT,
@@ -65,12 +60,15 @@ from .manual_judging import (
     squared_norm,
     weighted,
 )
+from .raising import Msg, fail_unless_passed, gradient_error
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
 from .serial import one_at_a_time
+from .validation import check_callable, check_keywords
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
-
-Msg = str | Callable[[str], str] | None
 
 # "auto" calls manual_vjp once per output entry (the whole Jacobian) up to this many
 # outputs; beyond, it compares n_probes random projections of the gradient instead.
@@ -667,16 +665,7 @@ def check_matches_manual(
     inputs: Any = None,
     *,
     manual_vjp: Callable[..., Any] | None = None,
-    mode: Mode = "auto",
-    dtype: DtypePolicy = "float64",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
-    rng: RngPolicy = "fixed",
-    n_probes: int | None = None,
-    name: str | None = None,
-    empty: EmptyPolicy = "pass",
+    **options: Unpack[ManualOptions],
 ) -> ManualCheckResult:
     """Compare a hand-written derivative with autograd and with finite differences.
 
@@ -741,19 +730,9 @@ def check_matches_manual(
         >>> fast.passed, fast.mode, fast.evaluations <= 20
         (True, 'fast', True)
     """
-    opts = CheckOptions.create(
-        mode=mode,
-        dtype=dtype,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        seed=seed,
-        rng=rng,
-        n_probes=n_probes,
-        empty=empty,
-    )
-    if not callable(fn):
-        raise InvalidArgument(f"fn={fn!r} is not callable; pass the function first.")
+    check_keywords(options, ManualOptions, "check_matches_manual")
+    opts = CheckOptions.create(**options)
+    check_callable(fn, "fn", "pass the function first")
     if (manual_grad is None) == (manual_vjp is None):
         given = "both" if manual_grad is not None else "neither"
         raise InvalidArgument(
@@ -762,13 +741,9 @@ def check_matches_manual(
         )
     manual = manual_grad if manual_grad is not None else manual_vjp
     label = "manual_grad" if manual_grad is not None else "manual_vjp"
-    if not callable(manual):
-        hint = (
-            " Maybe the arguments are swapped: the order is (fn, manual_grad, inputs)."
-            if isinstance(manual, (torch.Tensor, tuple, list))
-            else ""
-        )
-        raise InvalidArgument(f"{label}={manual!r:.60} is not callable.{hint}")
+    swapped = isinstance(manual, (torch.Tensor, tuple, list))
+    guess = "Maybe the arguments are swapped: the order is (fn, manual_grad, inputs)"
+    manual = check_callable(manual, label, guess if swapped else "")
     if inputs is None:
         raise InvalidArgument(
             "inputs is missing: pass the point to check at, e.g. "
@@ -782,24 +757,9 @@ def check_matches_manual(
         "grad" if manual_grad is not None else "vjp",
         tree,
         opts,
-        name=name or fn_name(fn),
+        name=opts.name or fn_name(fn),
         preserve=preserve,
     ).run()
-
-
-def raise_for_manual(result: ManualCheckResult, msg: Msg = None) -> None:
-    """Raise the matching :class:`GradcheckError` for a failed three-way result."""
-    __tracebackhide__ = True
-    if result.passed:
-        return
-    text = result.summary()
-    if callable(msg):
-        text = msg(text)
-    elif msg is not None:
-        text = f"{msg}\n\n{text}"
-    if result.status == "nondeterministic":
-        raise NondeterministicFunctionError(text, result)
-    raise GradientMismatchError(text, result)
 
 
 def assert_matches_manual(
@@ -807,8 +767,9 @@ def assert_matches_manual(
     manual_grad: Callable[..., Any] | None = None,
     inputs: Any = None,
     *,
+    manual_vjp: Callable[..., Any] | None = None,
     msg: Msg = None,
-    **options: Any,
+    **options: Unpack[ManualOptions],
 ) -> ManualCheckResult:
     """Assert that a hand-written derivative agrees with autograd and finite differences.
 
@@ -833,6 +794,5 @@ def assert_matches_manual(
         >>> _ = gk.assert_matches_manual(lambda w: (w @ w).trace(), lambda w: 2 * w.T, w)
     """
     __tracebackhide__ = True
-    result = check_matches_manual(fn, manual_grad, inputs, **options)
-    raise_for_manual(result, msg)
-    return result
+    result = check_matches_manual(fn, manual_grad, inputs, manual_vjp=manual_vjp, **options)
+    return fail_unless_passed(result, gradient_error(result.status), msg)

@@ -2,20 +2,27 @@
 
 The shape follows torch.testing.assert_close (counts, greatest differences
 with index and allowance) plus chex-style location and one actionable hint.
-Imports no torch.
+Each ``format_*`` function registers itself as ``summary()`` of its kind of
+result (:func:`~.results.summarizes`): the results are data and never import
+this module, which needs their types only for annotations. Imports no torch.
 """
 
 from __future__ import annotations
 
-from .results import (
-    FunctionAuditResult,
-    GradCheckResult,
-    ManualCheckResult,
-    ManualPairResult,
-    PairResult,
-    SameTrainingResult,
-    ThreeWayElement,
-)
+from typing import TYPE_CHECKING
+
+from .results import summarizes
+
+if TYPE_CHECKING:
+    from .results import (
+        FunctionAuditResult,
+        GradCheckResult,
+        ManualCheckResult,
+        ManualPairResult,
+        PairResult,
+        SameTrainingResult,
+        ThreeWayElement,
+    )
 
 __all__ = [
     "PREFIX",
@@ -115,6 +122,7 @@ _NO_VERDICT = {
 }
 
 
+@summarizes("gradient")
 def format_result(result: GradCheckResult) -> str:
     """Render a result as the multi-line text of an assertion error or a log.
 
@@ -306,6 +314,7 @@ def _manual_pair_text(pair: ManualPairResult) -> list[str]:
     return lines
 
 
+@summarizes("manual")
 def format_manual_result(result: ManualCheckResult) -> str:
     """Render a three-way comparison: which of the three is the odd one out, where, and why.
 
@@ -371,6 +380,7 @@ def format_manual_result(result: ManualCheckResult) -> str:
     return "\n".join(lines)
 
 
+@summarizes("second_order")
 def format_second_order(result: GradCheckResult) -> str:
     """Render a second-order check: :func:`format_result` read one order up.
 
@@ -406,6 +416,7 @@ def format_second_order(result: GradCheckResult) -> str:
 _AUDIT_STATUS = {"passed": "passed ", "failed": "FAILED ", "skipped": "skipped"}
 
 
+@summarizes("autograd_function")
 def format_audit_result(result: FunctionAuditResult) -> str:
     """Render an audit of a custom autograd.Function: one line per property examined.
 
@@ -448,6 +459,7 @@ def format_audit_result(result: FunctionAuditResult) -> str:
     return "\n".join(lines)
 
 
+@summarizes("same_training")
 def format_training_result(result: SameTrainingResult) -> str:
     """Render a comparison of two training loops: the first step and entry where they part.
 

@@ -9,6 +9,7 @@ validate every emitted document against it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 
@@ -17,6 +18,7 @@ from .recording import Observable
 
 __all__ = [
     "SCHEMA_VERSION",
+    "summarizes",
     "WorstElement",
     "Hint",
     "ERROR_MAP_MAX_CELLS",
@@ -140,6 +142,31 @@ class ErrorMap(PlainData):
 
 
 R = TypeVar("R", bound="_Verdict")
+F = TypeVar("F", bound=Callable[[Any], str])
+
+# The text of each kind of result, registered by messages.py (the one place text is
+# composed) when the package loads: results are data and never import their wording, as
+# torch.testing's ErrorMeta is worded at the API boundary, not where the mismatch is found.
+_SUMMARIES: dict[str, Callable[[Any], str]] = {}
+
+
+def summarizes(kind: str) -> Callable[[F], F]:
+    """Register the decorated function as ``summary()`` of the results of ``kind``.
+
+    Examples:
+        >>> @summarizes("example")
+        ... def format_example(result):
+        ...     return f"{result.name} passed: {result.passed}"
+        >>> _SUMMARIES["example"] is format_example
+        True
+        >>> del _SUMMARIES["example"]
+    """
+
+    def register(format: F) -> F:
+        _SUMMARIES[kind] = format
+        return format
+
+    return register
 
 
 class _Verdict(PlainData, Observable):
@@ -147,6 +174,11 @@ class _Verdict(PlainData, Observable):
 
     passed: bool
     hints: tuple[Hint, ...]
+    kind: str
+
+    def summary(self) -> str:
+        """A multi-line, human-readable account of the check (the assertion's message)."""
+        return _SUMMARIES[self.kind](self)
 
     @property
     def hint(self) -> str | None:
@@ -335,12 +367,6 @@ class GradCheckResult(_Verdict):
         """The largest relative difference over all Jacobian blocks (0.0 with none)."""
         return max((p.max_rel_error for p in self.pairs), default=0.0)
 
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the check (the assertion's message)."""
-        from .messages import format_result
-
-        return format_result(self)
-
     def _extra(self) -> dict[str, Any]:
         return {
             **super()._extra(),
@@ -492,12 +518,6 @@ class ManualCheckResult(_Verdict):
         """The largest distance of an odd one out from the other two (0.0 with none)."""
         return max((p.max_abs_error for p in self.pairs), default=0.0)
 
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the check (the assertion's message)."""
-        from .messages import format_manual_result
-
-        return format_manual_result(self)
-
     def _extra(self) -> dict[str, Any]:
         return {**super()._extra(), "max_abs_error": num(self.max_abs_error)}
 
@@ -522,12 +542,6 @@ class SecondOrderResult(GradCheckResult):
 
     check: str = "check_second_order"
     kind: str = field(default="second_order", init=False)
-
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the check (the assertion's message)."""
-        from .messages import format_second_order
-
-        return format_second_order(self)
 
 
 AuditStatus = Literal["passed", "failed", "skipped"]
@@ -609,12 +623,6 @@ class FunctionAuditResult(_Verdict):
             return self.failed[0].text
         return self.hints[0].text if self.hints else None
 
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the audit (the assertion's message)."""
-        from .messages import format_audit_result
-
-        return format_audit_result(self)
-
 
 # --------------------------------------------------------------------------- training trajectories
 
@@ -684,12 +692,6 @@ class SameTrainingResult(_Verdict):
     check: str = "check_same_training"
     test_id: str | None = None
     kind: str = field(default="same_training", init=False)
-
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the comparison (the assertion's message)."""
-        from .messages import format_training_result
-
-        return format_training_result(self)
 
 
 # --------------------------------------------------------------------------- graph assertions

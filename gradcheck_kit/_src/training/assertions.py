@@ -23,11 +23,11 @@ from torch import nn
 
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError
-from ..graph import Msg, apply_msg, check_msg
+from ..raising import Msg, fail_unless_passed
 from ..serial import one_at_a_time
 from ..state import bits_equal, preserved
 from ..undo import undoing_writes
-from ..validation import check_int
+from ..validation import check_int, check_msg
 from .common import (
     as_optimizers,
     check_model,
@@ -54,9 +54,7 @@ _ZERO_GRAD_KINDS = frozenset({"grad_not_reset", "empty_step"})
 def _conclude(report: TrainingReport, msg: Msg) -> TrainingReport:
     __tracebackhide__ = True
     recording.publish(report)
-    if not report.passed:
-        raise TrainingLoopError(apply_msg(report.summary(), msg), report)
-    return report
+    return fail_unless_passed(report, TrainingLoopError, msg)
 
 
 @one_at_a_time
