@@ -64,13 +64,9 @@ def audit_forward_mode(
     Examples:
         >>> import torch
         >>> from gradcheck_kit._src.engine.options import CheckOptions
-        >>> class Double(torch.autograd.Function):
-        ...     @staticmethod
-        ...     def forward(ctx, x):
-        ...         return 2 * x
-        ...     @staticmethod
-        ...     def backward(ctx, grad):
-        ...         return 2 * grad
+        >>> class Double(torch.autograd.Function):  # no jvp
+        ...     forward = staticmethod(lambda ctx, x: 2 * x)
+        ...     backward = staticmethod(lambda ctx, grad: 2 * grad)
         >>> x = torch.ones(2, dtype=torch.float64, requires_grad=True)
         >>> finding, hints = audit_forward_mode(Double, [x], CheckOptions(), paths=["input"],
         ...     out_paths=["output"], marked=[], backward_right=True)
