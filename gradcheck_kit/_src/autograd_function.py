@@ -14,7 +14,7 @@ core checker and :func:`check_second_order`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,6 +48,75 @@ def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return describe_tensor(value)
     return f"{type(value).__name__} {value!r:.40}"
+
+
+def _returned_problems(path: str, arg: Any, g: Any) -> tuple[list[tuple[str, str]], str | None]:
+    """What is wrong with ``g``, backward's value for the input ``arg``: (check, text) pairs.
+
+    The second item is a note for a value autograd tolerates (None for an input that
+    requires grad, a gradient for one that cannot have one).
+    """
+    if not isinstance(arg, torch.Tensor):
+        if g is None:
+            return [], None
+        text = (
+            f"backward returned {_describe(g)} for {path}, which is a {type(arg).__name__} "
+            f"({arg!r:.40}), not a tensor; return None in its place (autograd raises otherwise)"
+        )
+        return [("non_tensor_gradient", text)], None
+    if g is None:
+        return (
+            [],
+            f"backward returned None for {path}: autograd uses 0" if arg.requires_grad else None,
+        )
+    if not isinstance(g, torch.Tensor):
+        text = (
+            f"backward returned {_describe(g)} for {path}; a gradient is a tensor shaped like its "
+            f"input ({describe_tensor(arg)}) or None"
+        )
+        return [("gradient_type", text)], None
+    if not arg.is_floating_point():
+        return [], (
+            f"backward returned a gradient for {path} ({describe_tensor(arg)}), which cannot have "
+            f"one; autograd ignores it: return None"
+        )
+    problems = []
+    if tuple(g.shape) != tuple(arg.shape):
+        try:
+            summed = torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape)) == g.shape
+        except RuntimeError:
+            summed = False
+        fate = (
+            "autograd sums it down to the input's shape without a word, which hides a missing "
+            "reduction or a wrong broadcast"
+            if summed
+            else "autograd rejects it"
+        )
+        problems.append(
+            (
+                "gradient_shape",
+                f"backward returned a gradient of shape {tuple(g.shape)} for {path}, which has "
+                f"shape {tuple(arg.shape)}; {fate}. Return exactly the input's shape.",
+            )
+        )
+    if g.dtype != arg.dtype:
+        problems.append(
+            (
+                "gradient_dtype",
+                f"backward returned {str(g.dtype).removeprefix('torch.')} for {path}, which is "
+                f"{str(arg.dtype).removeprefix('torch.')}; autograd casts it silently and the "
+                f"precision is lost. Create tensors in backward with dtype=x.dtype "
+                f"(torch.*_like(...)) instead of the default dtype.",
+            )
+        )
+    if g.device != arg.device:
+        problems.append(
+            (
+                "gradient_device",
+                f"backward returned a gradient on {g.device} for {path}, which is on {arg.device}",
+            )
+        )
+    return problems, None
 
 
 def is_once_differentiable(function: FunctionClass) -> bool:
@@ -284,73 +353,11 @@ class _Audit:
                 f"return exactly one per input of forward, None for those without a gradient",
             )
         for path, arg, g in zip(self.paths, args, values, strict=False):
-            if not isinstance(arg, torch.Tensor):
-                if g is not None:
-                    self.add(
-                        "non_tensor_gradient",
-                        "failed",
-                        f"backward returned {_describe(g)} for {path}, which is a "
-                        f"{type(arg).__name__} ({arg!r:.40}), not a tensor; return None in its "
-                        f"place (autograd raises otherwise)",
-                        input=path,
-                    )
-                continue
-            if g is None:
-                if arg.requires_grad:
-                    self.notes.append(f"backward returned None for {path}: autograd uses 0")
-                continue
-            if not isinstance(g, torch.Tensor):
-                self.add(
-                    "gradient_type",
-                    "failed",
-                    f"backward returned {_describe(g)} for {path}; a gradient is a tensor shaped "
-                    f"like its input ({describe_tensor(arg)}) or None",
-                    input=path,
-                )
-                continue
-            if not arg.is_floating_point():
-                self.notes.append(
-                    f"backward returned a gradient for {path} ({describe_tensor(arg)}), which "
-                    f"cannot have one; autograd ignores it: return None"
-                )
-                continue
-            if tuple(g.shape) != tuple(arg.shape):
-                try:
-                    torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape))
-                    summed = torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape)) == g.shape
-                except RuntimeError:
-                    summed = False
-                fate = (
-                    "autograd sums it down to the input's shape without a word, which hides a "
-                    "missing reduction or a wrong broadcast"
-                    if summed
-                    else "autograd rejects it"
-                )
-                self.add(
-                    "gradient_shape",
-                    "failed",
-                    f"backward returned a gradient of shape {tuple(g.shape)} for {path}, which "
-                    f"has shape {tuple(arg.shape)}; {fate}. Return exactly the input's shape.",
-                    input=path,
-                )
-            if g.dtype != arg.dtype:
-                self.add(
-                    "gradient_dtype",
-                    "failed",
-                    f"backward returned {str(g.dtype).removeprefix('torch.')} for {path}, which "
-                    f"is {str(arg.dtype).removeprefix('torch.')}; autograd casts it silently and "
-                    f"the precision is lost. Create tensors in backward with dtype=x.dtype "
-                    f"(torch.*_like(...)) instead of the default dtype.",
-                    input=path,
-                )
-            if g.device != arg.device:
-                self.add(
-                    "gradient_device",
-                    "failed",
-                    f"backward returned a gradient on {g.device} for {path}, which is on "
-                    f"{arg.device}",
-                    input=path,
-                )
+            problems, note = _returned_problems(path, arg, g)
+            for check, text in problems:
+                self.add(check, "failed", text, input=path)
+            if note is not None:
+                self.notes.append(note)
         if len(self.failed()) == failed_before:
             if error is None:
                 self.add(
@@ -468,14 +475,21 @@ class _Audit:
                 input=pair.input,
             )
 
-    def _backward_check(self) -> None:
+    def _nested(
+        self, finding: str, what: str, check: Callable[..., GradCheckResult]
+    ) -> GradCheckResult | None:
+        """``check`` of the Function, unpublished; None (and a failed finding) if it raises."""
         try:
             with recording.muted():
-                self.gradient = check_gradients(self.function.apply, self.inputs, **self.options)
+                return check(self.function.apply, self.inputs, **self.options)
         except Exception as exc:
-            self.add("backward", "failed", f"checking backward raised {first_line(exc, 200)}")
+            self.add(finding, "failed", f"checking {what} raised {first_line(exc, 200)}")
+            return None
+
+    def _backward_check(self) -> None:
+        g = self.gradient = self._nested("backward", "backward", check_gradients)
+        if g is None:
             return
-        g = self.gradient
         if backward_agrees(g):
             n = sum(p.total for p in g.pairs)
             self.add(
@@ -527,24 +541,13 @@ class _Audit:
                 "available by design; pass second_order=True to require them",
             )
             return
-        try:
-            with recording.muted():
-                self.second = check_second_order(self.function.apply, self.inputs, **self.options)
-        except Exception as exc:
-            self.add(
-                "double_backward",
-                "failed",
-                f"checking double backward raised {first_line(exc, 200)}",
-            )
+        so = self.second = self._nested("double_backward", "double backward", check_second_order)
+        if so is None:
             return
-        so = self.second
         if so.passed:
-            n = sum(p.total for p in so.pairs)
-            self.add(
-                "double_backward",
-                "passed",
-                f"double backward agrees with finite differences of the gradient ({n} entries)",
-            )
+            entries = sum(p.total for p in so.pairs)
+            agree = "double backward agrees with finite differences of the gradient"
+            self.add("double_backward", "passed", f"{agree} ({entries} entries)")
             return
         if once:
             text = (
@@ -584,13 +587,16 @@ class _Audit:
         self.add("double_backward", "failed", text)
 
     def _not_twice_differentiable(self) -> str:
-        why = "the gradients backward returns carry no autograd graph back to the inputs"
-        if self.intermediates:
-            shapes = ", ".join(str(s) for s in self.intermediates)
-            why += (
-                f" (it computes them from tensor(s) of shape {shapes} saved in forward that "
-                f"are neither inputs nor outputs, which double backward treats as constants)"
-            )
+        shapes = ", ".join(str(s) for s in self.intermediates)
+        constants = (
+            f" (it computes them from tensor(s) of shape {shapes} saved in forward that are "
+            f"neither inputs nor outputs, which double backward treats as constants)"
+            if self.intermediates
+            else ""
+        )
+        why = (
+            f"the gradients backward returns carry no autograd graph back to the inputs{constants}"
+        )
         return (
             f"not twice differentiable: {why}, so second derivatives through it (gradient "
             f"penalties, Hessian-vector products) are not available; first-order training "

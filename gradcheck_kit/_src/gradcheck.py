@@ -144,21 +144,11 @@ def check_module_gradients(
         loss_fn: optional ``loss_fn(output) -> tensor`` applied to the output
             (close over targets); without it the output itself is checked.
         wrt: ``"parameters"`` (default), ``"inputs"`` or ``"both"``.
-        mode: as in :func:`check_gradients`.
-        dtype: as in :func:`check_gradients`; ``"float64"`` checks a float64 copy.
-        eps: as in :func:`check_gradients`.
-        atol: as in :func:`check_gradients`.
-        rtol: as in :func:`check_gradients`.
-        seed: as in :func:`check_gradients`.
-        rng: as in :func:`check_gradients`; ``"replay"`` checks dropout in train mode.
-        n_probes: as in :func:`check_gradients`.
-        max_memory: as in :func:`check_gradients`.
-        name: label for messages and reports (default: the module's class name).
-        max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
-        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
-            checked input, or every output, is empty) pass with the note "nothing to
-            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
-            :class:`InvalidArgument` instead.
+        **options: the options of :func:`check_gradients` (``mode``, ``dtype``, ``eps``,
+            ``atol``, ``rtol``, ``seed``, ``rng``, ``n_probes``, ``max_memory``, ``name``,
+            ``empty``): ``dtype="float64"`` checks a float64 copy of the module,
+            ``rng="replay"`` checks dropout in train mode, and ``name`` defaults to the
+            module's class name.
 
     Returns:
         A :class:`GradCheckResult` whose parameter leaves are named ``params/<qualified name>``.

@@ -14,6 +14,7 @@ and hints all come from the core checker.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -49,6 +50,8 @@ from .manual_calls import ManualDerivative
 from .manual_judging import (
     SUBJECT,
     WORST_KEPT,
+    ThreeWay,
+    agreement,
     block_pair,
     classify,
     close,
@@ -239,12 +242,9 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
                 n_a, a_a, _ = judge_scales(tol, A[:, cols], vals, rounds)
                 num_m[:, cols], al_m[:, cols] = n_m, a_m
                 num_a[:, cols], al_a[:, cols] = n_a, a_a
-            close_mn = close(Mn, num_m, al_m)
-            close_an = close(A, num_a, al_a)
-            numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
-            allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-            close_ma = close(Mn, A, allow)
-            pairs += self._pairs(i, x, outs, Mn, A, numeric, allow, close_mn, close_an, close_ma)
+            judged = (num_m, al_m), (num_a, al_a)
+            three = agreement(Mn, A, N, judged, close(Mn, num_m, al_m), close(A, num_a, al_a))
+            pairs += self._pairs(i, x, outs, three)
         return pairs
 
     # -- fast mode over the inputs --------------------------------------------------------
@@ -349,24 +349,11 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
         close_an = torch.where(same, either, close_an)
         al_m, al_a = as_tensor(allowed["manual"]), as_tensor(allowed["autograd"])
         num_m, num_a = as_tensor(numeric["manual"]), as_tensor(numeric["autograd"])
-        N_shown = torch.where(close_mn, num_m, torch.where(close_an, num_a, N_t))
-        allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-        close_ma = same | close(Mn, A, allow)
+        three = agreement(Mn, A, N_t, ((num_m, al_m), (num_a, al_a)), close_mn, close_an)
+        # a probe whose two vectors agree entry by entry: the two agree, whatever FD says
+        three = dataclasses.replace(three, close_ma=same | three.close_ma)
         indices = [((k,), (k,)) for k in range(K)]
-        probes = block_pair(
-            "projections",
-            "directions",
-            (K,),
-            (K,),
-            indices,
-            Mn,
-            A,
-            N_shown,
-            allow,
-            close_mn,
-            close_an,
-            close_ma,
-        )
+        probes = block_pair("projections", "directions", (K,), (K,), indices, three)
         n_in = sum(int(x.numel()) for x in xs)
         text = (
             f"fast mode: {K} random direction(s) v_k over the {n_in:,} checked input entries "
@@ -497,11 +484,8 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             rounds = {c: r.unsqueeze(0) for c, r in rounds.items()}
             num_m, al_m, _ = judge_scales(tol, Mn, vals, rounds)
             num_a, al_a, _ = judge_scales(tol, A, vals, rounds)
-            close_mn = close(Mn, num_m, al_m)
-            close_an = close(A, num_a, al_a)
-            numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
-            allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-            close_ma = close(Mn, A, allow)
+            judged = (num_m, al_m), (num_a, al_a)
+            three = agreement(Mn, A, N, judged, close(Mn, num_m, al_m), close(A, num_a, al_a))
             leaf = self.checked[i]
             shape = tuple(x.shape)
             if self.interface == "grad":
@@ -509,20 +493,7 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             else:
                 out_path, out_shape = "projections", ()
             indices = [(unravel(0, out_shape), unravel(c, shape)) for c in cols]
-            pair = block_pair(
-                out_path,
-                leaf.path,
-                out_shape,
-                shape,
-                indices,
-                Mn[0],
-                A[0],
-                numeric[0],
-                allow[0],
-                close_mn[0],
-                close_an[0],
-                close_ma[0],
-            )
+            pair = block_pair(out_path, leaf.path, out_shape, shape, indices, three[0])
             pairs.append(pair)
             if not pair.passed:
                 self._entry_hints(pair, leaf.path, shape, x, manual[i], autograd[i], excess[i])
@@ -561,16 +532,11 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
         i: int,
         x: torch.Tensor,
         outs: list[torch.Tensor],
-        Mn: torch.Tensor,
-        A: torch.Tensor,
-        numeric: torch.Tensor,
-        allowed: torch.Tensor,
-        close_mn: torch.Tensor,
-        close_an: torch.Tensor,
-        close_ma: torch.Tensor,
+        three: ThreeWay,
     ) -> list[ManualPairResult]:
         """Split the (K, n_i) comparison into blocks per output leaf and classify entries."""
-        ok, odd, distance = classify(Mn, A, numeric, close_mn, close_an, close_ma)
+        ok, odd, distance = classify(three)
+        Mn, A, numeric, allowed = three.manual, three.autograd, three.numeric, three.allowed
         if self.mode == "full":
             blocks = []
             offset = 0

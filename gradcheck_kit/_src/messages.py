@@ -49,6 +49,14 @@ def _idx(index: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(i) for i in index) + ("," if len(index) == 1 else "") + ")"
 
 
+def _settings_args(result: GradCheckResult | ManualCheckResult) -> str:
+    """The numbers a check ran with, as the keyword arguments that repeat it."""
+    return (
+        f"mode={result.mode!r}, dtype={result.dtype_policy!r}, eps={result.eps:.3g}, "
+        f"atol={result.atol:.3g}, rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r}"
+    )
+
+
 def reproduce_line(result: GradCheckResult) -> str:
     """The call that repeats this check with the numbers it actually used."""
     fn = (
@@ -56,11 +64,7 @@ def reproduce_line(result: GradCheckResult) -> str:
         if result.check == "check_module_gradients"
         else (f"check_gradients({result.name}")
     )
-    return (
-        f"gradcheck_kit.{fn}, inputs, mode={result.mode!r}, dtype={result.dtype_policy!r}, "
-        f"eps={result.eps:.3g}, atol={result.atol:.3g}, rtol={result.rtol:.3g}, "
-        f"seed={result.seed}, rng={result.rng!r})"
-    )
+    return f"gradcheck_kit.{fn}, inputs, {_settings_args(result)})"
 
 
 def _header(result: GradCheckResult) -> str:
@@ -245,11 +249,7 @@ def reproduce_manual_line(result: ManualCheckResult) -> str:
         if result.interface == "grad"
         else "inputs=inputs, manual_vjp=manual_vjp"
     )
-    return (
-        f"gradcheck_kit.check_matches_manual({result.name}, {given}, mode={result.mode!r}, "
-        f"dtype={result.dtype_policy!r}, eps={result.eps:.3g}, atol={result.atol:.3g}, "
-        f"rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r})"
-    )
+    return f"gradcheck_kit.check_matches_manual({result.name}, {given}, {_settings_args(result)})"
 
 
 def _where(pair: ManualPairResult, e: ThreeWayElement) -> str:
@@ -385,12 +385,12 @@ def format_second_order(result: GradCheckResult) -> str:
     """Render a second-order check: :func:`format_result` read one order up.
 
     Examples:
-        >>> from gradcheck_kit._src.results import SecondOrderResult
-        >>> r = SecondOrderResult(name="f", passed=True, status="passed", mode="full",
-        ...     mode_requested="auto", dtype="float64", dtype_policy="float64", eps=1e-6,
-        ...     atol=1e-5, rtol=1e-3, seed=0, rng="fixed")
+        >>> from gradcheck_kit._src.results import Hint, SecondOrderResult
+        >>> raised = Hint("double_backward", "double backward raised RuntimeError")
+        >>> r = SecondOrderResult("f", False, "mismatch", "full", "auto", "float64", "float64",
+        ...                       1e-6, 1e-5, 1e-3, 0, "fixed", hints=(raised,))
         >>> format_second_order(r).splitlines()[0]
-        "[gradcheck] Second derivatives match (check_second_order of 'f', full mode, float64)"
+        "[gradcheck] Double backward failed! (check_second_order of 'f', full mode, float64)"
     """
     lines = format_result(result).splitlines()
     head = _header(result)
@@ -407,8 +407,7 @@ def format_second_order(result: GradCheckResult) -> str:
         )
     reproduce = (
         f"Reproduce: gradcheck_kit.check_second_order({result.name}, inputs, "
-        f"mode={result.mode!r}, dtype={result.dtype_policy!r}, eps={result.eps:.3g}, "
-        f"atol={result.atol:.3g}, rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r})"
+        f"{_settings_args(result)})"
     )
     return "\n".join(reproduce if line.startswith("Reproduce: ") else line for line in lines)
 

@@ -302,22 +302,10 @@ def check_second_order(
     Args:
         fn: the function whose second derivatives are checked.
         inputs: a tensor, a tuple/list of arguments or a dict of keyword arguments.
-        mode: ``"full"``, ``"fast"`` or ``"auto"``, as in :func:`check_gradients`.
-        dtype: ``"float64"`` (default) or ``"native"``.
-        eps: base finite-difference step; default by dtype.
-        atol: absolute tolerance per Hessian entry; default by dtype.
-        rtol: relative tolerance per Hessian entry; default by dtype.
-        seed: seeds the RNGs, the random projections and ``v``.
-        rng: ``"fixed"`` or ``"replay"``.
-        n_probes: random projections in fast mode, as in :func:`check_gradients`.
-        max_memory: bytes the check may use beyond one plain evaluation, as in
-            :func:`check_gradients`.
-        name: label for messages and reports (default: ``fn``'s qualified name).
-        max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
-        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
-            checked input, or every output, is empty) pass with the note "nothing to
-            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
-            :class:`InvalidArgument` instead.
+        **options: the options of :func:`check_gradients` (``mode``, ``dtype``, ``eps``,
+            ``atol``, ``rtol``, ``seed``, ``rng``, ``n_probes``, ``max_memory``, ``name``,
+            ``empty``), read one order up: ``atol`` and ``rtol`` apply per Hessian entry,
+            and ``seed`` also draws ``v``.
 
     Returns:
         A :class:`SecondOrderResult`. When double backward raises
