@@ -74,8 +74,9 @@ class AuditOptions(ToleranceOptions, total=False):
     """Plus mode, dtype policy and step: what ``check_autograd_function`` takes.
 
     Examples:
-        >>> {"mode", "dtype", "eps"} <= AuditOptions.__optional_keys__
-        True
+        >>> options: AuditOptions = {"mode": "full", "dtype": "native"}
+        >>> CheckOptions.create(**options).mode
+        'full'
     """
 
     mode: Mode
@@ -87,8 +88,8 @@ class ManualOptions(AuditOptions, total=False):
     """Plus RNG policy, probes and empty policy: what ``check_matches_manual`` takes.
 
     Examples:
-        >>> {"rng", "n_probes", "empty"} <= ManualOptions.__optional_keys__
-        True
+        >>> sorted(ManualOptions.__optional_keys__ - AuditOptions.__optional_keys__)
+        ['empty', 'n_probes', 'rng']
     """
 
     rng: RngPolicy
