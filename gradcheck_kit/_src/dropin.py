@@ -44,7 +44,7 @@ from .engine.trees import InputTree
 from .errors import InvalidArgument, NonFiniteOutputError, UnsupportedInputError
 from .results import GradCheckResult, Hint
 from .serial import one_at_a_time
-from .validation import check_callable
+from .validation import check_callable, check_nonnegative, check_positive
 
 __all__ = ["gradcheck", "gradgradcheck"]
 
@@ -194,6 +194,9 @@ def gradgradcheck(
     """
     __tracebackhide__ = True
     given = {k: v for k, v in locals().items() if k in _GRADGRADCHECK_OPTIONS}
+    # validated before func makes the random grad_outputs
+    options = _TorchOptions(check_batched_forward_grad=False, **_check_options(given))
+    check_callable(func, "func", "pass the function to check first")
     tupled = torch_style_inputs(inputs)
     _reject_sparse(tupled, masked)
     with check_scope([inputs, *captured_objects(func)], 0):
@@ -201,7 +204,7 @@ def gradgradcheck(
     result = _checked(
         _GradientMap(func, tupled, len(gouts)),
         (*tupled, *gouts),
-        _TorchOptions(check_batched_forward_grad=False, **_check_options(given)),
+        options,
         check="gradgradcheck",
         reproduce=_reproduce("gradgradcheck", gradgradcheck, func, given),
         name=fn_name(func),
@@ -244,6 +247,22 @@ class _TorchOptions:
     check_backward_ad: bool
     fast_mode: bool
     masked: bool | None
+
+    def __post_init__(self) -> None:
+        # misuse is raised here, before any evaluation: torch's options that contradict each
+        # other, and numbers CheckOptions would refuse only later
+        if not (self.check_forward_ad or self.check_backward_ad):
+            raise InvalidArgument(
+                "check_forward_ad=False and check_backward_ad=False leave nothing to check; set "
+                "at least one of them to True."
+            )
+        if self.check_batched_grad and not self.check_backward_ad:
+            raise InvalidArgument("check_batched_grad=True requires check_backward_ad=True.")
+        if self.check_batched_forward_grad and not self.check_forward_ad:
+            raise InvalidArgument("check_batched_forward_grad=True requires check_forward_ad=True.")
+        check_positive(self.eps, "eps")
+        for name in ("atol", "rtol", "nondet_tol"):
+            check_nonnegative(getattr(self, name), name)
 
 
 class _GradientMap:
@@ -311,18 +330,6 @@ def _checked(*args: Any, **kw: Any) -> GradCheckResult | _NonFinite:
         return exc
 
 
-def _validate(t: _TorchOptions) -> None:
-    if not (t.check_forward_ad or t.check_backward_ad):
-        raise InvalidArgument(
-            "check_forward_ad=False and check_backward_ad=False leave nothing to check; set at "
-            "least one of them to True."
-        )
-    if t.check_batched_grad and not t.check_backward_ad:
-        raise InvalidArgument("check_batched_grad=True requires check_backward_ad=True.")
-    if t.check_batched_forward_grad and not t.check_forward_ad:
-        raise InvalidArgument("check_batched_forward_grad=True requires check_forward_ad=True.")
-
-
 def _reject_sparse(inputs: Sequence[Any], masked: bool | None) -> None:
     for i, x in enumerate(inputs):
         if isinstance(x, torch.Tensor) and x.layout != torch.strided:
@@ -343,7 +350,6 @@ def _check(
     name: str | None = None,
 ) -> GradCheckResult:
     """The engine's comparison, then torch's other checks; the result, published once."""
-    _validate(t)
     check_callable(func, "func", "pass the function to check first")
     tupled = torch_style_inputs(inputs)
     _reject_sparse(tupled, t.masked)
