@@ -39,7 +39,7 @@ from .validation import check_bool, check_keywords
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["check_autograd_function", "assert_autograd_function", "backward_agrees"]
+__all__ = ["check_autograd_function", "assert_autograd_function"]
 
 _BASE = torch.autograd.Function
 
@@ -177,7 +177,8 @@ class _Audit:
         self,
         function: FunctionClass,
         inputs: Any,
-        options: AuditOptions,
+        opts: CheckOptions,
+        nested: AuditOptions,
         *,
         second_order: bool | None,
     ) -> None:
@@ -186,11 +187,10 @@ class _Audit:
         self.single = isinstance(inputs, torch.Tensor)
         self.args: tuple[Any, ...] = (inputs,) if self.single else tuple(inputs)
         self.paths = ["input"] if self.single else [f"inputs[{i}]" for i in range(len(self.args))]
-        self.opts = CheckOptions.create(**options)
-        self.name = self.opts.name or function.__name__
-        # the checks of backward and double backward get the caller's options, not the label
-        self.options = options
-        self.options.pop("name", None)
+        self.opts = opts
+        self.name = opts.name or function.__name__
+        # the options of the checks of backward and double backward
+        self.nested = nested
         self.second_order = second_order
         self.findings: list[AuditFinding] = []
         self.hints: list[Hint] = []
@@ -444,7 +444,7 @@ class _Audit:
 
             try:
                 with recording.muted():
-                    result = check_gradients(select, self.inputs, **self.options)
+                    result = check_gradients(select, self.inputs, **self.nested)
             except Exception as exc:
                 self.add("non_differentiable", "failed", first_line(exc, 200), output=path)
                 continue
@@ -481,7 +481,7 @@ class _Audit:
         """``check`` of the Function, unpublished; None (and a failed finding) if it raises."""
         try:
             with recording.muted():
-                return check(self.function.apply, self.inputs, **self.options)
+                return check(self.function.apply, self.inputs, **self.nested)
         except Exception as exc:
             self.add(finding, "failed", f"checking {what} raised {first_line(exc, 200)}")
             return None
@@ -721,9 +721,11 @@ def check_autograd_function(
         )
     check_bool(second_order, "second_order", allow_none=True)
     check_keywords(options, AuditOptions, "check_autograd_function")
+    opts = CheckOptions.create(**options)
     InputTree(inputs)  # the same validation as every check: something requires grad, no sparse
-    # _Audit validates the options (CheckOptions.create) before anything runs
-    return _Audit(function, inputs, options, second_order=second_order).run()
+    # the nested checks get the caller's options, but are labelled by their own function
+    options.pop("name", None)
+    return _Audit(function, inputs, opts, options, second_order=second_order).run()
 
 
 def assert_autograd_function(
