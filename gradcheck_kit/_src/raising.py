@@ -77,16 +77,16 @@ def fail_unless_passed(result: V, error: type[GradcheckError], msg: Msg = None) 
     ``text`` is ``result.summary()`` rewritten by ``msg`` (:func:`apply_msg`).
 
     Examples:
-        >>> from gradcheck_kit._src.errors import TrainingDivergenceError
+        >>> from gradcheck_kit._src.errors import GraphCheckError
         >>> from gradcheck_kit._src.results import GraphCheckResult
         >>> ok = GraphCheckResult(name="f", check="assert_x", passed=True)
-        >>> fail_unless_passed(ok, TrainingDivergenceError) is ok
+        >>> fail_unless_passed(ok, GraphCheckError) is ok
         True
         >>> bad = GraphCheckResult(name="f", check="assert_x", passed=False, message="broken")
-        >>> fail_unless_passed(bad, TrainingDivergenceError, "in test_x")
+        >>> fail_unless_passed(bad, GraphCheckError, "in test_x")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.TrainingDivergenceError: in test_x
+        gradcheck_kit.GraphCheckError: in test_x
         <BLANKLINE>
         broken
     """
