@@ -531,8 +531,8 @@ class CheckRun(Generic[R]):
         self.notes: list[str] = []
         self.hints: list[Hint] = []
         # what the result reports: set again once the first call shows the dtypes
-        self.mode = opts.mode
-        self.dtype_name = opts.dtype
+        self.mode: str = opts.mode
+        self.dtype_name: str = opts.dtype
         self.tol = resolve_tolerances(torch.float64, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
 
     def settings(self) -> dict[str, Any]:

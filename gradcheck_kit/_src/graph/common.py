@@ -19,7 +19,9 @@ from torch.overrides import resolve_name
 from .. import recording
 from ..errors import GraphCheckError, InvalidArgument, InvalidArgumentType
 from ..messages import PREFIX
+from ..raising import Msg, apply_msg
 from ..results import GraphCheckResult
+from ..validation import check_msg
 from .sites import local_names
 
 __all__ = [
@@ -38,37 +40,7 @@ __all__ = [
     "short_op",
 ]
 
-Msg = str | Callable[[str], str] | None
-
 _MAX_NAMES_SHOWN: Final = 6
-
-
-def check_msg(msg: object) -> None:
-    """Raise InvalidArgumentType unless ``msg`` is a string, a callable or None.
-
-    Examples:
-        >>> check_msg("after step 3")
-        >>> check_msg(3)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        gradcheck_kit.InvalidArgumentType: msg=3 must be a string, ...
-    """
-    if msg is not None and not isinstance(msg, str) and not callable(msg):
-        raise InvalidArgumentType(
-            f"msg={msg!r} must be a string, a callable taking the message, or None."
-        )
-
-
-def apply_msg(text: str, msg: Msg) -> str:
-    r"""Put ``msg`` before ``text``, or let a callable ``msg`` rewrite it (assert_close's ``msg``).
-
-    Examples:
-        >>> apply_msg("Tensors share memory!", "after step 3")
-        'after step 3\n\nTensors share memory!'
-    """
-    if callable(msg):
-        return msg(text)
-    return f"{msg}\n\n{text}" if msg is not None else text
 
 
 def compose(header: str, check: str, lines: list[str], msg: Msg) -> str:

@@ -43,11 +43,11 @@ from torch.utils.hooks import RemovableHandle
 
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError, TrainingLoopWarning
-from ..graph.common import Msg, apply_msg, check_msg
 from ..graph.sites import user_site
 from ..messages import PREFIX
+from ..raising import Msg, apply_msg
 from ..state import bits_equal
-from ..validation import check_choice, check_int
+from ..validation import check_choice, check_int, check_msg
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
 from .findings import (
     FindingLog,
