@@ -67,7 +67,7 @@ def test_public_name_resolves_to_its_module(name: str) -> None:
     assert value is getattr(sys.modules[module], name)
     if inspect.isclass(value) and issubclass(value, (BaseException, Warning)):
         # Exceptions and warnings say where users import them from, in tracebacks too.
-        assert value.__module__ == "gradcheck_kit"
+        assert value.__module__ == "gradcheck_kit.errors"
     elif inspect.isclass(value) or inspect.isfunction(value):
         assert value.__module__ == module
 

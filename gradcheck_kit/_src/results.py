@@ -26,7 +26,7 @@ __all__ = [
     "Resolution",
     "TorchVerdict",
     "RoutedCall",
-    "GradCheckResult",
+    "GradcheckResult",
     "ThreeWayElement",
     "ManualPairResult",
     "ManualCheckResult",
@@ -280,7 +280,7 @@ class RoutedCall(PlainData):
 
 
 @dataclass(frozen=True)
-class GradCheckResult(_Verdict):
+class GradcheckResult(_Verdict):
     """Everything one gradient check found. ``passed`` is the verdict.
 
     Returned by :func:`gradcheck_kit.check_gradients` and
@@ -355,6 +355,11 @@ OddOneOut = Literal["manual", "autograd", "numeric", "none"]
 
 # The order in which a block's categories are named when several occur.
 _ODD_ORDER: tuple[str, ...] = ("manual", "autograd", "numeric", "none")
+
+
+# The 0.1 spelling, for the modules of this package not renamed yet; users get a
+# DeprecationWarning from gradcheck_kit.GradCheckResult instead.
+GradCheckResult = GradcheckResult
 
 
 @dataclass(frozen=True)
@@ -708,9 +713,10 @@ class GraphCheckResult(_Verdict):
 
     Examples:
         >>> import torch, gradcheck_kit as gk
+        >>> from gradcheck_kit.errors import GraphCheckError
         >>> try:
         ...     gk.assert_requires_grad(torch.zeros(2))
-        ... except gk.GraphCheckError as error:
+        ... except GraphCheckError as error:
         ...     result = error.result
         >>> result.kind, result.check, result.passed, result.offending
         ('graph', 'assert_requires_grad', False, ('argument 0',))

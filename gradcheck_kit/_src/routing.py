@@ -12,14 +12,14 @@ everywhere, also where a module bound a wrapper while routing was on.
 Two modes:
 
 * ``"route"``: the drop-in decides (returns True, or raises
-  :class:`~gradcheck_kit.TorchGradcheckError`). A call the drop-in cannot take
-  (sparse inputs: :class:`~gradcheck_kit.UnsupportedInputError`) is handed to
+  :class:`~gradcheck_kit.errors.TorchGradcheckError`). A call the drop-in cannot take
+  (sparse inputs: :class:`~gradcheck_kit.errors.UnsupportedInputError`) is handed to
   torch's own function and counted as a fallback.
 * ``"compare"``: torch's own function runs first, then the drop-in; torch's
   outcome is the call's outcome (the suite runs as it did), the record carries
   both verdicts and times.
 
-Each routed result is published with its :class:`~gradcheck_kit.RoutedCall`.
+Each routed result is published with its :class:`~gradcheck_kit.results.RoutedCall`.
 Knows nothing of pytest.
 """
 

@@ -61,15 +61,16 @@ class TargetError(InvalidArgument):
 
     Examples:
         >>> import gradcheck_kit as gk
+        >>> from gradcheck_kit.errors import TargetError
         >>> try:
         ...     gk.resolve_target("no_such_module_xyz:factory")
-        ... except gk.TargetError as exc:
+        ... except TargetError as exc:
         ...     print(str(exc).split(":")[0])
         cannot import module 'no_such_module_xyz' of target 'no_such_module_xyz
     """
 
     # Named where users import it from, in tracebacks too (like the classes of errors.py).
-    __module__ = "gradcheck_kit"
+    __module__ = "gradcheck_kit.errors"
 
 
 @dataclasses.dataclass(frozen=True)
