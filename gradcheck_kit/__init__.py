@@ -27,7 +27,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _distribution_version
 from typing import TYPE_CHECKING
 
-from gradcheck_kit._src.lazy import Moved, module_getattr
+from gradcheck_kit._src.lazy import Moved, attach
 
 if TYPE_CHECKING:
     from gradcheck_kit._src.asserts import assert_gradients_close as assert_gradients_close
@@ -216,13 +216,11 @@ _MOVED: dict[str, Moved] = {
     "WorstElement": Moved("gradcheck_kit.results", "WorstElement"),
 }
 
-_SUBMODULES = frozenset({"errors", "results"})
-
-__getattr__ = module_getattr(
-    __name__, globals(), _LAZY_IMPORTS, moved=_MOVED, submodules=_SUBMODULES
+__getattr__, __dir__ = attach(
+    __name__,
+    globals(),
+    _LAZY_IMPORTS,
+    moved=_MOVED,
+    submodules=frozenset({"errors", "results"}),
+    listed=("__version__",),
 )
-
-
-def __dir__() -> list[str]:
-    """The public names and modules, although most are not imported yet."""
-    return sorted([*__all__, *_SUBMODULES, "__version__"])

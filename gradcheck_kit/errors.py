@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gradcheck_kit._src.lazy import module_getattr
+from gradcheck_kit._src.lazy import attach
 
 if TYPE_CHECKING:
     from gradcheck_kit._src.dropin_errors import TorchGradcheckError as TorchGradcheckError
@@ -125,9 +125,4 @@ _LAZY_IMPORTS: dict[str, str] = {
 
 # Not cached in globals(): doctest would take a cached class for this module's own
 # (its __module__ may say so) and run its examples without their lazy neighbours.
-__getattr__ = module_getattr(__name__, None, _LAZY_IMPORTS)
-
-
-def __dir__() -> list[str]:
-    """The public names, although most are not imported yet."""
-    return sorted(__all__)
+__getattr__, __dir__ = attach(__name__, None, _LAZY_IMPORTS)

@@ -4,7 +4,8 @@
 names whose modules import torch; importing the public module must not (the pytest
 plugin imports the package in every test run). Each keeps a literal ``__all__``, a
 table of name -> defining module, the same imports under ``if TYPE_CHECKING:`` for
-type checkers, and a ``__getattr__`` made here. Moved names keep working for a
+type checkers, and the ``__getattr__`` and ``__dir__`` that :func:`attach` makes
+(as scientific-python's ``lazy_loader.attach`` does). Moved names keep working for a
 release with a :class:`DeprecationWarning` that names their new home.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Moved", "module_getattr"]
+__all__ = ["Moved", "attach"]
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,16 @@ def _probed_by_from_import() -> bool:
     return caller.co_name == "_handle_fromlist" and "importlib" in caller.co_filename
 
 
-def module_getattr(
+def attach(
     module_name: str,
     namespace: dict[str, Any] | None,
     lazy: Mapping[str, str],
     *,
     moved: Mapping[str, Moved] | None = None,
     submodules: frozenset[str] = frozenset(),
-) -> Callable[[str], Any]:
-    """A module's ``__getattr__``: public names on first use, moved names with a warning.
+    listed: tuple[str, ...] = (),
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module's ``__getattr__`` and ``__dir__``: public names on first use, moved ones warn.
 
     Args:
         module_name: The public module's ``__name__``.
@@ -69,15 +71,16 @@ def module_getattr(
         lazy: Public name -> the ``_src`` module that defines it.
         moved: Deprecated name -> where it lives now.
         submodules: Public submodules, imported on first attribute access.
+        listed: More names for ``dir()`` (``__version__``); moved names are not listed.
 
     Returns:
-        The function to assign to the module's ``__getattr__``.
+        The functions to assign to the module's ``__getattr__`` and ``__dir__``.
 
     Examples:
-        >>> getattr_ = module_getattr("demo", {}, {"dumps": "json"},
-        ...                           moved={"old_dumps": Moved("json", "dumps")})
-        >>> getattr_("dumps").__name__
-        'dumps'
+        >>> getattr_, dir_ = attach("demo", {}, {"dumps": "json"},
+        ...                         moved={"old_dumps": Moved("json", "dumps")})
+        >>> getattr_("dumps").__name__, dir_()
+        ('dumps', ['dumps'])
         >>> import warnings
         >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("always")
@@ -107,5 +110,9 @@ def module_getattr(
             )
         return getattr(importlib.import_module(where.module), where.name)
 
+    def __dir__() -> list[str]:
+        return sorted([*lazy, *submodules, *listed])
+
     __getattr__.__doc__ = f"Import a public name of {module_name} on first use (PEP 562)."
-    return __getattr__
+    __dir__.__doc__ = "The public names, although most are not imported yet."
+    return __getattr__, __dir__
