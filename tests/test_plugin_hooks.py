@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import json
 import random
 from typing import Any
 
 import pytest
+from test_plugin_basics import PLUGIN
 from test_report_document import validate_document
 
 from gradcheck_kit.pytest_plugin.extra import merge_answers
 from gradcheck_kit.pytest_plugin.options import DEFAULT_JSON_PATH
 from gradcheck_kit.report import validation
-
-
-def _plugin_args() -> list[str]:
-    for entry_point in importlib.metadata.entry_points(group="pytest11"):
-        if entry_point.value == "gradcheck_kit.pytest_plugin.plugin":
-            return []
-    return ["-p", "gradcheck_kit.pytest_plugin.plugin"]
-
-
-PLUGIN = [*_plugin_args(), "-p", "no:hypothesispytest", "-p", "no:benchmark"]
 
 # Real gradient checks: a gradient record's schema is closed but for `extra`.
 CHECKS = """

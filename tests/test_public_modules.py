@@ -7,7 +7,6 @@ access warning once with the new home.
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
 import pkgutil
@@ -15,10 +14,10 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from test_public_api import type_checking_imports
 
 import gradcheck_kit
 import gradcheck_kit._src
@@ -43,19 +42,6 @@ def _src_classes() -> dict[str, type]:
                 and (home.startswith("gradcheck_kit._src") or home == "gradcheck_kit.errors")
             ):
                 found.setdefault(value.__name__, value)
-    return found
-
-
-def _type_checking_imports(module: ModuleType) -> dict[str, str]:
-    tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
-    found: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            for stmt in node.body:
-                assert isinstance(stmt, ast.ImportFrom) and stmt.module
-                for alias in stmt.names:
-                    assert alias.asname == alias.name, f"{alias.name} is not re-exported as itself"
-                    found[alias.name] = stmt.module
     return found
 
 
@@ -88,7 +74,7 @@ def test_results_cover_every_record_class_of_the_package() -> None:
 def test_public_module_tables_agree(module: Any) -> None:
     assert len(set(module.__all__)) == len(module.__all__)
     assert set(module._LAZY_IMPORTS) == set(module.__all__)
-    assert _type_checking_imports(module) == module._LAZY_IMPORTS
+    assert type_checking_imports(Path(module.__file__)) == module._LAZY_IMPORTS
     assert sorted(module.__all__) == dir(module)
     for name in module.__all__:
         value = getattr(module, name)
