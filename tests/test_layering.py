@@ -284,7 +284,7 @@ def test_lazy_public_name_does_import_its_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["False", "True", "gradcheck_kit"]
+    assert proc.stdout.split() == ["False", "True", "gradcheck_kit.errors"]
 
 
 def _private_names_used(module: str) -> list[str]:

@@ -155,7 +155,7 @@ def test_a_misspelled_option_is_refused_with_a_guess_in_untyped_code() -> None:
         TypeError, match=r"unexpected keyword argument 'atoll'; did you mean 'atol'"
     ):
         gk.check_gradients(torch.sin, _x(), **options)
-    with pytest.raises(gk.InvalidArgumentType, match="check_matches_manual"):
+    with pytest.raises(gk.errors.InvalidArgumentType, match="check_matches_manual"):
         gk.check_matches_manual(torch.sin, inputs=_x(), manual_vjp=_never, max_memory=1)
     with pytest.raises(gk.InvalidArgument, match="unexpected keyword argument 'mdoe'"):
         check_keywords({"mdoe": 1}, GradientOptions, "f")

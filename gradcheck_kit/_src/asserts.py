@@ -13,7 +13,7 @@ from torch import nn
 from .engine.options import GradientOptions
 from .gradcheck import Wrt, check_gradients, check_module_gradients
 from .raising import Msg, fail_unless_passed, gradient_error
-from .results import GradCheckResult
+from .results import GradcheckResult
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["assert_gradients_close", "assert_module_gradients", "raise_for_result"]
 
 
-def raise_for_result(result: GradCheckResult, msg: Msg = None) -> None:
+def raise_for_result(result: GradcheckResult, msg: Msg = None) -> None:
     """Raise the matching :class:`GradcheckError` for a failed result; do nothing otherwise.
 
     Examples:
@@ -35,7 +35,7 @@ def raise_for_result(result: GradCheckResult, msg: Msg = None) -> None:
 
 def assert_gradients_close(
     fn: Callable[..., Any], inputs: Any, *, msg: Msg = None, **options: Unpack[GradientOptions]
-) -> GradCheckResult:
+) -> GradcheckResult:
     """Assert that ``fn``'s autograd gradients agree with finite differences.
 
     Takes the same arguments as :func:`check_gradients`, plus ``msg``: a string
@@ -43,7 +43,7 @@ def assert_gradients_close(
     the text to raise with.
 
     Returns:
-        The passing :class:`GradCheckResult`.
+        The passing :class:`GradcheckResult`.
 
     Raises:
         GradientMismatchError: the gradients differ; the message says where,
@@ -71,13 +71,13 @@ def assert_module_gradients(
     wrt: Wrt = "parameters",
     msg: Msg = None,
     **options: Unpack[GradientOptions],
-) -> GradCheckResult:
+) -> GradcheckResult:
     """Assert that a module's gradients agree with finite differences.
 
     Takes the same arguments as :func:`check_module_gradients`, plus ``msg``.
 
     Returns:
-        The passing :class:`GradCheckResult`.
+        The passing :class:`GradcheckResult`.
 
     Raises:
         GradientMismatchError: a parameter's (or input's) gradient is wrong.

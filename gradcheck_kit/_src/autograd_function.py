@@ -29,7 +29,7 @@ from .errors import AutogradFunctionError, InvalidArgument
 from .function_forward import FunctionClass, audit_forward_mode, function_outputs
 from .gradcheck import check_gradients
 from .raising import Msg, fail_unless_passed
-from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
+from .results import AuditFinding, FunctionAuditResult, GradcheckResult, Hint
 from .second_order import check_second_order
 from .serial import one_at_a_time
 from .state import preserved, seed_everything
@@ -195,8 +195,8 @@ class _Audit:
         self.findings: list[AuditFinding] = []
         self.hints: list[Hint] = []
         self.notes: list[str] = []
-        self.gradient: GradCheckResult | None = None
-        self.second: GradCheckResult | None = None
+        self.gradient: GradcheckResult | None = None
+        self.second: GradcheckResult | None = None
         self.intermediates: list[tuple[int, ...]] = []
         self.forward_writes: list[str | None] = []
 
@@ -476,8 +476,8 @@ class _Audit:
             )
 
     def _nested(
-        self, finding: str, what: str, check: Callable[..., GradCheckResult]
-    ) -> GradCheckResult | None:
+        self, finding: str, what: str, check: Callable[..., GradcheckResult]
+    ) -> GradcheckResult | None:
         """``check`` of the Function, unpublished; None (and a failed finding) if it raises."""
         try:
             with recording.muted():
@@ -766,7 +766,7 @@ def assert_autograd_function(
     return fail_unless_passed(result, AutogradFunctionError, msg)
 
 
-def backward_agrees(result: GradCheckResult) -> bool:
+def backward_agrees(result: GradcheckResult) -> bool:
     """Whether a gradient check found the backward right (its only failure a wrong jvp).
 
     The forward-mode finding of the audit judges the jvp itself; a check failed by

@@ -42,7 +42,7 @@ from .engine.options import CheckOptions
 from .engine.run import captured_objects, check_scope, fn_name
 from .engine.trees import InputTree
 from .errors import InvalidArgument, NonFiniteOutputError, UnsupportedInputError
-from .results import GradCheckResult, Hint
+from .results import GradcheckResult, Hint
 from .serial import one_at_a_time
 from .validation import check_callable, check_nonnegative, check_positive
 
@@ -323,7 +323,7 @@ def _grad_outputs(
     return tuple(made)
 
 
-def _checked(*args: Any, **kw: Any) -> GradCheckResult | _NonFinite:
+def _checked(*args: Any, **kw: Any) -> GradcheckResult | _NonFinite:
     try:
         return _check(*args, **kw)
     except _NonFinite as exc:
@@ -348,7 +348,7 @@ def _check(
     check: str,
     reproduce: str,
     name: str | None = None,
-) -> GradCheckResult:
+) -> GradcheckResult:
     """The engine's comparison, then torch's other checks; the result, published once."""
     check_callable(func, "func", "pass the function to check first")
     tupled = torch_style_inputs(inputs)
@@ -433,7 +433,7 @@ class _NonFinite(Exception):
     """A NaN or Inf output at the point: torch's gradcheck fails there, so does the drop-in."""
 
 
-def _verdict(result: GradCheckResult | _NonFinite, raise_exception: bool) -> bool:
+def _verdict(result: GradcheckResult | _NonFinite, raise_exception: bool) -> bool:
     __tracebackhide__ = True
     if isinstance(result, _NonFinite):
         if not raise_exception:

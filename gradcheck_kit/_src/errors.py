@@ -197,7 +197,7 @@ class GraphCheckError(GradcheckError):
     Raised by ``assert_no_graph``, ``assert_detached``, ``assert_requires_grad``,
     ``assert_grad_is_none``, ``assert_graph_reaches``, ``assert_shares_memory``
     and ``assert_no_shared_memory``. Carries the assertion's
-    :class:`~gradcheck_kit.GraphCheckResult` as ``.result`` when one exists.
+    :class:`~gradcheck_kit.results.GraphCheckResult` as ``.result`` when one exists.
 
     Examples:
         >>> issubclass(GraphCheckError, AssertionError)
@@ -290,9 +290,9 @@ class UnassertedCheckWarning(UserWarning):
 
 
 # Tracebacks and reprs name the exceptions where users import them from
-# (gradcheck_kit.GradientMismatchError), not this private module. pickle looks
-# them up by that name too, which works: gradcheck_kit re-exports every one.
-_PUBLIC_MODULE = "gradcheck_kit"
+# (gradcheck_kit.errors.GradientMismatchError), not this private module. pickle looks
+# them up by that name too, which works: gradcheck_kit.errors re-exports every one.
+_PUBLIC_MODULE = "gradcheck_kit.errors"
 for _name in __all__:
     globals()[_name].__module__ = _PUBLIC_MODULE
 # doctest skips classes whose __module__ is another module; __test__ keeps their examples.

@@ -21,7 +21,7 @@ from .engine.run import captured_objects, fn_name
 from .engine.trees import InputTree
 from .errors import InvalidArgument
 from .failure_inputs import Subject
-from .results import GradCheckResult
+from .results import GradcheckResult
 from .serial import one_at_a_time
 from .state import preserved
 from .validation import check_callable, check_choice, check_keywords
@@ -38,7 +38,7 @@ _WRT = get_args(Wrt)
 @one_at_a_time
 def check_gradients(
     fn: Callable[..., Any], inputs: Any, **options: Unpack[GradientOptions]
-) -> GradCheckResult:
+) -> GradcheckResult:
     """Compare ``fn``'s autograd gradients with finite differences.
 
     ``fn`` is called as ``fn(x)`` for a tensor, ``fn(*inputs)`` for a tuple or
@@ -79,7 +79,7 @@ def check_gradients(
             :class:`InvalidArgument` instead.
 
     Returns:
-        A :class:`GradCheckResult`; ``result.passed`` is the verdict.
+        A :class:`GradcheckResult`; ``result.passed`` is the verdict.
 
     Raises:
         InvalidArgument: bad arguments, nothing requiring grad, empty inputs,
@@ -131,7 +131,7 @@ def check_module_gradients(
     loss_fn: Callable[[Any], Any] | None = None,
     wrt: Wrt = "parameters",
     **options: Unpack[GradientOptions],
-) -> GradCheckResult:
+) -> GradcheckResult:
     """Check a module's gradients with respect to its parameters, its inputs, or both.
 
     Runs on a deep copy through :func:`torch.func.functional_call`, so the
@@ -151,7 +151,7 @@ def check_module_gradients(
             module's class name.
 
     Returns:
-        A :class:`GradCheckResult` whose parameter leaves are named ``params/<qualified name>``.
+        A :class:`GradcheckResult` whose parameter leaves are named ``params/<qualified name>``.
 
     Raises:
         InvalidArgument: as in :func:`check_gradients`, or a module without

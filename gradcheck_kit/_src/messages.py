@@ -16,7 +16,7 @@ from .results import summarizes
 if TYPE_CHECKING:
     from .results import (
         FunctionAuditResult,
-        GradCheckResult,
+        GradcheckResult,
         ManualCheckResult,
         ManualPairResult,
         PairResult,
@@ -49,7 +49,7 @@ def _idx(index: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(i) for i in index) + ("," if len(index) == 1 else "") + ")"
 
 
-def _settings_args(result: GradCheckResult | ManualCheckResult) -> str:
+def _settings_args(result: GradcheckResult | ManualCheckResult) -> str:
     """The numbers a check ran with, as the keyword arguments that repeat it."""
     return (
         f"mode={result.mode!r}, dtype={result.dtype_policy!r}, eps={result.eps:.3g}, "
@@ -57,7 +57,7 @@ def _settings_args(result: GradCheckResult | ManualCheckResult) -> str:
     )
 
 
-def reproduce_line(result: GradCheckResult) -> str:
+def reproduce_line(result: GradcheckResult) -> str:
     """The call that repeats this check with the numbers it actually used."""
     fn = (
         "check_module_gradients(module"
@@ -67,7 +67,7 @@ def reproduce_line(result: GradCheckResult) -> str:
     return f"gradcheck_kit.{fn}, inputs, {_settings_args(result)})"
 
 
-def _header(result: GradCheckResult) -> str:
+def _header(result: GradcheckResult) -> str:
     if result.mode == "fast":
         k = len(result.probes)
         how = f"fast mode, {k} random projection{'s' if k != 1 else ''}"
@@ -127,12 +127,12 @@ _NO_VERDICT = {
 
 
 @summarizes("gradient")
-def format_result(result: GradCheckResult) -> str:
+def format_result(result: GradcheckResult) -> str:
     """Render a result as the multi-line text of an assertion error or a log.
 
     Examples:
-        >>> from gradcheck_kit._src.results import GradCheckResult
-        >>> r = GradCheckResult(name="f", passed=True, status="passed", mode="full",
+        >>> from gradcheck_kit._src.results import GradcheckResult
+        >>> r = GradcheckResult(name="f", passed=True, status="passed", mode="full",
         ...     mode_requested="auto", dtype="float64", dtype_policy="float64", eps=1e-6,
         ...     atol=1e-5, rtol=1e-3, seed=0, rng="fixed")
         >>> format_result(r).splitlines()[0]
@@ -381,7 +381,7 @@ def format_manual_result(result: ManualCheckResult) -> str:
 
 
 @summarizes("second_order")
-def format_second_order(result: GradCheckResult) -> str:
+def format_second_order(result: GradcheckResult) -> str:
     """Render a second-order check: :func:`format_result` read one order up.
 
     Examples:

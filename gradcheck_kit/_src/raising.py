@@ -86,7 +86,7 @@ def fail_unless_passed(result: V, error: type[GradcheckError], msg: Msg = None) 
         >>> fail_unless_passed(bad, GraphCheckError, "in test_x")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.GraphCheckError: in test_x
+        gradcheck_kit.errors.GraphCheckError: in test_x
         <BLANKLINE>
         broken
     """

@@ -28,7 +28,7 @@ __all__ = [
     "Resolution",
     "TorchVerdict",
     "RoutedCall",
-    "GradCheckResult",
+    "GradcheckResult",
     "ThreeWayElement",
     "ManualPairResult",
     "ManualCheckResult",
@@ -345,7 +345,7 @@ class _Settings(_Verdict):
 
 
 @dataclass(frozen=True)
-class GradCheckResult(_Settings):
+class GradcheckResult(_Settings):
     """Everything one gradient check found. ``passed`` is the verdict.
 
     Returned by :func:`gradcheck_kit.check_gradients` and
@@ -521,11 +521,11 @@ class ManualCheckResult(_Settings):
 
 
 @dataclass(frozen=True)
-class SecondOrderResult(GradCheckResult):
+class SecondOrderResult(GradcheckResult):
     """Second derivatives (double backward) compared with finite differences of the gradient.
 
     Returned by :func:`gradcheck_kit.check_second_order`. The same fields as
-    :class:`GradCheckResult`, read one order up: the function checked is the
+    :class:`GradcheckResult`, read one order up: the function checked is the
     gradient map ``inputs -> grad`` (outputs named ``grad[<input>]``), its
     "analytic" Jacobian is the Hessian by double backward, its "numeric" one
     the finite differences of the gradient.
@@ -591,8 +591,8 @@ class FunctionAuditResult(_Verdict):
     dtype_policy: str
     seed: int
     findings: tuple[AuditFinding, ...] = ()
-    gradient: GradCheckResult | None = None
-    second_order: GradCheckResult | None = None
+    gradient: GradcheckResult | None = None
+    second_order: GradcheckResult | None = None
     hints: tuple[Hint, ...] = ()
     notes: tuple[str, ...] = ()
     duration_s: float = 0.0
@@ -699,9 +699,10 @@ class GraphCheckResult(_Verdict):
 
     Examples:
         >>> import torch, gradcheck_kit as gk
+        >>> from gradcheck_kit.errors import GraphCheckError
         >>> try:
         ...     gk.assert_requires_grad(torch.zeros(2))
-        ... except gk.GraphCheckError as error:
+        ... except GraphCheckError as error:
         ...     result = error.result
         >>> result.kind, result.check, result.passed, result.offending
         ('graph', 'assert_requires_grad', False, ('argument 0',))

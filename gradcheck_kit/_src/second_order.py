@@ -29,7 +29,7 @@ from .engine.trees import InputTree, flatten_outputs
 from .errors import InvalidArgument
 from .gradcheck import check_gradients
 from .raising import Msg, fail_unless_passed, gradient_error
-from .results import GradCheckResult, Hint, SecondOrderResult
+from .results import GradcheckResult, Hint, SecondOrderResult
 from .serial import one_at_a_time
 from .state import preserved, seed_everything
 from .undo import undoing_writes
@@ -118,7 +118,7 @@ class _GradOutputMap:
 
 def _merge_grad_output(
     result: SecondOrderResult,
-    part: GradCheckResult,
+    part: GradcheckResult,
     mapping: dict[str, str],
     n_cotangents: int,
 ) -> SecondOrderResult:
@@ -261,10 +261,10 @@ def _rename(text: str, mapping: dict[str, str]) -> str:
 
 
 def _as_second_order(
-    result: GradCheckResult, mapping: dict[str, str], **kw: Any
+    result: GradcheckResult, mapping: dict[str, str], **kw: Any
 ) -> SecondOrderResult:
     fields = {
-        f.name: getattr(result, f.name) for f in dataclasses.fields(GradCheckResult) if f.init
+        f.name: getattr(result, f.name) for f in dataclasses.fields(GradcheckResult) if f.init
     }
     fields["pairs"] = tuple(
         dataclasses.replace(p, output=mapping.get(p.output, p.output)) for p in result.pairs
@@ -363,7 +363,7 @@ def check_second_order(
     options["max_memory"] = opts.max_memory
     options["name"] = label
 
-    def core_check(gradient_map: Callable[..., Any], checked: Any) -> GradCheckResult:
+    def core_check(gradient_map: Callable[..., Any], checked: Any) -> GradcheckResult:
         with recording.muted(), preserved(inputs, *captured_objects(fn)):
             return check_gradients(gradient_map, checked, **options)
 

@@ -91,6 +91,9 @@ class StateRestoreWarning(RuntimeWarning):
         True
     """
 
+    # Named where users import it from (warnings filters, tracebacks), like errors.py's.
+    __module__ = "gradcheck_kit.errors"
+
 
 # --------------------------------------------------------------------------- RNG
 
@@ -1481,3 +1484,7 @@ def fingerprint(*objects: object) -> Fingerprint:
         modes=GlobalModes.capture(),
         rng=capture_rng_state(),
     )
+
+
+# doctest skips a class whose __module__ is another module; __test__ keeps its example.
+__test__ = {"StateRestoreWarning": StateRestoreWarning}

@@ -37,7 +37,7 @@ def check_type(expected: type | tuple[type, ...], value: Any, name: str) -> None
         >>> check_type((int, float), "3", "atol")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgumentType: atol='3' must be int or float, not str.
+        gradcheck_kit.errors.InvalidArgumentType: atol='3' must be int or float, not str.
     """
     if not isinstance(value, expected):
         kinds = expected if isinstance(expected, tuple) else (expected,)
@@ -52,7 +52,7 @@ def check_choice(value: Any, choices: Collection[str], name: str) -> None:
         >>> check_choice("fulll", ("auto", "full", "fast"), "mode")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: mode='fulll' is not one of 'auto', 'full', 'fast'.
+        gradcheck_kit.errors.InvalidArgument: mode='fulll' is not one of 'auto', 'full', 'fast'.
     """
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)
@@ -77,7 +77,7 @@ def check_number(
         >>> check_number(float("nan"), "atol")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: atol=nan must be >= 0.
+        gradcheck_kit.errors.InvalidArgument: atol=nan must be >= 0.
     """
     if value is None and allow_none:
         return
@@ -95,7 +95,7 @@ def check_positive(value: Any, name: str, *, allow_none: bool = True) -> None:
         >>> check_positive(0.0, "eps")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: eps=0.0 must be > 0.
+        gradcheck_kit.errors.InvalidArgument: eps=0.0 must be > 0.
     """
     check_number(value, name, exclusive=True, allow_none=allow_none)
 
@@ -107,7 +107,7 @@ def check_nonnegative(value: Any, name: str, *, allow_none: bool = True) -> None
         >>> check_nonnegative(True, "rtol")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: rtol=True must be a number >= 0.
+        gradcheck_kit.errors.InvalidArgument: rtol=True must be a number >= 0.
     """
     check_number(value, name, allow_none=allow_none)
 
@@ -119,7 +119,7 @@ def check_int(value: Any, name: str, *, min_value: int | None = None) -> None:
         >>> check_int(1.5, "seed", min_value=0)
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: seed=1.5 must be an int.
+        gradcheck_kit.errors.InvalidArgument: seed=1.5 must be an int.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(f"{name}={value!r} must be an int.")
@@ -134,7 +134,7 @@ def check_bool(value: Any, name: str, *, allow_none: bool = False) -> None:
         >>> check_bool("yes", "second_order", allow_none=True)
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: second_order='yes' must be None, True or False.
+        gradcheck_kit.errors.InvalidArgument: second_order='yes' must be None, True or False.
     """
     if isinstance(value, bool) or (value is None and allow_none):
         return
@@ -151,7 +151,7 @@ def check_callable(value: object, name: str, advice: str = "") -> Callable[..., 
         >>> check_callable(3.0, "fn", "pass the function to check first")
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: fn=3.0 is not callable; pass the function to check first.
+        gradcheck_kit.errors.InvalidArgument: fn=3.0 is not callable; pass the function to check first.
     """
     if not callable(value):
         # a tensor's or a module's repr runs over many lines: the start names it
@@ -167,7 +167,7 @@ def check_msg(msg: object) -> None:
         >>> check_msg(3)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgumentType: msg=3 must be a string, a callable ... or None.
+        gradcheck_kit.errors.InvalidArgumentType: msg=3 must be a string, a callable ... or None.
     """
     if msg is not None and not isinstance(msg, str) and not callable(msg):
         raise InvalidArgumentType(
@@ -188,7 +188,7 @@ def check_keywords(given: Mapping[str, object], declared: Any, where: str) -> No
         >>> check_keywords({"mdoe": "full"}, Options, "check_gradients")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgumentType: check_gradients() got an ... 'mdoe'; did you mean 'mode'?
+        gradcheck_kit.errors.InvalidArgumentType: check_gradients() got an ... 'mdoe'; did you mean 'mode'?
     """
     known = declared.__required_keys__ | declared.__optional_keys__
     for key in given:

@@ -79,9 +79,9 @@ def test_autograd_function_audit() -> None:
 def test_graph_checks() -> None:
     x = _x(3)
     gk.assert_requires_grad(x)
-    with pytest.raises(gk.GraphCheckError):
+    with pytest.raises(gk.errors.GraphCheckError):
         gk.assert_requires_grad(torch.ones(3))
-    with pytest.raises(gk.GraphCheckError):
+    with pytest.raises(gk.errors.GraphCheckError):
         gk.assert_graph_reaches((x.detach() * 2).sum(), x)
 
 
@@ -90,7 +90,7 @@ def test_missing_zero_grad_is_caught() -> None:
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     gen = torch.Generator().manual_seed(3)
     batches = [torch.randn(2, 4, generator=gen) for _ in range(3)]
-    with pytest.raises(gk.TrainingLoopError), gk.watch_training(net, optimizer):
+    with pytest.raises(gk.errors.TrainingLoopError), gk.watch_training(net, optimizer):
         for batch in batches:
             net(batch).pow(2).sum().backward()
             optimizer.step()

@@ -7,7 +7,7 @@ batched evaluation also carries the unperturbed point and is compared with the
 plain call, so a function that vmaps *differently* falls back too. In the loop
 every point is known, so what goes wrong there is reported with its place: an
 output whose shape changed (:class:`OutputChanged`) or an exception at a
-perturbed input (:class:`~gradcheck_kit.PerturbedEvaluationError`).
+perturbed input (:class:`~gradcheck_kit.errors.PerturbedEvaluationError`).
 """
 
 from __future__ import annotations

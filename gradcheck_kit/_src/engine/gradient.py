@@ -17,7 +17,7 @@ import torch
 
 from ..errors import NonFiniteOutputError
 from ..readback import read_host
-from ..results import GradCheckResult, Hint, Resolution
+from ..results import GradcheckResult, Hint, Resolution
 from .auto import run_auto
 from .evaluation import OutputChanged, evaluation_notes
 from .fast import DEFAULT_PROBES, run_fast
@@ -35,10 +35,10 @@ __all__ = ["GradientCheck", "modified_input"]
 _FAST_BATCH_ROWS = 5
 
 
-class GradientCheck(CheckRun[GradCheckResult]):
+class GradientCheck(CheckRun[GradcheckResult]):
     """One gradient check: first and repeat call, budget, the mode, the result."""
 
-    def _run(self, tf32_switched: list[str]) -> GradCheckResult:
+    def _run(self, tf32_switched: list[str]) -> GradcheckResult:
         opts = self.opts
         call = first_call(self.fn, self.tree, opts, self.prepare_rng, self.notes, defer_finite=True)
         ev, xs, outs = call.ev, call.xs, call.outs
@@ -111,14 +111,14 @@ class GradientCheck(CheckRun[GradCheckResult]):
         return run_auto(problem, probes)
 
     # -- results --------------------------------------------------------------------------
-    def _result(self, **kw: Any) -> GradCheckResult:
-        return GradCheckResult(
+    def _result(self, **kw: Any) -> GradcheckResult:
+        return GradcheckResult(
             **self.settings(),
             check=self.check,
             **kw,
         )
 
-    def _empty(self, why: str, calls: int) -> GradCheckResult:
+    def _empty(self, why: str, calls: int) -> GradcheckResult:
         """A Jacobian without entries: nothing can be wrong, as torch.autograd.gradcheck says."""
         self.notes.insert(0, f"nothing to check: {why}")
         return self._result(passed=True, status="empty", evaluations=calls)
@@ -129,7 +129,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
         shapes: list[tuple[int, ...]],
         ref: torch.Tensor,
         again: torch.Tensor,
-    ) -> GradCheckResult:
+    ) -> GradcheckResult:
         diff = (ref - again).abs()
         diff = torch.where(torch.isnan(diff), math.inf, diff)
         flat = int(torch.argmax(diff))
@@ -137,7 +137,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
         largest = f"largest difference {float(diff[flat]):.3g} in {path} at index {idx}"
         return self._random_result(largest, path)
 
-    def _modified_input(self, path: str, change: float) -> GradCheckResult:
+    def _modified_input(self, path: str, change: float) -> GradcheckResult:
         name = argument_name(self.fn, path)
         copy = f"{name} = {name}.clone()" if name else "clone it"
         text = (
@@ -150,10 +150,10 @@ class GradientCheck(CheckRun[GradCheckResult]):
         self.hints.insert(0, Hint(kind="in_place_input", text=text, input=path))
         return self._result(passed=False, status="nondeterministic", evaluations=2)
 
-    def _nondeterministic_shape(self, exc: OutputChanged) -> GradCheckResult:
+    def _nondeterministic_shape(self, exc: OutputChanged) -> GradcheckResult:
         return self._random_result(f"{exc.output}: {exc.before}, then {exc.after}", exc.output)
 
-    def _random_result(self, largest: str, path: str) -> GradCheckResult:
+    def _random_result(self, largest: str, path: str) -> GradcheckResult:
         if self.opts.rng == "replay":
             text = (
                 f"fn returned different outputs for the same inputs even with the RNG state "
@@ -173,7 +173,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
         self.hints.insert(0, Hint(kind="nondeterministic", text=text, output=path))
         return self._result(passed=False, status="nondeterministic", evaluations=2)
 
-    def _shape_changed(self, exc: OutputChanged) -> GradCheckResult:
+    def _shape_changed(self, exc: OutputChanged) -> GradcheckResult:
         text = (
             f"{exc.output} has {exc.before} at the point being checked, but {exc.after} at "
             f"{exc.where}. fn makes a discrete choice there (a selection, a matching, "

@@ -159,7 +159,7 @@ class CheckOptions:
             >>> CheckOptions.create(atol=float("nan"))
             Traceback (most recent call last):
             ...
-            gradcheck_kit.InvalidArgument: atol=nan must be >= 0.
+            gradcheck_kit.errors.InvalidArgument: atol=nan must be >= 0.
         """
         given: dict[str, Any] = dict(options)
         max_jacobian_bytes = given.pop("max_jacobian_bytes", None)

@@ -193,7 +193,7 @@ class TrainingReport(Observable):
     """Everything one training-loop check found; ``passed`` when it found nothing.
 
     Made by :func:`gradcheck_kit.watch_training` (``watcher.report``) and the
-    training assertions, carried by :class:`gradcheck_kit.TrainingLoopError` as
+    training assertions, carried by :class:`gradcheck_kit.errors.TrainingLoopError` as
     ``.report``, and published for the pytest plugin's results file with
     ``"kind": "training"``.
 
