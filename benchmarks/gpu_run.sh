@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything issue 7 measures on a GPU, in one go: the CUDA tests, the CPU-vs-CUDA sweep
-# with its independent timing check, and the gradient checker's cost against torch's.
+# Everything measured on a GPU, in one go: the CUDA tests, then the whole test suite, the
+# examples, the gradient checker's cost against torch's, and the CPU-vs-CUDA sweep with its
+# independent timing check.
 #
 # Run from the repository root on a machine with CUDA and torch installed:
 #     OUT=/some/dir bash benchmarks/gpu_run.sh
@@ -32,6 +33,10 @@ step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 step tests "$PY" -m pytest -q -rs -p no:cacheprovider \
     tests/test_cuda_gradcheck.py tests/test_devices.py tests/test_state.py \
     tests/test_diagnose.py tests/test_precision.py
+# The whole suite, in parallel where pytest-xdist is there; jsonschema is optional (tests that
+# compare against it skip, naming it).
+if "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n "${WORKERS:-auto}"); else XDIST=(); fi
+step suite "$PY" -m pytest -q -rs -p no:cacheprovider "${XDIST[@]}" tests
 step examples "$PY" -m pytest -q -rs -p no:cacheprovider examples --gradcheck \
     --gradcheck-json "$OUT/gradcheck.json" --gradcheck-report "$OUT/gradcheck.html"
 step gradcheck_cost "$PY" benchmarks/gradcheck_cuda_cost.py --json "$OUT/gradcheck_cuda_cost.json"

@@ -25,10 +25,14 @@ import textwrap
 import time
 from pathlib import Path
 
+# The sample records are test code (tests/support/samples.py): the child puts the
+# repository root, its fifth argument, on sys.path to import them as tests.support.
+ROOT = Path(__file__).resolve().parent.parent
 CHILD = textwrap.dedent(
     """
     import json, pathlib, sys
-    from gradcheck_kit.report import samples
+    sys.path.insert(0, sys.argv[5])
+    from tests.support import samples
     from gradcheck_kit.report.document import dumps_document, make_document
     from gradcheck_kit.report.files import write_files_atomic, write_text_atomic
     from gradcheck_kit.report.html import generate_html
@@ -57,7 +61,7 @@ def _tag_of(folder: Path) -> tuple[str, str]:
 
 def _spawn(folder: Path, how: str, records: int, tag: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(folder), how, str(records), tag],
+        [sys.executable, "-c", CHILD, str(folder), how, str(records), tag, str(ROOT)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

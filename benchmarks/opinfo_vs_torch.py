@@ -250,7 +250,7 @@ def _dropin(case: corpus.OpCase, **options: Any) -> Outcome:
 
     try:
         gradcheck_kit.gradcheck(case.fn, case.inputs, raise_exception=True, **BASELINE, **options)
-    except gradcheck_kit.TorchGradcheckError as exc:
+    except gradcheck_kit.errors.TorchGradcheckError as exc:
         result = exc.result
         return Outcome(
             "fail",

@@ -2,7 +2,7 @@
 
 Target (issue 6): a report of 10,000 checks renders in <= 2 s and stays <= 5 MB.
 A script, not a timed test. It builds synthetic documents
-(``gradcheck_kit.report.samples.sample_document``: mostly small gradient checks,
+(``tests/support/samples.py``, ``sample_document``: mostly small gradient checks,
 a training check, a manual derivative and a parity check every 50, a device
 benchmark every 500; one failing check in ``--failed-every``, each failing
 gradient check with a 16 x 16 error map), writes them as JSON, then times what
@@ -26,7 +26,11 @@ from pathlib import Path
 
 from gradcheck_kit.report.document import load_document, write_document
 from gradcheck_kit.report.html import write_html
-from gradcheck_kit.report.samples import sample_document
+
+# The sample documents are test code (tests/support/samples.py), imported from the
+# repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.samples import sample_document
 
 TARGET_S = 2.0
 TARGET_MB = 5.0

@@ -45,7 +45,7 @@ def test_dynamic_net_gradients_with_replayed_randomness() -> None:
     net, x, y = make_problem(64)
     # 111k parameters: auto mode uses random projections, a few passes in all. The check runs
     # in float64 while y stays float32: where mse_loss's backward does not promote (torch 2.11
-    # on CUDA) the check runs again with y as a float64 copy and says so in a note.
+    # and older, CPU and CUDA) the check runs again with y as a float64 copy, with a note.
     result = gk.assert_module_gradients(
         net,
         x,

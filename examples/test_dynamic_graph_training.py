@@ -36,7 +36,9 @@ class DynamicNet(nn.Module):
         return self.output_linear(h_relu)
 
 
-def train(steps: int, watch: bool) -> tuple[DynamicNet, list[float], gk.TrainingReport | None]:
+def train(
+    steps: int, watch: bool
+) -> tuple[DynamicNet, list[float], gk.results.TrainingReport | None]:
     torch.manual_seed(0)
     random.seed(0)
     x, y = torch.randn(64, 1000), torch.randn(64, 10)
@@ -76,7 +78,7 @@ def test_a_middle_layer_cut_off_by_detach_is_reported() -> None:
     model = DynamicNet(1000, 100, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     x, y = torch.randn(64, 1000), torch.randn(64, 10)
-    caught = pytest.raises(gk.TrainingLoopError, match="never received a gradient")
+    caught = pytest.raises(gk.errors.TrainingLoopError, match="never received a gradient")
     with caught as err, gk.watch_training(model, optimizer):
         for _ in range(20):
             h = model.input_linear(x).clamp(min=0).detach()  # the bug

@@ -49,7 +49,7 @@ def test_module_parameters_require_grad_by_default() -> None:
     net, _, _ = setup()
     gk.assert_requires_grad(net)
     gk.assert_requires_grad(torch.ones(3, 32, 32).requires_grad_())
-    with pytest.raises(gk.GraphCheckError):
+    with pytest.raises(gk.errors.GraphCheckError):
         gk.assert_requires_grad(torch.ones(3, 32, 32))  # plain tensors default to False
 
 
@@ -67,7 +67,7 @@ def test_the_correct_loop_passes() -> None:
 def test_a_missing_zero_grad_is_caught() -> None:
     net, optimizer, batches = setup()
     criterion = nn.CrossEntropyLoss()
-    caught = pytest.raises(gk.TrainingLoopError, match="Gradient not reset")
+    caught = pytest.raises(gk.errors.TrainingLoopError, match="Gradient not reset")
     with caught as err, gk.watch_training(net, optimizer):
         for x, target in batches:
             criterion(net(x), target).backward()  # gradients pile up
@@ -86,7 +86,7 @@ def test_the_same_bug_in_a_unit_test_of_one_step() -> None:
         criterion(net(x), target).backward()
         optimizer.step()
 
-    with pytest.raises(gk.TrainingLoopError, match="zero_grad"):
+    with pytest.raises(gk.errors.TrainingLoopError, match="zero_grad"):
         gk.assert_zero_grad_between_steps(train_step, net, optimizer, batches[:3])
 
 
@@ -106,9 +106,9 @@ def test_re_assigning_a_parameter_loses_it_from_the_optimizer() -> None:
     net, optimizer, _ = setup()
     net.fc1.weight = nn.Parameter(torch.ones([512, 784]))  # the bug
     assert optimizer.param_groups[0]["params"][0] is not net.fc1.weight
-    with pytest.raises(gk.GraphCheckError):
+    with pytest.raises(gk.errors.GraphCheckError):
         gk.assert_shares_memory(net.fc1.weight, optimizer.param_groups[0]["params"][0])
-    with pytest.raises(gk.TrainingLoopError, match="re-assigned after the optimizer") as err:
+    with pytest.raises(gk.errors.TrainingLoopError, match="re-assigned after the optimizer") as err:
         gk.assert_optimizer_tracks(net, optimizer)
     assert [f.parameter for f in err.value.findings] == ["fc1.weight"]
 

@@ -173,7 +173,7 @@ def _x(dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.tensor([-1.3, -0.4, 0.6, 1.1], dtype=dtype, requires_grad=True)
 
 
-def _statuses(result: gk.FunctionAuditResult) -> dict[str, str]:
+def _statuses(result: gk.results.FunctionAuditResult) -> dict[str, str]:
     return {f.check: f.status for f in result.findings}
 
 
@@ -218,10 +218,10 @@ def test_each_misuse_is_caught_and_named(function: Any, check: str, phrase: str)
         MulOneGradient: (x, torch.ones(4, dtype=torch.float64, requires_grad=True)),
     }.get(function, x)
     before = fingerprint(inputs)
-    with pytest.raises(gk.AutogradFunctionError) as info:
+    with pytest.raises(gk.errors.AutogradFunctionError) as info:
         gk.assert_autograd_function(function, inputs)
     result = info.value.result
-    assert isinstance(result, gk.FunctionAuditResult)
+    assert isinstance(result, gk.results.FunctionAuditResult)
     failed = {f.check: f.text for f in result.failed}
     assert check in failed, result.summary()
     assert phrase in failed[check]

@@ -63,10 +63,10 @@ def test_empty_input_is_an_error_only_when_asked() -> None:
 
 def test_sparse_and_complex_are_unsupported() -> None:
     sparse = torch.eye(3, dtype=torch.float64).to_sparse().requires_grad_()
-    with pytest.raises(gk.UnsupportedInputError, match="sparse"):
+    with pytest.raises(gk.errors.UnsupportedInputError, match="sparse"):
         gk.check_gradients(lambda s: s.to_dense(), sparse)
     z = torch.randn(3, dtype=torch.complex128, requires_grad=True)
-    with pytest.raises(gk.UnsupportedInputError, match="complex"):
+    with pytest.raises(gk.errors.UnsupportedInputError, match="complex"):
         gk.check_gradients(lambda t: t.abs(), z)
 
 
@@ -79,9 +79,9 @@ def test_non_tensor_and_non_floating_outputs() -> None:
 
 def test_nan_and_inf_outputs() -> None:
     x = torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
-    with pytest.raises(gk.NonFiniteOutputError, match=r"output is nan at index \(1,\)"):
+    with pytest.raises(gk.errors.NonFiniteOutputError, match=r"output is nan at index \(1,\)"):
         gk.check_gradients(torch.log, x)
-    with pytest.raises(gk.NonFiniteOutputError, match="inf"):
+    with pytest.raises(gk.errors.NonFiniteOutputError, match="inf"):
         gk.check_gradients(lambda t: 1 / (t - 1), x)
 
 
@@ -100,10 +100,14 @@ def test_user_exception_propagates_with_a_note_and_nothing_changes() -> None:
 
 def test_error_hierarchy() -> None:
     assert issubclass(gk.GradientMismatchError, AssertionError)
-    assert issubclass(gk.NondeterministicFunctionError, AssertionError)
+    assert issubclass(gk.errors.NondeterministicFunctionError, AssertionError)
     assert issubclass(gk.InvalidArgument, ValueError)
     assert not issubclass(gk.InvalidArgument, AssertionError)
-    for cls in (gk.UnsupportedInputError, gk.NonFiniteOutputError, gk.JacobianTooLargeError):
+    for cls in (
+        gk.errors.UnsupportedInputError,
+        gk.errors.NonFiniteOutputError,
+        gk.errors.JacobianTooLargeError,
+    ):
         assert issubclass(cls, gk.InvalidArgument)
 
 

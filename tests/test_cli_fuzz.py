@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import samples
 
 from gradcheck_kit import cli
-from gradcheck_kit.report import samples
 from gradcheck_kit.report.document import make_document
 
 # Help and --version end argparse with 0, a usage error with 2.

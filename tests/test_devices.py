@@ -42,7 +42,7 @@ def _inputs() -> torch.Tensor:
     return torch.randn(4, 6)
 
 
-def _parity(fn: Any, make_inputs: Any, **kwargs: Any) -> gk.DeviceParityResult:
+def _parity(fn: Any, make_inputs: Any, **kwargs: Any) -> gk.results.DeviceParityResult:
     """Two CPU runs compared through the internal entry point (no second device here)."""
     options: dict[str, Any] = {
         "loss_fn": None,
@@ -206,7 +206,7 @@ def test_benchmark_callable_groups_by_callable_and_phase() -> None:
     assert dv.benchmark_callable(fake, "cpu", _net(), _inputs, phase="forward") == "done"
     assert fake.group == "Sequential forward" and fake.extra_info["device"] == "cpu"
     if not CUDA:
-        with pytest.raises(gk.DeviceUnavailableError, match="CUDA device not available"):
+        with pytest.raises(gk.errors.DeviceUnavailableError, match="CUDA device not available"):
             dv.benchmark_callable(FakeBenchmark(), "cuda", _net(), _inputs)
     with pytest.raises(gk.InvalidArgument, match="train_step"):
         dv.benchmark_callable(FakeBenchmark(), "cpu", _net(), _inputs, phase="train_step")
@@ -574,12 +574,12 @@ def test_parity_without_a_second_device_is_skipped_not_failed() -> None:
 def test_assert_device_parity_raises_with_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     failing = _parity(_SecondCallDiffers(lambda x: (x @ x.T).cos()), _grad_inputs)
     monkeypatch.setattr(dv, "_parity", lambda *a, **k: failing)
-    with pytest.raises(gk.DeviceParityError, match="differ between devices") as info:
+    with pytest.raises(gk.errors.DeviceParityError, match="differ between devices") as info:
         gk.assert_device_parity(_net(), _inputs)
     assert info.value.result is failing
-    with pytest.raises(gk.DeviceParityError, match=r"^custom$"):
+    with pytest.raises(gk.errors.DeviceParityError, match=r"^custom$"):
         gk.assert_device_parity(_net(), _inputs, msg="custom")
-    with pytest.raises(gk.DeviceParityError, match=r"^pre: "):
+    with pytest.raises(gk.errors.DeviceParityError, match=r"^pre: "):
         gk.assert_device_parity(_net(), _inputs, msg=lambda m: "pre: " + m)
 
 

@@ -67,7 +67,7 @@ class SwishNet(nn.Module):
 
 def test_graph_reach_blames_the_detach_not_the_function_forward() -> None:
     model, x = SwishNet("detach"), torch.randn(3, 4)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_graph_reaches(lambda: model(x).sum(), model)
     text = str(err.value)
     assert "does not reach 2 of 4 parameters" in text
@@ -83,7 +83,7 @@ def test_graph_reach_passes_through_a_custom_function() -> None:
 
 def test_graph_reach_blames_a_function_whose_output_is_not_differentiable() -> None:
     model, x = SwishNet("sign"), torch.randn(3, 4)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_graph_reaches(lambda: model(x).sum(), model)
     text = str(err.value)
     assert "'a.weight', 'a.bias': RoundSign.apply returned a tensor that does not require" in text
@@ -98,7 +98,7 @@ def test_graph_reach_blames_a_function_called_under_no_grad() -> None:
             h = Swish.apply(w)
         return (h * w).sum()
 
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_graph_reaches(loss, {"w": w, "v": torch.ones(1, requires_grad=True)})
     text = str(err.value)
     # w still reaches the output through `h * w`; only the unused v is reported.
@@ -109,7 +109,7 @@ def test_graph_reach_blames_a_function_called_under_no_grad() -> None:
             h = Swish.apply(w)
         return (h * 2).sum()
 
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_graph_reaches(cut, {"w": w})
     assert "'w': Swish.apply returned a tensor that does not require grad" in str(err.value)
 
@@ -416,7 +416,7 @@ def test_fast_mode_result_with_entries_is_valid_json() -> None:
     result = gk.check_module_gradients(NormNet(), torch.randn(5, 8), loss_fn=_squared, mode="fast")
     data = result.to_dict()
     validate_results({"schema_version": 1, "results": [data]})
-    assert gk.GradCheckResult.from_dict(data).entries == 212
+    assert gk.GradcheckResult.from_dict(data).entries == 212
 
 
 class DecaysInForward(nn.Module):

@@ -32,3 +32,16 @@ def test_docstring_examples_run(name: str) -> None:
         f"{results.failed} of {results.attempted} docstring examples in {name} fail: "
         f"python -m pytest --doctest-modules {module.__file__}"
     )
+
+
+def test_test_support_examples_run() -> None:
+    # tests/support/ is test code, outside the package walk above; its examples run too.
+    from support import samples
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(samples, samples.__name__):
+        runner.run(test, out=lambda text: None)
+    results = runner.summarize(verbose=False)
+    assert results.attempted > 0
+    assert results.failed == 0, f"{results.failed} of {results.attempted} examples fail"

@@ -10,15 +10,9 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.autograd.gradcheck import GradcheckError
 
-from gradcheck_kit import (
-    GradientMismatchError,
-    InvalidArgument,
-    TorchGradcheckError,
-    UnsupportedInputError,
-    gradcheck,
-    gradgradcheck,
-)
+from gradcheck_kit import GradientMismatchError, InvalidArgument, gradcheck, gradgradcheck
 from gradcheck_kit._src import dropin, dropin_checks, recording
+from gradcheck_kit.errors import TorchGradcheckError, UnsupportedInputError
 
 
 def _x(n: int = 3, scale: float = 1.0) -> torch.Tensor:

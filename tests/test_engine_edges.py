@@ -38,10 +38,10 @@ def test_an_output_that_changes_shape_gets_a_verdict_naming_output_shapes_and_po
         assert "input at index (1,) moved by -1e-06 (from 0.5 to 0.499999)" in hint.text
     summary = result.summary()
     assert summary.startswith("[gradcheck] fn's outputs change shape under a small step")
-    with pytest.raises(gk.OutputShapeChangedError, match="discrete choice"):
+    with pytest.raises(gk.errors.OutputShapeChangedError, match="discrete choice"):
         gk.assert_gradients_close(keep_above_half, x, mode=mode)
     # the result round-trips through the JSON schema with its status
-    again = gk.GradCheckResult.from_dict(result.to_dict())
+    again = gk.GradcheckResult.from_dict(result.to_dict())
     assert again.status == "shape_changed"
 
 
@@ -61,7 +61,7 @@ def test_a_function_raising_next_to_the_point_says_where_and_what_to_do() -> Non
         return torch.log(x).sum()
 
     x = f64(2.0, 5e-7, 3.0)  # the step 1e-6 crosses 0 at index 1
-    with pytest.raises(gk.PerturbedEvaluationError) as info:
+    with pytest.raises(gk.errors.PerturbedEvaluationError) as info:
         gk.check_gradients(log_barrier, x, mode="full")
     text = str(info.value)
     assert "ValueError: log barrier outside its domain" in text
@@ -84,7 +84,7 @@ def test_an_error_leaves_nothing_of_the_check_allocated() -> None:
         return torch.tanh(t) * 2
 
     gc.collect()
-    with AllocationCounter() as counter, pytest.raises(gk.PerturbedEvaluationError) as info:
+    with AllocationCounter() as counter, pytest.raises(gk.errors.PerturbedEvaluationError) as info:
         gk.check_gradients(fails_when_entry_7_moves, x, mode="full")
     gc.collect()
     # the error is still held (as a test framework holds it), but not the batch its

@@ -102,16 +102,18 @@ def test_full_mode_in_blocks_gives_the_same_verdict_and_worst_entries() -> None:
 
 def test_one_evaluation_over_the_budget_is_a_typed_error_naming_what_fits() -> None:
     x = f64(1000)
-    with pytest.raises(gk.MemoryBudgetError, match=r"max_memory=100 bytes.*Pass max_memory="):
+    with pytest.raises(
+        gk.errors.MemoryBudgetError, match=r"max_memory=100 bytes.*Pass max_memory="
+    ):
         gk.check_gradients(torch.sin, x, mode="full", max_memory=100)
     # the old name still catches it
-    with pytest.raises(gk.JacobianTooLargeError):
+    with pytest.raises(gk.errors.JacobianTooLargeError):
         gk.check_gradients(torch.sin, x, mode="fast", max_memory=100)
 
 
 def test_the_suggested_budget_is_enough() -> None:
     x = f64(100)
-    with pytest.raises(gk.MemoryBudgetError) as info:
+    with pytest.raises(gk.errors.MemoryBudgetError) as info:
         gk.check_gradients(torch.sin, x, mode="full", max_memory=1000)
     suggested = int(str(info.value).split("Pass max_memory=")[1].split(" ")[0].replace(",", ""))
     assert gk.check_gradients(torch.sin, x, mode="full", max_memory=suggested).passed
@@ -129,6 +131,6 @@ def test_batch_rows_count_one_evaluation_as_free() -> None:
     assert budget.rows(per_row=1000, own_peak=500, extra=0, wanted=100, what="x") == 7
     with budget.holding(9_000):
         assert budget.rows(per_row=1000, own_peak=500, extra=0, wanted=100, what="x") == 1
-        with pytest.raises(gk.MemoryBudgetError, match=r"already holds 8\.8 KiB"):
+        with pytest.raises(gk.errors.MemoryBudgetError, match=r"already holds 8\.8 KiB"):
             budget.rows(per_row=1000, own_peak=500, extra=100, wanted=100, what="x")
     assert budget.held == 0

@@ -85,11 +85,11 @@ def _x(n: int = 6, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.linspace(-2.0, 2.0, n, dtype=dtype).requires_grad_()
 
 
-def _kinds(result: gk.GradCheckResult) -> list[str]:
+def _kinds(result: gk.GradcheckResult) -> list[str]:
     return [h.kind for h in result.hints]
 
 
-def _not_checked(result: gk.GradCheckResult) -> list[str]:
+def _not_checked(result: gk.GradcheckResult) -> list[str]:
     return [n for n in result.notes if n.startswith("forward mode was not checked")]
 
 

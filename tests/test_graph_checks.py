@@ -67,7 +67,9 @@ def test_graph_nodes_of_tensors_without_a_graph() -> None:
     with torch.no_grad():
         assert gk.graph_nodes(w * 2) == []
     assert gk.graph_nodes((w * 2).detach()) == []
-    with pytest.raises(gk.InvalidArgumentType, match=r"output=\[1\] must be a torch\.Tensor"):
+    with pytest.raises(
+        gk.errors.InvalidArgumentType, match=r"output=\[1\] must be a torch\.Tensor"
+    ):
         gk.graph_nodes([1])  # type: ignore[arg-type]
 
 
@@ -82,7 +84,7 @@ def test_scenario_2_which_tensors_get_gradients() -> None:
     loss.backward()
     gk.assert_grad_is_none(x, y)
     gk.assert_requires_grad(w, b)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_grad_is_none(x, w)
     text = str(err.value)
     assert text.startswith("[gradcheck] Tensors have a gradient! (assert_grad_is_none, 1 of 2")
@@ -99,7 +101,7 @@ def test_scenario_2_detach_cuts_exactly_b() -> None:
     loss.backward()
     gk.assert_grad_is_none(b)
     gk.assert_graph_reaches(loss, {"w": w})
-    with pytest.raises(gk.GraphCheckError, match="'b'") as err:
+    with pytest.raises(gk.errors.GraphCheckError, match="'b'") as err:
         gk.assert_graph_reaches(loss, {"w": w, "b": t["b"]})
     assert "does not reach 1 of 2 tensors" in str(err.value)
     assert "pass a function instead of the output" in str(err.value)
@@ -112,7 +114,7 @@ def test_scenario_2_no_grad_builds_no_graph() -> None:
     with torch.no_grad():
         y_eval = torch.matmul(x, w) + b
     assert gk.assert_no_graph(y_eval) is y_eval
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_no_graph({"y_pred": y_pred, "y_eval": y_eval})
     text = str(err.value)
     assert "'y_pred' requires grad (grad_fn=<AddBackward0>)" in text
@@ -122,18 +124,18 @@ def test_scenario_2_no_grad_builds_no_graph() -> None:
 def test_names_come_from_the_callers_variables_dicts_and_modules() -> None:
     lin = nn.Linear(2, 2)
     lin.bias.requires_grad_(False)
-    with pytest.raises(gk.GraphCheckError, match="'bias'"):
+    with pytest.raises(gk.errors.GraphCheckError, match="'bias'"):
         gk.assert_requires_grad(lin)
-    with pytest.raises(gk.GraphCheckError, match="'frozen_bias'"):
+    with pytest.raises(gk.errors.GraphCheckError, match="'frozen_bias'"):
         gk.assert_requires_grad({"frozen_bias": lin.bias})
     my_input = torch.zeros(3)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_requires_grad(my_input)
     assert "'my_input'" in str(err.value)
     assert "created without requires_grad=True" in str(err.value)
     with torch.inference_mode():
         inf = torch.ones(1)
-    with pytest.raises(gk.GraphCheckError, match="inference_mode"):
+    with pytest.raises(gk.errors.GraphCheckError, match="inference_mode"):
         gk.assert_requires_grad(inf)
 
 
@@ -147,13 +149,13 @@ def test_grad_of_a_non_leaf_is_read_without_torchs_warning() -> None:
     h2 = w * 3
     h2.retain_grad()
     h2.sum().backward()
-    with pytest.raises(gk.GraphCheckError, match="'h2'"):
+    with pytest.raises(gk.errors.GraphCheckError, match="'h2'"):
         gk.assert_grad_is_none(h2)
 
 
 def test_assert_detached_failure_names_both_kinds() -> None:
     b = torch.ones(1, requires_grad=True)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_detached(b, {"product": b * 2})
     text = str(err.value)
     assert "'b' is a leaf that requires grad" in text
@@ -165,13 +167,21 @@ def test_assert_detached_failure_names_both_kinds() -> None:
     ("call", "error", "match"),
     [
         (lambda: gk.assert_detached(), gk.InvalidArgument, "at least one tensor"),
-        (lambda: gk.assert_detached(3), gk.InvalidArgumentType, "argument 0=3"),
-        (lambda: gk.assert_grad_is_none([torch.ones(1), "x"]), gk.InvalidArgumentType, r"\[1\]"),
+        (lambda: gk.assert_detached(3), gk.errors.InvalidArgumentType, "argument 0=3"),
+        (
+            lambda: gk.assert_grad_is_none([torch.ones(1), "x"]),
+            gk.errors.InvalidArgumentType,
+            r"\[1\]",
+        ),
         (lambda: gk.assert_requires_grad(nn.ReLU()), gk.InvalidArgument, "no parameters"),
-        (lambda: gk.assert_no_graph(torch.ones(1), 2), gk.InvalidArgumentType, "no further"),
-        (lambda: gk.assert_detached(torch.ones(1), msg=3), gk.InvalidArgumentType, "msg=3"),
-        (lambda: gk.assert_shares_memory([1], [1]), gk.InvalidArgumentType, "NumPy array"),
-        (lambda: gk.assert_graph_reaches(3, torch.ones(1)), gk.InvalidArgumentType, "output=3"),
+        (lambda: gk.assert_no_graph(torch.ones(1), 2), gk.errors.InvalidArgumentType, "no further"),
+        (lambda: gk.assert_detached(torch.ones(1), msg=3), gk.errors.InvalidArgumentType, "msg=3"),
+        (lambda: gk.assert_shares_memory([1], [1]), gk.errors.InvalidArgumentType, "NumPy array"),
+        (
+            lambda: gk.assert_graph_reaches(3, torch.ones(1)),
+            gk.errors.InvalidArgumentType,
+            "output=3",
+        ),
         (
             lambda: gk.assert_graph_reaches(torch.ones(1), nn.Linear(1, 1).requires_grad_(False)),
             gk.InvalidArgument,
@@ -186,9 +196,9 @@ def test_misuse_is_an_invalid_argument(call: object, error: type[Exception], mat
 
 def test_msg_prefix_and_rewrite() -> None:
     w = torch.ones(1, requires_grad=True)
-    with pytest.raises(gk.GraphCheckError, match=r"^after epoch 2\n\n\[gradcheck\]"):
+    with pytest.raises(gk.errors.GraphCheckError, match=r"^after epoch 2\n\n\[gradcheck\]"):
         gk.assert_detached(w, msg="after epoch 2")
-    with pytest.raises(gk.GraphCheckError, match=r"^X$"):
+    with pytest.raises(gk.errors.GraphCheckError, match=r"^X$"):
         gk.assert_detached(w, msg=lambda text: "X")
 
 
@@ -219,7 +229,7 @@ def test_no_graph_for_an_evaluation_under_no_grad_or_inference_mode() -> None:
 
 def test_no_graph_names_the_first_operation_and_its_line() -> None:
     model, x = Model(), torch.randn(3, 4)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_no_graph(lambda: model(x).detach())  # the graph is built, then dropped
     text = str(err.value)
     assert "torch.nn.functional.linear created AddmmBackward0 at " in text
@@ -235,7 +245,7 @@ def test_no_graph_sees_a_backward_and_the_grads_it_changed() -> None:
         out.sum().backward()
         return out.detach()
 
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_no_graph(evaluate_and_oops)
     text = str(err.value)
     assert "torch.Tensor.backward ran during the evaluation at " in text
@@ -282,7 +292,7 @@ class Cut(nn.Module):
 )
 def test_graph_reaches_names_where_the_path_was_cut(how: str, phrase: str) -> None:
     model, x = Cut(how), torch.randn(3, 4)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_graph_reaches(lambda: model(x).pow(2).sum(), model)
     text = str(err.value)
     assert "does not reach 4 of 6 parameters" in text
@@ -297,7 +307,7 @@ def test_graph_reaches_a_connected_module_and_skips_frozen_parameters() -> None:
     model.spare.requires_grad_(False)
     gk.assert_graph_reaches(model(x).sum(), model)
     gk.assert_graph_reaches(lambda: model(x).sum(), model)
-    with pytest.raises(gk.GraphCheckError, match="requires_grad=False"):
+    with pytest.raises(gk.errors.GraphCheckError, match="requires_grad=False"):
         gk.assert_graph_reaches(model(x).sum(), {"spare": model.spare.weight})
 
 
@@ -305,13 +315,13 @@ def test_graph_reaches_an_output_without_graph() -> None:
     model, x = Cut("none"), torch.randn(3, 4)
     with torch.no_grad():
         loss = model(x).sum()
-    with pytest.raises(gk.GraphCheckError, match="the output has no autograd graph at all"):
+    with pytest.raises(gk.errors.GraphCheckError, match="the output has no autograd graph at all"):
         gk.assert_graph_reaches(loss, model)
 
 
 def test_a_tensor_named_twice_is_reported_under_both_names() -> None:
     w = torch.ones(3, requires_grad=True)
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_graph_reaches(lambda: (w.detach() * 2).sum(), {"first": w, "second": w})
     assert "'first', 'second': detach returns a tensor without autograd history" in str(err.value)
 
@@ -322,7 +332,7 @@ def test_graph_reaches_intermediate_tensors() -> None:
     g = (w * 3).detach()
     out = h.sum() + g.sum()
     gk.assert_graph_reaches(out, {"h": h, "w": w})
-    with pytest.raises(gk.GraphCheckError, match="'g'"):
+    with pytest.raises(gk.errors.GraphCheckError, match="'g'"):
         gk.assert_graph_reaches(out, {"h": h, "g": g})
 
 
@@ -337,7 +347,7 @@ def test_numpy_bridge_shares_memory_and_copies_do_not() -> None:
     gk.assert_shares_memory(a, a[1:3])
     gk.assert_no_shared_memory(t, torch.tensor(a))
     gk.assert_no_shared_memory(a, a.copy())
-    with pytest.raises(gk.GraphCheckError) as err:
+    with pytest.raises(gk.errors.GraphCheckError) as err:
         gk.assert_no_shared_memory(t, a)
     text = str(err.value)
     assert "'t': float32 tensor of shape (5,) on cpu." in text
@@ -352,7 +362,7 @@ def test_parameter_data_assignment_vs_re_assignment() -> None:
     net[0].weight.data = torch.ones(2, 4)
     gk.assert_shares_memory(net[0].weight, held)
     net[0].weight = nn.Parameter(torch.ones(2, 4))
-    with pytest.raises(gk.GraphCheckError, match=r"nn\.Parameter") as err:
+    with pytest.raises(gk.errors.GraphCheckError, match=r"nn\.Parameter") as err:
         gk.assert_shares_memory(net[0].weight, held)
     assert "Tensors do not share memory! (assert_shares_memory)" in str(err.value)
 
@@ -366,7 +376,7 @@ def test_exotic_dtypes_and_layouts() -> None:
     gk.assert_no_shared_memory(bf[::2], bf[1::2])  # interleaved: no element in common
     gk.assert_no_shared_memory(torch.empty(0), torch.empty(0))
     gk.assert_shares_memory(bf, bf)
-    with pytest.raises(gk.GraphCheckError, match="they are the same object"):
+    with pytest.raises(gk.errors.GraphCheckError, match="they are the same object"):
         gk.assert_no_shared_memory(bf, bf)
     with pytest.raises(gk.InvalidArgument, match="sparse"):
         gk.assert_shares_memory(torch.eye(2).to_sparse(), torch.eye(2))
@@ -392,11 +402,11 @@ def test_sharing_matches_the_elements_two_slices_have_in_common(
     common = set(range(12)[start_a:stop_a:step_a]) & set(range(12)[start_b:stop_b:step_b])
     if common:
         gk.assert_shares_memory(a, b)
-        with pytest.raises(gk.GraphCheckError):
+        with pytest.raises(gk.errors.GraphCheckError):
             gk.assert_no_shared_memory(a, b)
     else:
         gk.assert_no_shared_memory(a, b)
-        with pytest.raises(gk.GraphCheckError):
+        with pytest.raises(gk.errors.GraphCheckError):
             gk.assert_shares_memory(a, b)
 
 
@@ -409,7 +419,7 @@ def _published(call: Callable[[], object]) -> tuple[list[Any], BaseException | N
     unsubscribe = recording.subscribe(seen.append)
     try:
         call()
-    except gk.GraphCheckError as error:
+    except gk.errors.GraphCheckError as error:
         return seen, error
     finally:
         unsubscribe()
@@ -472,7 +482,7 @@ def test_every_graph_assertion_publishes_one_record_passed_or_failed(check: str)
     seen, error = _published(passing)
     assert error is None and len(seen) == 1
     (ok,) = seen
-    assert isinstance(ok, gk.GraphCheckResult)
+    assert isinstance(ok, gk.results.GraphCheckResult)
     assert (ok.kind, ok.check, ok.passed, ok.offending, ok.message) == (
         "graph",
         check,
@@ -482,7 +492,7 @@ def test_every_graph_assertion_publishes_one_record_passed_or_failed(check: str)
     )
 
     seen, error = _published(failing)
-    assert isinstance(error, gk.GraphCheckError) and len(seen) == 1
+    assert isinstance(error, gk.errors.GraphCheckError) and len(seen) == 1
     (bad,) = seen
     # The raised error carries the very record that was published, with its text.
     assert error.result is bad and str(error) == bad.message == bad.summary()
@@ -493,7 +503,7 @@ def test_every_graph_assertion_publishes_one_record_passed_or_failed(check: str)
     for result in (ok, bad):
         data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
         validate_results({"schema_version": 1, "results": [data]})
-        assert gk.GraphCheckResult.from_dict(data).to_dict() == result.to_dict()
+        assert gk.results.GraphCheckResult.from_dict(data).to_dict() == result.to_dict()
 
 
 def test_a_graph_assertion_reads_its_record_so_a_caught_failure_counts_as_expected() -> None:
@@ -508,9 +518,9 @@ def test_a_graph_assertion_reads_its_record_so_a_caught_failure_counts_as_expect
 
     unsubscribe = recording.subscribe(watch_each)
     try:
-        with pytest.raises(gk.GraphCheckError):
+        with pytest.raises(gk.errors.GraphCheckError):
             gk.assert_requires_grad(x)
-        with pytest.raises(gk.GraphCheckError):
+        with pytest.raises(gk.errors.GraphCheckError):
             gk.assert_grad_is_none(y)
     finally:
         unsubscribe()
@@ -528,13 +538,13 @@ def test_no_graph_of_a_call_is_named_by_the_function_and_blames_changed_grads() 
         return out
 
     seen, error = _published(lambda: gk.assert_no_graph(evaluate, net, torch.randn(2, 3)))
-    assert isinstance(error, gk.GraphCheckError)
+    assert isinstance(error, gk.errors.GraphCheckError)
     (record,) = seen
     assert record.name.startswith("assert_no_graph(") and "evaluate" in record.name
     assert set(record.offending) == {"weight", "bias"}
 
     seen, error = _published(lambda: gk.assert_no_graph(net.eval(), torch.randn(2, 3)))
-    assert isinstance(error, gk.GraphCheckError)
+    assert isinstance(error, gk.errors.GraphCheckError)
     assert seen[0].name == "assert_no_graph(Linear)"
 
 

@@ -44,12 +44,14 @@ CHECK_MODULES = tuple(
         "second_order",
         "trajectories",
         "targets",
+        "function_forward",
     )
 )
 CORE_MODULES = tuple(
     f"gradcheck_kit._src.{name}"
     for name in (
         "engine",
+        "compat",
         "state",
         "undo",
         "results",
@@ -57,6 +59,7 @@ CORE_MODULES = tuple(
         "messages",
         "recording",
         "validation",
+        "raising",
     )
 )
 # What a report or a results file needs must load on a machine without torch.
@@ -65,6 +68,8 @@ TORCH_FREE_MODULES = (
     "gradcheck_kit._src.messages",
     "gradcheck_kit._src.recording",
     "gradcheck_kit._src.errors",
+    "gradcheck_kit._src.raising",
+    "gradcheck_kit._src.validation",
 )
 
 
@@ -243,6 +248,13 @@ def test_report_imports_no_torch_and_no_pytest(module: str) -> None:
     assert not offenders, f"{module} needs {offenders}; a report renders from JSON alone"
 
 
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_package_imports_no_test_code(module: str) -> None:
+    # Test-only helpers (tests/support/) stay out of the installed package.
+    found = sorted(n for n in imports_of(module) if _matches(n, ("support", "tests")))
+    assert not found, f"{module} imports test code: {found}"
+
+
 def test_plugin_and_package_import_leaves_torch_out() -> None:
     code = (
         "import sys\n"
@@ -272,7 +284,7 @@ def test_lazy_public_name_does_import_its_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["False", "True", "gradcheck_kit"]
+    assert proc.stdout.split() == ["False", "True", "gradcheck_kit.errors"]
 
 
 def _private_names_used(module: str) -> list[str]:
@@ -326,3 +338,52 @@ def test_the_private_name_walk_finds_what_it_should(
     )
     found = _private_names_used("gradcheck_kit._src._layering_probe")
     assert found == ["from gradcheck_kit._src.state import _bits", "recording._listeners"]
+
+
+def _import_cycle() -> list[str]:
+    """One cycle of run-time imports between the package's modules (lazy ones too), or []."""
+    graph = {
+        m: sorted(d for d in imports_of(m, runtime_only=True) if d in MODULES and d != m)
+        for m in MODULES
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        state[module] = 1
+        for dep in graph[module]:
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state and (found := visit(dep, [*path, dep])):
+                return found
+        state[module] = 2
+        return []
+
+    for module in graph:
+        if module not in state and (found := visit(module, [module])):
+            return found
+    return []
+
+
+def test_no_import_circle() -> None:
+    # results are data and messages words them (torch.testing's ErrorMeta, formatted at the
+    # boundary): a summary() that imported messages lazily made the circle this guards against
+    cycle = _import_cycle()
+    assert not cycle, "import circle: " + " -> ".join(cycle)
+
+
+def test_messages_import_the_result_types_only_for_annotations() -> None:
+    runtime = imports_of("gradcheck_kit._src.messages", runtime_only=True)
+    from_results = {n for n in runtime if n.startswith("gradcheck_kit._src.results.")}
+    assert from_results == {"gradcheck_kit._src.results.summarizes"}
+    assert "gradcheck_kit._src.messages" not in imports_of("gradcheck_kit._src.results")
+
+
+def test_the_cycle_walk_finds_a_lazy_circle(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, other in (("a", "b"), ("b", "a")):
+        probe = tmp_path / f"{name}.py"
+        probe.write_text(f"def later():\n    from . import _probe_{other}\n", encoding="utf-8")
+        monkeypatch.setitem(MODULES, f"gradcheck_kit._src._probe_{name}", probe)
+    cycle = _import_cycle()
+    assert set(cycle) == {"gradcheck_kit._src._probe_a", "gradcheck_kit._src._probe_b"}

@@ -109,7 +109,7 @@ def test_each_wrong_derivative_is_caught_and_named(case: Case, dtype: str) -> No
     with pytest.raises(gk.GradientMismatchError) as info:
         gk.assert_matches_manual(case.fn, case.wrong, x, dtype=dtype)
     result = info.value.result
-    assert isinstance(result, gk.ManualCheckResult)
+    assert isinstance(result, gk.results.ManualCheckResult)
     assert result.odd_one_out == "manual"
     text = str(info.value)
     assert "your derivative disagrees with both autograd and finite differences at index" in text
@@ -209,7 +209,7 @@ def test_a_random_fn_is_reported_and_replay_checks_it() -> None:
     def grad(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.dropout(torch.ones_like(x), 0.5)  # the same mask
 
-    with pytest.raises(gk.NondeterministicFunctionError, match="rng='replay'"):
+    with pytest.raises(gk.errors.NondeterministicFunctionError, match="rng='replay'"):
         gk.assert_matches_manual(fn, grad, x)
     assert gk.check_matches_manual(fn, grad, x, rng="replay").passed
 

@@ -100,7 +100,7 @@ def test_one_record_per_check_valid_and_round_tripping(make: Callable[[], Any]) 
     # nested checks (the audit's, second order's) are parts of it, not results of their own
     assert published == [result]
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    validate_results({"schema_version": gk.SCHEMA_VERSION, "results": [data]})
+    validate_results({"schema_version": gk.results.SCHEMA_VERSION, "results": [data]})
     again = TYPES[data["kind"]].from_dict(data)
     assert again.to_dict() == result.to_dict()
     labelled = result.with_test_id("tests/x.py::test")

@@ -69,5 +69,5 @@ def test_a_nested_second_order_result_keeps_its_class() -> None:
     audit = gk.check_autograd_function(Square, x, second_order=True)
     back = FunctionAuditResult.from_dict(json.loads(json.dumps(audit.to_dict())))
     assert isinstance(back.second_order, SecondOrderResult)
-    assert type(back.gradient) is gk.GradCheckResult
+    assert type(back.gradient) is gk.GradcheckResult
     assert back.to_dict() == audit.to_dict()

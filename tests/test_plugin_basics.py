@@ -40,7 +40,7 @@ def _plugin_args() -> list[str]:
 # pytest-benchmark's (it warns in every inner run when the outer run uses xdist).
 PLUGIN = [*_plugin_args(), "-p", "no:hypothesispytest", "-p", "no:benchmark"]
 
-# A stand-in for GradCheckResult with the three things the plugin uses.
+# A stand-in for GradcheckResult with the three things the plugin uses.
 FAKE_RESULT = """
 import dataclasses
 from typing import Optional

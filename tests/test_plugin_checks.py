@@ -284,7 +284,7 @@ def test_training_watch_fixture_fails_a_buggy_loop(pytester: pytest.Pytester) ->
     # a failure of the test itself (its call phase), not an error at teardown
     result.assert_outcomes(passed=1, failed=1, errors=0)
     result.stdout.fnmatch_lines(
-        ["E *gradcheck_kit.TrainingLoopError: *", "FAILED *::test_missing_zero_grad*"]
+        ["E *gradcheck_kit.errors.TrainingLoopError: *", "FAILED *::test_missing_zero_grad*"]
     )
 
 

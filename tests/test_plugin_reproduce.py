@@ -86,7 +86,7 @@ def test_failing_check_saves_inputs_and_records_the_line(pytester: pytest.Pytest
         check=False,
     )
     assert pasted.returncode == 1
-    assert "gradcheck_kit.GradientMismatchError: [gradcheck] Gradients are not close!" in (
+    assert "gradcheck_kit.errors.GradientMismatchError: [gradcheck] Gradients are not close!" in (
         pasted.stderr
     )
 
@@ -97,7 +97,7 @@ def test_traceback_names_the_public_error_and_hides_the_package(pytester: pytest
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
     result.stdout.fnmatch_lines(
-        ["E *gradcheck_kit.GradientMismatchError: *Gradients are not close!*"]
+        ["E *gradcheck_kit.errors.GradientMismatchError: *Gradients are not close!*"]
     )
     assert "gradcheck_kit._src.errors" not in output
     assert "gradcheck_kit/_src" not in output
@@ -135,7 +135,7 @@ def test_training_finding_fails_the_test_in_its_call_phase(pytester: pytest.Pyte
     assert phases(result) == [("setup", "passed"), ("call", "failed"), ("teardown", "passed")]
     result.stdout.fnmatch_lines(
         [
-            "E *gradcheck_kit.TrainingLoopError: *Training loop check failed*",
+            "E *gradcheck_kit.errors.TrainingLoopError: *Training loop check failed*",
             "*1. Gradient not reset between optimizer steps*",
         ]
     )

@@ -23,7 +23,7 @@ from gradcheck_kit._src.state import GlobalModes, fingerprint
 
 needs_strings = pytest.mark.skipif(
     not isinstance(getattr(torch.backends.cuda.matmul, "fp32_precision", None), str),
-    reason="torch < 2.9 has no fp32_precision switches",
+    reason="this torch has no fp32_precision switches (torch.backends.cuda.matmul.fp32_precision)",
 )
 
 # Every way a user may have set TF32, legacy and new API, then a reading of every

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import samples
 from test_report_html import Page
 
-from gradcheck_kit.report import samples
 from gradcheck_kit.report.document import make_document
 from gradcheck_kit.report.html import write_html
 

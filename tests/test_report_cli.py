@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import samples
 from test_report_document import validate_document
 
 from gradcheck_kit import cli
-from gradcheck_kit.report import samples
 from gradcheck_kit.report.document import load_document, make_document, write_document
 
 

@@ -15,8 +15,8 @@ import pytest
 from _schemas import document_validator, validate_document
 from hypothesis import given
 from hypothesis import strategies as st
+from support import samples
 
-from gradcheck_kit.report import samples
 from gradcheck_kit.report.document import (
     DOCUMENT_SCHEMA_VERSION,
     VERDICTS,

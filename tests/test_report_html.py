@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import samples
 
-from gradcheck_kit.report import charts, samples
+from gradcheck_kit.report import charts
 from gradcheck_kit.report.document import make_document
 from gradcheck_kit.report.files import write_text_atomic
 from gradcheck_kit.report.heatmap import heatmap
@@ -561,7 +562,7 @@ def test_a_graph_record_is_a_card_of_its_own_kind() -> None:
 
     try:
         gk.assert_requires_grad({"x": torch.zeros(2)})
-    except gk.GraphCheckError as error:
+    except gk.errors.GraphCheckError as error:
         record = error.result.to_dict()
     page = build_page(make_document([record]))
     assert [(k.kind, k.label, k.failed) for k in page.kinds] == [("graph", "graph", 1)]

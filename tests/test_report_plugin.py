@@ -1,6 +1,6 @@
 """``pytest --gradcheck`` writes the HTML report next to the JSON file (real pytest runs).
 
-The inner test files publish sample records (``gradcheck_kit.report.samples``)
+The inner test files publish sample records (``tests/support/samples.py``)
 straight to ``recording``, so these runs need no gradient code and no torch.
 """
 
@@ -30,13 +30,21 @@ def _plugin_args() -> list[str]:
 PLUGIN = [*_plugin_args(), "-p", "no:hypothesispytest", "-p", "no:benchmark"]
 HOSTILE = "<script>alert(1)</script>"
 
-PUBLISH = """
+# The inner runs (in a temporary folder, some in a subprocess) import the samples from here.
+SUPPORT_PATH = str(Path(__file__).resolve().parent)
+
+PUBLISH = f"""
 import dataclasses
+import sys
 
 import pytest
 
 from gradcheck_kit._src import recording
-from gradcheck_kit.report import samples
+
+sys.path.insert(0, {SUPPORT_PATH!r})
+from support import samples
+"""
+PUBLISH += """
 
 
 @dataclasses.dataclass(frozen=True)

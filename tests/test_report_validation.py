@@ -12,9 +12,9 @@ import pytest
 from _schemas import HAVE_JSONSCHEMA
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import samples
 from test_report_document import _validator, every_kind
 
-from gradcheck_kit.report import samples
 from gradcheck_kit.report.document import DocumentError, make_document
 from gradcheck_kit.report.validation import (
     SUPPORTED_KEYWORDS,

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradcheck_kit as gk
-from gradcheck_kit._src import errors
+from gradcheck_kit import errors
 from gradcheck_kit._src.failure_inputs import (
     InputsFolder,
     close_inputs_folder,
@@ -115,7 +115,7 @@ def test_closure_is_named_by_its_qualified_name_file_and_line(
     assert ref.label == f"make_scaled.<locals>.scaled at tests/ops_under_test.py:{line}"
 
 
-def _failing_check(folder: InputsFolder, fn: object, *inputs: torch.Tensor) -> gk.GradCheckResult:
+def _failing_check(folder: InputsFolder, fn: object, *inputs: torch.Tensor) -> gk.GradcheckResult:
     open_inputs_folder(folder)
     try:
         return gk.check_gradients(fn, inputs)  # type: ignore[arg-type]
@@ -257,18 +257,19 @@ def test_pasted_line_reruns_the_check_and_fails_the_same_way(
     pasted = _python(line, root)  # a fresh interpreter in the project root
     assert pasted.returncode == 1
     assert (
-        "gradcheck_kit.GradientMismatchError: [gradcheck] Gradients are not close!" in pasted.stderr
+        "gradcheck_kit.errors.GradientMismatchError: [gradcheck] Gradients are not close!"
+        in pasted.stderr
     )
     assert mismatched in pasted.stderr
 
 
 def test_exceptions_carry_their_public_name_and_pickle() -> None:
     for name in errors.__all__:
-        cls = getattr(gk, name)
-        assert cls.__module__ == "gradcheck_kit" and cls is getattr(errors, name)
+        cls = getattr(errors, name)
+        assert cls.__module__ == "gradcheck_kit.errors"
     error = gk.GradientMismatchError("[gradcheck] Gradients are not close!")
     text = "".join(traceback.format_exception_only(type(error), error))
-    assert text.startswith("gradcheck_kit.GradientMismatchError: [gradcheck]")
+    assert text.startswith("gradcheck_kit.errors.GradientMismatchError: [gradcheck]")
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is gk.GradientMismatchError and str(back) == str(error)
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradcheck_kit as gk
-from gradcheck_kit import Resolution
+from gradcheck_kit.results import Resolution
 
 
 class _Scaled(torch.autograd.Function):

@@ -11,14 +11,14 @@ from _functions import OneEntryWrong, square_half
 from _schemas import validate_results
 
 import gradcheck_kit as gk
-from gradcheck_kit._src.results import GradCheckResult
+from gradcheck_kit._src.results import GradcheckResult
 
 
 def _x(n: int = 5) -> torch.Tensor:
     return torch.linspace(-1, 1, n, dtype=torch.float64).requires_grad_()
 
 
-def _results() -> list[GradCheckResult]:
+def _results() -> list[GradcheckResult]:
     return [
         gk.check_gradients(torch.sin, _x()),
         gk.check_gradients(square_half, _x(), mode="full"),
@@ -34,11 +34,14 @@ def _results() -> list[GradCheckResult]:
 
 def test_every_result_validates_against_the_schema_and_round_trips() -> None:
     results = _results()
-    document = {"schema_version": gk.SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
+    document = {
+        "schema_version": gk.results.SCHEMA_VERSION,
+        "results": [r.to_dict() for r in results],
+    }
     text = json.dumps(document, allow_nan=False)  # strict JSON: no NaN/Infinity literals
     validate_results(json.loads(text))
     for r in results:
-        again = GradCheckResult.from_dict(json.loads(json.dumps(r.to_dict())))
+        again = GradcheckResult.from_dict(json.loads(json.dumps(r.to_dict())))
         assert again.to_dict() == r.to_dict()
 
 
@@ -78,7 +81,7 @@ def test_msg_prefix_and_callable() -> None:
 
 
 def test_nondeterministic_assertion_type_and_text() -> None:
-    with pytest.raises(gk.NondeterministicFunctionError, match="rng='replay'"):
+    with pytest.raises(gk.errors.NondeterministicFunctionError, match="rng='replay'"):
         gk.assert_gradients_close(lambda t: torch.nn.functional.dropout(t, 0.5), _x())
 
 
@@ -93,7 +96,7 @@ def test_passing_summary_and_result_bool() -> None:
 def test_results_are_published_for_recorders() -> None:
     from gradcheck_kit._src import recording
 
-    seen: list[GradCheckResult] = []
+    seen: list[GradcheckResult] = []
     unsubscribe = recording.subscribe(seen.append)
     try:
         gk.check_gradients(torch.sin, _x())
@@ -123,8 +126,8 @@ def test_full_mode_blocks_carry_a_pooled_error_map() -> None:
     assert sum(map(sum, m.mismatched)) == wrong.mismatched
     assert max(map(max, m.abs_error)) == pytest.approx(wrong.max_abs_error, rel=1e-4)
     data = result.to_dict()
-    assert gk.GradCheckResult.from_dict(data).to_dict() == data
-    assert gk.GradCheckResult.from_dict(data) == result
+    assert gk.GradcheckResult.from_dict(data).to_dict() == data
+    assert gk.GradcheckResult.from_dict(data) == result
 
 
 def test_fast_mode_has_no_error_map() -> None:

@@ -75,10 +75,10 @@ def test_hand_written_and_autograd_loops_agree(dtype: torch.dtype) -> None:
 
 
 def test_a_missing_factor_parts_at_step_one_with_a_hint() -> None:
-    with pytest.raises(gk.TrainingDivergenceError) as info:
+    with pytest.raises(gk.errors.TrainingDivergenceError) as info:
         gk.assert_same_training(lambda p: by_hand(p, 1.0), by_autograd, _start(), steps=100)
     result = info.value.result
-    assert isinstance(result, gk.SameTrainingResult)
+    assert isinstance(result, gk.results.SameTrainingResult)
     d = result.divergence
     assert d is not None and d.step == 1 and d.parameter == "params"
     assert d.abs_error == pytest.approx(abs(d.value_a - d.value_b))

@@ -72,7 +72,9 @@ FUNCTIONS = {
 @pytest.mark.parametrize("fn", FUNCTIONS.values(), ids=list(FUNCTIONS))
 def test_smooth_functions_pass(fn: Any, dtype: str, mode: str) -> None:
     result = gk.assert_second_order(fn, _x(dtype), mode=mode, dtype=dtype)
-    assert isinstance(result, gk.SecondOrderResult) and isinstance(result, gk.GradCheckResult)
+    assert isinstance(result, gk.results.SecondOrderResult) and isinstance(
+        result, gk.GradcheckResult
+    )
     assert result.kind == "second_order" and result.mode == mode
     if mode == "full":
         assert result.pairs[0].output == "grad[input]"

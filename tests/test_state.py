@@ -567,7 +567,8 @@ def test_global_modes_come_back_also_on_error() -> None:
     assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
     assert not torch.is_anomaly_enabled() and torch.is_anomaly_check_nan_enabled()
     assert not torch.are_deterministic_algorithms_enabled()
-    assert torch.get_default_device() == torch.device("cpu")
+    # torch.get_default_device is missing on older torch; a new tensor shows it anywhere
+    assert torch.empty(()).device == torch.device("cpu")
     assert fingerprint() == before
 
 

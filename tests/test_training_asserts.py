@@ -40,9 +40,9 @@ def loss_of(net: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return nn.functional.mse_loss(net(batch[0]), batch[1])
 
 
-def kinds(err: pytest.ExceptionInfo[gk.TrainingLoopError]) -> list[tuple[str, str | None]]:
+def kinds(err: pytest.ExceptionInfo[gk.errors.TrainingLoopError]) -> list[tuple[str, str | None]]:
     report = err.value.report
-    assert isinstance(report, gk.TrainingReport)
+    assert isinstance(report, gk.results.TrainingReport)
     return [(f.kind, f.parameter) for f in report.findings]
 
 
@@ -85,7 +85,7 @@ def test_zero_grad_between_steps_fails_on_a_bad_order(order: str, expected_kind:
             actions[word](batch)
 
     before = fingerprint(net, opt)
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_zero_grad_between_steps(step, net, opt, data)
     assert {k for k, _ in kinds(err)} == {expected_kind}
     assert "assert_zero_grad_between_steps of 'Net'" in str(err.value)
@@ -116,12 +116,12 @@ def test_zero_grad_between_steps_needs_steps() -> None:
         loss_of(net, batch).backward()
         other.step()
 
-    with pytest.raises(gk.TrainingLoopError, match="No optimizer step was taken") as err:
+    with pytest.raises(gk.errors.TrainingLoopError, match="No optimizer step was taken") as err:
         gk.assert_zero_grad_between_steps(steps_other, net, opt, data)
     assert kinds(err) == [("no_step", None)]
     with pytest.raises(gk.InvalidArgument, match="at least two"):
         gk.assert_zero_grad_between_steps(steps_other, net, opt, data[:1])
-    with pytest.raises(gk.InvalidArgumentType, match="step_fn=3"):
+    with pytest.raises(gk.errors.InvalidArgumentType, match="step_fn=3"):
         gk.assert_zero_grad_between_steps(3, net, opt, data)  # type: ignore[arg-type]
 
 
@@ -158,7 +158,7 @@ def test_optimizer_tracks_accepts_writes_that_keep_the_tensor() -> None:
 def test_optimizer_tracks_names_both_sides_of_a_re_assignment() -> None:
     net, opt, _ = setup()
     net.fc1.weight = nn.Parameter(torch.ones(8, 4))
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_optimizer_tracks(net, opt)
     assert kinds(err) == [("param_replaced", "fc1.weight")]
     text = str(err.value)
@@ -169,7 +169,7 @@ def test_optimizer_tracks_names_both_sides_of_a_re_assignment() -> None:
 def test_optimizer_tracks_lost_parameters_on_each_side() -> None:
     net, _, _ = setup()
     head_only = torch.optim.SGD(net.fc2.parameters(), lr=0.1)
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_optimizer_tracks(net, head_only)
     assert kinds(err) == [
         ("param_not_in_optimizer", "fc1.weight"),
@@ -179,12 +179,12 @@ def test_optimizer_tracks_lost_parameters_on_each_side() -> None:
 
     extra = torch.zeros(3, requires_grad=True)
     opt = torch.optim.SGD([*net.parameters(), extra], lr=0.1)
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_optimizer_tracks(net, opt)
     assert kinds(err) == [("param_not_in_model", "SGD.param_groups[0]['params'][4]")]
 
     both = [torch.optim.SGD(net.parameters(), lr=0.1), torch.optim.Adam(net.fc2.parameters())]
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_optimizer_tracks(net, both)
     assert kinds(err) == [
         ("param_in_two_optimizers", "fc2.weight"),
@@ -247,7 +247,7 @@ def test_params_updated_says_why_a_parameter_did_not_change(
     elif bug == "not in optimizer":
         opt = torch.optim.SGD(net.fc2.parameters(), lr=0.1)
     before = fingerprint(net, opt)
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_params_updated(
             net, _step(net, opt, data[0]), optimizer=opt, params=["fc1.*", "fc2.*"]
         )
@@ -289,7 +289,7 @@ def test_params_frozen_says_how_the_freeze_leaks(bug: str, phrase: str) -> None:
             with torch.no_grad():
                 net.fc1.weight.mul_(0.5)
 
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_params_frozen(net, step, optimizer=opt, params="fc1.weight")
     assert kinds(err) == [("param_changed", "fc1.weight")]
     assert phrase in str(err.value)
@@ -304,11 +304,11 @@ def test_parameter_selection_and_bad_arguments() -> None:
         gk.assert_params_frozen(net, step)
     with pytest.raises(gk.InvalidArgument, match="steps=0 must be >= 1"):
         gk.assert_params_updated(net, step, steps=0)
-    with pytest.raises(gk.InvalidArgumentType, match="params=3"):
+    with pytest.raises(gk.errors.InvalidArgumentType, match="params=3"):
         gk.assert_params_updated(net, step, params=3)  # type: ignore[arg-type]
-    with pytest.raises(gk.InvalidArgumentType, match=r"must be a torch\.optim\.Optimizer"):
+    with pytest.raises(gk.errors.InvalidArgumentType, match=r"must be a torch\.optim\.Optimizer"):
         gk.assert_params_updated(net, step, optimizer=net)  # type: ignore[arg-type]
-    with pytest.raises(gk.InvalidArgumentType, match=r"must be a torch\.nn\.Module"):
+    with pytest.raises(gk.errors.InvalidArgumentType, match=r"must be a torch\.nn\.Module"):
         gk.assert_optimizer_tracks(opt, opt)  # type: ignore[arg-type]
 
 
@@ -320,7 +320,7 @@ def test_replacement_inside_step_fn() -> None:
         net.fc2.bias = nn.Parameter(torch.ones(2))
         inner()
 
-    with pytest.raises(gk.TrainingLoopError) as err:
+    with pytest.raises(gk.errors.TrainingLoopError) as err:
         gk.assert_params_updated(net, step, optimizer=opt)
     assert ("param_replaced", "fc2.bias") in kinds(err)
     assert (
@@ -334,9 +334,9 @@ def test_msg_and_publishing() -> None:
     seen: list[Any] = []
     unsubscribe = recording.subscribe(seen.append)
     try:
-        with pytest.raises(gk.TrainingLoopError, match=r"^in test X\n\n\[gradcheck\]"):
+        with pytest.raises(gk.errors.TrainingLoopError, match=r"^in test X\n\n\[gradcheck\]"):
             gk.assert_params_updated(net, _step(net, opt, data[0]), msg="in test X")
-        with pytest.raises(gk.TrainingLoopError, match=r"^REWRITTEN$"):
+        with pytest.raises(gk.errors.TrainingLoopError, match=r"^REWRITTEN$"):
             gk.assert_params_updated(net, _step(net, opt, data[0]), msg=lambda t: "REWRITTEN")
         gk.assert_optimizer_tracks(net, opt)
     finally:
@@ -350,11 +350,11 @@ def test_msg_and_publishing() -> None:
     for report in seen:
         data_ = json.loads(json.dumps(report.to_dict(), allow_nan=False))
         assert data_["kind"] == "training"
-        assert gk.TrainingReport.from_dict(data_) == report
+        assert gk.results.TrainingReport.from_dict(data_) == report
 
 
 def test_finding_and_report_text_stand_on_their_own() -> None:
-    finding = gk.TrainingFinding(
+    finding = gk.results.TrainingFinding(
         "grad_not_reset",
         "fc1.weight",
         expected="a reset",
@@ -372,7 +372,9 @@ def test_finding_and_report_text_stand_on_their_own() -> None:
         "(seen 2 times: steps 2, 3)"
     )
     assert finding.message.splitlines()[-1] == "  At: train.py:3 in loop: `loss.backward()`"
-    report = gk.TrainingReport("Net", "watch_training", findings=(finding,), optimizer_steps=3)
+    report = gk.results.TrainingReport(
+        "Net", "watch_training", findings=(finding,), optimizer_steps=3
+    )
     assert not report and not report.passed
     assert report.summary().startswith(
         "[gradcheck] Training loop check failed: 1 finding! (watch_training of 'Net': "

@@ -440,10 +440,13 @@ def test_buggy_loop_gets_the_right_finding(name: str) -> None:
     loop, kwargs, expected, first_step = BUGGY[name]
     watch_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k == "accumulation_steps"}
     net, opt = make(**kwargs)
-    with pytest.raises(gk.TrainingLoopError) as info, gk.watch_training(net, opt, **watch_kwargs):
+    with (
+        pytest.raises(gk.errors.TrainingLoopError) as info,
+        gk.watch_training(net, opt, **watch_kwargs),
+    ):
         loop(net, opt)
     report = info.value.report
-    assert isinstance(report, gk.TrainingReport)
+    assert isinstance(report, gk.results.TrainingReport)
     assert {(f.kind, f.parameter) for f in report.findings} == expected, report.summary()
     if first_step:
         assert {f.step for f in report.findings} == {first_step}
@@ -724,7 +727,7 @@ def test_watcher_is_reusable_and_works_as_a_decorator() -> None:
 
 def test_on_error_warn_and_record() -> None:
     net, opt = make()
-    warns = pytest.warns(gk.TrainingLoopWarning, match="Gradient not reset")
+    warns = pytest.warns(gk.errors.TrainingLoopWarning, match="Gradient not reset")
     with warns, gk.watch_training(net, opt, on_error="warn"):
         no_zero_grad(net, opt)
     with warnings.catch_warnings():
@@ -736,10 +739,10 @@ def test_on_error_warn_and_record() -> None:
 
 def test_msg_is_put_before_the_message_or_rewrites_it() -> None:
     net, opt = make()
-    prefixed = pytest.raises(gk.TrainingLoopError, match=r"^epoch 3\n\n\[gradcheck\]")
+    prefixed = pytest.raises(gk.errors.TrainingLoopError, match=r"^epoch 3\n\n\[gradcheck\]")
     with prefixed, gk.watch_training(net, opt, msg="epoch 3"):
         no_zero_grad(net, opt)
-    rewritten = pytest.raises(gk.TrainingLoopError, match=r"^short$")
+    rewritten = pytest.raises(gk.errors.TrainingLoopError, match=r"^short$")
     with rewritten, gk.watch_training(net, opt, msg=lambda text: "short"):
         no_zero_grad(net, opt)
 
@@ -758,7 +761,7 @@ def test_the_report_is_published_once_as_json() -> None:
     assert data["kind"] == "training" and data["test_id"] == "t.py::test"
     assert data["passed"] is False and data["check"] == "watch_training"
     assert data["findings"][0]["parameter"] == "fc1.weight"
-    assert gk.TrainingReport.from_dict(data) == report.with_test_id("t.py::test")
+    assert gk.results.TrainingReport.from_dict(data) == report.with_test_id("t.py::test")
 
 
 # --------------------------------------------------------------------------- misuse
@@ -787,17 +790,22 @@ class Wrapper:
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "match"),
     [
-        (("model", "opt"), {}, gk.InvalidArgumentType, "must be a torch.nn.Module"),
+        (("model", "opt"), {}, gk.errors.InvalidArgumentType, "must be a torch.nn.Module"),
         ((nn.ReLU(), "opt"), {}, gk.InvalidArgument, "ReLU has no parameters"),
-        (("net", 3), {}, gk.InvalidArgumentType, "optimizer=3 must be a torch.optim.Optimizer"),
+        (
+            ("net", 3),
+            {},
+            gk.errors.InvalidArgumentType,
+            "optimizer=3 must be a torch.optim.Optimizer",
+        ),
         (("net", []), {}, gk.InvalidArgument, "at least one"),
-        (("net", "wrapped"), {}, gk.InvalidArgumentType, "pass optimizer.optimizer"),
-        (("net", "sched"), {}, gk.InvalidArgumentType, "learning-rate scheduler"),
+        (("net", "wrapped"), {}, gk.errors.InvalidArgumentType, "pass optimizer.optimizer"),
+        (("net", "sched"), {}, gk.errors.InvalidArgumentType, "learning-rate scheduler"),
         (("net", "opt"), {"accumulation_steps": 0}, gk.InvalidArgument, "must be >= 1"),
         (("net", "opt"), {"accumulation_steps": True}, gk.InvalidArgument, "must be an int"),
         (("net", "opt"), {"on_error": "ignore"}, gk.InvalidArgument, "is not one of"),
-        (("net", "opt"), {"ignore": 3}, gk.InvalidArgumentType, "ignore=3"),
-        (("net", "opt"), {"msg": 3}, gk.InvalidArgumentType, "msg=3"),
+        (("net", "opt"), {"ignore": 3}, gk.errors.InvalidArgumentType, "ignore=3"),
+        (("net", "opt"), {"msg": 3}, gk.errors.InvalidArgumentType, "msg=3"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_hooked(
@@ -814,5 +822,5 @@ def test_bad_arguments_are_refused_before_anything_is_hooked(
     with pytest.raises(error, match=match):
         gk.watch_training(*resolved, **kwargs)
     assert hook_counts(net, opt) == (0, 0)
-    if error is gk.InvalidArgumentType:
+    if error is gk.errors.InvalidArgumentType:
         assert issubclass(error, TypeError)

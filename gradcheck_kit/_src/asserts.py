@@ -1,4 +1,4 @@
-"""assert_* wrappers: run a check, raise a GradcheckError carrying its text.
+"""assert_* wrappers: run a check, then fail through :func:`.raising.fail_unless_passed`.
 
 Thin by design: no numerics here, only check + raise.
 """
@@ -6,43 +6,36 @@ Thin by design: no numerics here, only check + raise.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .errors import (
-    GradientMismatchError,
-    NondeterministicFunctionError,
-    OutputShapeChangedError,
-)
-from .gradcheck import check_gradients, check_module_gradients
-from .results import GradCheckResult
+from .engine.options import GradientOptions
+from .gradcheck import Wrt, check_gradients, check_module_gradients
+from .raising import Msg, fail_unless_passed, gradient_error
+from .results import GradcheckResult
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["assert_gradients_close", "assert_module_gradients", "raise_for_result"]
 
-Msg = str | Callable[[str], str] | None
 
+def raise_for_result(result: GradcheckResult, msg: Msg = None) -> None:
+    """Raise the matching :class:`GradcheckError` for a failed result; do nothing otherwise.
 
-def raise_for_result(result: GradCheckResult, msg: Msg = None) -> None:
-    """Raise the matching :class:`GradcheckError` for a failed result; do nothing otherwise."""
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        >>> raise_for_result(gk.check_gradients(torch.sin, x))
+    """
     __tracebackhide__ = True
-    if result.passed:
-        return
-    text = result.summary()
-    if callable(msg):
-        text = msg(text)
-    elif msg is not None:
-        text = f"{msg}\n\n{text}"
-    if result.status == "nondeterministic":
-        raise NondeterministicFunctionError(text, result)
-    if result.status == "shape_changed":
-        raise OutputShapeChangedError(text, result)
-    raise GradientMismatchError(text, result)
+    fail_unless_passed(result, gradient_error(result.status), msg)
 
 
 def assert_gradients_close(
-    fn: Callable[..., Any], inputs: Any, *, msg: Msg = None, **options: Any
-) -> GradCheckResult:
+    fn: Callable[..., Any], inputs: Any, *, msg: Msg = None, **options: Unpack[GradientOptions]
+) -> GradcheckResult:
     """Assert that ``fn``'s autograd gradients agree with finite differences.
 
     Takes the same arguments as :func:`check_gradients`, plus ``msg``: a string
@@ -50,7 +43,7 @@ def assert_gradients_close(
     the text to raise with.
 
     Returns:
-        The passing :class:`GradCheckResult`.
+        The passing :class:`GradcheckResult`.
 
     Raises:
         GradientMismatchError: the gradients differ; the message says where,
@@ -67,19 +60,24 @@ def assert_gradients_close(
     """
     __tracebackhide__ = True
     result = check_gradients(fn, inputs, **options)
-    raise_for_result(result, msg)
-    return result
+    return fail_unless_passed(result, gradient_error(result.status), msg)
 
 
 def assert_module_gradients(
-    module: nn.Module, inputs: Any, *, msg: Msg = None, **options: Any
-) -> GradCheckResult:
+    module: nn.Module,
+    inputs: Any,
+    *,
+    loss_fn: Callable[[Any], Any] | None = None,
+    wrt: Wrt = "parameters",
+    msg: Msg = None,
+    **options: Unpack[GradientOptions],
+) -> GradcheckResult:
     """Assert that a module's gradients agree with finite differences.
 
     Takes the same arguments as :func:`check_module_gradients`, plus ``msg``.
 
     Returns:
-        The passing :class:`GradCheckResult`.
+        The passing :class:`GradcheckResult`.
 
     Raises:
         GradientMismatchError: a parameter's (or input's) gradient is wrong.
@@ -93,6 +91,5 @@ def assert_module_gradients(
         >>> _ = gk.assert_module_gradients(net, torch.randn(3, 4), loss_fn=lambda y: y.pow(2).sum())
     """
     __tracebackhide__ = True
-    result = check_module_gradients(module, inputs, **options)
-    raise_for_result(result, msg)
-    return result
+    result = check_module_gradients(module, inputs, loss_fn=loss_fn, wrt=wrt, **options)
+    return fail_unless_passed(result, gradient_error(result.status), msg)

@@ -14,39 +14,34 @@ core checker and :func:`check_second_order`).
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.autograd import forward_ad
 
 from . import coverage, recording
-from .engine.diagnose import Block, diagnose
+from .engine.evaluation import first_line
 from .engine.gradient import argument_name
-from .engine.judging import PairTally
-from .engine.options import DtypePolicy, Mode
-from .engine.tolerances import machine_eps, resolve_tolerances
+from .engine.options import AuditOptions, CheckOptions
+from .engine.tolerances import machine_eps
 from .engine.trees import InputTree, describe_tensor
 from .errors import AutogradFunctionError, InvalidArgument
+from .function_forward import FunctionClass, audit_forward_mode, function_outputs
 from .gradcheck import check_gradients
-from .results import AuditFinding, FunctionAuditResult, GradCheckResult, Hint
+from .raising import Msg, fail_unless_passed
+from .results import AuditFinding, FunctionAuditResult, GradcheckResult, Hint
 from .second_order import check_second_order
 from .serial import one_at_a_time
 from .state import preserved, seed_everything
 from .undo import undoing_writes
+from .validation import check_bool, check_keywords
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["check_autograd_function", "assert_autograd_function"]
 
-Msg = str | Callable[[str], str] | None
-
-# The forward-mode audit builds whole Jacobians one column (forward pass) and one row
-# (backward pass) at a time: meant for the small inputs an audit runs on.
-_MAX_FORWARD_AUDIT_ENTRIES = 1 << 16
-# Two analytic derivatives (jvp and backward) differ by their own roundoff only.
-_ANALYTIC_ROUNDOFF_ULPS = 64
 _BASE = torch.autograd.Function
-FunctionClass = type[torch.autograd.Function]
 
 
 def _describe(value: Any) -> str:
@@ -55,9 +50,73 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r:.40}"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+def _returned_problems(path: str, arg: Any, g: Any) -> tuple[list[tuple[str, str]], str | None]:
+    """What is wrong with ``g``, backward's value for the input ``arg``: (check, text) pairs.
+
+    The second item is a note for a value autograd tolerates (None for an input that
+    requires grad, a gradient for one that cannot have one).
+    """
+    if not isinstance(arg, torch.Tensor):
+        if g is None:
+            return [], None
+        text = (
+            f"backward returned {_describe(g)} for {path}, which is a {type(arg).__name__} "
+            f"({arg!r:.40}), not a tensor; return None in its place (autograd raises otherwise)"
+        )
+        return [("non_tensor_gradient", text)], None
+    if g is None:
+        return (
+            [],
+            f"backward returned None for {path}: autograd uses 0" if arg.requires_grad else None,
+        )
+    if not isinstance(g, torch.Tensor):
+        text = (
+            f"backward returned {_describe(g)} for {path}; a gradient is a tensor shaped like its "
+            f"input ({describe_tensor(arg)}) or None"
+        )
+        return [("gradient_type", text)], None
+    if not arg.is_floating_point():
+        return [], (
+            f"backward returned a gradient for {path} ({describe_tensor(arg)}), which cannot have "
+            f"one; autograd ignores it: return None"
+        )
+    problems = []
+    if tuple(g.shape) != tuple(arg.shape):
+        try:
+            summed = torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape)) == g.shape
+        except RuntimeError:
+            summed = False
+        fate = (
+            "autograd sums it down to the input's shape without a word, which hides a missing "
+            "reduction or a wrong broadcast"
+            if summed
+            else "autograd rejects it"
+        )
+        problems.append(
+            (
+                "gradient_shape",
+                f"backward returned a gradient of shape {tuple(g.shape)} for {path}, which has "
+                f"shape {tuple(arg.shape)}; {fate}. Return exactly the input's shape.",
+            )
+        )
+    if g.dtype != arg.dtype:
+        problems.append(
+            (
+                "gradient_dtype",
+                f"backward returned {str(g.dtype).removeprefix('torch.')} for {path}, which is "
+                f"{str(arg.dtype).removeprefix('torch.')}; autograd casts it silently and the "
+                f"precision is lost. Create tensors in backward with dtype=x.dtype "
+                f"(torch.*_like(...)) instead of the default dtype.",
+            )
+        )
+    if g.device != arg.device:
+        problems.append(
+            (
+                "gradient_device",
+                f"backward returned a gradient on {g.device} for {path}, which is on {arg.device}",
+            )
+        )
+    return problems, None
 
 
 def is_once_differentiable(function: FunctionClass) -> bool:
@@ -118,32 +177,26 @@ class _Audit:
         self,
         function: FunctionClass,
         inputs: Any,
+        opts: CheckOptions,
+        nested: AuditOptions,
         *,
-        mode: Mode,
-        dtype: DtypePolicy,
-        eps: float | None,
-        atol: float | None,
-        rtol: float | None,
-        seed: int,
         second_order: bool | None,
-        name: str,
     ) -> None:
         self.function = function
         self.inputs = inputs
         self.single = isinstance(inputs, torch.Tensor)
         self.args: tuple[Any, ...] = (inputs,) if self.single else tuple(inputs)
         self.paths = ["input"] if self.single else [f"inputs[{i}]" for i in range(len(self.args))]
-        self.mode = mode
-        self.dtype = dtype
-        self.eps, self.atol, self.rtol = eps, atol, rtol
-        self.seed = seed
+        self.opts = opts
+        self.name = opts.name or function.__name__
+        # the options of the checks of backward and double backward
+        self.nested = nested
         self.second_order = second_order
-        self.name = name
         self.findings: list[AuditFinding] = []
         self.hints: list[Hint] = []
         self.notes: list[str] = []
-        self.gradient: GradCheckResult | None = None
-        self.second: GradCheckResult | None = None
+        self.gradient: GradcheckResult | None = None
+        self.second: GradcheckResult | None = None
         self.intermediates: list[tuple[int, ...]] = []
         self.forward_writes: list[str | None] = []
 
@@ -159,7 +212,7 @@ class _Audit:
             coverage.exercised(),
         ):
             coverage.note_function(self.function)
-            seed_everything(self.seed)
+            seed_everything(self.opts.seed)
             runs_cleanly = self._structure()
             if runs_cleanly and self.forward_writes:
                 # Finite differences need a function of its inputs; one that rewrites them
@@ -180,8 +233,8 @@ class _Audit:
             name=self.name,
             passed=not failed,
             dtype=self.dtype_name,
-            dtype_policy=self.dtype,
-            seed=self.seed,
+            dtype_policy=self.opts.dtype,
+            seed=self.opts.seed,
             findings=tuple(self.findings),
             gradient=self.gradient,
             second_order=self.second,
@@ -194,7 +247,7 @@ class _Audit:
 
     # -- what backward returns -----------------------------------------------------------
     def _copies(self) -> list[Any]:
-        work = torch.float64 if self.dtype == "float64" else None
+        work = torch.float64 if self.opts.dtype == "float64" else None
         out: list[Any] = []
         for a in self.args:
             if isinstance(a, torch.Tensor):
@@ -227,10 +280,10 @@ class _Audit:
                 if hasattr(exc, "add_note"):
                     exc.add_note(
                         f"gradcheck_kit: raised by {self.name}.forward on copies of the inputs "
-                        f"(dtype={self.dtype!r})"
+                        f"(dtype={self.opts.dtype!r})"
                     )
                 raise
-        outs = list(raw) if isinstance(raw, (tuple, list)) else [raw]
+        outs = function_outputs(raw)
         self._changed_inputs(args, before, outs, "forward", versions)
         self.forward_writes = [f.input for f in self.failed() if f.check == "inputs_unchanged"]
         self.marked = [
@@ -253,7 +306,7 @@ class _Audit:
             )
             self._non_differentiable(outs)
             return False
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.opts.seed)
         cots = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o in diff]
         error: BaseException | None = None
         grads: list[tuple[torch.Tensor, ...]] = []
@@ -272,7 +325,7 @@ class _Audit:
         malformed = self._judge_return(returned, args, error)
         self._changed_inputs(args, before, outs, "backward")
         if error is not None and not malformed:
-            self.add("backward", "failed", f"backward raised {_first_line(error)}")
+            self.add("backward", "failed", f"backward raised {first_line(error, 200)}")
         if error is not None:
             return False
         self._repeatable(grads)
@@ -300,73 +353,11 @@ class _Audit:
                 f"return exactly one per input of forward, None for those without a gradient",
             )
         for path, arg, g in zip(self.paths, args, values, strict=False):
-            if not isinstance(arg, torch.Tensor):
-                if g is not None:
-                    self.add(
-                        "non_tensor_gradient",
-                        "failed",
-                        f"backward returned {_describe(g)} for {path}, which is a "
-                        f"{type(arg).__name__} ({arg!r:.40}), not a tensor; return None in its "
-                        f"place (autograd raises otherwise)",
-                        input=path,
-                    )
-                continue
-            if g is None:
-                if arg.requires_grad:
-                    self.notes.append(f"backward returned None for {path}: autograd uses 0")
-                continue
-            if not isinstance(g, torch.Tensor):
-                self.add(
-                    "gradient_type",
-                    "failed",
-                    f"backward returned {_describe(g)} for {path}; a gradient is a tensor shaped "
-                    f"like its input ({describe_tensor(arg)}) or None",
-                    input=path,
-                )
-                continue
-            if not arg.is_floating_point():
-                self.notes.append(
-                    f"backward returned a gradient for {path} ({describe_tensor(arg)}), which "
-                    f"cannot have one; autograd ignores it: return None"
-                )
-                continue
-            if tuple(g.shape) != tuple(arg.shape):
-                try:
-                    torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape))
-                    summed = torch.broadcast_shapes(tuple(arg.shape), tuple(g.shape)) == g.shape
-                except RuntimeError:
-                    summed = False
-                fate = (
-                    "autograd sums it down to the input's shape without a word, which hides a "
-                    "missing reduction or a wrong broadcast"
-                    if summed
-                    else "autograd rejects it"
-                )
-                self.add(
-                    "gradient_shape",
-                    "failed",
-                    f"backward returned a gradient of shape {tuple(g.shape)} for {path}, which "
-                    f"has shape {tuple(arg.shape)}; {fate}. Return exactly the input's shape.",
-                    input=path,
-                )
-            if g.dtype != arg.dtype:
-                self.add(
-                    "gradient_dtype",
-                    "failed",
-                    f"backward returned {str(g.dtype).removeprefix('torch.')} for {path}, which "
-                    f"is {str(arg.dtype).removeprefix('torch.')}; autograd casts it silently and "
-                    f"the precision is lost. Create tensors in backward with dtype=x.dtype "
-                    f"(torch.*_like(...)) instead of the default dtype.",
-                    input=path,
-                )
-            if g.device != arg.device:
-                self.add(
-                    "gradient_device",
-                    "failed",
-                    f"backward returned a gradient on {g.device} for {path}, which is on "
-                    f"{arg.device}",
-                    input=path,
-                )
+            problems, note = _returned_problems(path, arg, g)
+            for check, text in problems:
+                self.add(check, "failed", text, input=path)
+            if note is not None:
+                self.notes.append(note)
         if len(self.failed()) == failed_before:
             if error is None:
                 self.add(
@@ -442,16 +433,6 @@ class _Audit:
             self.add("repeatable", "passed", "backward gives the same gradients when called twice")
 
     # -- against finite differences -------------------------------------------------------
-    def _options(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "dtype": self.dtype,
-            "eps": self.eps,
-            "atol": self.atol,
-            "rtol": self.rtol,
-            "seed": self.seed,
-        }
-
     def _non_differentiable(self, outs: Sequence[Any]) -> None:
         single = len(self.out_paths) == 1 and self.out_paths[0] == "output"
         for k in self.marked:
@@ -463,9 +444,9 @@ class _Audit:
 
             try:
                 with recording.muted():
-                    result = check_gradients(select, self.inputs, **self._options())
+                    result = check_gradients(select, self.inputs, **self.nested)
             except Exception as exc:
-                self.add("non_differentiable", "failed", _first_line(exc), output=path)
+                self.add("non_differentiable", "failed", first_line(exc, 200), output=path)
                 continue
             if result.passed:
                 self.add(
@@ -494,14 +475,21 @@ class _Audit:
                 input=pair.input,
             )
 
-    def _backward_check(self) -> None:
+    def _nested(
+        self, finding: str, what: str, check: Callable[..., GradcheckResult]
+    ) -> GradcheckResult | None:
+        """``check`` of the Function, unpublished; None (and a failed finding) if it raises."""
         try:
             with recording.muted():
-                self.gradient = check_gradients(self.function.apply, self.inputs, **self._options())
+                return check(self.function.apply, self.inputs, **self.nested)
         except Exception as exc:
-            self.add("backward", "failed", f"checking backward raised {_first_line(exc)}")
+            self.add(finding, "failed", f"checking {what} raised {first_line(exc, 200)}")
+            return None
+
+    def _backward_check(self) -> None:
+        g = self.gradient = self._nested("backward", "backward", check_gradients)
+        if g is None:
             return
-        g = self.gradient
         if backward_agrees(g):
             n = sum(p.total for p in g.pairs)
             self.add(
@@ -526,181 +514,17 @@ class _Audit:
 
     # -- forward mode ---------------------------------------------------------------------
     def _forward_mode(self) -> None:
-        if self.function.jvp is _BASE.jvp:
-            self.add(
-                "forward_mode",
-                "skipped",
-                "no jvp staticmethod: forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) "
-                "raises on this Function; define jvp (with ctx.save_for_forward) to support it",
-            )
-            return
-        args = self._copies()
-        positions = [
-            i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad
-        ]
-        xs = [args[i] for i in positions]
-        with torch.enable_grad():
-            raw = self.function.apply(*args)
-        outs = [
-            o
-            for o in (list(raw) if isinstance(raw, (tuple, list)) else [raw])
-            if isinstance(o, torch.Tensor) and o.requires_grad
-        ]
-        out_paths = [
-            p
-            for p, o in zip(
-                self.out_paths, list(raw) if isinstance(raw, (tuple, list)) else [raw], strict=True
-            )
-            if isinstance(o, torch.Tensor) and o.requires_grad
-        ]
-        m = sum(int(o.numel()) for o in outs)
-        n = sum(int(x.numel()) for x in xs)
-        if m * n > _MAX_FORWARD_AUDIT_ENTRIES:
-            self.add(
-                "forward_mode",
-                "skipped",
-                f"the Jacobian has {m} x {n} entries, too many for the forward-mode audit "
-                f"(up to {_MAX_FORWARD_AUDIT_ENTRIES}); audit on smaller inputs",
-            )
-            return
-        try:
-            # forward AD warns about internals on first use (as the core, hide that)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fwd = self._forward_columns(args, positions, len(outs))
-        except Exception as exc:
-            text = f"jvp raised {_first_line(exc)}"
-            if "unpack" in str(exc) or "saved" in str(exc):
-                text += (
-                    " — in forward mode ctx.saved_tensors holds only what "
-                    "ctx.save_for_forward(...) saved: save the tensors jvp needs with it"
-                )
-            self.add("forward_mode", "failed", text)
-            return
-        rev = self._reverse_rows(outs, xs)
-        tol = resolve_tolerances(
-            torch.float64 if self.dtype == "float64" else xs[0].dtype,
-            atol=self.atol,
-            rtol=self.rtol,
+        finding, hints = audit_forward_mode(
+            self.function,
+            self._copies(),
+            self.opts,
+            paths=self.paths,
+            out_paths=self.out_paths,
+            marked=self.marked,
+            backward_right=self.gradient is not None and backward_agrees(self.gradient),
         )
-        failures = []
-        blocks = []
-        for j, (o, opath) in enumerate(zip(outs, out_paths, strict=True)):
-            for i, x in enumerate(xs):
-                A, R = fwd[j][i], rev[j][i]
-                slack = (
-                    _ANALYTIC_ROUNDOFF_ULPS * machine_eps(x.dtype) * torch.maximum(A.abs(), R.abs())
-                )
-                allowed = tol.atol + tol.rtol * R.abs() + slack
-                tally = PairTally(opath, self.paths[positions[i]], tuple(o.shape), tuple(x.shape))
-                mismatch = tally.add(0, 0, A, R, allowed)
-                pair = tally.result()
-                if not pair.passed:
-                    failures.append(pair)
-                    values = x.detach().reshape(-1).to(torch.float64)
-                    blocks.append(
-                        Block(
-                            pair.output,
-                            pair.input,
-                            pair.output_shape,
-                            pair.input_shape,
-                            A,
-                            R,
-                            mismatch,
-                            values,
-                        )
-                    )
-        if not failures:
-            self.add(
-                "forward_mode",
-                "passed",
-                f"jvp agrees with backward on all {m * n} Jacobian entries",
-            )
-            return
-        pair = failures[0]
-        w = pair.worst[0]
-        backward_right = self.gradient is not None and backward_agrees(self.gradient)
-        culprit = (
-            "jvp is wrong (backward agrees with finite differences)"
-            if backward_right
-            else ("backward disagrees with finite differences too: fix it first")
-        )
-        self.add(
-            "forward_mode",
-            "failed",
-            f"jvp disagrees with backward at output '{pair.output}' index {w.output_index}, "
-            f"input '{pair.input}' index {w.input_index}: jvp gives {w.analytic:.6g}, backward "
-            f"{w.numeric:.6g} ({pair.mismatched} of {pair.total} entries differ); {culprit}",
-            output=pair.output,
-            input=pair.input,
-        )
-        for h in diagnose(blocks):
-            text = h.text.replace("analytic", "jvp", 1).replace("numeric", "backward", 1)
-            self.hints.append(
-                Hint(
-                    h.kind,
-                    text.replace(" in the backward?", " in jvp?"),
-                    h.factor,
-                    h.output,
-                    h.input,
-                )
-            )
-
-    def _forward_columns(
-        self, args: list[Any], positions: list[int], n_outs: int
-    ) -> list[list[torch.Tensor]]:
-        """``J`` by forward mode, one input entry at a time: [output][input] -> (m_j, n_i)."""
-        cols: list[list[list[torch.Tensor]]] = [[[] for _ in positions] for _ in range(n_outs)]
-        for i, p in enumerate(positions):
-            x = args[p]
-            for e in range(int(x.numel())):
-                tangent = torch.zeros_like(x.detach())
-                tangent.view(-1)[e] = 1.0
-                with forward_ad.dual_level():
-                    dual_args = list(args)
-                    dual_args[p] = forward_ad.make_dual(x.detach(), tangent)
-                    for q in positions:
-                        if q != p:
-                            dual_args[q] = args[q].detach()
-                    raw = self.function.apply(*dual_args)
-                    outs = [
-                        o
-                        for o in (list(raw) if isinstance(raw, (tuple, list)) else [raw])
-                        if isinstance(o, torch.Tensor) and o.is_floating_point()
-                    ]
-                    kept = [o for k, o in enumerate(outs) if k not in self.marked]
-                    for j, o in enumerate(kept[:n_outs]):
-                        t = forward_ad.unpack_dual(o).tangent
-                        col = (
-                            torch.zeros(o.numel(), dtype=torch.float64)
-                            if t is None
-                            else (t.detach().reshape(-1).to(torch.float64).cpu())
-                        )
-                        cols[j][i].append(col)
-        return [[torch.stack(c, dim=1) for c in per_out] for per_out in cols]
-
-    def _reverse_rows(
-        self, outs: list[torch.Tensor], xs: list[torch.Tensor]
-    ) -> list[list[torch.Tensor]]:
-        """``J`` by backward, one output entry at a time: [output][input] -> (m_j, n_i)."""
-        result: list[list[torch.Tensor]] = []
-        for o in outs:
-            rows: list[list[torch.Tensor]] = [[] for _ in xs]
-            for e in range(int(o.numel())):
-                cot = torch.zeros_like(o.detach())
-                cot.view(-1)[e] = 1.0
-                grads = torch.autograd.grad(
-                    o,
-                    xs,
-                    grad_outputs=cot,
-                    retain_graph=True,
-                    allow_unused=True,
-                    materialize_grads=True,
-                )
-                for i, g in enumerate(grads):
-                    rows[i].append(g.detach().reshape(-1).to(torch.float64).cpu())
-            result.append([torch.stack(r) for r in rows])
-        return result
+        self.findings.append(finding)
+        self.hints += hints
 
     # -- second order ---------------------------------------------------------------------
     def _double_backward(self) -> None:
@@ -717,24 +541,13 @@ class _Audit:
                 "available by design; pass second_order=True to require them",
             )
             return
-        try:
-            with recording.muted():
-                self.second = check_second_order(
-                    self.function.apply, self.inputs, **self._options()
-                )
-        except Exception as exc:
-            self.add(
-                "double_backward", "failed", f"checking double backward raised {_first_line(exc)}"
-            )
+        so = self.second = self._nested("double_backward", "double backward", check_second_order)
+        if so is None:
             return
-        so = self.second
         if so.passed:
-            n = sum(p.total for p in so.pairs)
-            self.add(
-                "double_backward",
-                "passed",
-                f"double backward agrees with finite differences of the gradient ({n} entries)",
-            )
+            entries = sum(p.total for p in so.pairs)
+            agree = "double backward agrees with finite differences of the gradient"
+            self.add("double_backward", "passed", f"{agree} ({entries} entries)")
             return
         if once:
             text = (
@@ -774,13 +587,16 @@ class _Audit:
         self.add("double_backward", "failed", text)
 
     def _not_twice_differentiable(self) -> str:
-        why = "the gradients backward returns carry no autograd graph back to the inputs"
-        if self.intermediates:
-            shapes = ", ".join(str(s) for s in self.intermediates)
-            why += (
-                f" (it computes them from tensor(s) of shape {shapes} saved in forward that "
-                f"are neither inputs nor outputs, which double backward treats as constants)"
-            )
+        shapes = ", ".join(str(s) for s in self.intermediates)
+        constants = (
+            f" (it computes them from tensor(s) of shape {shapes} saved in forward that are "
+            f"neither inputs nor outputs, which double backward treats as constants)"
+            if self.intermediates
+            else ""
+        )
+        why = (
+            f"the gradients backward returns carry no autograd graph back to the inputs{constants}"
+        )
         return (
             f"not twice differentiable: {why}, so second derivatives through it (gradient "
             f"penalties, Hessian-vector products) are not available; first-order training "
@@ -801,7 +617,7 @@ class _Audit:
                 raw = self.function.apply(*args)
                 outs = [
                     o
-                    for o in (list(raw) if isinstance(raw, (tuple, list)) else [raw])
+                    for o in function_outputs(raw)
                     if isinstance(o, torch.Tensor) and o.requires_grad
                 ]
                 grads = torch.autograd.grad(
@@ -832,14 +648,8 @@ def check_autograd_function(
     function: FunctionClass,
     inputs: Any,
     *,
-    mode: Mode = "auto",
-    dtype: DtypePolicy = "float64",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
     second_order: bool | None = None,
-    name: str | None = None,
+    **options: Unpack[AuditOptions],
 ) -> FunctionAuditResult:
     """Audit a custom ``torch.autograd.Function`` for wrong derivatives and misuse.
 
@@ -909,27 +719,22 @@ def check_autograd_function(
         raise InvalidArgument(
             "Function.apply takes positional arguments only; pass inputs as a tuple, not a dict."
         )
-    if second_order is not None and not isinstance(second_order, bool):
-        raise InvalidArgument(f"second_order={second_order!r} must be None, True or False.")
+    check_bool(second_order, "second_order", allow_none=True)
+    check_keywords(options, AuditOptions, "check_autograd_function")
+    opts = CheckOptions.create(**options)
     InputTree(inputs)  # the same validation as every check: something requires grad, no sparse
-    # force validation of the numeric options before anything runs
-    resolve_tolerances(torch.float64, eps=eps, atol=atol, rtol=rtol)
-    return _Audit(
-        function,
-        inputs,
-        mode=mode,
-        dtype=dtype,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        seed=seed,
-        second_order=second_order,
-        name=name or function.__name__,
-    ).run()
+    # the nested checks get the caller's options, but are labelled by their own function
+    options.pop("name", None)
+    return _Audit(function, inputs, opts, options, second_order=second_order).run()
 
 
 def assert_autograd_function(
-    function: FunctionClass, inputs: Any, *, msg: Msg = None, **options: Any
+    function: FunctionClass,
+    inputs: Any,
+    *,
+    second_order: bool | None = None,
+    msg: Msg = None,
+    **options: Unpack[AuditOptions],
 ) -> FunctionAuditResult:
     """Assert that a custom ``torch.autograd.Function`` passes :func:`check_autograd_function`.
 
@@ -957,18 +762,11 @@ def assert_autograd_function(
         >>> _ = gk.assert_autograd_function(Cube, torch.randn(4, requires_grad=True))
     """
     __tracebackhide__ = True
-    result = check_autograd_function(function, inputs, **options)
-    if result.passed:
-        return result
-    text = result.summary()
-    if callable(msg):
-        text = msg(text)
-    elif msg is not None:
-        text = f"{msg}\n\n{text}"
-    raise AutogradFunctionError(text, result)
+    result = check_autograd_function(function, inputs, second_order=second_order, **options)
+    return fail_unless_passed(result, AutogradFunctionError, msg)
 
 
-def backward_agrees(result: GradCheckResult) -> bool:
+def backward_agrees(result: GradcheckResult) -> bool:
     """Whether a gradient check found the backward right (its only failure a wrong jvp).
 
     The forward-mode finding of the audit judges the jvp itself; a check failed by

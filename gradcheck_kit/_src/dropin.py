@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,8 +42,9 @@ from .engine.options import CheckOptions
 from .engine.run import captured_objects, check_scope, fn_name
 from .engine.trees import InputTree
 from .errors import InvalidArgument, NonFiniteOutputError, UnsupportedInputError
-from .results import GradCheckResult, Hint
+from .results import GradcheckResult, Hint
 from .serial import one_at_a_time
+from .validation import check_callable, check_nonnegative, check_positive
 
 __all__ = ["gradcheck", "gradgradcheck"]
 
@@ -123,20 +125,9 @@ def gradcheck(
     result = _checked(
         func,
         inputs,
+        _TorchOptions(**_check_options(given)),
         check="gradcheck",
         reproduce=_reproduce("gradcheck", gradcheck, func, given),
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        nondet_tol=nondet_tol,
-        check_undefined_grad=check_undefined_grad,
-        check_grad_dtypes=check_grad_dtypes,
-        check_batched_grad=check_batched_grad,
-        check_batched_forward_grad=check_batched_forward_grad,
-        check_forward_ad=check_forward_ad,
-        check_backward_ad=check_backward_ad,
-        fast_mode=fast_mode,
-        masked=masked,
     )
     return _verdict(result, raise_exception)
 
@@ -203,6 +194,9 @@ def gradgradcheck(
     """
     __tracebackhide__ = True
     given = {k: v for k, v in locals().items() if k in _GRADGRADCHECK_OPTIONS}
+    # validated before func makes the random grad_outputs
+    options = _TorchOptions(check_batched_forward_grad=False, **_check_options(given))
+    check_callable(func, "func", "pass the function to check first")
     tupled = torch_style_inputs(inputs)
     _reject_sparse(tupled, masked)
     with check_scope([inputs, *captured_objects(func)], 0):
@@ -210,21 +204,10 @@ def gradgradcheck(
     result = _checked(
         _GradientMap(func, tupled, len(gouts)),
         (*tupled, *gouts),
+        options,
         check="gradgradcheck",
         reproduce=_reproduce("gradgradcheck", gradgradcheck, func, given),
         name=fn_name(func),
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        nondet_tol=nondet_tol,
-        check_undefined_grad=check_undefined_grad,
-        check_grad_dtypes=check_grad_dtypes,
-        check_batched_grad=check_batched_grad,
-        check_batched_forward_grad=False,
-        check_forward_ad=check_fwd_over_rev,
-        check_backward_ad=check_rev_over_rev,
-        fast_mode=fast_mode,
-        masked=masked,
     )
     return _verdict(result, raise_exception)
 
@@ -234,6 +217,52 @@ _GRADCHECK_OPTIONS = frozenset(
     list(inspect.signature(gradcheck).parameters)[2:]  # after func, inputs
 )
 _GRADGRADCHECK_OPTIONS = frozenset(list(inspect.signature(gradgradcheck).parameters)[3:])
+# What gradgradcheck calls the options gradcheck then applies to the gradient map.
+_GRADGRADCHECK_NAMES = {
+    "check_fwd_over_rev": "check_forward_ad",
+    "check_rev_over_rev": "check_backward_ad",
+}
+# Options the drop-ins act on themselves, not the check.
+_OWN_OPTIONS = frozenset({"raise_exception", "gen_non_contig_grad_outputs"})
+
+
+def _check_options(given: dict[str, Any]) -> dict[str, Any]:
+    """A drop-in's options as :class:`_TorchOptions` names them."""
+    return {_GRADGRADCHECK_NAMES.get(k, k): v for k, v in given.items() if k not in _OWN_OPTIONS}
+
+
+@dataclass(frozen=True)
+class _TorchOptions:
+    """The options of torch's gradcheck that the drop-ins hand on to :func:`_check`."""
+
+    eps: float
+    atol: float
+    rtol: float
+    nondet_tol: float
+    check_undefined_grad: bool
+    check_grad_dtypes: bool
+    check_batched_grad: bool
+    check_batched_forward_grad: bool
+    check_forward_ad: bool
+    check_backward_ad: bool
+    fast_mode: bool
+    masked: bool | None
+
+    def __post_init__(self) -> None:
+        # misuse is raised here, before any evaluation: torch's options that contradict each
+        # other, and numbers CheckOptions would refuse only later
+        if not (self.check_forward_ad or self.check_backward_ad):
+            raise InvalidArgument(
+                "check_forward_ad=False and check_backward_ad=False leave nothing to check; set "
+                "at least one of them to True."
+            )
+        if self.check_batched_grad and not self.check_backward_ad:
+            raise InvalidArgument("check_batched_grad=True requires check_backward_ad=True.")
+        if self.check_batched_forward_grad and not self.check_forward_ad:
+            raise InvalidArgument("check_batched_forward_grad=True requires check_forward_ad=True.")
+        check_positive(self.eps, "eps")
+        for name in ("atol", "rtol", "nondet_tol"):
+            check_nonnegative(getattr(self, name), name)
 
 
 class _GradientMap:
@@ -294,23 +323,11 @@ def _grad_outputs(
     return tuple(made)
 
 
-def _checked(*args: Any, **kw: Any) -> GradCheckResult | _NonFinite:
+def _checked(*args: Any, **kw: Any) -> GradcheckResult | _NonFinite:
     try:
         return _check(*args, **kw)
     except _NonFinite as exc:
         return exc
-
-
-def _validate(check_forward_ad: bool, check_backward_ad: bool, batched: bool, fwd: bool) -> None:
-    if not (check_forward_ad or check_backward_ad):
-        raise InvalidArgument(
-            "check_forward_ad=False and check_backward_ad=False leave nothing to check; set at "
-            "least one of them to True."
-        )
-    if batched and not check_backward_ad:
-        raise InvalidArgument("check_batched_grad=True requires check_backward_ad=True.")
-    if fwd and not check_forward_ad:
-        raise InvalidArgument("check_batched_forward_grad=True requires check_forward_ad=True.")
 
 
 def _reject_sparse(inputs: Sequence[Any], masked: bool | None) -> None:
@@ -326,44 +343,32 @@ def _reject_sparse(inputs: Sequence[Any], masked: bool | None) -> None:
 def _check(
     func: Callable[..., Any],
     inputs: Any,
+    t: _TorchOptions,
     *,
     check: str,
     reproduce: str,
     name: str | None = None,
-    eps: float,
-    atol: float,
-    rtol: float,
-    nondet_tol: float,
-    check_undefined_grad: bool,
-    check_grad_dtypes: bool,
-    check_batched_grad: bool,
-    check_batched_forward_grad: bool,
-    check_forward_ad: bool,
-    check_backward_ad: bool,
-    fast_mode: bool,
-    masked: bool | None,
-) -> GradCheckResult:
+) -> GradcheckResult:
     """The engine's comparison, then torch's other checks; the result, published once."""
-    _validate(check_forward_ad, check_backward_ad, check_batched_grad, check_batched_forward_grad)
-    if not callable(func):
-        raise InvalidArgument(f"func={func!r} is not callable; pass the function to check first.")
+    check_callable(func, "func", "pass the function to check first")
     tupled = torch_style_inputs(inputs)
-    _reject_sparse(tupled, masked)
+    _reject_sparse(tupled, t.masked)
+    # torch's eps is an absolute step, and inputs are checked in their own dtype
     opts = CheckOptions.create(
-        mode="fast" if fast_mode else "full",
+        mode="fast" if t.fast_mode else "full",
         dtype="native",
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
+        eps=t.eps,
+        atol=t.atol,
+        rtol=t.rtol,
         eps_absolute=True,
-        nondet_tol=nondet_tol,
+        nondet_tol=t.nondet_tol,
     )
     preserve = [inputs, *captured_objects(func)]
     problem: str | None = None
-    if check_forward_ad:
+    if t.check_forward_ad:
         with check_scope(preserve, 0):
             problem = forward_ad_problem(func, tupled)
-    target = func if check_backward_ad else forward_as_reverse(func, tupled)
+    target = func if t.check_backward_ad else forward_as_reverse(func, tupled)
     try:
         with recording.muted():
             result = GradientCheck(
@@ -379,16 +384,7 @@ def _check(
         raise _NonFinite(str(exc)) from exc
     if problem is None and result.passed:
         with check_scope(preserve, 0):
-            problem = _torch_checks(
-                func,
-                tupled,
-                nondet_tol=nondet_tol,
-                undefined=check_undefined_grad,
-                dtypes=check_grad_dtypes,
-                batched=check_batched_grad,
-                batched_forward=check_batched_forward_grad,
-                backward=check_backward_ad,
-            )
+            problem = _torch_checks(func, tupled, t)
     if problem is not None:
         result = dataclasses.replace(
             result,
@@ -403,29 +399,21 @@ def _check(
 
 
 def _torch_checks(
-    func: Callable[..., Any],
-    inputs: tuple[Any, ...],
-    *,
-    nondet_tol: float,
-    undefined: bool,
-    dtypes: bool,
-    batched: bool,
-    batched_forward: bool,
-    backward: bool,
+    func: Callable[..., Any], inputs: tuple[Any, ...], t: _TorchOptions
 ) -> str | None:
     """Torch's checks beside the Jacobians, in torch's order; the first problem, or None."""
     checks: list[Callable[[], str | None]] = []
-    if backward:
-        checks.append(lambda: reentrant_problem(func, inputs, nondet_tol))
-        if dtypes:
+    if t.check_backward_ad:
+        checks.append(lambda: reentrant_problem(func, inputs, t.nondet_tol))
+        if t.check_grad_dtypes:
             checks.append(lambda: grad_dtype_problem(func, inputs))
-    if batched_forward:
+    if t.check_batched_forward_grad:
         checks.append(lambda: batched_forward_grad_problem(func, inputs))
-    if backward:
-        if batched:
+    if t.check_backward_ad:
+        if t.check_batched_grad:
             checks.append(lambda: batched_grad_problem(func, inputs))
         checks.append(lambda: zero_grad_output_problem(func, inputs))
-        if undefined:
+        if t.check_undefined_grad:
             checks.append(lambda: undefined_grad_problem(func, inputs))
     for run in checks:
         found = run()
@@ -445,7 +433,7 @@ class _NonFinite(Exception):
     """A NaN or Inf output at the point: torch's gradcheck fails there, so does the drop-in."""
 
 
-def _verdict(result: GradCheckResult | _NonFinite, raise_exception: bool) -> bool:
+def _verdict(result: GradcheckResult | _NonFinite, raise_exception: bool) -> bool:
     __tracebackhide__ = True
     if isinstance(result, _NonFinite):
         if not raise_exception:

@@ -106,6 +106,11 @@ def _grads(
     )
 
 
+def _first_nonzero(grads: Sequence[torch.Tensor | None]) -> int | None:
+    """The index of the first gradient with a nonzero entry, or None."""
+    return next((i for i, g in enumerate(grads) if g is not None and not bool(g.eq(0).all())), None)
+
+
 def undefined_grad_problem(fn: Callable[..., Any], inputs: Sequence[Any]) -> str | None:
     """Backward with every (then each one) grad_output undefined must treat it as zero.
 
@@ -136,13 +141,13 @@ def undefined_grad_problem(fn: Callable[..., Any], inputs: Sequence[Any]) -> str
                 f"(test it for None when the Function calls ctx.set_materialize_grads(False)); "
                 f"or pass check_undefined_grad=False."
             )
-        for i, g in enumerate(grads):
-            if g is not None and not bool(g.eq(0).all()):
-                return (
-                    f"backward returned a nonzero gradient for input {i} when the grad_output "
-                    f"of {which} was undefined (zero); the gradient of zero must be zero or "
-                    f"None. Pass check_undefined_grad=False to skip this check."
-                )
+        i = _first_nonzero(grads)
+        if i is not None:
+            return (
+                f"backward returned a nonzero gradient for input {i} when the grad_output "
+                f"of {which} was undefined (zero); the gradient of zero must be zero or "
+                f"None. Pass check_undefined_grad=False to skip this check."
+            )
     return None
 
 
@@ -151,14 +156,13 @@ def zero_grad_output_problem(fn: Callable[..., Any], inputs: Sequence[Any]) -> s
     outs, diff = _call(fn, inputs)
     if not outs or not diff:
         return None
-    grads = _grads(outs, diff, [torch.zeros_like(o) for o in outs])
-    for i, g in enumerate(grads):
-        if g is not None and not bool(g.eq(0).all()):
-            return (
-                f"backward is not multiplied by grad_output: a zero grad_output gave a nonzero "
-                f"gradient for input {i}."
-            )
-    return None
+    i = _first_nonzero(_grads(outs, diff, [torch.zeros_like(o) for o in outs]))
+    if i is None:
+        return None
+    return (
+        f"backward is not multiplied by grad_output: a zero grad_output gave a nonzero "
+        f"gradient for input {i}."
+    )
 
 
 def grad_dtype_problem(fn: Callable[..., Any], inputs: Sequence[Any]) -> str | None:

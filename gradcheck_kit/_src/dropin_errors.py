@@ -32,4 +32,4 @@ class TorchGradcheckError(_TorchGradcheckError, GradientMismatchError):
         GradientMismatchError.__init__(self, message, result)
 
 
-TorchGradcheckError.__module__ = "gradcheck_kit"
+TorchGradcheckError.__module__ = "gradcheck_kit.errors"

@@ -49,11 +49,16 @@ class GradcheckError(GradcheckKitError, AssertionError):
     """A check ran and failed: the gradients (or the training loop) are wrong.
 
     Subclasses :class:`AssertionError`, so pytest reports it as a failure.
+    Carries the failed check's result as ``.result`` when one exists.
 
     Examples:
-        >>> isinstance(GradcheckError("x"), AssertionError)
-        True
+        >>> isinstance(GradcheckError("x"), AssertionError), GradcheckError("x").result
+        (True, None)
     """
+
+    def __init__(self, message: str = "", result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class GradientMismatchError(GradcheckError):
@@ -67,10 +72,6 @@ class GradientMismatchError(GradcheckError):
         True
     """
 
-    def __init__(self, message: str, result: object | None = None) -> None:
-        super().__init__(message)
-        self.result = result
-
 
 class NondeterministicFunctionError(GradcheckError):
     """The function returned different outputs for the same inputs.
@@ -81,10 +82,6 @@ class NondeterministicFunctionError(GradcheckError):
         >>> issubclass(NondeterministicFunctionError, GradcheckError)
         True
     """
-
-    def __init__(self, message: str, result: object | None = None) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 class InvalidArgument(GradcheckKitError, ValueError):
@@ -164,10 +161,6 @@ class OutputShapeChangedError(GradcheckError):
         True
     """
 
-    def __init__(self, message: str, result: object | None = None) -> None:
-        super().__init__(message)
-        self.result = result
-
 
 class TrainingLoopError(GradcheckError):
     """A training loop, or one step of it, does something that silently spoils learning.
@@ -183,8 +176,8 @@ class TrainingLoopError(GradcheckError):
         (True, ())
     """
 
-    def __init__(self, message: str, report: object | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", report: object | None = None) -> None:
+        super().__init__(message, report)
         self.report = report
 
     @property
@@ -204,7 +197,7 @@ class GraphCheckError(GradcheckError):
     Raised by ``assert_no_graph``, ``assert_detached``, ``assert_requires_grad``,
     ``assert_grad_is_none``, ``assert_graph_reaches``, ``assert_shares_memory``
     and ``assert_no_shared_memory``. Carries the assertion's
-    :class:`~gradcheck_kit.GraphCheckResult` as ``.result`` when one exists.
+    :class:`~gradcheck_kit.results.GraphCheckResult` as ``.result`` when one exists.
 
     Examples:
         >>> issubclass(GraphCheckError, AssertionError)
@@ -212,10 +205,6 @@ class GraphCheckError(GradcheckError):
         >>> GraphCheckError("Tensors share memory!").result is None
         True
     """
-
-    def __init__(self, message: str, result: object | None = None) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 class TrainingLoopWarning(UserWarning):
@@ -247,10 +236,6 @@ class AutogradFunctionError(GradcheckError):
         True
     """
 
-    def __init__(self, message: str, result: object | None = None) -> None:
-        super().__init__(message)
-        self.result = result
-
 
 class TrainingDivergenceError(GradcheckError):
     """Two training loops that should follow the same trajectory part ways.
@@ -263,25 +248,16 @@ class TrainingDivergenceError(GradcheckError):
         (True, True)
     """
 
-    def __init__(self, message: str, result: object | None = None) -> None:
-        super().__init__(message)
-        self.result = result
-
 
 class DeviceParityError(GradcheckError):
     """Outputs or gradients differ between devices (CPU vs CUDA) beyond the tolerance.
 
-    The exception carries the comparison as ``.result``.
+    Raised by ``assert_device_parity`` with the comparison as ``.result``.
 
     Examples:
-        >>> err = DeviceParityError("Outputs or gradients differ between devices!")
-        >>> isinstance(err, AssertionError), err.result is None
-        (True, True)
+        >>> issubclass(DeviceParityError, AssertionError)
+        True
     """
-
-    def __init__(self, message: str, result: object | None = None) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 class DeviceUnavailableError(GradcheckKitError, RuntimeError):
@@ -314,9 +290,9 @@ class UnassertedCheckWarning(UserWarning):
 
 
 # Tracebacks and reprs name the exceptions where users import them from
-# (gradcheck_kit.GradientMismatchError), not this private module. pickle looks
-# them up by that name too, which works: gradcheck_kit re-exports every one.
-_PUBLIC_MODULE = "gradcheck_kit"
+# (gradcheck_kit.errors.GradientMismatchError), not this private module. pickle looks
+# them up by that name too, which works: gradcheck_kit.errors re-exports every one.
+_PUBLIC_MODULE = "gradcheck_kit.errors"
 for _name in __all__:
     globals()[_name].__module__ = _PUBLIC_MODULE
 # doctest skips classes whose __module__ is another module; __test__ keeps their examples.

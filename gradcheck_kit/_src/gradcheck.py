@@ -10,52 +10,35 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from .engine.gradient import GradientCheck
-from .engine.options import (
-    DEFAULT_MAX_MEMORY,
-    CheckOptions,
-    DtypePolicy,
-    EmptyPolicy,
-    Mode,
-    RngPolicy,
-)
+from .engine.options import CheckOptions, GradientOptions
 from .engine.run import captured_objects, fn_name
 from .engine.trees import InputTree
 from .errors import InvalidArgument
 from .failure_inputs import Subject
-from .results import GradCheckResult
+from .results import GradcheckResult
 from .serial import one_at_a_time
 from .state import preserved
-from .validation import check_choice
+from .validation import check_callable, check_choice, check_keywords
 
-__all__ = ["check_gradients", "check_module_gradients"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-_WRT = ("parameters", "inputs", "both")
+__all__ = ["Wrt", "check_gradients", "check_module_gradients"]
+
+Wrt = Literal["parameters", "inputs", "both"]
+_WRT = get_args(Wrt)
 
 
 @one_at_a_time
 def check_gradients(
-    fn: Callable[..., Any],
-    inputs: Any,
-    *,
-    mode: Mode = "auto",
-    dtype: DtypePolicy = "float64",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
-    rng: RngPolicy = "fixed",
-    n_probes: int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
-    name: str | None = None,
-    max_jacobian_bytes: int | None = None,
-    empty: EmptyPolicy = "pass",
-) -> GradCheckResult:
+    fn: Callable[..., Any], inputs: Any, **options: Unpack[GradientOptions]
+) -> GradcheckResult:
     """Compare ``fn``'s autograd gradients with finite differences.
 
     ``fn`` is called as ``fn(x)`` for a tensor, ``fn(*inputs)`` for a tuple or
@@ -96,7 +79,7 @@ def check_gradients(
             :class:`InvalidArgument` instead.
 
     Returns:
-        A :class:`GradCheckResult`; ``result.passed`` is the verdict.
+        A :class:`GradcheckResult`; ``result.passed`` is the verdict.
 
     Raises:
         InvalidArgument: bad arguments, nothing requiring grad, empty inputs,
@@ -114,28 +97,16 @@ def check_gradients(
         >>> gk.check_gradients(torch.tanh, x.float(), dtype="native").dtype
         'float32'
     """
-    opts = CheckOptions.create(
-        mode=mode,
-        dtype=dtype,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        seed=seed,
-        rng=rng,
-        n_probes=n_probes,
-        max_memory=max_memory,
-        max_jacobian_bytes=max_jacobian_bytes,
-        empty=empty,
-    )
-    if not callable(fn):
-        raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")
+    check_keywords(options, GradientOptions, "check_gradients")
+    opts = CheckOptions.create(**options)
+    check_callable(fn, "fn", "pass the function to check first")
     tree = InputTree(inputs)
     preserve = [inputs, *captured_objects(fn)]
     return GradientCheck(
         fn,
         tree,
         opts,
-        name=name or fn_name(fn),
+        name=opts.name or fn_name(fn),
         check="check_gradients",
         preserve=preserve,
         subject=Subject(fn, inputs, "assert_gradients_close"),
@@ -158,20 +129,9 @@ def check_module_gradients(
     inputs: Any,
     *,
     loss_fn: Callable[[Any], Any] | None = None,
-    wrt: Literal["parameters", "inputs", "both"] = "parameters",
-    mode: Mode = "auto",
-    dtype: DtypePolicy = "float64",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
-    rng: RngPolicy = "fixed",
-    n_probes: int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
-    name: str | None = None,
-    max_jacobian_bytes: int | None = None,
-    empty: EmptyPolicy = "pass",
-) -> GradCheckResult:
+    wrt: Wrt = "parameters",
+    **options: Unpack[GradientOptions],
+) -> GradcheckResult:
     """Check a module's gradients with respect to its parameters, its inputs, or both.
 
     Runs on a deep copy through :func:`torch.func.functional_call`, so the
@@ -184,24 +144,14 @@ def check_module_gradients(
         loss_fn: optional ``loss_fn(output) -> tensor`` applied to the output
             (close over targets); without it the output itself is checked.
         wrt: ``"parameters"`` (default), ``"inputs"`` or ``"both"``.
-        mode: as in :func:`check_gradients`.
-        dtype: as in :func:`check_gradients`; ``"float64"`` checks a float64 copy.
-        eps: as in :func:`check_gradients`.
-        atol: as in :func:`check_gradients`.
-        rtol: as in :func:`check_gradients`.
-        seed: as in :func:`check_gradients`.
-        rng: as in :func:`check_gradients`; ``"replay"`` checks dropout in train mode.
-        n_probes: as in :func:`check_gradients`.
-        max_memory: as in :func:`check_gradients`.
-        name: label for messages and reports (default: the module's class name).
-        max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
-        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
-            checked input, or every output, is empty) pass with the note "nothing to
-            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
-            :class:`InvalidArgument` instead.
+        **options: the options of :func:`check_gradients` (``mode``, ``dtype``, ``eps``,
+            ``atol``, ``rtol``, ``seed``, ``rng``, ``n_probes``, ``max_memory``, ``name``,
+            ``empty``): ``dtype="float64"`` checks a float64 copy of the module,
+            ``rng="replay"`` checks dropout in train mode, and ``name`` defaults to the
+            module's class name.
 
     Returns:
-        A :class:`GradCheckResult` whose parameter leaves are named ``params/<qualified name>``.
+        A :class:`GradcheckResult` whose parameter leaves are named ``params/<qualified name>``.
 
     Raises:
         InvalidArgument: as in :func:`check_gradients`, or a module without
@@ -220,21 +170,10 @@ def check_module_gradients(
             f"function use check_gradients(fn, inputs)."
         )
     check_choice(wrt, _WRT, "wrt")
-    if loss_fn is not None and not callable(loss_fn):
-        raise InvalidArgument(f"loss_fn={loss_fn!r} is not callable.")
-    opts = CheckOptions.create(
-        mode=mode,
-        dtype=dtype,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        seed=seed,
-        rng=rng,
-        n_probes=n_probes,
-        max_memory=max_memory,
-        max_jacobian_bytes=max_jacobian_bytes,
-        empty=empty,
-    )
+    if loss_fn is not None:
+        check_callable(loss_fn, "loss_fn")
+    check_keywords(options, GradientOptions, "check_module_gradients")
+    opts = CheckOptions.create(**options)
     named = dict(module.named_parameters())
     named_buffers = dict(module.named_buffers())
     trainable = [n for n, p in named.items() if p.requires_grad]
@@ -281,7 +220,7 @@ def check_module_gradients(
         fn,
         tree,
         opts,
-        name=name or type(module).__name__,
+        name=opts.name or type(module).__name__,
         check="check_module_gradients",
         preserve=[module, inputs],
         subject=Subject(

@@ -14,10 +14,11 @@ and hints all come from the core checker.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,7 +33,7 @@ from .engine.jacobian import (
 )
 from .engine.judging import SCALES, judge_scales
 from .engine.numerics import allowed_error, element_steps, unravel
-from .engine.options import CheckOptions, DtypePolicy, EmptyPolicy, Mode, RngPolicy
+from .engine.options import CheckOptions, ManualOptions
 from .engine.precision import tf32_note
 from .engine.run import (
     CheckRun,
@@ -44,16 +45,13 @@ from .engine.run import (
 )
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, describe_tensor
-from .errors import (
-    GradientMismatchError,
-    InvalidArgument,
-    NondeterministicFunctionError,
-    UnsupportedInputError,
-)
+from .errors import InvalidArgument, UnsupportedInputError
 from .manual_calls import ManualDerivative
 from .manual_judging import (
     SUBJECT,
     WORST_KEPT,
+    ThreeWay,
+    agreement,
     block_pair,
     classify,
     close,
@@ -65,12 +63,15 @@ from .manual_judging import (
     squared_norm,
     weighted,
 )
+from .raising import Msg, fail_unless_passed, gradient_error
 from .results import Hint, ManualCheckResult, ManualPairResult, ThreeWayElement
 from .serial import one_at_a_time
+from .validation import check_callable, check_keywords
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["check_matches_manual", "assert_matches_manual"]
-
-Msg = str | Callable[[str], str] | None
 
 # "auto" calls manual_vjp once per output entry (the whole Jacobian) up to this many
 # outputs; beyond, it compares n_probes random projections of the gradient instead.
@@ -241,12 +242,9 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
                 n_a, a_a, _ = judge_scales(tol, A[:, cols], vals, rounds)
                 num_m[:, cols], al_m[:, cols] = n_m, a_m
                 num_a[:, cols], al_a[:, cols] = n_a, a_a
-            close_mn = close(Mn, num_m, al_m)
-            close_an = close(A, num_a, al_a)
-            numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
-            allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-            close_ma = close(Mn, A, allow)
-            pairs += self._pairs(i, x, outs, Mn, A, numeric, allow, close_mn, close_an, close_ma)
+            judged = (num_m, al_m), (num_a, al_a)
+            three = agreement(Mn, A, N, judged, close(Mn, num_m, al_m), close(A, num_a, al_a))
+            pairs += self._pairs(i, x, outs, three)
         return pairs
 
     # -- fast mode over the inputs --------------------------------------------------------
@@ -351,24 +349,11 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
         close_an = torch.where(same, either, close_an)
         al_m, al_a = as_tensor(allowed["manual"]), as_tensor(allowed["autograd"])
         num_m, num_a = as_tensor(numeric["manual"]), as_tensor(numeric["autograd"])
-        N_shown = torch.where(close_mn, num_m, torch.where(close_an, num_a, N_t))
-        allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-        close_ma = same | close(Mn, A, allow)
+        three = agreement(Mn, A, N_t, ((num_m, al_m), (num_a, al_a)), close_mn, close_an)
+        # a probe whose two vectors agree entry by entry: the two agree, whatever FD says
+        three = dataclasses.replace(three, close_ma=same | three.close_ma)
         indices = [((k,), (k,)) for k in range(K)]
-        probes = block_pair(
-            "projections",
-            "directions",
-            (K,),
-            (K,),
-            indices,
-            Mn,
-            A,
-            N_shown,
-            allow,
-            close_mn,
-            close_an,
-            close_ma,
-        )
+        probes = block_pair("projections", "directions", (K,), (K,), indices, three)
         n_in = sum(int(x.numel()) for x in xs)
         text = (
             f"fast mode: {K} random direction(s) v_k over the {n_in:,} checked input entries "
@@ -499,11 +484,8 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             rounds = {c: r.unsqueeze(0) for c, r in rounds.items()}
             num_m, al_m, _ = judge_scales(tol, Mn, vals, rounds)
             num_a, al_a, _ = judge_scales(tol, A, vals, rounds)
-            close_mn = close(Mn, num_m, al_m)
-            close_an = close(A, num_a, al_a)
-            numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, N))
-            allow = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
-            close_ma = close(Mn, A, allow)
+            judged = (num_m, al_m), (num_a, al_a)
+            three = agreement(Mn, A, N, judged, close(Mn, num_m, al_m), close(A, num_a, al_a))
             leaf = self.checked[i]
             shape = tuple(x.shape)
             if self.interface == "grad":
@@ -511,20 +493,7 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
             else:
                 out_path, out_shape = "projections", ()
             indices = [(unravel(0, out_shape), unravel(c, shape)) for c in cols]
-            pair = block_pair(
-                out_path,
-                leaf.path,
-                out_shape,
-                shape,
-                indices,
-                Mn[0],
-                A[0],
-                numeric[0],
-                allow[0],
-                close_mn[0],
-                close_an[0],
-                close_ma[0],
-            )
+            pair = block_pair(out_path, leaf.path, out_shape, shape, indices, three[0])
             pairs.append(pair)
             if not pair.passed:
                 self._entry_hints(pair, leaf.path, shape, x, manual[i], autograd[i], excess[i])
@@ -563,16 +532,11 @@ class _ManualCheck(CheckRun[ManualCheckResult]):
         i: int,
         x: torch.Tensor,
         outs: list[torch.Tensor],
-        Mn: torch.Tensor,
-        A: torch.Tensor,
-        numeric: torch.Tensor,
-        allowed: torch.Tensor,
-        close_mn: torch.Tensor,
-        close_an: torch.Tensor,
-        close_ma: torch.Tensor,
+        three: ThreeWay,
     ) -> list[ManualPairResult]:
         """Split the (K, n_i) comparison into blocks per output leaf and classify entries."""
-        ok, odd, distance = classify(Mn, A, numeric, close_mn, close_an, close_ma)
+        ok, odd, distance = classify(three)
+        Mn, A, numeric, allowed = three.manual, three.autograd, three.numeric, three.allowed
         if self.mode == "full":
             blocks = []
             offset = 0
@@ -667,16 +631,7 @@ def check_matches_manual(
     inputs: Any = None,
     *,
     manual_vjp: Callable[..., Any] | None = None,
-    mode: Mode = "auto",
-    dtype: DtypePolicy = "float64",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
-    rng: RngPolicy = "fixed",
-    n_probes: int | None = None,
-    name: str | None = None,
-    empty: EmptyPolicy = "pass",
+    **options: Unpack[ManualOptions],
 ) -> ManualCheckResult:
     """Compare a hand-written derivative with autograd and with finite differences.
 
@@ -741,19 +696,9 @@ def check_matches_manual(
         >>> fast.passed, fast.mode, fast.evaluations <= 20
         (True, 'fast', True)
     """
-    opts = CheckOptions.create(
-        mode=mode,
-        dtype=dtype,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        seed=seed,
-        rng=rng,
-        n_probes=n_probes,
-        empty=empty,
-    )
-    if not callable(fn):
-        raise InvalidArgument(f"fn={fn!r} is not callable; pass the function first.")
+    check_keywords(options, ManualOptions, "check_matches_manual")
+    opts = CheckOptions.create(**options)
+    check_callable(fn, "fn", "pass the function first")
     if (manual_grad is None) == (manual_vjp is None):
         given = "both" if manual_grad is not None else "neither"
         raise InvalidArgument(
@@ -762,13 +707,9 @@ def check_matches_manual(
         )
     manual = manual_grad if manual_grad is not None else manual_vjp
     label = "manual_grad" if manual_grad is not None else "manual_vjp"
-    if not callable(manual):
-        hint = (
-            " Maybe the arguments are swapped: the order is (fn, manual_grad, inputs)."
-            if isinstance(manual, (torch.Tensor, tuple, list))
-            else ""
-        )
-        raise InvalidArgument(f"{label}={manual!r:.60} is not callable.{hint}")
+    swapped = isinstance(manual, (torch.Tensor, tuple, list))
+    guess = "Maybe the arguments are swapped: the order is (fn, manual_grad, inputs)"
+    manual = check_callable(manual, label, guess if swapped else "")
     if inputs is None:
         raise InvalidArgument(
             "inputs is missing: pass the point to check at, e.g. "
@@ -782,24 +723,9 @@ def check_matches_manual(
         "grad" if manual_grad is not None else "vjp",
         tree,
         opts,
-        name=name or fn_name(fn),
+        name=opts.name or fn_name(fn),
         preserve=preserve,
     ).run()
-
-
-def raise_for_manual(result: ManualCheckResult, msg: Msg = None) -> None:
-    """Raise the matching :class:`GradcheckError` for a failed three-way result."""
-    __tracebackhide__ = True
-    if result.passed:
-        return
-    text = result.summary()
-    if callable(msg):
-        text = msg(text)
-    elif msg is not None:
-        text = f"{msg}\n\n{text}"
-    if result.status == "nondeterministic":
-        raise NondeterministicFunctionError(text, result)
-    raise GradientMismatchError(text, result)
 
 
 def assert_matches_manual(
@@ -807,8 +733,9 @@ def assert_matches_manual(
     manual_grad: Callable[..., Any] | None = None,
     inputs: Any = None,
     *,
+    manual_vjp: Callable[..., Any] | None = None,
     msg: Msg = None,
-    **options: Any,
+    **options: Unpack[ManualOptions],
 ) -> ManualCheckResult:
     """Assert that a hand-written derivative agrees with autograd and finite differences.
 
@@ -833,6 +760,5 @@ def assert_matches_manual(
         >>> _ = gk.assert_matches_manual(lambda w: (w @ w).trace(), lambda w: 2 * w.T, w)
     """
     __tracebackhide__ = True
-    result = check_matches_manual(fn, manual_grad, inputs, **options)
-    raise_for_manual(result, msg)
-    return result
+    result = check_matches_manual(fn, manual_grad, inputs, manual_vjp=manual_vjp, **options)
+    return fail_unless_passed(result, gradient_error(result.status), msg)

@@ -24,6 +24,8 @@ __all__ = [
     "SUBJECT",
     "WORST_KEPT",
     "close",
+    "ThreeWay",
+    "agreement",
     "classify",
     "block_pair",
     "entry_excess",
@@ -52,15 +54,51 @@ def close(a: torch.Tensor, b: torch.Tensor, allowed: torch.Tensor) -> torch.Tens
     return ((a - b).abs() <= allowed) | both_nan
 
 
-def classify(
-    Mn: torch.Tensor,
-    A: torch.Tensor,
-    numeric: torch.Tensor,
+@dataclasses.dataclass(frozen=True)
+class ThreeWay:
+    """Your derivative and autograd beside finite differences, entry by entry, and who agrees.
+
+    ``numeric`` is the finite difference shown (at the scale where one of the two
+    agreed with it), ``allowed`` its allowance; ``close_mn``, ``close_an`` and
+    ``close_ma`` say which pairs of the three agree. Indexing selects entries of all.
+    """
+
+    manual: torch.Tensor
+    autograd: torch.Tensor
+    numeric: torch.Tensor
+    allowed: torch.Tensor
+    close_mn: torch.Tensor
+    close_an: torch.Tensor
+    close_ma: torch.Tensor
+
+    def __getitem__(self, index: object) -> ThreeWay:
+        return ThreeWay(*(t[index] for t in dataclasses.astuple(self)))
+
+
+def agreement(
+    manual: torch.Tensor,
+    autograd: torch.Tensor,
+    fd: torch.Tensor,
+    judged: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     close_mn: torch.Tensor,
     close_an: torch.Tensor,
-    close_ma: torch.Tensor,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+) -> ThreeWay:
+    """The three-way comparison, given each derivative's judged (numeric, allowed) and verdict.
+
+    Where your derivative agrees, its finite difference is shown; else autograd's where
+    that agrees; else ``fd``.
+    """
+    (num_m, al_m), (num_a, al_a) = judged
+    numeric = torch.where(close_mn, num_m, torch.where(close_an, num_a, fd))
+    allowed = torch.where(close_mn, al_m, torch.where(close_an, al_a, al_m))
+    close_ma = close(manual, autograd, allowed)
+    return ThreeWay(manual, autograd, numeric, allowed, close_mn, close_an, close_ma)
+
+
+def classify(t: ThreeWay) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """Agreement, the odd one out per entry, and how far the odd one lies from the other two."""
+    Mn, A, numeric = t.manual, t.autograd, t.numeric
+    close_mn, close_an, close_ma = t.close_mn, t.close_an, t.close_ma
     ok = close_mn & close_an
     odd = {
         "manual": ~ok & close_an,
@@ -84,16 +122,11 @@ def block_pair(
     output_shape: tuple[int, ...],
     input_shape: tuple[int, ...],
     indices: Sequence[tuple[tuple[int, ...], tuple[int, ...]]],
-    Mn: torch.Tensor,
-    A: torch.Tensor,
-    numeric: torch.Tensor,
-    allowed: torch.Tensor,
-    close_mn: torch.Tensor,
-    close_an: torch.Tensor,
-    close_ma: torch.Tensor,
+    t: ThreeWay,
 ) -> ManualPairResult:
     """A list of compared values (entry ``r`` at ``indices[r]``) as one classified block."""
-    ok, odd, distance = classify(Mn, A, numeric, close_mn, close_an, close_ma)
+    ok, odd, distance = classify(t)
+    Mn, A, numeric, allowed = t.manual, t.autograd, t.numeric, t.allowed
     n = int(Mn.numel())
     excess = torch.where(~ok, distance - allowed, -math.inf)
     n_bad = int((~ok).sum())

@@ -2,20 +2,27 @@
 
 The shape follows torch.testing.assert_close (counts, greatest differences
 with index and allowance) plus chex-style location and one actionable hint.
-Imports no torch.
+Each ``format_*`` function registers itself as ``summary()`` of its kind of
+result (:func:`~.results.summarizes`): the results are data and never import
+this module, which needs their types only for annotations. Imports no torch.
 """
 
 from __future__ import annotations
 
-from .results import (
-    FunctionAuditResult,
-    GradCheckResult,
-    ManualCheckResult,
-    ManualPairResult,
-    PairResult,
-    SameTrainingResult,
-    ThreeWayElement,
-)
+from typing import TYPE_CHECKING
+
+from .results import summarizes
+
+if TYPE_CHECKING:
+    from .results import (
+        FunctionAuditResult,
+        GradcheckResult,
+        ManualCheckResult,
+        ManualPairResult,
+        PairResult,
+        SameTrainingResult,
+        ThreeWayElement,
+    )
 
 __all__ = [
     "PREFIX",
@@ -42,21 +49,25 @@ def _idx(index: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(i) for i in index) + ("," if len(index) == 1 else "") + ")"
 
 
-def reproduce_line(result: GradCheckResult) -> str:
+def _settings_args(result: GradcheckResult | ManualCheckResult) -> str:
+    """The numbers a check ran with, as the keyword arguments that repeat it."""
+    return (
+        f"mode={result.mode!r}, dtype={result.dtype_policy!r}, eps={result.eps:.3g}, "
+        f"atol={result.atol:.3g}, rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r}"
+    )
+
+
+def reproduce_line(result: GradcheckResult) -> str:
     """The call that repeats this check with the numbers it actually used."""
     fn = (
         "check_module_gradients(module"
         if result.check == "check_module_gradients"
         else (f"check_gradients({result.name}")
     )
-    return (
-        f"gradcheck_kit.{fn}, inputs, mode={result.mode!r}, dtype={result.dtype_policy!r}, "
-        f"eps={result.eps:.3g}, atol={result.atol:.3g}, rtol={result.rtol:.3g}, "
-        f"seed={result.seed}, rng={result.rng!r})"
-    )
+    return f"gradcheck_kit.{fn}, inputs, {_settings_args(result)})"
 
 
-def _header(result: GradCheckResult) -> str:
+def _header(result: GradcheckResult) -> str:
     if result.mode == "fast":
         k = len(result.probes)
         how = f"fast mode, {k} random projection{'s' if k != 1 else ''}"
@@ -115,12 +126,13 @@ _NO_VERDICT = {
 }
 
 
-def format_result(result: GradCheckResult) -> str:
+@summarizes("gradient")
+def format_result(result: GradcheckResult) -> str:
     """Render a result as the multi-line text of an assertion error or a log.
 
     Examples:
-        >>> from gradcheck_kit._src.results import GradCheckResult
-        >>> r = GradCheckResult(name="f", passed=True, status="passed", mode="full",
+        >>> from gradcheck_kit._src.results import GradcheckResult
+        >>> r = GradcheckResult(name="f", passed=True, status="passed", mode="full",
         ...     mode_requested="auto", dtype="float64", dtype_policy="float64", eps=1e-6,
         ...     atol=1e-5, rtol=1e-3, seed=0, rng="fixed")
         >>> format_result(r).splitlines()[0]
@@ -237,11 +249,7 @@ def reproduce_manual_line(result: ManualCheckResult) -> str:
         if result.interface == "grad"
         else "inputs=inputs, manual_vjp=manual_vjp"
     )
-    return (
-        f"gradcheck_kit.check_matches_manual({result.name}, {given}, mode={result.mode!r}, "
-        f"dtype={result.dtype_policy!r}, eps={result.eps:.3g}, atol={result.atol:.3g}, "
-        f"rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r})"
-    )
+    return f"gradcheck_kit.check_matches_manual({result.name}, {given}, {_settings_args(result)})"
 
 
 def _where(pair: ManualPairResult, e: ThreeWayElement) -> str:
@@ -306,6 +314,7 @@ def _manual_pair_text(pair: ManualPairResult) -> list[str]:
     return lines
 
 
+@summarizes("manual")
 def format_manual_result(result: ManualCheckResult) -> str:
     """Render a three-way comparison: which of the three is the odd one out, where, and why.
 
@@ -371,16 +380,17 @@ def format_manual_result(result: ManualCheckResult) -> str:
     return "\n".join(lines)
 
 
-def format_second_order(result: GradCheckResult) -> str:
+@summarizes("second_order")
+def format_second_order(result: GradcheckResult) -> str:
     """Render a second-order check: :func:`format_result` read one order up.
 
     Examples:
-        >>> from gradcheck_kit._src.results import SecondOrderResult
-        >>> r = SecondOrderResult(name="f", passed=True, status="passed", mode="full",
-        ...     mode_requested="auto", dtype="float64", dtype_policy="float64", eps=1e-6,
-        ...     atol=1e-5, rtol=1e-3, seed=0, rng="fixed")
+        >>> from gradcheck_kit._src.results import Hint, SecondOrderResult
+        >>> raised = Hint("double_backward", "double backward raised RuntimeError")
+        >>> r = SecondOrderResult("f", False, "mismatch", "full", "auto", "float64", "float64",
+        ...                       1e-6, 1e-5, 1e-3, 0, "fixed", hints=(raised,))
         >>> format_second_order(r).splitlines()[0]
-        "[gradcheck] Second derivatives match (check_second_order of 'f', full mode, float64)"
+        "[gradcheck] Double backward failed! (check_second_order of 'f', full mode, float64)"
     """
     lines = format_result(result).splitlines()
     head = _header(result)
@@ -397,8 +407,7 @@ def format_second_order(result: GradCheckResult) -> str:
         )
     reproduce = (
         f"Reproduce: gradcheck_kit.check_second_order({result.name}, inputs, "
-        f"mode={result.mode!r}, dtype={result.dtype_policy!r}, eps={result.eps:.3g}, "
-        f"atol={result.atol:.3g}, rtol={result.rtol:.3g}, seed={result.seed}, rng={result.rng!r})"
+        f"{_settings_args(result)})"
     )
     return "\n".join(reproduce if line.startswith("Reproduce: ") else line for line in lines)
 
@@ -406,6 +415,7 @@ def format_second_order(result: GradCheckResult) -> str:
 _AUDIT_STATUS = {"passed": "passed ", "failed": "FAILED ", "skipped": "skipped"}
 
 
+@summarizes("autograd_function")
 def format_audit_result(result: FunctionAuditResult) -> str:
     """Render an audit of a custom autograd.Function: one line per property examined.
 
@@ -448,6 +458,7 @@ def format_audit_result(result: FunctionAuditResult) -> str:
     return "\n".join(lines)
 
 
+@summarizes("same_training")
 def format_training_result(result: SameTrainingResult) -> str:
     """Render a comparison of two training loops: the first step and entry where they part.
 

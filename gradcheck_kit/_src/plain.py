@@ -74,7 +74,7 @@ def _parse(value: Any, tp: Any) -> Any:
 def _by_kind(tp: type[PlainData], value: Mapping[str, Any]) -> type[PlainData]:
     """The subclass of ``tp`` whose ``kind`` default is ``value["kind"]``, else ``tp``.
 
-    A field typed GradCheckResult may hold a SecondOrderResult.
+    A field typed GradcheckResult may hold a SecondOrderResult.
     """
     kind = value.get("kind")
     if kind is None:

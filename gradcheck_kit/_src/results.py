@@ -9,6 +9,7 @@ validate every emitted document against it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 
@@ -17,6 +18,7 @@ from .recording import Observable
 
 __all__ = [
     "SCHEMA_VERSION",
+    "summarizes",
     "WorstElement",
     "Hint",
     "ERROR_MAP_MAX_CELLS",
@@ -26,7 +28,7 @@ __all__ = [
     "Resolution",
     "TorchVerdict",
     "RoutedCall",
-    "GradCheckResult",
+    "GradcheckResult",
     "ThreeWayElement",
     "ManualPairResult",
     "ManualCheckResult",
@@ -44,7 +46,15 @@ Status = Literal["passed", "mismatch", "nondeterministic", "shape_changed", "emp
 
 
 @dataclass(frozen=True)
-class WorstElement(PlainData):
+class _Entry(PlainData):
+    """Where in a Jacobian: d output[output_index] / d input[input_index]."""
+
+    output_index: tuple[int, ...]
+    input_index: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WorstElement(_Entry):
     """One Jacobian entry where analytic and numeric gradients differ most.
 
     ``output_index`` indexes the output tensor, ``input_index`` the input
@@ -57,8 +67,6 @@ class WorstElement(PlainData):
         [2]
     """
 
-    output_index: tuple[int, ...]
-    input_index: tuple[int, ...]
     analytic: float
     numeric: float
     abs_error: float
@@ -140,6 +148,31 @@ class ErrorMap(PlainData):
 
 
 R = TypeVar("R", bound="_Verdict")
+F = TypeVar("F", bound=Callable[[Any], str])
+
+# The text of each kind of result, registered by messages.py (the one place text is
+# composed) when the package loads: results are data and never import their wording, as
+# torch.testing's ErrorMeta is worded at the API boundary, not where the mismatch is found.
+_SUMMARIES: dict[str, Callable[[Any], str]] = {}
+
+
+def summarizes(kind: str) -> Callable[[F], F]:
+    """Register the decorated function as ``summary()`` of the results of ``kind``.
+
+    Examples:
+        >>> @summarizes("example")
+        ... def format_example(result):
+        ...     return f"{result.name} passed: {result.passed}"
+        >>> _SUMMARIES["example"] is format_example
+        True
+        >>> del _SUMMARIES["example"]
+    """
+
+    def register(format: F) -> F:
+        _SUMMARIES[kind] = format
+        return format
+
+    return register
 
 
 class _Verdict(PlainData, Observable):
@@ -147,6 +180,11 @@ class _Verdict(PlainData, Observable):
 
     passed: bool
     hints: tuple[Hint, ...]
+    kind: str
+
+    def summary(self) -> str:
+        """A multi-line, human-readable account of the check (the assertion's message)."""
+        return _SUMMARIES[self.kind](self)
 
     @property
     def hint(self) -> str | None:
@@ -165,7 +203,18 @@ class _Verdict(PlainData, Observable):
 
 
 @dataclass(frozen=True)
-class PairResult(PlainData):
+class _Block(PlainData):
+    """Where a comparison was made: one (output leaf, input leaf) block, and its verdict."""
+
+    output: str
+    input: str
+    output_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    passed: bool
+
+
+@dataclass(frozen=True)
+class PairResult(_Block):
     """The comparison for one (output leaf, input leaf) block of the Jacobian.
 
     ``error_map`` (optional, ``None`` when the checker did not build the block,
@@ -178,11 +227,6 @@ class PairResult(PlainData):
         (True, 9)
     """
 
-    output: str
-    input: str
-    output_shape: tuple[int, ...]
-    input_shape: tuple[int, ...]
-    passed: bool
     max_abs_error: float
     max_rel_error: float
     mismatched: int
@@ -280,18 +324,10 @@ class RoutedCall(PlainData):
 
 
 @dataclass(frozen=True)
-class GradCheckResult(_Verdict):
-    """Everything one gradient check found. ``passed`` is the verdict.
+class _Settings(_Verdict):
+    """What a check against finite differences ran with, beside its verdict.
 
-    Returned by :func:`gradcheck_kit.check_gradients` and
-    :func:`gradcheck_kit.check_module_gradients`; never raised.
-
-    Examples:
-        >>> import torch, gradcheck_kit as gk
-        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
-        >>> result = gk.check_gradients(torch.sin, x)
-        >>> result.passed, result.mode
-        (True, 'full')
+    The fields of :meth:`.engine.run.CheckRun.settings`, first in every such result.
     """
 
     name: str
@@ -306,6 +342,23 @@ class GradCheckResult(_Verdict):
     rtol: float
     seed: int
     rng: str
+
+
+@dataclass(frozen=True)
+class GradcheckResult(_Settings):
+    """Everything one gradient check found. ``passed`` is the verdict.
+
+    Returned by :func:`gradcheck_kit.check_gradients` and
+    :func:`gradcheck_kit.check_module_gradients`; never raised.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        >>> result = gk.check_gradients(torch.sin, x)
+        >>> result.passed, result.mode
+        (True, 'full')
+    """
+
     pairs: tuple[PairResult, ...] = ()
     probes: tuple[ProbeResult, ...] = ()
     hints: tuple[Hint, ...] = ()
@@ -335,12 +388,6 @@ class GradCheckResult(_Verdict):
         """The largest relative difference over all Jacobian blocks (0.0 with none)."""
         return max((p.max_rel_error for p in self.pairs), default=0.0)
 
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the check (the assertion's message)."""
-        from .messages import format_result
-
-        return format_result(self)
-
     def _extra(self) -> dict[str, Any]:
         return {
             **super()._extra(),
@@ -358,7 +405,7 @@ _ODD_ORDER: tuple[str, ...] = ("manual", "autograd", "numeric", "none")
 
 
 @dataclass(frozen=True)
-class ThreeWayElement(PlainData):
+class ThreeWayElement(_Entry):
     """One gradient entry seen three ways: the user's derivative, autograd, finite differences.
 
     ``odd_one_out`` names the one that disagrees with the other two:
@@ -373,8 +420,6 @@ class ThreeWayElement(PlainData):
         (1.0, 'manual')
     """
 
-    output_index: tuple[int, ...]
-    input_index: tuple[int, ...]
     manual: float
     autograd: float
     numeric: float
@@ -392,7 +437,7 @@ class ThreeWayElement(PlainData):
 
 
 @dataclass(frozen=True)
-class ManualPairResult(PlainData):
+class ManualPairResult(_Block):
     """The three-way comparison for one (output leaf, input leaf) block of the gradient.
 
     The counts say, per mismatched entry, which of the three was the odd one
@@ -408,11 +453,6 @@ class ManualPairResult(PlainData):
         (2, 'manual')
     """
 
-    output: str
-    input: str
-    output_shape: tuple[int, ...]
-    input_shape: tuple[int, ...]
-    passed: bool
     total: int
     manual_wrong: int
     autograd_wrong: int
@@ -429,12 +469,8 @@ class ManualPairResult(PlainData):
     @property
     def counts(self) -> dict[str, int]:
         """Mismatched entries per odd one out (``manual``, ``autograd``, ``numeric``, ``none``)."""
-        return {
-            "manual": self.manual_wrong,
-            "autograd": self.autograd_wrong,
-            "numeric": self.numeric_wrong,
-            "none": self.all_differ,
-        }
+        wrong = (self.manual_wrong, self.autograd_wrong, self.numeric_wrong, self.all_differ)
+        return dict(zip(_ODD_ORDER, wrong, strict=True))
 
     @property
     def odd_one_out(self) -> str | None:
@@ -446,7 +482,7 @@ class ManualPairResult(PlainData):
 
 
 @dataclass(frozen=True)
-class ManualCheckResult(_Verdict):
+class ManualCheckResult(_Settings):
     """A hand-written derivative compared with autograd and finite differences.
 
     Returned by :func:`gradcheck_kit.check_matches_manual`. ``passed`` is the
@@ -464,19 +500,7 @@ class ManualCheckResult(_Verdict):
         (True, 'manual', None)
     """
 
-    name: str
-    passed: bool
-    status: Status
     odd_one_out: str | None
-    mode: str
-    mode_requested: str
-    dtype: str
-    dtype_policy: str
-    eps: float
-    atol: float
-    rtol: float
-    seed: int
-    rng: str
     interface: str
     pairs: tuple[ManualPairResult, ...] = ()
     hints: tuple[Hint, ...] = ()
@@ -492,22 +516,16 @@ class ManualCheckResult(_Verdict):
         """The largest distance of an odd one out from the other two (0.0 with none)."""
         return max((p.max_abs_error for p in self.pairs), default=0.0)
 
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the check (the assertion's message)."""
-        from .messages import format_manual_result
-
-        return format_manual_result(self)
-
     def _extra(self) -> dict[str, Any]:
         return {**super()._extra(), "max_abs_error": num(self.max_abs_error)}
 
 
 @dataclass(frozen=True)
-class SecondOrderResult(GradCheckResult):
+class SecondOrderResult(GradcheckResult):
     """Second derivatives (double backward) compared with finite differences of the gradient.
 
     Returned by :func:`gradcheck_kit.check_second_order`. The same fields as
-    :class:`GradCheckResult`, read one order up: the function checked is the
+    :class:`GradcheckResult`, read one order up: the function checked is the
     gradient map ``inputs -> grad`` (outputs named ``grad[<input>]``), its
     "analytic" Jacobian is the Hessian by double backward, its "numeric" one
     the finite differences of the gradient.
@@ -522,12 +540,6 @@ class SecondOrderResult(GradCheckResult):
 
     check: str = "check_second_order"
     kind: str = field(default="second_order", init=False)
-
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the check (the assertion's message)."""
-        from .messages import format_second_order
-
-        return format_second_order(self)
 
 
 AuditStatus = Literal["passed", "failed", "skipped"]
@@ -566,20 +578,11 @@ class FunctionAuditResult(_Verdict):
     None when it could not run).
 
     Examples:
-        >>> import torch, gradcheck_kit as gk
-        >>> class Square(torch.autograd.Function):
-        ...     @staticmethod
-        ...     def forward(ctx, x):
-        ...         ctx.save_for_backward(x)
-        ...         return x * x
-        ...     @staticmethod
-        ...     def backward(ctx, grad):
-        ...         (x,) = ctx.saved_tensors
-        ...         return 2 * x * grad
-        >>> x = torch.randn(3, dtype=torch.float64, requires_grad=True)
-        >>> result = gk.check_autograd_function(Square, x)
-        >>> result.passed, result.kind
-        (True, 'autograd_function')
+        >>> wrong = AuditFinding("gradient_dtype", "failed", "float32 for float64 input")
+        >>> result = FunctionAuditResult(name="Square", passed=False, dtype="float64",
+        ...                              dtype_policy="float64", seed=0, findings=(wrong,))
+        >>> result.kind, [f.check for f in result.failed], result.hint
+        ('autograd_function', ['gradient_dtype'], 'float32 for float64 input')
     """
 
     name: str
@@ -588,8 +591,8 @@ class FunctionAuditResult(_Verdict):
     dtype_policy: str
     seed: int
     findings: tuple[AuditFinding, ...] = ()
-    gradient: GradCheckResult | None = None
-    second_order: GradCheckResult | None = None
+    gradient: GradcheckResult | None = None
+    second_order: GradcheckResult | None = None
     hints: tuple[Hint, ...] = ()
     notes: tuple[str, ...] = ()
     duration_s: float = 0.0
@@ -608,12 +611,6 @@ class FunctionAuditResult(_Verdict):
         if self.failed:
             return self.failed[0].text
         return self.hints[0].text if self.hints else None
-
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the audit (the assertion's message)."""
-        from .messages import format_audit_result
-
-        return format_audit_result(self)
 
 
 # --------------------------------------------------------------------------- training trajectories
@@ -685,12 +682,6 @@ class SameTrainingResult(_Verdict):
     test_id: str | None = None
     kind: str = field(default="same_training", init=False)
 
-    def summary(self) -> str:
-        """A multi-line, human-readable account of the comparison (the assertion's message)."""
-        from .messages import format_training_result
-
-        return format_training_result(self)
-
 
 # --------------------------------------------------------------------------- graph assertions
 
@@ -708,9 +699,10 @@ class GraphCheckResult(_Verdict):
 
     Examples:
         >>> import torch, gradcheck_kit as gk
+        >>> from gradcheck_kit.errors import GraphCheckError
         >>> try:
         ...     gk.assert_requires_grad(torch.zeros(2))
-        ... except gk.GraphCheckError as error:
+        ... except GraphCheckError as error:
         ...     result = error.result
         >>> result.kind, result.check, result.passed, result.offending
         ('graph', 'assert_requires_grad', False, ('argument 0',))

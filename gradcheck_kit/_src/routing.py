@@ -12,14 +12,14 @@ everywhere, also where a module bound a wrapper while routing was on.
 Two modes:
 
 * ``"route"``: the drop-in decides (returns True, or raises
-  :class:`~gradcheck_kit.TorchGradcheckError`). A call the drop-in cannot take
-  (sparse inputs: :class:`~gradcheck_kit.UnsupportedInputError`) is handed to
+  :class:`~gradcheck_kit.errors.TorchGradcheckError`). A call the drop-in cannot take
+  (sparse inputs: :class:`~gradcheck_kit.errors.UnsupportedInputError`) is handed to
   torch's own function and counted as a fallback.
 * ``"compare"``: torch's own function runs first, then the drop-in; torch's
   outcome is the call's outcome (the suite runs as it did), the record carries
   both verdicts and times.
 
-Each routed result is published with its :class:`~gradcheck_kit.RoutedCall`.
+Each routed result is published with its :class:`~gradcheck_kit.results.RoutedCall`.
 Knows nothing of pytest.
 """
 
@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from . import recording
 from .errors import UnsupportedInputError
-from .results import GradCheckResult, RoutedCall, TorchVerdict
+from .results import GradcheckResult, RoutedCall, TorchVerdict
 
 __all__ = ["MODES", "Mode", "TorchRouting"]
 
@@ -218,7 +218,7 @@ class _Outcome:
         """What the checker raised, or would have raised had it been asked to."""
         return self.error if self.error is not None else self.explained
 
-    def verdict(self, results: tuple[GradCheckResult, ...]) -> _Verdict:
+    def verdict(self, results: tuple[GradcheckResult, ...]) -> _Verdict:
         from torch.autograd.gradcheck import GradcheckError
 
         if results:
@@ -261,7 +261,7 @@ def _run_torch_explained(
 
 def _run_dropin(
     ours: Callable[..., bool], args: tuple[Any, ...], kw: dict[str, Any]
-) -> tuple[_Outcome, tuple[GradCheckResult, ...]]:
+) -> tuple[_Outcome, tuple[GradcheckResult, ...]]:
     """Run the drop-in, keeping what it publishes: it is published again, with the call."""
     seen: list[Any] = []
     start = time.perf_counter()
@@ -274,7 +274,7 @@ def _run_dropin(
         finally:
             stop()
     outcome.seconds = time.perf_counter() - start
-    return outcome, tuple(r for r in seen if isinstance(r, GradCheckResult))
+    return outcome, tuple(r for r in seen if isinstance(r, GradcheckResult))
 
 
 def _first_line(error: BaseException) -> str:
@@ -284,7 +284,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _disagreement(
-    theirs: _Outcome, mine: _Outcome, ours_verdict: _Verdict, results: tuple[GradCheckResult, ...]
+    theirs: _Outcome, mine: _Outcome, ours_verdict: _Verdict, results: tuple[GradcheckResult, ...]
 ) -> str:
     """Each checker's verdict with its reason: torch's error line, the drop-in's hint or summary."""
     torch_text = f"torch {theirs.verdict(())}"
@@ -303,7 +303,7 @@ def _disagreement(
     return f"{torch_text}; {ours_text}"
 
 
-def _summary_line(result: GradCheckResult) -> str:
+def _summary_line(result: GradcheckResult) -> str:
     """The first informative line of the summary (after the header): the mismatch count."""
     lines = [line for line in result.summary().splitlines() if line.strip()]
     return lines[1] if len(lines) > 1 else (lines[0] if lines else "")

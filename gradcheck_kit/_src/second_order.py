@@ -15,34 +15,30 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils import _pytree as pytree
 
 from . import coverage, recording
 from .engine.evaluation import FALLBACK_NOTE_PREFIX
-from .engine.options import (
-    DEFAULT_MAX_MEMORY,
-    CheckOptions,
-    DtypePolicy,
-    EmptyPolicy,
-    Mode,
-    RngPolicy,
-)
+from .engine.options import CheckOptions, GradientOptions
 from .engine.run import call_on_copies, captured_objects, fn_name
 from .engine.tolerances import machine_eps, resolve_tolerances
 from .engine.trees import InputTree, flatten_outputs
-from .errors import GradientMismatchError, InvalidArgument, NondeterministicFunctionError
+from .errors import InvalidArgument
 from .gradcheck import check_gradients
-from .results import GradCheckResult, Hint, SecondOrderResult
+from .raising import Msg, fail_unless_passed, gradient_error
+from .results import GradcheckResult, Hint, SecondOrderResult
 from .serial import one_at_a_time
 from .state import preserved, seed_everything
 from .undo import undoing_writes
+from .validation import check_callable, check_keywords
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["check_second_order", "assert_second_order"]
-
-Msg = str | Callable[[str], str] | None
 
 _NO_GRAPH = (
     "the gradient of fn carries no graph, so autograd cannot differentiate it again and "
@@ -122,7 +118,7 @@ class _GradOutputMap:
 
 def _merge_grad_output(
     result: SecondOrderResult,
-    part: GradCheckResult,
+    part: GradcheckResult,
     mapping: dict[str, str],
     n_cotangents: int,
 ) -> SecondOrderResult:
@@ -265,10 +261,10 @@ def _rename(text: str, mapping: dict[str, str]) -> str:
 
 
 def _as_second_order(
-    result: GradCheckResult, mapping: dict[str, str], **kw: Any
+    result: GradcheckResult, mapping: dict[str, str], **kw: Any
 ) -> SecondOrderResult:
     fields = {
-        f.name: getattr(result, f.name) for f in dataclasses.fields(GradCheckResult) if f.init
+        f.name: getattr(result, f.name) for f in dataclasses.fields(GradcheckResult) if f.init
     }
     fields["pairs"] = tuple(
         dataclasses.replace(p, output=mapping.get(p.output, p.output)) for p in result.pairs
@@ -292,21 +288,7 @@ def _as_second_order(
 @one_at_a_time
 @coverage.exercising
 def check_second_order(
-    fn: Callable[..., Any],
-    inputs: Any,
-    *,
-    mode: Mode = "auto",
-    dtype: DtypePolicy = "float64",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
-    rng: RngPolicy = "fixed",
-    n_probes: int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
-    name: str | None = None,
-    max_jacobian_bytes: int | None = None,
-    empty: EmptyPolicy = "pass",
+    fn: Callable[..., Any], inputs: Any, **options: Unpack[GradientOptions]
 ) -> SecondOrderResult:
     """Compare second derivatives by double backward with finite differences of the gradient.
 
@@ -320,22 +302,10 @@ def check_second_order(
     Args:
         fn: the function whose second derivatives are checked.
         inputs: a tensor, a tuple/list of arguments or a dict of keyword arguments.
-        mode: ``"full"``, ``"fast"`` or ``"auto"``, as in :func:`check_gradients`.
-        dtype: ``"float64"`` (default) or ``"native"``.
-        eps: base finite-difference step; default by dtype.
-        atol: absolute tolerance per Hessian entry; default by dtype.
-        rtol: relative tolerance per Hessian entry; default by dtype.
-        seed: seeds the RNGs, the random projections and ``v``.
-        rng: ``"fixed"`` or ``"replay"``.
-        n_probes: random projections in fast mode, as in :func:`check_gradients`.
-        max_memory: bytes the check may use beyond one plain evaluation, as in
-            :func:`check_gradients`.
-        name: label for messages and reports (default: ``fn``'s qualified name).
-        max_jacobian_bytes: the old name of ``max_memory`` (deprecated).
-        empty: ``"pass"`` (default) lets a check whose Jacobian has no entries (every
-            checked input, or every output, is empty) pass with the note "nothing to
-            check", as ``torch.autograd.gradcheck`` does; ``"error"`` raises
-            :class:`InvalidArgument` instead.
+        **options: the options of :func:`check_gradients` (``mode``, ``dtype``, ``eps``,
+            ``atol``, ``rtol``, ``seed``, ``rng``, ``n_probes``, ``max_memory``, ``name``,
+            ``empty``), read one order up: ``atol`` and ``rtol`` apply per Hessian entry,
+            and ``seed`` also draws ``v``.
 
     Returns:
         A :class:`SecondOrderResult`. When double backward raises
@@ -353,30 +323,19 @@ def check_second_order(
         >>> gk.check_second_order(torch.tanh, x, mode="fast").mode
         'fast'
     """
-    opts = CheckOptions.create(
-        mode=mode,
-        dtype=dtype,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        seed=seed,
-        rng=rng,
-        n_probes=n_probes,
-        max_memory=max_memory,
-        max_jacobian_bytes=max_jacobian_bytes,
-        empty=empty,
-    )
-    if not callable(fn):
-        raise InvalidArgument(f"fn={fn!r} is not callable; pass the function to check first.")
+    check_keywords(options, GradientOptions, "check_second_order")
+    opts = CheckOptions.create(**options)
+    check_callable(fn, "fn", "pass the function to check first")
     tree = InputTree(inputs)
-    label = name or fn_name(fn)
+    label = opts.name or fn_name(fn)
+    seed = opts.seed
     start = time.perf_counter()
     with preserved(inputs, *captured_objects(fn)), undoing_writes():
         seed_everything(seed)
         cotangents, problem, has_graph, worst = _preflight(fn, tree, opts, seed)
     mapping = {f"output[{k}]": f"grad[{leaf.path}]" for k, leaf in enumerate(tree.checked)}
     if problem is not None:
-        tol = resolve_tolerances(worst, eps=eps, atol=atol, rtol=rtol)
+        tol = resolve_tolerances(worst, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
         text = _double_backward_text(problem)
         final = SecondOrderResult(
             name=label,
@@ -390,29 +349,23 @@ def check_second_order(
             atol=tol.atol,
             rtol=tol.rtol,
             seed=seed,
-            rng=rng,
+            rng=opts.rng,
             hints=(Hint(kind="double_backward", text=text),),
             duration_s=time.perf_counter() - start,
         )
         recording.publish(final)
         return final
 
-    def core_check(gradient_map: Callable[..., Any], checked: Any) -> GradCheckResult:
+    # The gradient maps are checked with the caller's options, the budget resolved from its
+    # old name, and this check's label; an empty gradient is this check's to judge.
+    options.pop("max_jacobian_bytes", None)
+    options.pop("empty", None)
+    options["max_memory"] = opts.max_memory
+    options["name"] = label
+
+    def core_check(gradient_map: Callable[..., Any], checked: Any) -> GradcheckResult:
         with recording.muted(), preserved(inputs, *captured_objects(fn)):
-            return check_gradients(
-                gradient_map,
-                checked,
-                mode=mode,
-                dtype=dtype,
-                eps=eps,
-                atol=atol,
-                rtol=rtol,
-                seed=seed,
-                rng=rng,
-                n_probes=n_probes,
-                max_memory=opts.max_memory,
-                name=label,
-            )
+            return check_gradients(gradient_map, checked, **options)
 
     inner = core_check(_GradientMap(fn, tree, cotangents), inputs)
     result = _as_second_order(inner, mapping)
@@ -448,7 +401,7 @@ def check_second_order(
 
 
 def assert_second_order(
-    fn: Callable[..., Any], inputs: Any, *, msg: Msg = None, **options: Any
+    fn: Callable[..., Any], inputs: Any, *, msg: Msg = None, **options: Unpack[GradientOptions]
 ) -> SecondOrderResult:
     """Assert that ``fn``'s second derivatives (double backward) agree with finite differences.
 
@@ -471,13 +424,4 @@ def assert_second_order(
     """
     __tracebackhide__ = True
     result = check_second_order(fn, inputs, **options)
-    if result.passed:
-        return result
-    text = result.summary()
-    if callable(msg):
-        text = msg(text)
-    elif msg is not None:
-        text = f"{msg}\n\n{text}"
-    if result.status == "nondeterministic":
-        raise NondeterministicFunctionError(text, result)
-    raise GradientMismatchError(text, result)
+    return fail_unless_passed(result, gradient_error(result.status), msg)

@@ -38,8 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .compat import default_device
 from .engine.precision import Tf32Settings
 from .errors import InvalidArgument
+from .readback import read_host
 from .validation import check_int
 
 __all__ = [
@@ -88,6 +90,9 @@ class StateRestoreWarning(RuntimeWarning):
         >>> issubclass(StateRestoreWarning, RuntimeWarning)
         True
     """
+
+    # Named where users import it from (warnings filters, tracebacks), like errors.py's.
+    __module__ = "gradcheck_kit.errors"
 
 
 # --------------------------------------------------------------------------- RNG
@@ -465,13 +470,6 @@ class RngReplayer:
 # ------------------------------------------------------------------ global modes
 
 
-def _default_device() -> torch.device:
-    getter = getattr(torch, "get_default_device", None)  # torch >= 2.3
-    if getter is not None:
-        return torch.device(getter())
-    return torch.empty(0).device  # factories follow the default device
-
-
 @dataclass(frozen=True)
 class GlobalModes:
     """Process-wide torch settings a check might flip.
@@ -503,7 +501,7 @@ class GlobalModes:
             anomaly_enabled=torch.is_anomaly_enabled(),
             anomaly_check_nan=torch.is_anomaly_check_nan_enabled(),
             default_dtype=torch.get_default_dtype(),
-            default_device=_default_device(),
+            default_device=default_device(),
             deterministic=torch.are_deterministic_algorithms_enabled(),
             deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
             tf32=Tf32Settings.capture(),
@@ -757,6 +755,7 @@ class _TensorRecord:
     # swapped the storage (`p.data = ...`) can be undone without breaking aliasing.
     data: torch.Tensor | None
     bits: torch.Tensor | None  # None: sparse, meta, quantized, ... (identity only)
+    bits_int: torch.Tensor | None  # `bits` as integers, compared with the tensor at restore
     requires_grad: bool
     is_leaf: bool
     has_grad_slot: bool
@@ -793,20 +792,21 @@ def _record_tensor(t: torch.Tensor, label: str) -> _TensorRecord:
     is_leaf = t.is_leaf
     # Reading .grad of a non-leaf that does not retain it only warns.
     has_grad_slot = is_leaf or t.retains_grad
-    data = bits = None
+    data = bits = bits_int = None
     if _is_dense(t):
         try:
             with torch.no_grad():
                 data = t.data
-                bits = t.detach().clone()
-            _int_view(bits)  # fails early for dtypes without an integer twin
+                bits = data.clone()
+            bits_int = _int_view(bits)  # fails early for dtypes without an integer twin
         except (*_RESTORE_ERRORS, KeyError):
-            data = bits = None
+            data = bits = bits_int = None
     return _TensorRecord(
         tensor=t,
         label=label,
         data=data,
         bits=bits,
+        bits_int=bits_int,
         requires_grad=t.requires_grad,
         is_leaf=is_leaf,
         has_grad_slot=has_grad_slot,
@@ -934,8 +934,16 @@ class Snapshot:
             self._attempt(problems, module_record.label, self._restore_structure, module_record)
         for opt_record in self._optimizers:
             self._attempt(problems, opt_record.label, self._restore_optimizer, opt_record)
+        changed = self._changed_bits(problems)
         for record in self._tensors.values():
-            self._attempt(problems, record.label, self._restore_tensor, record, problems)
+            self._attempt(
+                problems,
+                record.label,
+                self._restore_tensor,
+                record,
+                id(record) in changed,
+                problems,
+            )
         for record in self._tensors.values():
             self._attempt(problems, f"{record.label}.grad", self._restore_grad, record)
         for module_record in self._modules:
@@ -995,14 +1003,38 @@ class Snapshot:
                 params[:] = saved
         _restore_items(opt.defaults, record.defaults)
 
+    def _changed_bits(self, problems: list[str]) -> set[int]:
+        """Ids of the records whose tensor no longer holds the recorded bits.
+
+        Swapped storage is swapped back first. The comparisons stay on the device and
+        are read in one copy per device: on CUDA each ``torch.equal`` would make the
+        host wait for the device, once per tensor of a model.
+        """
+        changed: set[int] = set()
+        pending: list[tuple[int, torch.Tensor]] = []
+        for record in self._tensors.values():
+            if record.data is None or record.bits is None or record.bits_int is None:
+                continue
+            try:
+                t = record.tensor
+                if not _same_storage_view(t, record.data):
+                    t.data = record.data
+                now, bits = t.detach(), record.bits
+                if now.shape != bits.shape or now.dtype != bits.dtype:
+                    changed.add(id(record))
+                else:
+                    pending.append((id(record), _int_view(now).ne(record.bits_int).any()))
+            except _RESTORE_ERRORS as exc:
+                problems.append(f"{record.label}: {type(exc).__name__}: {exc}")
+        flags = read_host([flag for _, flag in pending])
+        changed.update(key for (key, _), flag in zip(pending, flags, strict=True) if flag[0])
+        return changed
+
     @staticmethod
-    def _restore_tensor(record: _TensorRecord, problems: list[str]) -> None:
+    def _restore_tensor(record: _TensorRecord, changed: bool, problems: list[str]) -> None:
         t = record.tensor
-        if record.data is not None and record.bits is not None:
-            if not _same_storage_view(t, record.data):
-                t.data = record.data
-            if not bits_equal(t.detach(), record.bits):
-                _write_bits(t, record.bits)
+        if record.data is not None and record.bits is not None and changed:
+            _write_bits(t, record.bits)
         if record.is_leaf:
             if not t.is_leaf:
                 # An in-place op with a grad-requiring operand made it part of a graph.
@@ -1452,3 +1484,7 @@ def fingerprint(*objects: object) -> Fingerprint:
         modes=GlobalModes.capture(),
         rng=capture_rng_state(),
     )
+
+
+# doctest skips a class whose __module__ is another module; __test__ keeps its example.
+__test__ = {"StateRestoreWarning": StateRestoreWarning}

@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import InvalidArgument
 from .gradcheck import check_gradients, check_module_gradients
-from .results import GradCheckResult
+from .results import GradcheckResult
 from .target_mark import TARGET_ATTRIBUTE, target_spec
 
 __all__ = [
@@ -61,15 +61,16 @@ class TargetError(InvalidArgument):
 
     Examples:
         >>> import gradcheck_kit as gk
+        >>> from gradcheck_kit.errors import TargetError
         >>> try:
         ...     gk.resolve_target("no_such_module_xyz:factory")
-        ... except gk.TargetError as exc:
+        ... except TargetError as exc:
         ...     print(str(exc).split(":")[0])
         cannot import module 'no_such_module_xyz' of target 'no_such_module_xyz
     """
 
     # Named where users import it from, in tracebacks too (like the classes of errors.py).
-    __module__ = "gradcheck_kit"
+    __module__ = "gradcheck_kit.errors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,7 +308,7 @@ def _is_subject(obj: object) -> bool:
     return isinstance(obj, nn.Module) or (callable(obj) and not isinstance(obj, torch.Tensor))
 
 
-def run_target(item: CheckTarget, **defaults: Any) -> GradCheckResult:
+def run_target(item: CheckTarget, **defaults: Any) -> GradcheckResult:
     """Check one target; ``defaults`` (the session's options) yield to the target's own.
 
     Returns:

@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,19 +24,22 @@ from torch.utils import _pytree as pytree
 
 from . import recording
 from .engine.diagnose import Block, diagnose, format_factor
+from .engine.options import CheckOptions, ToleranceOptions
 from .engine.run import captured_objects, fn_name
 from .engine.tolerances import machine_eps
 from .engine.trees import describe_tensor
 from .errors import InvalidArgument, TrainingDivergenceError
+from .raising import Msg, fail_unless_passed
 from .results import Hint, SameTrainingResult, TrajectoryDivergence
 from .serial import one_at_a_time
 from .state import RngState, capture_rng_state, preserved, restore_rng_state, seed_everything
 from .undo import undoing_writes
-from .validation import check_int, check_nonnegative
+from .validation import check_callable, check_int, check_keywords
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["check_same_training", "assert_same_training", "default_trajectory_tolerance"]
-
-Msg = str | Callable[[str], str] | None
 
 # Parameters kept per stretch of steps while the second loop catches up (see check_same_training).
 _TRAIL_BYTES = 1 << 26
@@ -284,10 +287,7 @@ def check_same_training(
     params: Any,
     *,
     steps: int,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
-    name: str | None = None,
+    **options: Unpack[ToleranceOptions],
 ) -> SameTrainingResult:
     """Run two training loops from the same parameters and compare them after every step.
 
@@ -336,12 +336,11 @@ def check_same_training(
         (False, 1)
     """
     for label, step in (("step_a", step_a), ("step_b", step_b)):
-        if not callable(step):
-            raise InvalidArgument(f"{label}={step!r:.60} is not callable; pass one training step.")
+        check_callable(step, label, "pass one training step")
     check_int(steps, "steps", min_value=1)
-    check_nonnegative(atol, "atol")
-    check_nonnegative(rtol, "rtol")
-    check_int(seed, "seed", min_value=0)
+    check_keywords(options, ToleranceOptions, "check_same_training")
+    opts = CheckOptions.create(**options)
+    atol, rtol, seed = opts.atol, opts.rtol, opts.seed
     spec = _Params(params)
     labels = (fn_name(step_a), fn_name(step_b))
     if labels[0] == labels[1]:
@@ -395,7 +394,7 @@ def check_same_training(
                         hints = [_carry_over(k)]
                     break
     result = SameTrainingResult(
-        name=name or f"{labels[0]} vs {labels[1]}",
+        name=opts.name or f"{labels[0]} vs {labels[1]}",
         step_a=labels[0],
         step_b=labels[1],
         passed=divergence is None,
@@ -422,7 +421,7 @@ def assert_same_training(
     *,
     steps: int,
     msg: Msg = None,
-    **tolerances: Any,
+    **options: Unpack[ToleranceOptions],
 ) -> SameTrainingResult:
     """Assert that two training loops follow the same parameter trajectory.
 
@@ -452,12 +451,5 @@ def assert_same_training(
         ...                             torch.ones(3, requires_grad=True), steps=20)
     """
     __tracebackhide__ = True
-    result = check_same_training(step_a, step_b, params, steps=steps, **tolerances)
-    if result.passed:
-        return result
-    text = result.summary()
-    if callable(msg):
-        text = msg(text)
-    elif msg is not None:
-        text = f"{msg}\n\n{text}"
-    raise TrainingDivergenceError(text, result)
+    result = check_same_training(step_a, step_b, params, steps=steps, **options)
+    return fail_unless_passed(result, TrainingDivergenceError, msg)

@@ -38,6 +38,8 @@ from typing import Any, Final
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .compat import CONJ_OP, conj_of_scalar
+from .readback import read_host
 from .state import StateRestoreWarning
 
 __all__ = ["WriteLog", "undoing_writes", "watching_user_code"]
@@ -227,7 +229,10 @@ class WriteLog(TorchDispatchMode):
         for arg in args:
             if isinstance(arg, torch.Tensor) and arg.requires_grad and arg.is_leaf:
                 self._note_leaf(arg)
-        out = func(*args, **kwargs)
+        # torch releases that hand this mode a Python scalar for conj (compat.py)
+        out = conj_of_scalar(func, args) if func is CONJ_OP else None
+        if out is None:
+            out = func(*args, **kwargs)
         if plan.fresh:
             self._note_births(out, plan)
         return out
@@ -286,15 +291,26 @@ class WriteLog(TorchDispatchMode):
                 except _RESTORE_ERRORS as exc:
                     problems.append(f".grad of a {tuple(entry[0].shape)} leaf: {exc}")
         with torch.no_grad():
+            # compared on the device and read at once: a torch.equal per storage would make
+            # the host wait for a CUDA device once per buffer written
+            pairs: list[tuple[torch.Tensor, torch.Tensor, int]] = []
             for storage, before in self._saved.values():
                 try:
                     now = _bytes_of(storage)
                     n = min(now.numel(), before.numel())  # a resized storage: the common prefix
-                    now, old = now[:n], before[:n]
-                    if not torch.equal(now, old):
-                        now.copy_(old)
+                    pairs.append((now[:n], before[:n], before.numel()))
                 except _RESTORE_ERRORS as exc:
                     problems.append(f"a storage of {before.numel()} bytes: {exc}")
+            try:
+                flags = read_host([now.ne(old).any() for now, old, _ in pairs])
+            except _RESTORE_ERRORS:
+                flags = [[1.0]] * len(pairs)  # cannot tell: write every pre-image back
+            for (now, old, size), differs in zip(pairs, flags, strict=True):
+                if differs[0]:
+                    try:
+                        now.copy_(old)
+                    except _RESTORE_ERRORS as exc:
+                        problems.append(f"a storage of {size} bytes: {exc}")
         self._saved.clear()
         self._born.clear()
         self._grads.clear()

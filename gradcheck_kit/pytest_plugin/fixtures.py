@@ -1,7 +1,8 @@
-"""What the plugin's fixtures hand to a test: a checker bound to the run's options.
+"""The plugin's fixtures, and what they hand to a test: a checker bound to the run's options.
 
-Imports no torch at module level: pytest imports the plugin in every run, and
-these objects import the checks only when a test uses them.
+``plugin.py`` imports the fixture functions, which registers them. Imports no
+torch at module level: pytest imports the plugin in every run, and these
+objects import the checks only when a test uses them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from typing import Any
 
 import pytest
 
-from gradcheck_kit.pytest_plugin.options import CheckDefaults
+from gradcheck_kit.pytest_plugin.options import (
+    CheckDefaults,
+    apply_markers,
+    gradcheck_defaults_key,
+)
 
 __all__ = [
     "GradcheckFixture",
@@ -20,6 +25,11 @@ __all__ = [
     "seeded_rng",
     "select_device",
     "training_watch_key",
+    "gradcheck",
+    "training_watch",
+    "grad_device",
+    "grad_rng",
+    "device_benchmark",
 ]
 
 
@@ -164,3 +174,113 @@ def select_device(name: str) -> Any:
             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'})"
         )
     return torch.device(name)
+
+
+def _test_defaults(request: pytest.FixtureRequest) -> CheckDefaults:
+    return apply_markers(request.config.stash[gradcheck_defaults_key], request.node)
+
+
+@pytest.fixture
+def gradcheck(request: pytest.FixtureRequest) -> GradcheckFixture:
+    """Gradient-check assertions bound to the run's ``--gradcheck-*`` options and the marker.
+
+    ``gradcheck(fn, inputs)`` asserts (``assert_gradients_close``), ``gradcheck.check``
+    returns the result, ``gradcheck.module(model, inputs)`` and ``gradcheck.manual(fn,
+    manual_grad, inputs)`` check a module and a hand-written derivative. Keyword
+    arguments override the options for one call.
+
+    Example::
+
+        @pytest.mark.gradcheck(mode="full")
+        def test_tanh(gradcheck):
+            gradcheck(torch.tanh, torch.randn(4, dtype=torch.float64, requires_grad=True))
+    """
+    return GradcheckFixture(_test_defaults(request))
+
+
+@pytest.fixture
+def training_watch(request: pytest.FixtureRequest) -> Iterator[TrainingWatchFixture]:
+    """``training_watch(model, optimizer, **options)`` starts ``watch_training`` for the test.
+
+    The watch ends when the test function returns: its findings fail the test
+    there, as a failure of the test itself (not an error at teardown). A test
+    that failed already keeps its own failure, with the findings added to it.
+
+    Example::
+
+        def test_loop(training_watch):
+            training_watch(model, optimizer, accumulation_steps=4)
+            train(model, optimizer)      # findings fail the test when it returns
+    """
+    watch = TrainingWatchFixture()
+    request.node.stash[training_watch_key] = watch
+    yield watch
+    watch.close()  # a watch the call phase did not end (the test never ran)
+
+
+@pytest.fixture
+def grad_device(request: pytest.FixtureRequest) -> Any:
+    """A ``torch.device``; the test runs once per device of ``--gradcheck-device``.
+
+    ``cpu`` by default, ``all`` gives cpu and cuda; a CUDA case skips with the reason
+    where there is no GPU. ``@pytest.mark.gradcheck(devices=["cuda"])`` picks per test.
+
+    Example::
+
+        def test_on_each_device(gradcheck, grad_device):
+            x = torch.randn(3, dtype=torch.float64, device=grad_device, requires_grad=True)
+            gradcheck(torch.sin, x)
+    """
+    return select_device(getattr(request, "param", "cpu"))
+
+
+@pytest.fixture
+def grad_rng(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """torch, NumPy and ``random`` seeded with ``--gradcheck-seed`` (or the marker's seed).
+
+    Yields a seeded ``torch.Generator``; every global RNG state is restored afterwards.
+
+    Example::
+
+        def test_dropout_model(gradcheck, grad_rng):
+            x = torch.randn(4, 3, generator=grad_rng, dtype=torch.float64)
+    """
+    yield from seeded_rng(_test_defaults(request).seed)
+
+
+@pytest.fixture
+def device_benchmark(request: pytest.FixtureRequest, grad_device: Any) -> Callable[..., Any]:
+    """Time a step on this test's ``grad_device`` with pytest-benchmark's ``benchmark``.
+
+    ``device_benchmark(fn_or_module, make_inputs, phase="forward_backward", ...)``
+    copies the module and inputs to the device and hands the step to ``benchmark``,
+    grouped by callable and phase, so pytest-benchmark's table (and
+    ``--benchmark-json``) shows cpu and cuda side by side. With ``--gradcheck-device
+    all`` the test runs once per device; a missing GPU skips with the reason.
+
+    Example::
+
+        def test_step_speed(device_benchmark):
+            device_benchmark(model, lambda: torch.randn(64, 1000), phase="forward_backward")
+    """
+    try:
+        benchmark = request.getfixturevalue("benchmark")
+    except pytest.FixtureLookupError:
+        benchmark = None
+    if benchmark is None:
+        pytest.fail(
+            "device_benchmark needs pytest-benchmark's `benchmark` fixture: install "
+            "pytest-benchmark and do not disable it with -p no:benchmark.",
+            pytrace=False,
+        )
+
+    def run(fn_or_module: Any, make_inputs: Callable[[], Any], **options: Any) -> Any:
+        from gradcheck_kit._src.devices import benchmark_callable
+        from gradcheck_kit._src.errors import DeviceUnavailableError
+
+        try:
+            return benchmark_callable(benchmark, grad_device, fn_or_module, make_inputs, **options)
+        except DeviceUnavailableError as exc:
+            pytest.skip(str(exc))
+
+    return run

@@ -1,17 +1,20 @@
-"""The plugin's check options: parsing, ini fallback, and per-test marker overrides.
+"""The plugin's options: parsing, ini fallback, and per-test marker overrides.
 
 No pytest hooks here (``plugin.py`` wires them) and no torch. Each
 ``--gradcheck-*`` option has an ini twin; the command line beats the ini file,
 which beats the default. ``@pytest.mark.gradcheck(mode="full", atol=1e-5)``
-beats both for one test.
+beats both for one test. Two families: the check options (:class:`CheckDefaults`)
+and the run's switches and output files (``--gradcheck``, ``--gradcheck-json``, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,16 +24,24 @@ __all__ = [
     "DTYPES",
     "DEVICES",
     "MARKER_KWARGS",
+    "DEFAULT_JSON_PATH",
+    "DEFAULT_REPORT_PATH",
     "CheckDefaults",
+    "gradcheck_defaults_key",
     "parse_mode",
     "parse_dtype",
     "parse_device",
     "parse_seed",
     "parse_tolerance",
     "parse_targets",
+    "parse_path",
     "add_check_options",
+    "add_output_options",
     "read_defaults",
+    "read_path",
+    "writes_no_files",
     "apply_marker",
+    "apply_markers",
 ]
 
 MODES = ("auto", "full", "fast")
@@ -40,6 +51,8 @@ DEVICES = ("cpu", "cuda", "all")
 MARKER_KWARGS = frozenset(
     {"mode", "dtype", "eps", "atol", "rtol", "seed", "rng", "n_probes", "devices"}
 )
+DEFAULT_JSON_PATH = "reports/gradcheck.json"
+DEFAULT_REPORT_PATH = "reports/gradcheck.html"
 
 
 def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -108,6 +121,38 @@ def parse_targets(string: str) -> list[str]:
     return [part for part in string.replace(",", " ").split() if part]
 
 
+def parse_path(string: str) -> str:
+    """A file path: the value of ``--gradcheck-json`` / ``--gradcheck-report`` and their ini keys.
+
+    Args:
+        string: The path as written by the user.
+
+    Returns:
+        ``string`` without surrounding blanks.
+
+    Raises:
+        argparse.ArgumentTypeError: The value is empty or names a folder.
+
+    Examples:
+        >>> parse_path(" out/results.json ")
+        'out/results.json'
+        >>> parse_path("out/")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: Could not parse value: 'out/'. Expected a file, not a folder.
+    """
+    value = string.strip()
+    if not value:
+        raise argparse.ArgumentTypeError(
+            f"Could not parse value: {string!r}. Expected a file path."
+        )
+    if value.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(
+            f"Could not parse value: {string!r}. Expected a file, not a folder."
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class CheckDefaults:
     """The run's check options after CLI > ini > default resolution.
@@ -162,6 +207,10 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str, str], ...] = (
 )  # fmt: skip
 
 
+gradcheck_defaults_key = pytest.StashKey[CheckDefaults]()
+"""The run's resolved check options on ``config.stash`` (always present)."""
+
+
 def add_check_options(group: Any, parser: pytest.Parser) -> None:
     """Add the check options to the ``gradcheck`` group, each with its ini twin."""
     for option, dest, parse, metavar, default, text in _OPTIONS:
@@ -175,6 +224,79 @@ def add_check_options(group: Any, parser: pytest.Parser) -> None:
             default=None,
             help=f"{text[0].upper()}{text[1:]}. Default: {shown}",
         )
+
+
+def add_output_options(group: Any, parser: pytest.Parser) -> None:
+    """Add ``--gradcheck``, ``--gradcheck-no-report`` and the two paths, each with an ini twin."""
+    for flag, dest, text in (
+        (
+            "--gradcheck",
+            "gradcheck",
+            "Run the tests marked @pytest.mark.gradcheck, record every gradient check's "
+            "result and write them to the JSON file of --gradcheck-json",
+        ),
+        (
+            "--gradcheck-no-report",
+            "gradcheck_no_report",
+            "Run the checks and print the summary, but write no JSON or HTML file",
+        ),
+    ):
+        parser.addini(dest, type="bool", default=False, help=f"Same as {flag}")
+        group.addoption(
+            flag,
+            dest=dest,
+            action="store_true",
+            default=False,
+            help=f"{text} (ini: {dest} = true). Default: %(default)r",
+        )
+    for flag, dest, default, text in (
+        ("--gradcheck-json", "gradcheck_json", DEFAULT_JSON_PATH, "its results"),
+        (
+            "--gradcheck-report",
+            "gradcheck_report",
+            DEFAULT_REPORT_PATH,
+            "the HTML report of the same results, one self-contained file",
+        ),
+    ):
+        # Like _pytest/logging.py: the option defaults to None, so that an unset
+        # option falls back to the ini key, which falls back to `default`.
+        parser.addini(dest, default=default, type="string", help=f"Default value for {flag}")
+        group.addoption(
+            flag,
+            dest=dest,
+            default=None,
+            metavar="PATH",
+            type=parse_path,
+            help=(
+                f"Where --gradcheck writes {text} (relative to the current directory; the "
+                f"ini value is relative to the rootdir). Default: {default!r} in the rootdir"
+            ),
+        )
+
+
+def read_path(config: pytest.Config, dest: str) -> Path:
+    """The absolute path of ``--gradcheck-json`` or ``--gradcheck-report`` (``dest`` names which).
+
+    The command line (relative to the directory pytest was started in) beats the
+    ini key (relative to the rootdir, ``~`` expanded), which beats the default.
+
+    Raises:
+        pytest.UsageError: the ini value does not parse; the message names the key.
+    """
+    cli_value: str | None = config.getoption(dest)
+    if cli_value is not None:
+        return Path(os.path.abspath(config.invocation_params.dir / cli_value))
+    ini_value = str(config.getini(dest))
+    try:
+        value = parse_path(ini_value)
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"{dest} = {ini_value!r} in the ini file: {exc}") from None
+    return Path(os.path.abspath(config.rootpath / os.path.expanduser(value)))
+
+
+def writes_no_files(config: pytest.Config) -> bool:
+    """Whether ``--gradcheck-no-report`` (or its ini key) is set."""
+    return bool(config.getoption("gradcheck_no_report") or config.getini("gradcheck_no_report"))
 
 
 def read_defaults(config: pytest.Config) -> CheckDefaults:
@@ -257,6 +379,20 @@ def apply_marker(defaults: CheckDefaults, marker_kwargs: Mapping[str, Any]) -> C
         else:  # eps, rng, n_probes: validated by the check itself, with its own message
             extra[name] = value
     return replace(defaults, extra=extra, **changes)
+
+
+def apply_markers(defaults: CheckDefaults, node: Any) -> CheckDefaults:
+    """The defaults with every ``gradcheck`` mark of ``node`` (a pytest node) applied.
+
+    The closest mark wins, as pytest's own marks do (a function's over its class's
+    over its module's).
+
+    Raises:
+        ValueError: as :func:`apply_marker`.
+    """
+    for marker in reversed(list(node.iter_markers("gradcheck"))):
+        defaults = apply_marker(defaults, marker.kwargs)
+    return defaults
 
 
 def _marker_number(value: Any) -> float | None:

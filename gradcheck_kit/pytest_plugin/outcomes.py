@@ -4,8 +4,8 @@ A failed check is a failure of the run only when its test failed too; in a test
 that caught the assertion (``pytest.raises``), read the result, or was marked
 ``xfail``, the failure was expected (:func:`gradcheck_kit.report.document.verdict`).
 This module turns pytest's phase reports into the test's outcome, the checks'
-verdicts into JUnit XML properties, and failed checks into GitHub Actions
-annotations. Imports no torch.
+verdicts into JUnit XML properties, failed checks into GitHub Actions
+annotations, and unread failures into warnings. Imports no torch.
 """
 
 from __future__ import annotations
@@ -13,9 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gradcheck_kit._src.errors import UnassertedCheckWarning
 from gradcheck_kit.report.document import verdict
 
-__all__ = ["outcome_after_phase", "junit_properties", "github_annotations", "JUNIT_PROPERTY_PREFIX"]
+__all__ = [
+    "outcome_after_phase",
+    "record_label",
+    "unasserted_warnings",
+    "junit_properties",
+    "github_annotations",
+    "JUNIT_PROPERTY_PREFIX",
+]
 
 JUNIT_PROPERTY_PREFIX = "gradcheck"
 _ANNOTATED_VERDICTS = {"failed": "error", "unasserted": "warning"}
@@ -59,6 +67,39 @@ def outcome_after_phase(previous: str | None, when: str, report: Any) -> str:
         return "xpassed" if xfail else "passed"
     # setup or teardown passed: the call (or the skip at setup) decides
     return previous or "passed"
+
+
+def record_label(record: Mapping[str, Any]) -> str:
+    """A record as people name it: the check's name and, in brackets, its test.
+
+    Examples:
+        >>> record_label({"name": "sin", "test_id": "test_ops.py::test_sin"})
+        'sin (test_ops.py::test_sin)'
+        >>> record_label({"kind": "training"})
+        'training'
+    """
+    name = record.get("name") or record.get("kind") or "check"
+    test_id = record.get("test_id")
+    return f"{name} ({test_id})" if test_id else str(name)
+
+
+def unasserted_warnings(records: Iterable[Mapping[str, Any]]) -> list[UnassertedCheckWarning]:
+    """One warning per failed check whose test passed without reading the result.
+
+    Examples:
+        >>> [str(w)[:20] for w in unasserted_warnings([{"name": "sin", "passed": False,
+        ...     "test": {"outcome": "passed", "looked_at": False}}])]
+        ['sin failed, and the ']
+    """
+    return [
+        UnassertedCheckWarning(
+            f"{record_label(record)} failed, and the test passed without reading its "
+            "result: assert on it (assert result.passed, result.summary()) or call "
+            "the assert_* twin, which raises."
+        )
+        for record in records
+        if verdict(record) == "unasserted"
+    ]
 
 
 def _one_line(text: Any, limit: int) -> str:

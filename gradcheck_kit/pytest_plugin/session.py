@@ -131,6 +131,8 @@ class GradcheckSession:
         self._results: list[dict[str, Any]] = []
         # (index in _results, the object the check returned) of the running test's records
         self._in_test: list[tuple[int, Any]] = []
+        # indices in _results of the records published outside any test, not yet taken
+        self._outside: list[int] = []
         self._environments: list[dict[str, Any]] = []
         self._started: float | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -163,7 +165,7 @@ class GradcheckSession:
 
         Args:
             result: An object with ``with_test_id(test_id)`` and ``to_dict()``,
-                such as :class:`gradcheck_kit.GradCheckResult`.
+                such as :class:`gradcheck_kit.GradcheckResult`.
         """
         published = result
         try:
@@ -176,7 +178,9 @@ class GradcheckSession:
         except Exception as exc:
             data = stub_record({"test_id": self.current_test_id}, exc)
         self._results.append(data)
-        if self.current_test_id is not None:
+        if self.current_test_id is None:
+            self._outside.append(len(self._results) - 1)
+        else:
             # Watched only now: the check's own reads of its result must not count.
             recording.watch(published)
             self._in_test.append((len(self._results) - 1, published))
@@ -213,6 +217,12 @@ class GradcheckSession:
         finished = [self._results[index] for index, _ in self._in_test]
         self._in_test.clear()
         return finished
+
+    def take_records_outside_tests(self) -> list[dict[str, Any]]:
+        """The records published outside any test since the last call (the dicts themselves)."""
+        taken = [self._results[index] for index in self._outside]
+        self._outside.clear()
+        return taken
 
     def extend(
         self,

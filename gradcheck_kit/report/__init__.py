@@ -8,7 +8,9 @@ report renders from a JSON file on any machine. One module per job:
 * :mod:`.validation`: a document held to ``document_schema.json``, each error
   naming its field (standard library only; ``jsonschema`` is not needed).
 * :mod:`.files`: atomic writes (temporary file, then rename).
-* :mod:`.page`: a document turned into what the page shows (rows, details).
+* :mod:`.page`: a document turned into what the page shows (summary, rows);
+  each kind's detail in :mod:`.gradient_detail`, :mod:`.training_detail`,
+  :mod:`.benchmark_detail` and :mod:`.audit_detail`, values as text in :mod:`.values`.
 * :mod:`.heatmap` and :mod:`.charts`: the geometry of the inline SVG pictures.
 * :mod:`.html`: the page itself, rendered by Jinja2 (autoescape on) from the
   template kept as package data (``templates/``).

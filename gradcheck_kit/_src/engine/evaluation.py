@@ -7,7 +7,7 @@ batched evaluation also carries the unperturbed point and is compared with the
 plain call, so a function that vmaps *differently* falls back too. In the loop
 every point is known, so what goes wrong there is reported with its place: an
 output whose shape changed (:class:`OutputChanged`) or an exception at a
-perturbed input (:class:`~gradcheck_kit.PerturbedEvaluationError`).
+perturbed input (:class:`~gradcheck_kit.errors.PerturbedEvaluationError`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "flat_cat",
     "evaluate_one",
     "evaluate_rows",
+    "VmapCheck",
     "first_line",
     "FALLBACK_NOTE_PREFIX",
     "fallback_note",
@@ -60,14 +61,19 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
 
 
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    # detach() is an operator call of its own: skip it where there is no history to drop
+    return t.detach() if t.requires_grad or t.grad_fn is not None else t
+
+
 def flat_cat(tensors: Sequence[torch.Tensor], batch: int | None = None) -> torch.Tensor:
     """Concatenate tensors flattened to float64 (keeping a leading batch dim when given)."""
     if batch is None:
         if len(tensors) == 1:
-            return tensors[0].detach().reshape(-1).to(torch.float64)
-        parts = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
+            return _plain(tensors[0]).reshape(-1).to(torch.float64)
+        parts = [_plain(t).reshape(-1).to(torch.float64) for t in tensors]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
-    parts = [t.detach().reshape(batch, -1).to(torch.float64) for t in tensors]
+    parts = [_plain(t).reshape(batch, -1).to(torch.float64) for t in tensors]
     if len(parts) == 1:
         return parts[0]
     return torch.cat(parts, dim=1) if parts else torch.zeros(batch, 0, dtype=torch.float64)
@@ -235,9 +241,41 @@ def _same_output(a: torch.Tensor, b: torch.Tensor, unit_roundoff: float) -> bool
         return True
     root_u = unit_roundoff**0.5
     both_nan = torch.isnan(a) & torch.isnan(b)
-    scale = float(torch.nan_to_num(torch.maximum(a.abs(), b.abs()), posinf=0.0).max())
-    ok = (a - b).abs() <= root_u * (torch.maximum(a.abs(), b.abs()) + 1e-3 * scale) + 1e-300
+    larger = torch.maximum(a.abs(), b.abs())
+    # the scale stays a tensor: one read of the verdict instead of two
+    scale = torch.nan_to_num(larger, posinf=0.0).max()
+    ok = (a - b).abs() <= root_u * (larger + 1e-3 * scale) + 1e-300
     return bool((ok | both_nan).all())
+
+
+# The reason a batch is not trusted when it computed another function than the plain call.
+_VMAP_DIFFERS = "vmapped evaluation differs from the plain call at the same point"
+
+
+@dataclass
+class VmapCheck:
+    """A batch's row at the unperturbed point against the plain call, judged later.
+
+    ``equal`` (a device bool: bit for bit the same) is read with a check's other
+    figures instead of on its own; :meth:`confirm` then decides whether the batch
+    can be used, which costs a read of its own only where the two differ in bits.
+    """
+
+    ev: Evaluator
+    row: torch.Tensor
+    reference: torch.Tensor
+    unit_roundoff: float
+    equal: torch.Tensor
+
+    def confirm(self, equal: float) -> bool:
+        """Whether the batch computed ``fn``; where not, evaluations run one by one from now on.
+
+        ``equal`` is the value of :attr:`equal` read to the host.
+        """
+        if equal or _same_output(self.row, self.reference, self.unit_roundoff):
+            return True
+        self.ev.disable_vectorization(_VectorizationFailed(_VMAP_DIFFERS))
+        return False
 
 
 def _eval_vmap(
@@ -289,22 +327,26 @@ def evaluate_rows(
     reference: torch.Tensor,
     unit_roundoff: float,
     where: Callable[[int], str],
+    checks: list[VmapCheck] | None = None,
 ) -> torch.Tensor:
     """Evaluate ``fn`` at ``rows`` points (flattened float64 outputs, shape (rows, M)).
 
     ``batched[i]`` holds ``rows + 1`` rows of input ``i``, the last being the
     unperturbed point; other inputs are fixed. Tries vmap first, checking its
     last row against ``reference`` = f(xs), then falls back to a loop.
-    ``where(r)`` describes point ``r`` for error messages.
+    ``where(r)`` describes point ``r`` for error messages. With ``checks``, a
+    batch's check is appended there instead of made (:class:`VmapCheck`): the
+    caller confirms it, and evaluates again where it fails.
     """
     with torch.no_grad():
         if ev.vectorized:
             try:
                 out = _eval_vmap(ev, xs, batched, rows + 1)
-                if not _same_output(out[-1], reference, unit_roundoff):
-                    raise _VectorizationFailed(
-                        "vmapped evaluation differs from the plain call at the same point"
-                    )
+                if checks is not None:
+                    equal = (out[-1] == reference).all()
+                    checks.append(VmapCheck(ev, out[-1], reference, unit_roundoff, equal))
+                elif not _same_output(out[-1], reference, unit_roundoff):
+                    raise _VectorizationFailed(_VMAP_DIFFERS)
                 return out[:-1]
             except InvalidArgument:
                 raise

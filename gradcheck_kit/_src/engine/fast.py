@@ -24,20 +24,22 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import torch
 
+from ..readback import read_host
 from ..results import Hint, PairResult, ProbeResult
 from .diagnose import input_leaf_hint, projected_factor_hint, zero_gradient_hint
-from .evaluation import flat_cat
+from .evaluation import VmapCheck, flat_cat
 from .forward import forward_ad_hint, jvp_or_note
 from .jacobian import (
     central_differences,
     directional_differences,
     vjp_rows,
 )
-from .judging import SCALES, PairTally, combined_cotangent, judge_scales
+from .judging import SCALES, LinearityProbe, PairTally, combined_cotangent, judge_scales
 from .numerics import element_steps, unravel
 from .problem import BatchTiming, Outcome, Problem
 
@@ -72,13 +74,18 @@ def probe_vectors(likes: Sequence[torch.Tensor], gen: torch.Generator) -> list[t
     sizes = [int(t.numel()) for t in likes]
     v = torch.rand(sum(sizes), generator=gen, dtype=torch.float64).mul_(2).sub_(1)
     v.add_(v.sign())  # [-1, 1) -> (-2, -1] and [1, 2)
+    # one copy per device, not one per tensor: each copy onto a CUDA device makes the
+    # host wait for it (on the CPU .to() hands back v itself)
+    copies: dict[torch.device, torch.Tensor] = {}
     out = []
     offset = 0
     for t, n in zip(likes, sizes, strict=True):
-        part = v[offset : offset + n].reshape(t.shape)
+        if t.device not in copies:
+            copies[t.device] = v.to(t.device)
+        part = copies[t.device][offset : offset + n].reshape(t.shape)
         if t.is_floating_point() and t.dtype != torch.float64:
             part = part.to(t.dtype)
-        out.append(part if t.device == part.device else part.to(t.device))
+        out.append(part)
         offset += n
     return out
 
@@ -100,10 +107,8 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
     us = [drawn[j * len(outs) : (j + 1) * len(outs)] for j in range(n_cots)]
     rest = drawn[n_cots * len(outs) :]
     magnitudes = [
-        torch.ones_like(x.detach())
-        if tol.absolute_steps
-        else torch.clamp(x.detach().abs(), min=1.0)
-        for x in xs
+        torch.ones_like(x) if tol.absolute_steps else torch.clamp(x.abs(), min=1.0)
+        for x in point.detached
     ]
     dirs = [
         [v.mul_(m) for v, m in zip(rest[k * len(xs) : (k + 1) * len(xs)], magnitudes, strict=True)]
@@ -125,27 +130,31 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
         drawn_text = "g1, g2: the first two projection vectors"
     else:
         drawn_text = "g1 = g2: the projection vector"
-    linear = problem.linearity(rows, cots, second, n_cots, f"{drawn_text}, drawn with seed={seed}")
-    del us[K:]
-    if linear is not None:
-        problem.hints.insert(0, linear)
-    # Step h first: a probe that agrees within roundoff passes without the 2h step
-    # (truncation error cannot make a right gradient look wrong-but-close). Only the
-    # probes that do not agree pay for the 2h evaluations that estimate truncation.
-    clock = time.perf_counter()
-    values, rounds, eff = directional_differences(point, dirs, tol.eps, [1.0])
-    timing.difference_seconds = time.perf_counter() - clock
-    u_flat = [flat_cat(u) for u in us]
-    stats, per_input = _probe_sums(
-        eff, rows, torch.stack(u_flat), values[1.0], rounds[1.0], problem.u_in
+    linearity = problem.linearity_probe(
+        rows, cots, second, n_cots, f"{drawn_text}, drawn with seed={seed}"
     )
+    del us[K:]
+    u_flat = [flat_cat(u) for u in us]
+    try:
+        # Step h first: a probe that agrees within roundoff passes without the 2h step
+        # (truncation error cannot make a right gradient look wrong-but-close). Only the
+        # probes that do not agree pay for the 2h evaluations that estimate truncation.
+        step_h = _StepH.measure(problem, dirs, rows, u_flat, timing, linearity.tensors())
+    except BaseException:
+        # the hint belongs to the result whatever stops the check (an output whose shape
+        # changes at a perturbed point is reported, with the hints found so far)
+        _insert_linearity(problem, linearity, None)
+        raise
+    linear = _insert_linearity(problem, linearity, step_h.extra)
+    stats, per_input, eff = step_h.stats, step_h.shares, step_h.eff
     unsure = [k for k, (a, n1, err) in enumerate(stats) if not abs(a - n1) <= tol.safety * err]
     twice: dict[int, float] = {}
     if unsure:
         more, _, _ = directional_differences(point, [dirs[k] for k in unsure], tol.eps, [2.0])
-        for j, k in enumerate(unsure):
-            twice[k] = float((u_flat[k] * more[2.0][j]).sum())
-    forward = _forward_probes(problem, u_flat, eff)
+        sums = [(u_flat[k] * more[2.0][j]).sum() for j, k in enumerate(unsure)]
+        for k, value in zip(unsure, read_host(sums), strict=True):
+            twice[k] = value[0]
+    forward = step_h.forward
     probe_results: list[ProbeResult] = []
     suspects: list[int] = []
     forward_bad: list[int] = []
@@ -224,16 +233,107 @@ def run_fast(problem: Problem, probes: int) -> Outcome:
                 f"atol/rtol (worst |diff| {pair.max_abs_error:.3g})"
             )
     passed = linear is None and not forward_bad and (not suspects or all(p.passed for p in pairs))
-    peaks = [float(r[0].detach().abs().max()) if r[0].numel() else 0.0 for r in rows]
-    resolution = _resolution(point.in_paths, per_input, probe_results, tol.rtol, tol.atol, peaks)
+    resolution = _resolution(
+        point.in_paths, per_input, probe_results, tol.rtol, tol.atol, step_h.peaks
+    )
     return Outcome(
         passed=passed, pairs=pairs, probes=probe_results, timing=timing, resolution=resolution
     )
 
 
+def _insert_linearity(
+    problem: Problem, probe: LinearityProbe, values: Sequence[Sequence[float]] | None
+) -> Hint | None:
+    """The linearity probe's hint, put first among the hints; None when backward is linear.
+
+    ``values`` are those of the probe's tensors, read already; None reads them here
+    (where the check stops on an exception, a failed read leaves the hint out).
+    """
+    try:
+        if values is None:
+            values = read_host(probe.tensors())
+        hint = probe.hint(values)
+    except Exception:
+        if values is not None:
+            raise
+        return None  # the exception on its way out tells more
+    if hint is not None:
+        problem.hints.insert(0, hint)
+    return hint
+
+
+@dataclass
+class _StepH:
+    """Fast mode's figures at step h, read from the device in one copy.
+
+    Per probe ``(u^T J v by reverse mode, by finite differences, the latter's error)``
+    (:func:`_probe_sums`), each input's share of the reverse-mode values, the jvp's
+    ``u^T J v`` (None where not taken), each input's largest gradient entry of the
+    first probe, and the values of ``extra`` tensors read along.
+    """
+
+    stats: list[tuple[float, float, float]]
+    shares: list[list[float]]
+    forward: list[float | None]
+    peaks: list[float]
+    eff: list[list[torch.Tensor]]
+    extra: list[list[float]]
+
+    @classmethod
+    def measure(
+        cls,
+        problem: Problem,
+        dirs: list[list[torch.Tensor]],
+        rows: list[torch.Tensor],
+        u_flat: list[torch.Tensor],
+        timing: BatchTiming,
+        extra: Sequence[torch.Tensor],
+    ) -> _StepH:
+        """Differences along ``dirs``, the jvps and the sums, with one read where vmap agrees.
+
+        A vmapped batch that computed another function than the plain call (checked
+        in the same read) is evaluated again one point at a time, as
+        :func:`~.evaluation.evaluate_rows` does.
+        """
+        point, tol = problem.point, problem.tol
+        U = torch.stack(u_flat)
+        checks: list[VmapCheck] = []
+        clock = time.perf_counter()
+        values, rounds, eff = directional_differences(point, dirs, tol.eps, [1.0], checks)
+        timing.difference_seconds = time.perf_counter() - clock
+        table, shares = _probe_sums(eff, rows, U, values[1.0], rounds[1.0], problem.u_in)
+        forward = _forward_probes(problem, u_flat, eff)
+        taken = [f for f in forward if f is not None]
+        # per input the first probe's gradient (vjp rows come detached); numel from the
+        # shape, as r[0] would be one more operator call
+        peaks = [r[0].abs().max() for r in rows if math.prod(r.shape[1:])]
+        flags = [check.equal for check in checks]
+        read = read_host([table, shares, *taken, *peaks, *extra, *flags])
+        if not all(
+            c.confirm(f[0]) for c, f in zip(checks, read[len(read) - len(flags) :], strict=True)
+        ):
+            clock = time.perf_counter()
+            values, rounds, eff = directional_differences(point, dirs, tol.eps, [1.0])
+            timing.difference_seconds += time.perf_counter() - clock
+            table, shares = _probe_sums(eff, rows, U, values[1.0], rounds[1.0], problem.u_in)
+            read[:2] = read_host([table, shares])
+        K, L = len(dirs), len(rows)
+        flat_table, flat_shares = read[0], read[1]
+        stats = [
+            (flat_table[3 * k], flat_table[3 * k + 1], flat_table[3 * k + 2]) for k in range(K)
+        ]
+        by_input = [flat_shares[i * K : (i + 1) * K] for i in range(L)]
+        got = iter(read[2 : 2 + len(taken)])
+        fwd = [next(got)[0] if f is not None else None for f in forward]
+        found = iter(read[2 + len(taken) : 2 + len(taken) + len(peaks)])
+        peak = [next(found)[0] if math.prod(r.shape[1:]) else 0.0 for r in rows]
+        start = 2 + len(taken) + len(peaks)
+        return cls(stats, by_input, fwd, peak, eff, read[start : start + len(extra)])
+
+
 def _resolution(
     paths: Sequence[str],
-    per_input: torch.Tensor,
+    per_input: Sequence[Sequence[float]],
     probes: Sequence[ProbeResult],
     rtol: float,
     atol: float,
@@ -251,7 +351,7 @@ def _resolution(
     for i, path in enumerate(paths):
         best = math.inf
         for k, probe in enumerate(probes):
-            share = abs(float(per_input[i, k]))
+            share = abs(per_input[i][k])
             if share > 0:
                 best = min(best, probe.allowed / share)
         entry = rtol + 2 * atol / peaks[i] if peaks[i] > 0 else math.inf
@@ -311,10 +411,11 @@ def _probe_sums(
     values: torch.Tensor,
     rounds: torch.Tensor,
     u_in: float,
-) -> tuple[list[tuple[float, float, float]], torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per probe: ``u^T J v`` by reverse mode, by finite differences, and the latter's error.
 
-    Also returns each input's share of the reverse-mode values (inputs x probes).
+    A (probes, 3) tensor on the device, and each input's share of the reverse-mode
+    values (inputs x probes).
 
     The error adds the finite differences' roundoff and the roundoff of the reverse-mode
     dot product (8 u times the sum of its terms' magnitudes).
@@ -322,7 +423,7 @@ def _probe_sums(
     K = len(eff)
     sums = []  # per input: the reverse-mode sums and the magnitudes of their terms
     for i, g in enumerate(rows):
-        v = torch.stack([e[i] for e in eff]).reshape(K, -1)
+        v = eff[0][i].reshape(1, -1) if K == 1 else torch.stack([e[i] for e in eff]).reshape(K, -1)
         term = v.mul(g[:K].reshape(K, -1))
         # accumulated in float64: float32 terms of a large model would lose more in
         # their sum than the 8 u the error estimate allows
@@ -331,21 +432,24 @@ def _probe_sums(
     analytic, scale = sums[0] if len(sums) == 1 else torch.stack(sums).sum(dim=0)
     numeric = (U * values).sum(dim=1)
     error = (U.abs() * rounds).sum(dim=1) + 8 * u_in * scale
-    table = torch.stack([analytic, numeric, error]).T.tolist()
-    shares = torch.stack([part[0] for part in sums]).cpu()
-    return [(a, n, e) for a, n, e in table], shares
+    table = torch.stack([analytic, numeric, error]).T
+    shares = torch.stack([part[0] for part in sums])
+    return table, shares
 
 
 def _forward_probes(
     problem: Problem, u_flat: Sequence[torch.Tensor], tangents: Sequence[Sequence[torch.Tensor]]
-) -> list[float | None]:
-    """``u_k^T J w_k`` by one jvp per probe (about a forward pass each); None where not taken."""
-    found: list[float | None] = []
+) -> list[torch.Tensor | None]:
+    """``u_k^T J w_k`` by one jvp per probe (about a forward pass each); None where not taken.
+
+    Each a 0-dim tensor on the outputs' device, for the caller to read with the rest.
+    """
+    found: list[torch.Tensor | None] = []
     for u, w in zip(u_flat, tangents, strict=True):
         jv = jvp_or_note(problem, w)
         if jv is None:
             return found + [None] * (len(tangents) - len(found))
-        found.append(float((u.cpu() * jv).sum()))
+        found.append((u * jv).sum())
     return found
 
 

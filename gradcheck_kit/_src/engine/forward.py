@@ -29,7 +29,7 @@ FORWARD_AD_HINT: Final = (
 
 
 def jvp_or_note(problem: Problem, tangents: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """``J w`` by one jvp (flat float64 on the CPU), or None with a note saying why not.
+    """``J w`` by one jvp (flat float64 on the outputs' device), or None with a note saying why not.
 
     A jvp carries a tangent beside every activation: one evaluation's peak more
     than a plain call, which has to fit the budget.

@@ -185,7 +185,8 @@ class _ForwardTally:
             return None
         flat = [t.detach().reshape(-1).to(torch.float64).cpu() for t in v]
         zeros = [torch.zeros(rows, dtype=torch.float64) for _ in range(3)]
-        return cls(flat, jv, *zeros)
+        # full mode judges its blocks on the CPU, where the tally adds them up
+        return cls(flat, jv.cpu(), *zeros)
 
     def add(
         self,

@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
-from ..results import GradCheckResult, Hint, Resolution
+from ..errors import NonFiniteOutputError
+from ..readback import read_host
+from ..results import GradcheckResult, Hint, Resolution
 from .auto import run_auto
 from .evaluation import OutputChanged, evaluation_notes
 from .fast import DEFAULT_PROBES, run_fast
@@ -23,7 +25,7 @@ from .full import run_full
 from .numerics import unravel
 from .precision import tf32_note
 from .problem import Outcome, Problem
-from .run import CheckRun, FirstCall, close_repeat, first_call, repeat_at_point
+from .run import CheckRun, FirstCall, close_within_roundoff, first_call, repeat_at_point
 from .tolerances import machine_eps, resolve_tolerances
 
 __all__ = ["GradientCheck", "modified_input"]
@@ -33,12 +35,12 @@ __all__ = ["GradientCheck", "modified_input"]
 _FAST_BATCH_ROWS = 5
 
 
-class GradientCheck(CheckRun[GradCheckResult]):
+class GradientCheck(CheckRun[GradcheckResult]):
     """One gradient check: first and repeat call, budget, the mode, the result."""
 
-    def _run(self, tf32_switched: list[str]) -> GradCheckResult:
+    def _run(self, tf32_switched: list[str]) -> GradcheckResult:
         opts = self.opts
-        call = first_call(self.fn, self.tree, opts, self.prepare_rng, self.notes)
+        call = first_call(self.fn, self.tree, opts, self.prepare_rng, self.notes, defer_finite=True)
         ev, xs, outs = call.ev, call.xs, call.outs
         note = tf32_note(tf32_switched, xs)
         if note:
@@ -62,9 +64,13 @@ class GradientCheck(CheckRun[GradCheckResult]):
             repeat, point = repeat_at_point(
                 call, opts, self.prepare_rng, self.notes, _FAST_BATCH_ROWS
             )
-        except OutputChanged as exc:
-            return self._nondeterministic_shape(exc)
-        if not close_repeat(point.reference, repeat.values, point.u_out, opts.nondet_tol):
+        except BaseException as exc:
+            # an output that is not finite at the point is reported first, as if read then
+            _raise_if_not_finite(call)
+            if isinstance(exc, OutputChanged):
+                return self._nondeterministic_shape(exc)
+            raise
+        if not _repeats(call, point.reference, repeat.values, point.u_out, opts.nondet_tol):
             changed = modified_input(call)
             if changed is not None:
                 return self._modified_input(*changed)
@@ -105,14 +111,14 @@ class GradientCheck(CheckRun[GradCheckResult]):
         return run_auto(problem, probes)
 
     # -- results --------------------------------------------------------------------------
-    def _result(self, **kw: Any) -> GradCheckResult:
-        return GradCheckResult(
+    def _result(self, **kw: Any) -> GradcheckResult:
+        return GradcheckResult(
             **self.settings(),
             check=self.check,
             **kw,
         )
 
-    def _empty(self, why: str, calls: int) -> GradCheckResult:
+    def _empty(self, why: str, calls: int) -> GradcheckResult:
         """A Jacobian without entries: nothing can be wrong, as torch.autograd.gradcheck says."""
         self.notes.insert(0, f"nothing to check: {why}")
         return self._result(passed=True, status="empty", evaluations=calls)
@@ -123,7 +129,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
         shapes: list[tuple[int, ...]],
         ref: torch.Tensor,
         again: torch.Tensor,
-    ) -> GradCheckResult:
+    ) -> GradcheckResult:
         diff = (ref - again).abs()
         diff = torch.where(torch.isnan(diff), math.inf, diff)
         flat = int(torch.argmax(diff))
@@ -131,7 +137,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
         largest = f"largest difference {float(diff[flat]):.3g} in {path} at index {idx}"
         return self._random_result(largest, path)
 
-    def _modified_input(self, path: str, change: float) -> GradCheckResult:
+    def _modified_input(self, path: str, change: float) -> GradcheckResult:
         name = argument_name(self.fn, path)
         copy = f"{name} = {name}.clone()" if name else "clone it"
         text = (
@@ -144,10 +150,10 @@ class GradientCheck(CheckRun[GradCheckResult]):
         self.hints.insert(0, Hint(kind="in_place_input", text=text, input=path))
         return self._result(passed=False, status="nondeterministic", evaluations=2)
 
-    def _nondeterministic_shape(self, exc: OutputChanged) -> GradCheckResult:
+    def _nondeterministic_shape(self, exc: OutputChanged) -> GradcheckResult:
         return self._random_result(f"{exc.output}: {exc.before}, then {exc.after}", exc.output)
 
-    def _random_result(self, largest: str, path: str) -> GradCheckResult:
+    def _random_result(self, largest: str, path: str) -> GradcheckResult:
         if self.opts.rng == "replay":
             text = (
                 f"fn returned different outputs for the same inputs even with the RNG state "
@@ -167,7 +173,7 @@ class GradientCheck(CheckRun[GradCheckResult]):
         self.hints.insert(0, Hint(kind="nondeterministic", text=text, output=path))
         return self._result(passed=False, status="nondeterministic", evaluations=2)
 
-    def _shape_changed(self, exc: OutputChanged) -> GradCheckResult:
+    def _shape_changed(self, exc: OutputChanged) -> GradcheckResult:
         text = (
             f"{exc.output} has {exc.before} at the point being checked, but {exc.after} at "
             f"{exc.where}. fn makes a discrete choice there (a selection, a matching, "
@@ -179,6 +185,39 @@ class GradientCheck(CheckRun[GradCheckResult]):
         )
         self.hints.insert(0, Hint(kind="shape_changed", text=text, output=exc.output))
         return self._result(passed=False, status="shape_changed")
+
+
+def _raise_if_not_finite(call: FirstCall) -> None:
+    """Raise the error of a NaN or Inf output at the point, if there is one.
+
+    Called where the repeat call raised: the first call's outputs are judged first.
+    """
+    try:
+        call.ensure_usable()
+    except NonFiniteOutputError as error:
+        raise error from None
+    except Exception:
+        return  # reading failed too (a device error): exc tells more
+
+
+def _repeats(
+    call: FirstCall, ref: torch.Tensor, again: torch.Tensor, u_out: float, nondet_tol: float
+) -> bool:
+    """Whether the repeat call agrees with the first (:func:`~.run.close_repeat`).
+
+    Read from the device in one copy with the first call's finiteness, which is
+    checked first (:meth:`~.run.FirstCall.ensure_usable`).
+    """
+    same_shape = ref.shape == again.shape
+    flags = list(call.finite_sums or [])
+    if same_shape:
+        flags.append((ref == again).all())
+    values = [v[0] for v in read_host(flags)]
+    call.ensure_usable(values[: len(values) - same_shape])
+    if not same_shape:
+        return False
+    # bit for bit, as deterministic kernels repeat; else within roundoff
+    return bool(values[-1]) or close_within_roundoff(ref, again, u_out, nondet_tol)
 
 
 def modified_input(call: FirstCall) -> tuple[str, float] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,7 +23,14 @@ from torch.autograd import forward_ad
 
 from ..errors import InvalidArgument
 from ..undo import watching_user_code
-from .evaluation import Evaluator, OutputChanged, evaluate_one, evaluate_rows, first_line
+from .evaluation import (
+    Evaluator,
+    OutputChanged,
+    VmapCheck,
+    evaluate_one,
+    evaluate_rows,
+    first_line,
+)
 from .memory import AllocationCounter, Footprint, MemoryBudget
 from .numerics import unravel
 
@@ -75,6 +83,11 @@ class Point:
         return int(self.reference.numel())
 
     @functools.cached_property
+    def detached(self) -> list[torch.Tensor]:
+        """The checked inputs without their autograd history (detached once per check)."""
+        return [x.detach() for x in self.xs]
+
+    @functools.cached_property
     def n_in(self) -> int:
         """Entries of the checked inputs."""
         return sum(int(x.numel()) for x in self.xs)
@@ -91,9 +104,8 @@ class Point:
 
     def count_forward(self) -> None:
         """One evaluation without graph under the allocation counter (for CUDA)."""
-        detached = [x.detach() for x in self.xs]
         with torch.no_grad(), AllocationCounter() as counter:
-            self.ev(detached)
+            self.ev(self.detached)
         self.footprint.forward_counted = counter.peak
 
     # What one row of each kind of batch holds besides fn's own allocations.
@@ -133,11 +145,14 @@ class Point:
     def batch_pays(self, rows: int) -> bool:
         """Whether one vmapped call beats ``rows`` plain calls.
 
-        vmap costs about 0.1 ms more than a call, and saves little per row beyond
-        the interpreter's overhead: a loop is the better deal for a few rows of a
-        cheap function (and it holds one perturbed point at a time).
+        A vmapped call costs a plain call and a fixed overhead more, and saves
+        little per row beyond the interpreter's overhead: a loop is the better deal
+        for a few rows of a cheap function (and it holds one perturbed point at a
+        time). Fast mode's two rows of an MLP called through ``functional_call``
+        (80 us a call, 320 us vmapped over three rows) take the loop.
         """
-        return self.ev.vectorized and rows * (self.call_seconds + _ROW_OVERHEAD) > _VMAP_OVERHEAD
+        call = self.call_seconds
+        return self.ev.vectorized and rows * (call + _ROW_OVERHEAD) > call + _VMAP_OVERHEAD
 
     def forward_peak(self, rows: int) -> int:
         """Bytes one evaluation may allocate, counted first where ``rows`` of them need it."""
@@ -301,30 +316,22 @@ def _replace(xs: Sequence[torch.Tensor], i: int, value: torch.Tensor) -> list[to
     return [value if k == i else x.detach() for k, x in enumerate(xs)]
 
 
-def _all_finite(x: torch.Tensor) -> bool:
-    # one reduction instead of a boolean tensor the size of x; a sum that overflows
-    # although every entry is finite is rare and merely takes the exact test
-    if not x.is_floating_point() or bool(torch.isfinite(x.sum())):
-        return True
-    return bool(torch.isfinite(x).all())
-
-
 def directional_differences(
     point: Point,
     directions: Sequence[Sequence[torch.Tensor]],
     eps: float,
     multipliers: Sequence[float],
+    checks: list[VmapCheck] | None = None,
 ) -> tuple[dict[float, torch.Tensor], dict[float, torch.Tensor], list[list[torch.Tensor]]]:
     """``(f(x + c eps w) - f(x - c eps w)) / (2 c eps)`` for each direction ``w`` (float64).
 
     Returns per multiplier a (K, M) float64 tensor of quotients and of roundoff
     estimates, plus the directions actually taken (rounded steps / 2 c eps),
-    per probe and input, in the input's dtype.
+    per probe and input, in the input's dtype. With ``checks``, a vmapped batch
+    is checked by the caller (:func:`~.evaluation.evaluate_rows`).
     """
     K = len(directions)
-    detached = [x.detach() for x in point.xs]
-    # checked once per input rather than once per probe: these tensors can be whole models
-    finite = [_all_finite(x) for x in detached]
+    detached = point.detached
     order = [(m, k) for m in range(len(multipliers)) for k in range(K)]
     n_rows = 2 * len(order)
     fit = point.budget.rows(
@@ -365,9 +372,10 @@ def directional_differences(
                 # probes' error estimate (8 u sum|g w|) already allows for, and on a large
                 # model every float64 temporary costs a parameter-sized allocation
                 eff = torch.sub(plus[i], minus[i]).div_(2 * step)
-                if not finite[i]:
-                    # an infinite entry cannot move: it contributes nothing to the projection
-                    eff = torch.where(torch.isfinite(eff), eff, 0.0)
+                # An infinite (or NaN) entry cannot move: it contributes nothing to the
+                # projection. Its step is inf - inf = NaN, which a finite entry's never is,
+                # so zeroing NaN needs no look at x (a read from the device per input).
+                eff.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
                 effective[k].append(eff)
         del plus, minus
     if lazy:
@@ -376,7 +384,7 @@ def directional_differences(
         stacked = {i: torch.stack([*col, detached[i]]) for i, col in enumerate(columns)}
         del columns
         out = evaluate_rows(
-            point.ev, point.xs, stacked, n_rows, point.reference, point.u_out, where
+            point.ev, point.xs, stacked, n_rows, point.reference, point.u_out, where, checks
         )
     values: dict[float, torch.Tensor] = {}
     rounds: dict[float, torch.Tensor] = {}
@@ -502,7 +510,9 @@ def _vjp_one_output(point: Point, out: torch.Tensor, rows: torch.Tensor) -> list
     per_input: list[list[torch.Tensor]] = [[] for _ in xs]
     for row in rows:
         for i, g in enumerate(_grad(out, xs, row, batched=False)):
-            per_input[i].append(g.detach())
+            # without create_graph the gradients carry no history (a backward hook's
+            # result might): detach() only where there is one, as it is an operator call
+            per_input[i].append(g.detach() if g.requires_grad else g)
     return [torch.stack(r) for r in per_input]
 
 
@@ -542,7 +552,7 @@ class ForwardModeUnsupported(Exception):
 
 
 def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``J w`` by forward-mode AD (flattened float64, on the CPU).
+    """``J w`` by forward-mode AD (flattened float64, on the outputs' device).
 
     Raises:
         ForwardModeUnsupported: forward AD does not run through fn (an op or a custom
@@ -552,8 +562,8 @@ def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch
         with forward_ad.dual_level(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             duals = [
-                forward_ad.make_dual(x.detach(), t.to(x.dtype))
-                for x, t in zip(point.xs, tangents, strict=True)
+                forward_ad.make_dual(x, t.to(x.dtype))
+                for x, t in zip(point.detached, tangents, strict=True)
             ]
             outs = point.ev(duals)
             parts = []
@@ -564,7 +574,7 @@ def forward_directional(point: Point, tangents: Sequence[torch.Tensor]) -> torch
                     # custom Function without forward-mode support that did not raise)
                     raise ForwardModeUnsupported("an output came back without a tangent")
                 parts.append(tangent.detach().reshape(-1).to(torch.float64))
-            return torch.cat(parts).cpu()
+            return torch.cat(parts)
     except (InvalidArgument, ForwardModeUnsupported, OutputChanged):
         raise
     except Exception as exc:

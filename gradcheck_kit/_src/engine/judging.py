@@ -12,6 +12,7 @@ from typing import Final
 
 import torch
 
+from ..readback import read_host
 from ..results import ErrorMap, Hint, PairResult, WorstElement
 from .numerics import allowed_error, relative_error, unravel
 from .tolerances import Tolerances
@@ -23,7 +24,7 @@ __all__ = [
     "PairTally",
     "COMBINATION",
     "combined_cotangent",
-    "combination_weight",
+    "LinearityProbe",
     "linearity_hint",
 ]
 
@@ -271,66 +272,131 @@ def combined_cotangent(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
     return g1 + COMBINATION * g2
 
 
-def combination_weight(cots: torch.Tensor, second: int, combined: int) -> float:
-    """``sum |g1| + 2 sum |g2| + sum |g1 - 2 g2|`` over one output's stacked cotangents.
-
-    Row 0 of ``cots`` is g1, row ``second`` g2, row ``combined`` g1 - 2 g2: how many
-    atol the three rows' vjps add up.
-    """
-    sums = cots.reshape(int(cots.shape[0]), -1).abs().sum(dim=1).tolist()
-    return float(sums[0] + abs(COMBINATION) * sums[second] + sums[combined])
-
-
-def linearity_hint(
-    rows: Sequence[torch.Tensor],
-    second: int,
-    combined: int,
-    in_paths: Sequence[str],
-    unit_roundoff: float,
-    floor: float,
-    drawn: str,
-) -> Hint | None:
-    """A hint when backward is not linear in grad_output, else None.
+class LinearityProbe:
+    """The linearity probe over batched vjps, computed on the device and read with other figures.
 
     ``rows[i]`` stacks the vjps for input ``i``: row 0 of ``g1``, row ``second`` of
-    ``g2`` and row ``combined`` of ``g1 - 2 g2``. The same backward computes all
-    three, so a linear one agrees up to the roundoff of its sums; the allowance,
-    sqrt(u) times the largest magnitudes of the three, is far above that and far
-    below what a nonlinear backward gives. ``floor`` is the absolute part: what
-    atol allows each Jacobian entry, summed over the cotangents' entries (an
-    entry whose gradient is zero by cancellation carries roundoff of the terms
-    that cancelled).
+    ``g2`` and row ``combined`` of ``g1 - 2 g2``; ``cots`` holds the cotangents,
+    stacked the same way. The same backward computes all three rows, so a linear
+    one agrees up to the roundoff of its sums; the allowance, sqrt(u) times the
+    largest magnitudes of the three, is far above that and far below what a
+    nonlinear backward gives. Its absolute part, the floor, is what atol allows
+    each Jacobian entry, summed over the cotangents' entries (an entry whose
+    gradient is zero by cancellation carries roundoff of the terms that cancelled).
+
+    :meth:`tensors` are what the host needs (per output the cotangents' absolute
+    sums, per input the largest disagreement and where); :meth:`hint` takes their
+    values, read together with a check's other figures (:func:`~..readback.read_host`),
+    and only where a disagreement exceeds the floor reads the magnitudes it needs.
+
+    Args:
+        rows: per input, the stacked vjps.
+        cots: per output, the stacked cotangents.
+        second: row of g2.
+        combined: row of g1 - 2 g2.
+        in_paths: the inputs' paths, for the hint.
+        unit_roundoff: the larger of the inputs' and outputs' unit roundoff.
+        atol: the check's atol.
+        drawn: how g1 and g2 were drawn, for the hint.
     """
-    worst: tuple[float, int, int, float, float] | None = None
-    root_u = math.sqrt(unit_roundoff)
-    for i, stacked in enumerate(rows):
-        if stacked[0].numel() == 0:
-            continue
-        # In the gradients' own dtype, with per-tensor magnitudes: on a model with
-        # millions of parameters this costs a few passes over the gradients.
-        rows2d = stacked.detach().reshape(int(stacked.shape[0]), -1)
-        diff = torch.add(rows2d[0], rows2d[second], alpha=COMBINATION).sub_(rows2d[combined])
-        largest, at = diff.abs_().nan_to_num_(nan=0.0).max(dim=0)
-        if float(largest) <= floor:
-            continue  # within what atol allows: no need for the magnitudes
-        trio = rows2d[[0, second, combined]]
-        peak_a, peak_b, peak_c, over = torch.cat(
-            [trio.abs().amax(dim=1), largest.reshape(1)]
-        ).tolist()
-        over -= root_u * (peak_a + abs(COMBINATION) * peak_b + peak_c) + floor
-        if over > 0 and math.isfinite(over) and (worst is None or over > worst[0]):
-            k = int(at)
-            a, b, c = (float(v) for v in trio[:, k])
-            worst = (over, i, k, c, a + COMBINATION * b)
-    if worst is None:
-        return None
-    _, i, j, got, want = worst
-    index = unravel(j, tuple(rows[i].shape[1:]))
+
+    def __init__(
+        self,
+        rows: Sequence[torch.Tensor],
+        cots: Sequence[torch.Tensor],
+        second: int,
+        combined: int,
+        *,
+        in_paths: Sequence[str],
+        unit_roundoff: float,
+        atol: float,
+        drawn: str,
+    ) -> None:
+        self.second, self.combined = second, combined
+        self.in_paths, self.unit_roundoff, self.atol, self.drawn = (
+            in_paths,
+            unit_roundoff,
+            atol,
+            drawn,
+        )
+        self.shapes = [tuple(r.shape[1:]) for r in rows]
+        self.rows2d: list[torch.Tensor | None] = []
+        self._largest: list[torch.Tensor] = []
+        for stacked in rows:
+            if math.prod(stacked.shape[1:]) == 0:
+                self.rows2d.append(None)
+                continue
+            # In the gradients' own dtype, with per-tensor magnitudes: on a model with
+            # millions of parameters this costs a few passes over the gradients.
+            plain = stacked.detach() if stacked.requires_grad else stacked
+            rows2d = plain.reshape(int(stacked.shape[0]), -1)
+            diff = torch.add(rows2d[0], rows2d[second], alpha=COMBINATION).sub_(rows2d[combined])
+            largest, at = diff.abs_().nan_to_num_(nan=0.0).max(dim=0)
+            self.rows2d.append(rows2d)
+            self._largest += [largest, at]
+        self._weights = [c.reshape(int(c.shape[0]), -1).abs().sum(dim=1) for c in cots]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """What :meth:`hint` needs from the device, in its order."""
+        return [*self._weights, *self._largest]
+
+    def hint(self, values: Sequence[Sequence[float]]) -> Hint | None:
+        """A hint when backward is not linear in grad_output, else None.
+
+        ``values`` are those of :meth:`tensors`, read to the host.
+        """
+        n_out = len(self._weights)
+        weights = [
+            float(w[0] + abs(COMBINATION) * w[self.second] + w[self.combined])
+            for w in values[:n_out]
+        ]
+        floor = self.atol * sum(weights)
+        found = iter(values[n_out:])
+        over_floor: list[tuple[int, float, int]] = []
+        for i, rows2d in enumerate(self.rows2d):
+            if rows2d is None:
+                continue
+            largest, at = next(found)[0], int(next(found)[0])
+            if largest > floor:
+                over_floor.append((i, largest, at))
+        if not over_floor:
+            return None  # within what atol allows: no need for the magnitudes
+        trios = []
+        for i, _, at in over_floor:
+            rows2d = self.rows2d[i]
+            assert rows2d is not None
+            trio = torch.stack([rows2d[0], rows2d[self.second], rows2d[self.combined]])
+            trios += [trio.abs().amax(dim=1), trio[:, at]]
+        figures = iter(read_host(trios))
+        worst: tuple[float, int, int, float, float] | None = None
+        root_u = math.sqrt(self.unit_roundoff)
+        for i, largest, k in over_floor:
+            peak_a, peak_b, peak_c = next(figures)
+            a, b, c = next(figures)
+            over = largest - (root_u * (peak_a + abs(COMBINATION) * peak_b + peak_c) + floor)
+            if over > 0 and math.isfinite(over) and (worst is None or over > worst[0]):
+                worst = (over, i, k, c, a + COMBINATION * b)
+        if worst is None:
+            return None
+        _, i, j, got, want = worst
+        return linearity_hint(self.in_paths[i], unravel(j, self.shapes[i]), got, want, self.drawn)
+
+
+def linearity_hint(path: str, index: tuple[int, ...], got: float, want: float, drawn: str) -> Hint:
+    """The hint of a backward not linear in grad_output, at entry ``index`` of input ``path``.
+
+    ``got`` is the gradient there for grad_output g1 - 2 g2, ``want`` g1's minus
+    twice g2's; ``drawn`` says how g1 and g2 were drawn.
+
+    Examples:
+        >>> linearity_hint("x", (0,), 1.0, 3.0, "g1, g2: random").kind
+        'grad_output'
+    """
     return Hint(
         kind="grad_output",
-        input=in_paths[i],
+        input=path,
         text=(
-            f"backward is not linear in grad_output: the gradient of {in_paths[i]} at index "
+            f"backward is not linear in grad_output: the gradient of {path} at index "
             f"{index} is {got:.6g} for grad_output g1 - 2·g2, but g1's "
             f"minus twice g2's is {want:.6g} ({drawn}). A backward must return "
             f"J^T · grad_output: it ignores grad_output (the gradient as if grad_output were "

@@ -30,6 +30,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..compat import CONJ_OP, conj_of_scalar
 from ..errors import MemoryBudgetError
 
 __all__ = [
@@ -105,7 +106,10 @@ class AllocationCounter(TorchDispatchMode):
         args: Any = (),
         kwargs: Any = None,
     ) -> Any:
-        out = func(*args, **(kwargs or {}))
+        # torch releases that hand this mode a Python scalar for conj (compat.py)
+        out = conj_of_scalar(func, args) if func is CONJ_OP else None
+        if out is None:
+            out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             if not isinstance(t, torch.Tensor):
                 continue

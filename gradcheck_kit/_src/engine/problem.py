@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..readback import read_host
 from ..results import Hint, PairResult, ProbeResult
 from .jacobian import Point
-from .judging import combination_weight, linearity_hint
+from .judging import LinearityProbe
 from .options import CheckOptions
 from .tolerances import Tolerances
 
@@ -32,6 +33,30 @@ class Problem:
         """Paths of the checked inputs."""
         return self.point.in_paths
 
+    def linearity_probe(
+        self,
+        rows: list[torch.Tensor],
+        cots: list[torch.Tensor],
+        second: int,
+        combined: int,
+        drawn: str,
+    ) -> LinearityProbe:
+        """The linearity probe over batched vjp ``rows``, its figures still on the device.
+
+        Row 0 is g1's vjp, row ``second`` g2's, row ``combined`` that of g1 - 2 g2;
+        ``cots`` holds the cotangents, stacked the same way.
+        """
+        return LinearityProbe(
+            rows,
+            cots,
+            second,
+            combined,
+            in_paths=self.in_paths,
+            unit_roundoff=max(self.u_in, self.point.u_out),
+            atol=self.tol.atol,
+            drawn=drawn,
+        )
+
     def linearity(
         self,
         rows: list[torch.Tensor],
@@ -40,21 +65,9 @@ class Problem:
         combined: int,
         drawn: str,
     ) -> Hint | None:
-        """The linearity probe over batched vjp ``rows`` (None when backward is linear).
-
-        Row 0 is g1's vjp, row ``second`` g2's, row ``combined`` that of g1 - 2 g2;
-        ``cots`` holds the cotangents, stacked the same way.
-        """
-        floor = self.tol.atol * sum(combination_weight(c, second, combined) for c in cots)
-        return linearity_hint(
-            rows,
-            second,
-            combined,
-            self.in_paths,
-            max(self.u_in, self.point.u_out),
-            floor,
-            drawn,
-        )
+        """The linearity probe's hint (None when backward is linear), read at once."""
+        probe = self.linearity_probe(rows, cots, second, combined, drawn)
+        return probe.hint(read_host(probe.tensors()))
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torch import nn
 from .. import coverage, recording
 from ..errors import InvalidArgument, NonFiniteOutputError
 from ..failure_inputs import Subject, with_reproduction
+from ..readback import read_host
 from ..results import Hint
 from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
 from ..undo import undoing_writes
@@ -46,6 +47,7 @@ __all__ = [
     "call_again",
     "repeat_at_point",
     "close_repeat",
+    "close_within_roundoff",
     "call_on_copies",
     "annotate",
     "finish",
@@ -160,6 +162,25 @@ class FirstCall:
     leaves: list[OutputLeaf]
     seconds: float
     nothing_to_check: str | None = None
+    # per non-empty compared output, whether its sum is finite: on the device until
+    # read together with the repeat call's verdict (see :meth:`ensure_usable`)
+    finite_sums: list[torch.Tensor] | None = None
+
+    def ensure_usable(self, finite: Sequence[float] | None = None) -> None:
+        """Raise :class:`NonFiniteOutputError` for an output with NaN or Inf at the point.
+
+        ``finite`` holds the values of :attr:`finite_sums`, read to the host with
+        other figures; without it they are read here. Does nothing once checked.
+
+        Raises:
+            NonFiniteOutputError: an output has a NaN or Inf entry.
+        """
+        if self.finite_sums is None:
+            return
+        if finite is None:
+            finite = [v[0] for v in read_host(self.finite_sums)]
+        self.finite_sums = None
+        _check_outputs_usable(self.leaves, finite)
 
     @property
     def outs(self) -> list[torch.Tensor]:
@@ -178,12 +199,15 @@ def first_call(
     opts: CheckOptions,
     prepare_rng: Callable[[], None],
     notes: list[str],
+    *,
+    defer_finite: bool = False,
 ) -> FirstCall:
     """Call ``fn`` on working copies (float64 under ``dtype="float64"``) with grad enabled.
 
     Shared by every check that compares derivatives of ``fn``; appends what it
     skipped to ``notes``. An exception from ``fn`` propagates with a note on the
-    dtype policy.
+    dtype policy. With ``defer_finite`` the outputs' finiteness is left on the
+    device for the caller to read with other figures (:meth:`FirstCall.ensure_usable`).
     """
     work_dtype = torch.float64 if opts.dtype == "float64" else None
     base = tree.working_copies(work_dtype)
@@ -219,15 +243,20 @@ def first_call(
             )
             ev.keep = [k for k, leaf in enumerate(all_leaves) if leaf.tensor.requires_grad]
             leaves = [all_leaves[k] for k in ev.keep]
-    _check_outputs_usable(leaves)
+    sums: list[torch.Tensor] | None = _finite_sums(leaves)
     empty = _nothing_to_check(checked, xs, leaves, notes)
+    if not defer_finite or empty is not None:
+        # with nothing to check there is no later read to wait for
+        assert sums is not None
+        _check_outputs_usable(leaves, [v[0] for v in read_host(sums)])
+        sums = None
     if empty is not None and opts.empty == "error":
         raise InvalidArgument(
             f"{empty}: there is no gradient to check (empty='error'). Pick inputs for which "
             f"fn takes and returns at least one element, or pass empty='pass' to let such a "
             f"check pass with a note, as torch.autograd.gradcheck does."
         )
-    return FirstCall(ev, base, xs, checked, raw, all_leaves, leaves, seconds, empty)
+    return FirstCall(ev, base, xs, checked, raw, all_leaves, leaves, seconds, empty, sums)
 
 
 def _describe(path: str, t: torch.Tensor) -> str:
@@ -256,10 +285,29 @@ def _nothing_to_check(
     return None
 
 
-def _check_outputs_usable(leaves: Sequence[OutputLeaf]) -> None:
-    for out in leaves:
-        if out.tensor.numel() and bool(torch.isfinite(out.tensor.detach().sum())):
-            continue  # a finite sum: every entry is finite (one reduction, no mask)
+def _finite_sums(leaves: Sequence[OutputLeaf]) -> list[torch.Tensor]:
+    """Per non-empty output, whether its sum is finite (a device bool).
+
+    A finite sum means every entry is finite: one reduction, no mask.
+    """
+    return [torch.isfinite(o.tensor.detach().sum()) for o in leaves if o.tensor.numel()]
+
+
+def _check_outputs_usable(
+    leaves: Sequence[OutputLeaf], finite: Sequence[float] | None = None
+) -> None:
+    """Raise :class:`NonFiniteOutputError` for the first output with NaN or Inf.
+
+    ``finite`` are the values of :func:`_finite_sums`, read already; without
+    them they are read here, in one copy.
+    """
+    nonempty = [o for o in leaves if o.tensor.numel()]
+    if finite is None:
+        finite = [v[0] for v in read_host(_finite_sums(nonempty))]
+    for out, sum_finite in zip(nonempty, finite, strict=True):
+        if sum_finite:
+            continue
+        # an overflowing sum of finite entries passes here; the rest is named
         bad = ~torch.isfinite(out.tensor.detach())
         if bool(bad.any()):
             first = int(bad.reshape(-1).nonzero()[0])
@@ -320,7 +368,7 @@ def call_again(
         # Two calls can agree by chance (a random depth drawn from 0..3 repeats one time
         # in four), so a function seen drawing random numbers gets a few more tries.
         tries = _EXTRA_TRIES_WHEN_RANDOM if draws else 0
-        while close_repeat(ref, again, unit_roundoff, opts.nondet_tol) and tries:
+        while tries and close_repeat(ref, again, unit_roundoff, opts.nondet_tol):
             again = flat_cat(ev(detached))
             tries -= 1
     if draws and opts.rng == "replay":
@@ -388,9 +436,17 @@ def close_repeat(
         return False
     if torch.equal(a, b):
         return True  # deterministic kernels repeat bit for bit
+    return close_within_roundoff(a, b, unit_roundoff, nondet_tol)
+
+
+def close_within_roundoff(
+    a: torch.Tensor, b: torch.Tensor, unit_roundoff: float, nondet_tol: float = 0.0
+) -> bool:
+    """:func:`close_repeat` for two evaluations of the same shape that are not bit for bit equal."""
     both_nan = torch.isnan(a) & torch.isnan(b)
     larger = torch.maximum(a.abs(), b.abs())
-    scale = float(torch.nan_to_num(larger, posinf=0.0).max())
+    # the scale stays a tensor: one read of the verdict instead of two
+    scale = torch.nan_to_num(larger, posinf=0.0).max()
     ok = (a - b).abs() <= 16 * unit_roundoff * (larger + scale) + nondet_tol
     return bool((ok | both_nan | (a == b)).all())
 
@@ -475,8 +531,8 @@ class CheckRun(Generic[R]):
         self.notes: list[str] = []
         self.hints: list[Hint] = []
         # what the result reports: set again once the first call shows the dtypes
-        self.mode = opts.mode
-        self.dtype_name = opts.dtype
+        self.mode: str = opts.mode
+        self.dtype_name: str = opts.dtype
         self.tol = resolve_tolerances(torch.float64, eps=opts.eps, atol=opts.atol, rtol=opts.rtol)
 
     def settings(self) -> dict[str, Any]:

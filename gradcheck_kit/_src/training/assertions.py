@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import nn
 
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError
-from ..graph import Msg, apply_msg, check_msg
+from ..raising import Msg, fail_unless_passed
 from ..serial import one_at_a_time
 from ..state import bits_equal, preserved
 from ..undo import undoing_writes
-from ..validation import check_int
+from ..validation import check_int, check_keywords, check_msg
 from .common import (
     as_optimizers,
     check_model,
@@ -39,9 +39,13 @@ from .common import (
 )
 from .findings import TrainingFinding, TrainingReport
 from .tracking import tracking_findings
-from .watcher import TrainingWatcher
+from .watcher import unpublished_watcher
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
+    "ParamStepOptions",
     "assert_zero_grad_between_steps",
     "assert_optimizer_tracks",
     "assert_params_updated",
@@ -51,12 +55,24 @@ __all__ = [
 _ZERO_GRAD_KINDS = frozenset({"grad_not_reset", "empty_step"})
 
 
+class ParamStepOptions(TypedDict, total=False):
+    """The options of ``assert_params_updated`` and ``assert_params_frozen`` (see their Args).
+
+    Examples:
+        >>> sorted(ParamStepOptions.__optional_keys__)
+        ['msg', 'optimizer', 'params', 'steps']
+    """
+
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None
+    params: str | Sequence[str] | None
+    steps: int
+    msg: Msg
+
+
 def _conclude(report: TrainingReport, msg: Msg) -> TrainingReport:
     __tracebackhide__ = True
     recording.publish(report)
-    if not report.passed:
-        raise TrainingLoopError(apply_msg(report.summary(), msg), report)
-    return report
+    return fail_unless_passed(report, TrainingLoopError, msg)
 
 
 @one_at_a_time
@@ -111,8 +127,11 @@ def assert_zero_grad_between_steps(
     """
     __tracebackhide__ = True
     check_step_fn(step_fn)
-    watcher = TrainingWatcher(
-        model, optimizer, accumulation_steps=accumulation_steps, on_error="record"
+    watcher = unpublished_watcher(
+        model,
+        optimizer,
+        check="assert_zero_grad_between_steps",
+        accumulation_steps=accumulation_steps,
     )
     check_msg(msg)
     if isinstance(batches, (str, bytes)) or not isinstance(batches, Iterable):
@@ -125,9 +144,7 @@ def assert_zero_grad_between_steps(
             f"batches holds {len(batch_list)} batch(es); give at least two: a gradient left "
             "over from one optimizer step shows only at the next."
         )
-    watcher._check = "assert_zero_grad_between_steps"
-    watcher._publish = False
-    with preserved(model, watcher._optimizers), undoing_writes(), watcher:
+    with preserved(model, watcher.optimizers), undoing_writes(), watcher:
         for batch in batch_list:
             step_fn(batch)
     report = watcher.report
@@ -135,7 +152,7 @@ def assert_zero_grad_between_steps(
         raise RuntimeError("the watcher made no report")
     findings = tuple(f for f in report.findings if f.kind in _ZERO_GRAD_KINDS)
     if report.optimizer_steps == 0:
-        labels = " or ".join(optimizer_labels(watcher._optimizers))
+        labels = " or ".join(optimizer_labels(watcher.optimizers))
         findings += (
             TrainingFinding(
                 "no_step",
@@ -207,7 +224,7 @@ def assert_optimizer_tracks(
         >>> gk.assert_optimizer_tracks(net, opt)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gradcheck_kit.TrainingLoopError: [gradcheck] Training loop check failed: ...
+        gradcheck_kit.errors.TrainingLoopError: [gradcheck] Training loop check failed: ...
     """
     __tracebackhide__ = True
     started = time.perf_counter()
@@ -286,26 +303,53 @@ def _run_steps(
     return outcome, probe, held, had_grad
 
 
-def _check_run_args(
-    model: object, step_fn: object, optimizer: object, steps: object, msg: object
-) -> tuple[nn.Module, tuple[torch.optim.Optimizer, ...]]:
-    checked = check_model(model)
+def _assert_params(
+    model: object, step_fn: Callable[[], Any], options: ParamStepOptions, *, must_change: bool
+) -> TrainingReport:
+    """What assert_params_updated and assert_params_frozen share: run, compare, conclude."""
+    __tracebackhide__ = True
+    started = time.perf_counter()
+    check = "assert_params_updated" if must_change else "assert_params_frozen"
+    check_keywords(options, ParamStepOptions, check)
+    model = check_model(model)
     check_step_fn(step_fn)
+    optimizer = options.get("optimizer")
     optimizers = as_optimizers(optimizer) if optimizer is not None else ()
+    steps = options.get("steps", 1)
     check_int(steps, "steps", min_value=1)
+    msg = options.get("msg")
     check_msg(msg)
-    return checked, optimizers
+    selected = select_parameters(
+        model,
+        options.get("params"),
+        default=(lambda p: p.requires_grad) if must_change else (lambda p: not p.requires_grad),
+        default_what="trainable" if must_change else "frozen (requires_grad=False)",
+    )
+    outcome, probe, held, had_grad = _run_steps(model, step_fn, optimizers, selected, steps)
+    findings = []
+    for name, p in selected:
+        changed, replaced = outcome[name]
+        if replaced:
+            findings.append(
+                _replaced_during(name, "must change" if must_change else "must stay fixed")
+            )
+        elif must_change and not changed:
+            findings.append(_not_updated(name, p, probe, held, bool(optimizers), steps))
+        elif changed and not must_change:
+            findings.append(_changed(name, p, probe, held, id(p) in had_grad))
+    report = TrainingReport(
+        name=type(model).__name__,
+        check=check,
+        findings=tuple(findings),
+        duration_s=time.perf_counter() - started,
+        notes=(f"{len(selected)} parameter(s) checked over {steps} step(s)",),
+    )
+    return _conclude(report, msg)
 
 
 @one_at_a_time
 def assert_params_updated(
-    model: nn.Module,
-    step_fn: Callable[[], Any],
-    *,
-    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
-    params: str | Sequence[str] | None = None,
-    steps: int = 1,
-    msg: Msg = None,
+    model: nn.Module, step_fn: Callable[[], Any], **options: Unpack[ParamStepOptions]
 ) -> TrainingReport:
     """Assert that ``steps`` calls of ``step_fn()`` change every selected parameter.
 
@@ -354,38 +398,12 @@ def assert_params_updated(
         True
     """
     __tracebackhide__ = True
-    started = time.perf_counter()
-    model, optimizers = _check_run_args(model, step_fn, optimizer, steps, msg)
-    selected = select_parameters(
-        model, params, default=lambda p: p.requires_grad, default_what="trainable"
-    )
-    outcome, probe, held, _ = _run_steps(model, step_fn, optimizers, selected, steps)
-    findings = []
-    for name, p in selected:
-        changed, replaced = outcome[name]
-        if replaced:
-            findings.append(_replaced_during(name, "must change"))
-        elif not changed:
-            findings.append(_not_updated(name, p, probe, held, bool(optimizers), steps))
-    report = TrainingReport(
-        name=type(model).__name__,
-        check="assert_params_updated",
-        findings=tuple(findings),
-        duration_s=time.perf_counter() - started,
-        notes=(f"{len(selected)} parameter(s) checked over {steps} step(s)",),
-    )
-    return _conclude(report, msg)
+    return _assert_params(model, step_fn, options, must_change=True)
 
 
 @one_at_a_time
 def assert_params_frozen(
-    model: nn.Module,
-    step_fn: Callable[[], Any],
-    *,
-    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
-    params: str | Sequence[str] | None = None,
-    steps: int = 1,
-    msg: Msg = None,
+    model: nn.Module, step_fn: Callable[[], Any], **options: Unpack[ParamStepOptions]
 ) -> TrainingReport:
     """Assert that ``steps`` calls of ``step_fn()`` leave every selected parameter bit-identical.
 
@@ -425,30 +443,7 @@ def assert_params_frozen(
         True
     """
     __tracebackhide__ = True
-    started = time.perf_counter()
-    model, optimizers = _check_run_args(model, step_fn, optimizer, steps, msg)
-    selected = select_parameters(
-        model,
-        params,
-        default=lambda p: not p.requires_grad,
-        default_what="frozen (requires_grad=False)",
-    )
-    outcome, probe, held, had_grad = _run_steps(model, step_fn, optimizers, selected, steps)
-    findings = []
-    for name, p in selected:
-        changed, replaced = outcome[name]
-        if replaced:
-            findings.append(_replaced_during(name, "must stay fixed"))
-        elif changed:
-            findings.append(_changed(name, p, probe, held, id(p) in had_grad))
-    report = TrainingReport(
-        name=type(model).__name__,
-        check="assert_params_frozen",
-        findings=tuple(findings),
-        duration_s=time.perf_counter() - started,
-        notes=(f"{len(selected)} parameter(s) checked over {steps} step(s)",),
-    )
-    return _conclude(report, msg)
+    return _assert_params(model, step_fn, options, must_change=False)
 
 
 def _replaced_during(name: str, must: str) -> TrainingFinding:

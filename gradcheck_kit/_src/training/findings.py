@@ -1,23 +1,41 @@
-"""What a training-loop check found: frozen records, their text, and their JSON form.
+"""What a training-loop check found: the verdicts, their records, text and JSON form.
 
 A :class:`TrainingFinding` is one problem with one parameter (or one optimizer
 step); a :class:`TrainingReport` is everything one check or one watched loop
 found. Both are frozen dataclasses with ``to_dict()``/``from_dict()``; the report
 has the ``with_test_id``/``to_dict`` pair that :func:`recording.publish` expects,
-with ``"kind": "training"``. Imports no torch, so a report renders from JSON alone.
+with ``"kind": "training"``.
+
+The watcher (:mod:`.watcher`) observes; the judging is here: :func:`judge_gradient`
+decides what a step does with one parameter's gradient, the ``*_finding``
+functions turn what was observed into findings, and a :class:`FindingLog` counts
+a finding seen again. Imports no torch, so a report renders from JSON alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from ..messages import PREFIX
 from ..recording import Observable
 from ..results import SCHEMA_VERSION
 
-__all__ = ["TITLES", "TrainingFinding", "TrainingReport"]
+__all__ = [
+    "TITLES",
+    "TrainingFinding",
+    "TrainingReport",
+    "GradientTally",
+    "judge_gradient",
+    "reapplied_finding",
+    "empty_step_finding",
+    "no_gradient_finding",
+    "frozen_changed_finding",
+    "unwritten_step_finding",
+    "FindingLog",
+]
 
 # kind -> the one-line title shown in messages and reports.
 TITLES: Final[dict[str, str]] = {
@@ -175,7 +193,7 @@ class TrainingReport(Observable):
     """Everything one training-loop check found; ``passed`` when it found nothing.
 
     Made by :func:`gradcheck_kit.watch_training` (``watcher.report``) and the
-    training assertions, carried by :class:`gradcheck_kit.TrainingLoopError` as
+    training assertions, carried by :class:`gradcheck_kit.errors.TrainingLoopError` as
     ``.report``, and published for the pytest plugin's results file with
     ``"kind": "training"``.
 
@@ -296,7 +314,246 @@ class TrainingReport(Observable):
         )
 
 
-def steps_kept(steps: list[int], step: int | None) -> None:
-    """Append ``step`` to a finding's step list unless it is full or the step is unknown."""
-    if step is not None and len(steps) < _MAX_STEPS_KEPT and step not in steps:
-        steps.append(step)
+# --------------------------------------------------------------------------- judging
+
+
+class GradientTally(Protocol):
+    """What a watcher counts about one parameter's gradient, for :func:`judge_gradient`."""
+
+    count: int  # backward passes summed into .grad since its last reset
+    applied: int  # optimizer steps that applied this .grad since its last reset
+    applied_count: int  # count when a step last applied it
+    manual: bool  # .grad set by hand (nonzero) since the last step
+
+
+def judge_gradient(tally: GradientTally, accumulation_steps: int) -> tuple[bool, bool]:
+    """What an optimizer step about to apply this gradient does with it: ``(new, reapplied)``.
+
+    ``new``: it holds a backward pass (or a hand-set value) no step applied yet.
+    ``reapplied``: an earlier step already applied part of it, and it sums more
+    backward passes than ``accumulation_steps`` allows: ``zero_grad()`` is missing.
+
+    Examples:
+        >>> from types import SimpleNamespace as Tally
+        >>> judge_gradient(Tally(count=1, applied=0, applied_count=0, manual=False), 1)
+        (True, False)
+        >>> judge_gradient(Tally(count=2, applied=1, applied_count=1, manual=False), 1)
+        (True, True)
+        >>> judge_gradient(Tally(count=2, applied=1, applied_count=1, manual=False), 2)
+        (True, False)
+    """
+    new = tally.count > tally.applied_count or tally.manual
+    return new, bool(tally.applied) and tally.count > accumulation_steps
+
+
+def reapplied_finding(
+    parameter: str,
+    *,
+    count: int,
+    applied: int,
+    step: int,
+    optimizer: str,
+    accumulation_steps: int,
+    location: str | None,
+) -> TrainingFinding:
+    """``grad_not_reset``: a step applied ``count`` passes that ``applied`` steps applied before.
+
+    Examples:
+        >>> f = reapplied_finding("w", count=2, applied=1, step=2, optimizer="SGD",
+        ...                       accumulation_steps=1, location=None)
+        >>> f.kind, f.expected
+        ('grad_not_reset', 'its gradient is reset (zero_grad) after every optimizer step')
+    """
+    allowed = (
+        "its gradient is reset (zero_grad) after every optimizer step"
+        if accumulation_steps == 1
+        else f"its gradient sums at most accumulation_steps={accumulation_steps} backward "
+        "passes before it is reset"
+    )
+    return TrainingFinding(
+        "grad_not_reset",
+        parameter,
+        expected=allowed,
+        found=f"the gradient step {step} applied summed {count} backward passes, and "
+        f"{applied} earlier step{'s' if applied != 1 else ''} had already applied part "
+        "of it: those gradients are applied again, so the update goes in the wrong "
+        "direction",
+        cause="optimizer.zero_grad() (or model.zero_grad()) is missing from the loop, runs "
+        "less often than step(), or is called on another optimizer than the one stepping",
+        fix="call optimizer.zero_grad() once per step, before loss.backward() or after "
+        "optimizer.step(); to accumulate on purpose over k backward passes, pass "
+        "accumulation_steps=k",
+        step=step,
+        optimizer=optimizer,
+        location=location,
+    )
+
+
+def empty_step_finding(
+    step: int, optimizer: str, trainable: int, location: str | None
+) -> TrainingFinding:
+    """``empty_step``: step ``step`` applies no new gradient to any of ``trainable`` parameters.
+
+    Examples:
+        >>> empty_step_finding(3, "SGD", 0, None).found
+        'SGD holds no parameter that requires grad: step 3 has nothing to apply'
+    """
+    if trainable == 0:
+        found = (
+            f"{optimizer} holds no parameter that requires grad: step {step} has nothing to apply"
+        )
+    else:
+        found = (
+            f"none of the {trainable} trainable parameters {optimizer} holds received a "
+            f"gradient since the previous step: step {step} applies no new gradient "
+            "(only momentum or weight decay, if any)"
+        )
+    return TrainingFinding(
+        "empty_step",
+        None,
+        expected="each optimizer step applies gradients from at least one backward pass",
+        found=found,
+        cause="zero_grad() is called between loss.backward() and optimizer.step(), "
+        "backward() is not called (or on another model), or step() is called twice",
+        fix="order each iteration as zero_grad(), forward, loss.backward(), "
+        "optimizer.step() (zero_grad() may also come last)",
+        step=step,
+        optimizer=optimizer,
+        location=location,
+    )
+
+
+def no_gradient_finding(parameter: str, passes: int, location: str | None) -> TrainingFinding:
+    """``no_gradient``: none of ``passes`` backward passes reached a trainable parameter.
+
+    Examples:
+        >>> print(no_gradient_finding("head.bias", 3, None).found)
+        no backward pass gave 'head.bias' a gradient, while other parameters received one in 3 ...
+    """
+    return TrainingFinding(
+        "no_gradient",
+        parameter,
+        expected="every parameter with requires_grad=True gets a gradient from the loss",
+        found=f"no backward pass gave {parameter!r} a gradient, while other parameters "
+        f"received one in {passes} backward pass{'es' if passes != 1 else ''}",
+        cause="it is not used in the forward pass (a module never called, a branch "
+        "not taken), or the path from it to the loss is cut by .detach(), .data, "
+        "torch.no_grad() or .item()",
+        fix="find the cut with gk.assert_graph_reaches(lambda: loss_fn(model(x)), "
+        "model); if it is unused on purpose, freeze it (requires_grad_(False)) or "
+        f"pass ignore=[{parameter!r}]",
+        location=location,
+    )
+
+
+def frozen_changed_finding(
+    parameter: str, step: int, optimizer: str, had_grad: bool, location: str | None
+) -> TrainingFinding:
+    """``frozen_param_updated``: step ``step`` changed a parameter with ``requires_grad=False``.
+
+    Examples:
+        >>> print(frozen_changed_finding("fc.weight", 4, "SGD", True, None).found)
+        'fc.weight' has requires_grad=False, yet step 4 of SGD changed it (it still has a .grad, ...
+    """
+    found = f"{parameter!r} has requires_grad=False, yet step {step} of {optimizer} changed it"
+    if had_grad:
+        found += " (it still has a .grad, left from before it was frozen)"
+    return TrainingFinding(
+        "frozen_param_updated",
+        parameter,
+        expected="a parameter with requires_grad=False keeps its values",
+        found=found,
+        cause="it was frozen after the optimizer was built and still has a .grad "
+        "(zero_grad(set_to_none=False) keeps a zero gradient): weight decay and momentum "
+        "keep moving it",
+        fix="when freezing, also set p.grad = None (zero_grad(set_to_none=True)), and leave "
+        "frozen parameters out of the optimizer (or its weight decay)",
+        step=step,
+        optimizer=optimizer,
+        location=location,
+    )
+
+
+def unwritten_step_finding(
+    step: int, optimizer: str, count: int, location: str | None
+) -> TrainingFinding:
+    """``empty_step``: step ``step`` wrote none of the ``count`` parameters that had a gradient.
+
+    Examples:
+        >>> unwritten_step_finding(2, "Adam", 4, None).found
+        'step 2 of Adam wrote none of the 4 parameters that had a gradient'
+    """
+    return TrainingFinding(
+        "empty_step",
+        None,
+        expected="an optimizer step writes the parameters it has gradients for",
+        found=f"step {step} of {optimizer} wrote none of the {count} parameters that had a "
+        "gradient",
+        cause="the optimizer's step() skips them (a custom optimizer, or parameters with "
+        "requires_grad changed inside step)",
+        fix="check the optimizer's step(): it must update every parameter with a gradient",
+        step=step,
+        optimizer=optimizer,
+        location=location,
+    )
+
+
+# --------------------------------------------------------------------------- the log
+
+
+@dataclass
+class _Seen:
+    finding: TrainingFinding
+    steps: list[int]
+    occurrences: int = 1
+
+
+class FindingLog:
+    """Findings in the order first seen, one per (kind, parameter, optimizer), repeats counted.
+
+    Examples:
+        >>> log = FindingLog()
+        >>> for step in (2, 3):
+        ...     log.add("empty_step", None, "SGD", step,
+        ...             lambda: empty_step_finding(step, "SGD", 1, None))
+        >>> [(f.step, f.steps, f.occurrences) for f in log.findings()]
+        [(2, (2, 3), 2)]
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str | None, str | None], _Seen] = {}
+
+    def add(
+        self,
+        kind: str,
+        parameter: str | None,
+        optimizer: str | None,
+        step: int | None,
+        make: Callable[[], TrainingFinding],
+    ) -> None:
+        """Note a finding seen at ``step``; ``make`` builds it the first time only (text costs)."""
+        key = (kind, parameter, optimizer)
+        seen = self._seen.get(key)
+        if seen is None:
+            self._seen[key] = _Seen(make(), [step] if step is not None else [])
+            return
+        seen.occurrences += 1
+        if step is not None and len(seen.steps) < _MAX_STEPS_KEPT and step not in seen.steps:
+            seen.steps.append(step)
+
+    def add_once(self, finding: TrainingFinding) -> None:
+        """Note a finding of the end of a watch: kept as it is, unless its key is noted already."""
+        key = (finding.kind, finding.parameter, finding.optimizer)
+        if key not in self._seen:
+            self._seen[key] = _Seen(finding, [])
+
+    def so_far(self) -> tuple[TrainingFinding, ...]:
+        """The findings as first made, while the watch runs."""
+        return tuple(seen.finding for seen in self._seen.values())
+
+    def findings(self) -> tuple[TrainingFinding, ...]:
+        """The findings with the steps they were seen at and how often."""
+        return tuple(
+            dataclasses.replace(seen.finding, steps=tuple(seen.steps), occurrences=seen.occurrences)
+            for seen in self._seen.values()
+        )

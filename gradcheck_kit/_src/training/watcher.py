@@ -28,7 +28,6 @@ is removed when the block ends, also when it raises.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import time
 import warnings
@@ -44,15 +43,26 @@ from torch.utils.hooks import RemovableHandle
 
 from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError, TrainingLoopWarning
-from ..graph import Msg, apply_msg, check_msg, user_site
+from ..graph.sites import user_site
 from ..messages import PREFIX
+from ..raising import Msg, apply_msg
 from ..state import bits_equal
-from ..validation import check_choice, check_int
+from ..validation import check_choice, check_int, check_msg
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
-from .findings import TrainingFinding, TrainingReport, steps_kept
+from .findings import (
+    FindingLog,
+    TrainingFinding,
+    TrainingReport,
+    empty_step_finding,
+    frozen_changed_finding,
+    judge_gradient,
+    no_gradient_finding,
+    reapplied_finding,
+    unwritten_step_finding,
+)
 from .tracking import tracking_findings
 
-__all__ = ["OnError", "TrainingWatcher", "watch_training"]
+__all__ = ["OnError", "TrainingWatcher", "watch_training", "unpublished_watcher"]
 
 OnError = Literal["raise", "warn", "record"]
 _ON_ERROR: Final = ("raise", "warn", "record")
@@ -101,13 +111,6 @@ class _ParamState:
 
 
 @dataclass
-class _Found:
-    finding: TrainingFinding
-    steps: list[int]
-    occurrences: int = 1
-
-
-@dataclass
 class _StepRecord:
     """What the post-step hook compares: frozen parameters and the written ones' versions."""
 
@@ -122,7 +125,7 @@ class _StepRecord:
 
 
 class _Session:
-    """One run of a watcher: its hooks, the per-parameter state and what was found."""
+    """One run of a watcher: its hooks and the per-parameter state; the judging is in findings."""
 
     def __init__(
         self,
@@ -143,7 +146,7 @@ class _Session:
         self.handles: list[RemovableHandle] = []
         self.step_no = [0] * len(optimizers)
         self.pending: dict[int, _StepRecord] = {}
-        self.found: dict[tuple[str, str | None, str | None], _Found] = {}
+        self.log = FindingLog()
         self.former_names: dict[int, str] = {}
         self.replaced_at: dict[str, str] = {}
         self.module_names = {id(m): n for n, m in model.named_modules()}
@@ -195,14 +198,10 @@ class _Session:
             self.scan_no_gradient()
         except Exception as exc:  # a report is still better than a crash at the end of training
             notes.append(f"the end-of-watch checks failed: {type(exc).__name__}: {exc}")
-        findings = tuple(
-            dataclasses.replace(f.finding, steps=tuple(f.steps), occurrences=f.occurrences)
-            for f in self.found.values()
-        )
         return TrainingReport(
             name=name,
             check=check,
-            findings=findings,
+            findings=self.log.findings(),
             optimizer_steps=sum(self.step_no),
             backward_passes=max((st.total for st in self.states.values()), default=0),
             accumulation_steps=self.k,
@@ -264,28 +263,7 @@ class _Session:
         text = f"{what}: {type(exc).__name__}: {exc}"
         self.errors[text] = self.errors.get(text, 0) + 1
 
-    # ------------------------------------------------------------ findings
-
-    def add(
-        self,
-        kind: str,
-        parameter: str | None,
-        optimizer: str | None,
-        step: int | None,
-        make: Callable[[], TrainingFinding],
-    ) -> None:
-        key = (kind, parameter, optimizer)
-        current = self.found.get(key)
-        if current is None:
-            self.found[key] = _Found(make(), [step] if step is not None else [])
-        else:
-            current.occurrences += 1
-            steps_kept(current.steps, step)
-
-    def add_finding(self, finding: TrainingFinding) -> None:
-        key = (finding.kind, finding.parameter, finding.optimizer)
-        if key not in self.found:
-            self.found[key] = _Found(finding, [])
+    # ------------------------------------------------------------ end of the watch
 
     def scan_tracking(self) -> None:
         for finding in tracking_findings(
@@ -297,7 +275,7 @@ class _Session:
             replaced_at=self.replaced_at,
             strict=False,
         ):
-            self.add_finding(finding)
+            self.log.add_once(finding)
 
     def scan_no_gradient(self) -> None:
         passes = max((st.total for st in self.states.values()), default=0)
@@ -309,23 +287,7 @@ class _Session:
                 continue
             if self.ignored(name):
                 continue
-            self.add_finding(
-                TrainingFinding(
-                    "no_gradient",
-                    name,
-                    expected="every parameter with requires_grad=True gets a gradient from "
-                    "the loss",
-                    found=f"no backward pass gave {name!r} a gradient, while other parameters "
-                    f"received one in {passes} backward pass{'es' if passes != 1 else ''}",
-                    cause="it is not used in the forward pass (a module never called, a branch "
-                    "not taken), or the path from it to the loss is cut by .detach(), .data, "
-                    "torch.no_grad() or .item()",
-                    fix="find the cut with gk.assert_graph_reaches(lambda: loss_fn(model(x)), "
-                    "model); if it is unused on purpose, freeze it (requires_grad_(False)) or "
-                    f"pass ignore=[{name!r}]",
-                    location=self.first_backward,
-                )
-            )
+            self.log.add_once(no_gradient_finding(name, passes, self.first_backward))
 
     # ------------------------------------------------------------ optimizer steps
 
@@ -357,14 +319,12 @@ class _Session:
             if zeroed and not nonzero(grad):
                 st.reset()
 
-    def judge(self, index: int, record: _StepRecord | None) -> bool:
-        """Check the gradients step ``step_no[index]`` applies; count them as applied.
+    def look_at_gradients(self, index: int, record: _StepRecord | None) -> list[_ParamState]:
+        """Bring the state of every trainable parameter of optimizer ``index`` up to date.
 
         With a ``record``, also note what the post-step hook compares.
         """
         opt = self.optimizers[index]
-        step = self.step_no[index]
-        limit = self.k
         states = self.states
         entries: list[_ParamState] = []
         changed: list[tuple[_ParamState, torch.Tensor]] = []
@@ -391,99 +351,45 @@ class _Session:
                 entries.append(st)
         if changed:
             self.sync_written(changed)
+        return entries
+
+    def judge(self, index: int, record: _StepRecord | None) -> bool:
+        """Judge the gradients step ``step_no[index]`` applies (:func:`judge_gradient`).
+
+        Counts them as applied; returns whether any was new. With a ``record``,
+        also note what the post-step hook compares.
+        """
+        entries = self.look_at_gradients(index, record)
+        step, label, limit = self.step_no[index], self.labels[index], self.k
         fresh = False
         stale: list[tuple[_ParamState, int, int]] = []
         for st in entries:
-            if st.count > st.applied_count or st.manual:
-                fresh = True
-            if st.applied and st.count > limit:
+            new, reapplied = judge_gradient(st, limit)
+            fresh = fresh or new
+            if reapplied:
                 stale.append((st, st.count, st.applied))
-            if st.count or st.manual:
+            if st.count or st.manual:  # this step applies it
                 st.applied += 1
                 st.applied_count = st.count
                 st.manual = False
-        trainable = len(entries)
-        label = self.labels[index]
         if stale:
             here = _site_text()
             for st, count, applied in stale:
-                self.add(
-                    "grad_not_reset",
+                make = functools.partial(
+                    reapplied_finding,
                     st.name,
-                    label,
-                    step,
-                    functools.partial(self.stale_finding, st, count, applied, step, label, here),
+                    count=count,
+                    applied=applied,
+                    step=step,
+                    optimizer=label,
+                    accumulation_steps=limit,
+                    location=st.site or here,
                 )
+                self.log.add("grad_not_reset", st.name, label, step, make)
         if not fresh:
-            self.add(
-                "empty_step",
-                None,
-                label,
-                step,
-                functools.partial(self.empty_finding, step, label, trainable, _site_text()),
-            )
+            make = functools.partial(empty_step_finding, step, label, len(entries), _site_text())
+            self.log.add("empty_step", None, label, step, make)
         return fresh
-
-    def stale_finding(
-        self,
-        st: _ParamState,
-        count: int,
-        applied: int,
-        step: int,
-        label: str,
-        step_site: str | None,
-    ) -> TrainingFinding:
-        limit = self.k
-        allowed = (
-            "its gradient is reset (zero_grad) after every optimizer step"
-            if limit == 1
-            else f"its gradient sums at most accumulation_steps={limit} backward passes "
-            "before it is reset"
-        )
-        return TrainingFinding(
-            "grad_not_reset",
-            st.name,
-            expected=allowed,
-            found=f"the gradient step {step} applied summed {count} backward passes, and "
-            f"{applied} earlier step{'s' if applied != 1 else ''} had already applied part "
-            "of it: those gradients are applied again, so the update goes in the wrong "
-            "direction",
-            cause="optimizer.zero_grad() (or model.zero_grad()) is missing from the loop, runs "
-            "less often than step(), or is called on another optimizer than the one stepping",
-            fix="call optimizer.zero_grad() once per step, before loss.backward() or after "
-            "optimizer.step(); to accumulate on purpose over k backward passes, pass "
-            "accumulation_steps=k",
-            step=step,
-            optimizer=label,
-            location=st.site or step_site,
-        )
-
-    def empty_finding(
-        self, step: int, label: str, trainable: int, site: str | None
-    ) -> TrainingFinding:
-        if trainable == 0:
-            found = (
-                f"{label} holds no parameter that requires grad: step {step} has nothing to apply"
-            )
-        else:
-            found = (
-                f"none of the {trainable} trainable parameters {label} holds received a "
-                f"gradient since the previous step: step {step} applies no new gradient "
-                "(only momentum or weight decay, if any)"
-            )
-        return TrainingFinding(
-            "empty_step",
-            None,
-            expected="each optimizer step applies gradients from at least one backward pass",
-            found=found,
-            cause="zero_grad() is called between loss.backward() and optimizer.step(), "
-            "backward() is not called (or on another model), or step() is called twice",
-            fix="order each iteration as zero_grad(), forward, loss.backward(), "
-            "optimizer.step() (zero_grad() may also come last)",
-            step=step,
-            optimizer=label,
-            location=site,
-        )
 
     def before_step(self, index: int, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         try:
@@ -519,23 +425,25 @@ class _Session:
                     continue
                 st = self.states.get(id(p))
                 name = st.name if st is not None else f"parameter of shape {tuple(p.shape)}"
-                self.add(
+                self.log.add(
                     "frozen_param_updated",
                     name,
                     label,
                     step,
                     functools.partial(
-                        _frozen_finding, name, step, label, before is not None, _site_text()
+                        frozen_changed_finding, name, step, label, before is not None, _site_text()
                     ),
                 )
             written = record.written
             if record.fresh and written and all(p._version == v for p, v in written):
-                self.add(
+                self.log.add(
                     "empty_step",
                     None,
                     label,
                     step,
-                    functools.partial(_unwritten_finding, step, label, len(written), _site_text()),
+                    functools.partial(
+                        unwritten_step_finding, step, label, len(written), _site_text()
+                    ),
                 )
         except Exception as exc:
             self.failed("a step post-hook failed", exc)
@@ -560,43 +468,6 @@ class _Session:
                 self.adopt(param, qualname)
         except Exception as exc:
             self.failed("the registration hook failed", exc)
-
-
-def _frozen_finding(
-    name: str, step: int, label: str, had_grad: bool, site: str | None
-) -> TrainingFinding:
-    found = f"{name!r} has requires_grad=False, yet step {step} of {label} changed it"
-    if had_grad:
-        found += " (it still has a .grad, left from before it was frozen)"
-    return TrainingFinding(
-        "frozen_param_updated",
-        name,
-        expected="a parameter with requires_grad=False keeps its values",
-        found=found,
-        cause="it was frozen after the optimizer was built and still has a .grad "
-        "(zero_grad(set_to_none=False) keeps a zero gradient): weight decay and momentum "
-        "keep moving it",
-        fix="when freezing, also set p.grad = None (zero_grad(set_to_none=True)), and leave "
-        "frozen parameters out of the optimizer (or its weight decay)",
-        step=step,
-        optimizer=label,
-        location=site,
-    )
-
-
-def _unwritten_finding(step: int, label: str, count: int, site: str | None) -> TrainingFinding:
-    return TrainingFinding(
-        "empty_step",
-        None,
-        expected="an optimizer step writes the parameters it has gradients for",
-        found=f"step {step} of {label} wrote none of the {count} parameters that had a gradient",
-        cause="the optimizer's step() skips them (a custom optimizer, or parameters with "
-        "requires_grad changed inside step)",
-        fix="check the optimizer's step(): it must update every parameter with a gradient",
-        step=step,
-        optimizer=label,
-        location=site,
-    )
 
 
 class TrainingWatcher(contextlib.ContextDecorator):
@@ -646,6 +517,19 @@ class TrainingWatcher(contextlib.ContextDecorator):
         self._active_keys: list[int] = []
 
     @property
+    def optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
+        """The optimizers watched, as a tuple (one optimizer given is a tuple of one).
+
+        Examples:
+            >>> import torch
+            >>> m = torch.nn.Linear(1, 1)
+            >>> opt = torch.optim.SGD(m.parameters(), lr=0.1)
+            >>> watch_training(m, opt).optimizers == (opt,)
+            True
+        """
+        return self._optimizers
+
+    @property
     def report(self) -> TrainingReport | None:
         """What the last finished watch found (``None`` before the first one ends).
 
@@ -672,7 +556,7 @@ class TrainingWatcher(contextlib.ContextDecorator):
         """
         if self._session is None:
             return self._report.findings if self._report is not None else ()
-        return tuple(f.finding for f in self._session.found.values())
+        return self._session.log.so_far()
 
     def __enter__(self) -> TrainingWatcher:
         if self._session is not None:
@@ -828,3 +712,31 @@ def watch_training(
         ignore=ignore,
         msg=msg,
     )
+
+
+def unpublished_watcher(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+    *,
+    check: str,
+    accumulation_steps: int = 1,
+) -> TrainingWatcher:
+    """A watcher for an assertion built on it: it records, names ``check``, publishes nothing.
+
+    The assertion publishes its own report, judged on the watcher's findings.
+
+    Examples:
+        >>> import torch
+        >>> m = torch.nn.Linear(1, 1)
+        >>> with unpublished_watcher(m, torch.optim.SGD(m.parameters(), lr=0.1),
+        ...                          check="assert_x") as w:
+        ...     pass
+        >>> w.report.check
+        'assert_x'
+    """
+    watcher = TrainingWatcher(
+        model, optimizer, accumulation_steps=accumulation_steps, on_error="record"
+    )
+    watcher._check = check
+    watcher._publish = False
+    return watcher

@@ -1,5 +1,7 @@
 """Synthetic records of every kind, for the report's tests, its benchmark and demos.
 
+Test-only code: it lives under ``tests/`` and nothing in the package imports it.
+
 Each function returns one record as a check's ``to_dict()`` would (gradient
 records are made with the real result classes of ``gradcheck_kit._src.results``,
 so they follow ``schema.json``); :func:`sample_document` puts many together.
@@ -19,7 +21,7 @@ from typing import Any
 
 from gradcheck_kit._src.results import (
     ErrorMap,
-    GradCheckResult,
+    GradcheckResult,
     Hint,
     PairResult,
     WorstElement,
@@ -70,7 +72,7 @@ def gradient_record(
         seed: Seed of the values.
 
     Returns:
-        ``GradCheckResult.to_dict()`` of a made-up check.
+        ``GradcheckResult.to_dict()`` of a made-up check.
 
     Examples:
         >>> r = gradient_record(passed=False, n=4)
@@ -143,7 +145,7 @@ def gradient_record(
             "region": "wrong only where both indices are below n/2",
         }.get(pattern, "analytic ≈ 2 × numeric on every mismatched element — an extra factor of 2?")
         hints = (Hint(kind=pattern, text=hint or default),)
-    return GradCheckResult(
+    return GradcheckResult(
         name=name,
         passed=passed,
         status="passed" if passed else "mismatch",

@@ -1,0 +1,9 @@
+"""Code only the tests and benchmarks use, kept out of the installed package.
+
+* :mod:`.samples` — synthetic records of every kind and whole documents, for the
+  report's tests, its benchmark and demos.
+
+The tests import it as ``support`` (``tests/`` is on ``sys.path`` under pytest, as
+for ``_schemas``); the benchmarks, run as scripts, put the repository root on
+``sys.path`` and import ``tests.support``.
+"""
