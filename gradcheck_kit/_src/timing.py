@@ -142,7 +142,7 @@ def check_round_options(
         >>> check_round_options(0, None, 2, 0.2)
         Traceback (most recent call last):
         ...
-        gradcheck_kit.InvalidArgument: rounds=0 must be >= 1.
+        gradcheck_kit.errors.InvalidArgument: rounds=0 must be >= 1.
     """
     if rounds is not None:
         check_int(rounds, "rounds", min_value=1)
