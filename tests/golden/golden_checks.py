@@ -2,9 +2,17 @@
 
 Not collected by the suite itself (the name does not start with ``test_``). Every input is
 seeded and every mode is explicit, so the records are the same at every run on one build.
+The engine's clock is replaced by one that ticks a fixed 0.1 ms a reading: the engine picks
+a loop or one vmapped call, and sizes its batches, from how long a call took, and on a loaded
+machine a real clock would change those choices (and the evaluation counts recorded).
 """
 
 from __future__ import annotations
+
+import importlib
+import itertools
+import types
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,6 +31,27 @@ class _DoubledBackward(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
         return 2 * grad * x.cos()
+
+
+_TIMED_MODULES = (
+    "gradcheck_kit._src.engine.run",
+    "gradcheck_kit._src.engine.jacobian",
+    "gradcheck_kit._src.engine.fast",
+    "gradcheck_kit._src.engine.auto",
+    "gradcheck_kit._src.second_order",
+    "gradcheck_kit._src.routing",
+)
+
+
+@pytest.fixture(autouse=True)
+def _steady_engine_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    ticks = itertools.count()
+    clock = types.SimpleNamespace(perf_counter=lambda: next(ticks) * 1e-4)
+    for name in _TIMED_MODULES:
+        module = importlib.import_module(name)
+        assert isinstance(module.time, types.ModuleType), name  # the engine reads time.perf_counter
+        monkeypatch.setattr(module, "time", clock)
+    yield
 
 
 def _x(*shape: int) -> torch.Tensor:
