@@ -59,6 +59,13 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+def _path(text: str) -> Path:
+    """A path argument; one the OS cannot take (a NUL byte) is a usage error, not a traceback."""
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a usable path: it holds a NUL byte")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gradcheck-kit``.
 
@@ -86,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
             "unreadable or breaks the results schema (the error names the field)."
         ),
     )
-    check_json.add_argument("path", metavar="PATH", type=Path, help="the JSON results file")
+    check_json.add_argument("path", metavar="PATH", type=_path, help="the JSON results file")
     check = commands.add_parser(
         "check",
         help="run the gradient checks of package.module:factory targets",
@@ -107,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--path",
         metavar="DIR",
-        type=Path,
+        type=_path,
         action="append",
         default=None,
         help="put DIR first on sys.path to import the targets (repeatable). Default: the "
@@ -116,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--json",
         metavar="PATH",
-        type=Path,
+        type=_path,
         default=None,
         help="also write the results as a JSON document (for gradcheck-kit report), "
         "targets that errored included. Default: %(default)r",
@@ -138,13 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     report.add_argument(
-        "inputs", metavar="IN.json", nargs="+", type=Path, help="results files to render"
+        "inputs", metavar="IN.json", nargs="+", type=_path, help="results files to render"
     )
     report.add_argument(
         "-o",
         "--output",
         metavar="OUT.html",
-        type=Path,
+        type=_path,
         default=None,
         help="where the HTML page goes. Default: IN.html next to a single input "
         "(required with several inputs)",
@@ -152,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--json",
         metavar="MERGED.json",
-        type=Path,
+        type=_path,
         default=None,
         help="also write the merged document as JSON. Default: %(default)r",
     )

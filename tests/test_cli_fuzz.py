@@ -67,7 +67,15 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 FILES = ["good.json", "broken.json", "deep.json", "missing.json", "folder", *["good.json"] * 5]
-OUTPUTS = ["out/page.html", "out/merged.json", "folder", "good.json", "", "é/ü.html"]
+OUTPUTS = [
+    "out/page.html",
+    "out/merged.json",
+    "folder",
+    "good.json",
+    "",
+    "é/ü.html",
+    "nul\x00.json",
+]
 VALUES = ["fast", "full", "auto", "float32", "float64", "nan", "-1", "0", "7", "1e-3", "", " "]
 TARGETS = ["no_such_pkg_fuzz:f", "nocolon", "no_such_pkg_fuzz.mod:a.b", ":f", "a:", "1x:f"]
 # Random text never names an importable module: a target would run its code.
@@ -115,6 +123,27 @@ arguments = st.one_of(
 @given(argv=arguments)
 def test_any_arguments_give_an_exit_status_not_a_crash(folder: Path, argv: list[str]) -> None:
     run_main(argv, folder)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check-json", "nul\x00.json"],
+        ["report", "nul\x00.json"],
+        ["report", "good.json", "-o", "nul\x00.html"],
+        ["report", "good.json", "-o", "out/page.html", "--json", "nul\x00.json"],
+        ["check", "no_such_pkg_fuzz:f", "--json", "nul\x00.json"],
+        ["check", "no_such_pkg_fuzz:f", "--path", "nul\x00"],
+    ],
+)
+def test_a_path_holding_a_nul_byte_is_a_usage_error(
+    folder: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The OS refuses such a name ("embedded null byte"); argparse names the argument instead.
+    with _inside(folder), pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert "is not a usable path: it holds a NUL byte" in capsys.readouterr().err
 
 
 json_values = st.recursive(
