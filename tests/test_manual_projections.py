@@ -53,8 +53,9 @@ def test_a_right_gradient_of_100k_inputs_passes_at_a_constant_cost() -> None:
         # the user's objects are left as they were
         assert torch.equal(x.detach(), before) and x.grad is None
         evaluations.append(result.evaluations)
-    # fn twice to see it is deterministic, 2 per probe, and manual_grad once
-    assert evaluations[0] == evaluations[1] <= 20
+    # fn twice to see it is deterministic, 2 per probe, and manual_grad once: the same bound at
+    # both sizes (whether a probe's points are looped or vmapped depends on measured call time)
+    assert max(evaluations) <= 20
 
 
 def test_one_wrong_entry_among_100k_is_named_as_yours() -> None:
