@@ -302,6 +302,21 @@ def test_graph_reaches_names_where_the_path_was_cut(how: str, phrase: str) -> No
     assert spare_line.startswith("'spare.weight', 'spare.bias': no operation")
 
 
+def test_a_failed_reach_records_every_target_and_the_unreached_ones() -> None:
+    # two groups of unreached parameters (cut by .detach(), never used) beside reached ones
+    model, x = Cut("detach"), torch.randn(3, 4)
+    seen: list[Any] = []
+    unsubscribe = recording.subscribe(seen.append)
+    try:
+        with pytest.raises(gk.errors.GraphCheckError):
+            gk.assert_graph_reaches(lambda: model(x).pow(2).sum(), model)
+    finally:
+        unsubscribe()
+    (record,) = seen
+    assert record.tensors == tuple(name for name, _ in model.named_parameters())
+    assert record.offending == ("fc1.weight", "fc1.bias", "spare.weight", "spare.bias")
+
+
 def test_graph_reaches_a_connected_module_and_skips_frozen_parameters() -> None:
     model, x = Cut("none"), torch.randn(3, 4)
     model.spare.requires_grad_(False)

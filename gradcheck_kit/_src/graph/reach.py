@@ -380,8 +380,8 @@ def assert_graph_reaches(
     for index, name, t in missing:
         groups.setdefault(_why_unreached(index, t, tracer, has_graph), []).append(name)
     lines = []
-    for (found, fix), names in groups.items():
-        lines.append(f"{listed(names, quoted=True)}: {found}.")
+    for (found, fix), unreached in groups.items():
+        lines.append(f"{listed(unreached, quoted=True)}: {found}.")
         lines.append(f"  Fix: {fix}.")
     lines.append(
         "Expected: a backward from the output reaches each of them (each gets a .grad); "
