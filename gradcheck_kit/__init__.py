@@ -49,14 +49,14 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.failure_inputs import save_failure_inputs as save_failure_inputs
     from gradcheck_kit._src.gradcheck import check_gradients as check_gradients
     from gradcheck_kit._src.gradcheck import check_module_gradients as check_module_gradients
-    from gradcheck_kit._src.graph import assert_detached as assert_detached
-    from gradcheck_kit._src.graph import assert_grad_is_none as assert_grad_is_none
-    from gradcheck_kit._src.graph import assert_graph_reaches as assert_graph_reaches
-    from gradcheck_kit._src.graph import assert_no_graph as assert_no_graph
-    from gradcheck_kit._src.graph import assert_no_shared_memory as assert_no_shared_memory
-    from gradcheck_kit._src.graph import assert_requires_grad as assert_requires_grad
-    from gradcheck_kit._src.graph import assert_shares_memory as assert_shares_memory
-    from gradcheck_kit._src.graph import graph_nodes as graph_nodes
+    from gradcheck_kit._src.graph.memory import assert_no_shared_memory as assert_no_shared_memory
+    from gradcheck_kit._src.graph.memory import assert_shares_memory as assert_shares_memory
+    from gradcheck_kit._src.graph.presence import assert_detached as assert_detached
+    from gradcheck_kit._src.graph.presence import assert_grad_is_none as assert_grad_is_none
+    from gradcheck_kit._src.graph.presence import assert_no_graph as assert_no_graph
+    from gradcheck_kit._src.graph.presence import assert_requires_grad as assert_requires_grad
+    from gradcheck_kit._src.graph.reach import assert_graph_reaches as assert_graph_reaches
+    from gradcheck_kit._src.graph.reach import graph_nodes as graph_nodes
     from gradcheck_kit._src.manual import assert_matches_manual as assert_matches_manual
     from gradcheck_kit._src.manual import check_matches_manual as check_matches_manual
     from gradcheck_kit._src.results import GradcheckResult as GradcheckResult
@@ -136,22 +136,22 @@ _LAZY_IMPORTS: dict[str, str] = {
     "InvalidArgument": "gradcheck_kit._src.errors",
     "TrainingWatcher": "gradcheck_kit._src.training.watcher",
     "assert_autograd_function": "gradcheck_kit._src.autograd_function",
-    "assert_detached": "gradcheck_kit._src.graph",
+    "assert_detached": "gradcheck_kit._src.graph.presence",
     "assert_device_parity": "gradcheck_kit._src.devices",
-    "assert_grad_is_none": "gradcheck_kit._src.graph",
+    "assert_grad_is_none": "gradcheck_kit._src.graph.presence",
     "assert_gradients_close": "gradcheck_kit._src.asserts",
-    "assert_graph_reaches": "gradcheck_kit._src.graph",
+    "assert_graph_reaches": "gradcheck_kit._src.graph.reach",
     "assert_matches_manual": "gradcheck_kit._src.manual",
     "assert_module_gradients": "gradcheck_kit._src.asserts",
-    "assert_no_graph": "gradcheck_kit._src.graph",
-    "assert_no_shared_memory": "gradcheck_kit._src.graph",
+    "assert_no_graph": "gradcheck_kit._src.graph.presence",
+    "assert_no_shared_memory": "gradcheck_kit._src.graph.memory",
     "assert_optimizer_tracks": "gradcheck_kit._src.training.assertions",
     "assert_params_frozen": "gradcheck_kit._src.training.assertions",
     "assert_params_updated": "gradcheck_kit._src.training.assertions",
-    "assert_requires_grad": "gradcheck_kit._src.graph",
+    "assert_requires_grad": "gradcheck_kit._src.graph.presence",
     "assert_same_training": "gradcheck_kit._src.trajectories",
     "assert_second_order": "gradcheck_kit._src.second_order",
-    "assert_shares_memory": "gradcheck_kit._src.graph",
+    "assert_shares_memory": "gradcheck_kit._src.graph.memory",
     "assert_zero_grad_between_steps": "gradcheck_kit._src.training.assertions",
     "benchmark_devices": "gradcheck_kit._src.devices",
     "check_autograd_function": "gradcheck_kit._src.autograd_function",
@@ -163,7 +163,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "check_second_order": "gradcheck_kit._src.second_order",
     "gradcheck": "gradcheck_kit._src.dropin",
     "gradgradcheck": "gradcheck_kit._src.dropin",
-    "graph_nodes": "gradcheck_kit._src.graph",
+    "graph_nodes": "gradcheck_kit._src.graph.reach",
     "resolve_target": "gradcheck_kit._src.targets",
     "save_failure_inputs": "gradcheck_kit._src.failure_inputs",
     "target": "gradcheck_kit._src.targets",
