@@ -9,13 +9,9 @@ machine a real clock would change those choices (and the evaluation counts recor
 
 from __future__ import annotations
 
-import importlib
-import itertools
-import types
-from collections.abc import Iterator
-
 import pytest
 import torch
+from support.clock import steady_engine_clock
 from torch import nn
 
 import gradcheck_kit as gk
@@ -33,25 +29,9 @@ class _DoubledBackward(torch.autograd.Function):
         return 2 * grad * x.cos()
 
 
-_TIMED_MODULES = (
-    "gradcheck_kit._src.engine.run",
-    "gradcheck_kit._src.engine.jacobian",
-    "gradcheck_kit._src.engine.fast",
-    "gradcheck_kit._src.engine.auto",
-    "gradcheck_kit._src.second_order",
-    "gradcheck_kit._src.routing",
-)
-
-
 @pytest.fixture(autouse=True)
-def _steady_engine_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    ticks = itertools.count()
-    clock = types.SimpleNamespace(perf_counter=lambda: next(ticks) * 1e-4)
-    for name in _TIMED_MODULES:
-        module = importlib.import_module(name)
-        assert isinstance(module.time, types.ModuleType), name  # the engine reads time.perf_counter
-        monkeypatch.setattr(module, "time", clock)
-    yield
+def _steady_engine_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    steady_engine_clock(monkeypatch)
 
 
 def _x(*shape: int) -> torch.Tensor:
