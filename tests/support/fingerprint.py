@@ -254,6 +254,16 @@ def _by_label(items: Iterable[Any]) -> dict[str, Any]:
     return {item.label: item for item in items}
 
 
+def _paired(
+    before: Iterable[Any], after: Iterable[Any]
+) -> tuple[list[str], list[tuple[str, Any, Any]]]:
+    """Lines for the labels only one side has, and (label, before, after) for the rest."""
+    old, new = _by_label(before), _by_label(after)
+    out = [f"{label} is no longer reachable" for label in old if label not in new]
+    out += [f"{label} is newly reachable" for label in new if label not in old]
+    return out, [(label, old[label], new[label]) for label in old if label in new]
+
+
 def _diff_data(before: DataFingerprint, after: DataFingerprint, what: str) -> list[str]:
     meta = ("shape", "dtype", "device", "layout")
     old = tuple(getattr(before, m) for m in meta)
@@ -280,11 +290,8 @@ def _diff_tensors(
     after: tuple[TensorFingerprint, ...],
     replaced: set[str],
 ) -> list[str]:
-    old, new = _by_label(before), _by_label(after)
-    out = [f"{label} is no longer reachable" for label in old if label not in new]
-    out += [f"{label} is newly reachable" for label in new if label not in old]
-    for label in (lb for lb in old if lb in new):
-        a, b = old[label], new[label]
+    out, both = _paired(before, after)
+    for label, a, b in both:
         if a.data.identity != b.data.identity and label not in replaced:
             out.append(f"{label} is now a different tensor object")
         out += _diff_data(a.data, b.data, label)
@@ -307,11 +314,8 @@ def _diff_modules(
     after: tuple[ModuleFingerprint, ...],
     replaced: set[str],
 ) -> list[str]:
-    old, new = _by_label(before), _by_label(after)
-    out = [f"{label} is no longer reachable" for label in old if label not in new]
-    out += [f"{label} is newly reachable" for label in new if label not in old]
-    for label in (lb for lb in old if lb in new):
-        a, b = old[label], new[label]
+    out, both = _paired(before, after)
+    for label, a, b in both:
         if a.training != b.training:
             out.append(f"{label} training changed from {a.training} to {b.training}")
         for kind, x, y in (
