@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
     from gradcheck_kit._src.errors import UnassertedCheckWarning as UnassertedCheckWarning
     from gradcheck_kit._src.errors import UnsupportedInputError as UnsupportedInputError
-    from gradcheck_kit._src.state import StateRestoreWarning as StateRestoreWarning
+    from gradcheck_kit._src.state.snapshot import StateRestoreWarning as StateRestoreWarning
     from gradcheck_kit._src.targets import TargetError as TargetError
 
 __all__ = [
@@ -120,7 +120,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "DeviceUnavailableError": "gradcheck_kit._src.errors",
     "UnassertedCheckWarning": "gradcheck_kit._src.errors",
     "TrainingLoopWarning": "gradcheck_kit._src.errors",
-    "StateRestoreWarning": "gradcheck_kit._src.state",
+    "StateRestoreWarning": "gradcheck_kit._src.state.snapshot",
 }
 
 # Not cached in globals(): doctest would take a cached class for this module's own

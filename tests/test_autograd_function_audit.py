@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 import torch
+from support.fingerprint import fingerprint
 from torch.autograd.function import once_differentiable
 
 import gradcheck_kit as gk
-from gradcheck_kit._src.state import fingerprint
 
 Function = torch.autograd.Function
 

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from support.fingerprint import fingerprint
 from torch import nn
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.engine.precision import Tf32Settings
-from gradcheck_kit._src.state import capture_rng_state, fingerprint
+from gradcheck_kit._src.state.rng import capture_rng_state
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),

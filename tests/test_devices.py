@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support.fingerprint import fingerprint
 from torch import nn
 
 import gradcheck_kit as gk
 from gradcheck_kit._src import devices as dv
 from gradcheck_kit._src import recording
 from gradcheck_kit._src.engine.precision import Tf32Settings
-from gradcheck_kit._src.state import capture_rng_state, fingerprint
+from gradcheck_kit._src.state.rng import capture_rng_state
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(

@@ -34,13 +34,14 @@ def test_docstring_examples_run(name: str) -> None:
     )
 
 
-def test_test_support_examples_run() -> None:
+@pytest.mark.parametrize("name", ["support.samples", "support.fingerprint"])
+def test_test_support_examples_run(name: str) -> None:
     # tests/support/ is test code, outside the package walk above; its examples run too.
-    from support import samples
+    module = importlib.import_module(name)
 
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for test in finder.find(samples, samples.__name__):
+    for test in finder.find(module, module.__name__):
         runner.run(test, out=lambda text: None)
     results = runner.summarize(verbose=False)
     assert results.attempted > 0

@@ -9,10 +9,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fingerprint import fingerprint
 from torch import nn
 
 import gradcheck_kit as gk
-from gradcheck_kit._src.state import fingerprint
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fingerprint import fingerprint
 
 import gradcheck_kit as gk
-from gradcheck_kit._src.state import fingerprint
 
 
 @pytest.fixture

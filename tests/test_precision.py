@@ -15,11 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from support.fingerprint import fingerprint
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.engine import precision
 from gradcheck_kit._src.engine.precision import Tf32Settings, full_float32_precision, tf32_note
-from gradcheck_kit._src.state import GlobalModes, fingerprint
+from gradcheck_kit._src.state.modes import GlobalModes
 
 needs_strings = pytest.mark.skipif(
     not isinstance(getattr(torch.backends.cuda.matmul, "fp32_precision", None), str),

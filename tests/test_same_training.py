@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support.fingerprint import fingerprint
 from torch import nn
 
 import gradcheck_kit as gk
-from gradcheck_kit._src.state import fingerprint
 
 X = torch.linspace(-3, 3, 13)
 Y = 2 * X - 4 + 0.1 * torch.sin(7 * X)

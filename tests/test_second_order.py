@@ -9,10 +9,10 @@ import torch
 from _functions import cube_detaches_grad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fingerprint import fingerprint
 from torch.autograd.function import once_differentiable
 
 import gradcheck_kit as gk
-from gradcheck_kit._src.state import fingerprint
 
 
 class CubeHalfHessian(torch.autograd.Function):

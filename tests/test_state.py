@@ -1,4 +1,4 @@
-"""Tests for gradcheck_kit._src.state: snapshot/restore, fingerprints, RNG capture and replay."""
+"""Tests for gradcheck_kit._src.state (snapshot/restore, RNG capture and replay), fingerprints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import textwrap
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -16,24 +17,20 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fingerprint import Fingerprint, fingerprint
 from torch import nn
 
 from gradcheck_kit._src.errors import InvalidArgument
-from gradcheck_kit._src.state import (
-    Fingerprint,
+from gradcheck_kit._src.state.rng import (
     RngReplayer,
     RngState,
-    Snapshot,
-    StateRestoreWarning,
     capture_rng_state,
-    fingerprint,
-    preserved,
     replaying_rng,
     restore_rng_state,
     rng_fingerprint,
     seed_everything,
-    snapshot,
 )
+from gradcheck_kit._src.state.snapshot import Snapshot, StateRestoreWarning, preserved, snapshot
 
 SETTINGS = settings(
     max_examples=40,
@@ -813,11 +810,13 @@ def _run_fresh_python(code: str) -> str:
 
 def test_reading_and_seeding_never_initialise_cuda() -> None:
     out = _run_fresh_python(
-        """
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})  # where support/ lives
         import torch
-        from gradcheck_kit._src.state import (
-            RngReplayer, capture_rng_state, fingerprint, preserved, replaying_rng,
-        )
+        from gradcheck_kit._src.state.rng import RngReplayer, capture_rng_state, replaying_rng
+        from gradcheck_kit._src.state.snapshot import preserved
+        from support.fingerprint import fingerprint
         state = capture_rng_state()
         fingerprint(torch.zeros(1), torch.nn.Linear(1, 1))
         with preserved(torch.zeros(1)):
@@ -835,7 +834,7 @@ def test_reading_and_seeding_never_initialise_cuda() -> None:
 def test_pending_user_seed_survives_replay_until_cuda_starts() -> None:
     code = """
         import torch
-        from gradcheck_kit._src.state import replaying_rng
+        from gradcheck_kit._src.state.rng import replaying_rng
         torch.manual_seed(123)
         {extra}
         torch.cuda.init()
@@ -851,7 +850,8 @@ def test_replay_covers_a_function_that_starts_cuda() -> None:
     out = _run_fresh_python(
         """
         import torch
-        from gradcheck_kit._src.state import RngReplayer, preserved
+        from gradcheck_kit._src.state.rng import RngReplayer
+        from gradcheck_kit._src.state.snapshot import preserved
         replayer = RngReplayer(4)
         with preserved():
             draws = []

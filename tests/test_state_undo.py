@@ -22,7 +22,7 @@ from torch import nn
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.engine import run as engine_run
-from gradcheck_kit._src.state import StateRestoreWarning
+from gradcheck_kit._src.state.snapshot import StateRestoreWarning
 from gradcheck_kit._src.undo import WriteLog, undoing_writes, watching_user_code
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

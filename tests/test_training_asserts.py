@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+from support.fingerprint import fingerprint
 from torch import nn
 
 import gradcheck_kit as gk
 from gradcheck_kit._src import recording
-from gradcheck_kit._src.state import fingerprint
 
 
 class Net(nn.Module):

@@ -32,7 +32,8 @@ from .raising import Msg, fail_unless_passed
 from .results import AuditFinding, FunctionAuditResult, GradcheckResult, Hint
 from .second_order import check_second_order
 from .serial import one_at_a_time
-from .state import preserved, seed_everything
+from .state.rng import seed_everything
+from .state.snapshot import preserved
 from .undo import undoing_writes
 from .validation import check_bool, check_keywords
 

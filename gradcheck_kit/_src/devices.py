@@ -40,7 +40,8 @@ from .engine.precision import Tf32Settings
 from .errors import DeviceParityError, DeviceUnavailableError, InvalidArgument, InvalidArgumentType
 from .raising import fail_unless_passed
 from .serial import one_at_a_time
-from .state import preserved, replaying_rng, seed_everything
+from .state.rng import replaying_rng, seed_everything
+from .state.snapshot import preserved
 from .timing import ROUNDS_PER_RUN, RoundTimes, calibrate, check_round_options, time_rounds
 from .undo import undoing_writes, watching_user_code
 from .validation import check_int, check_type

@@ -23,7 +23,7 @@ from .errors import InvalidArgument
 from .failure_inputs import Subject
 from .results import GradcheckResult
 from .serial import one_at_a_time
-from .state import preserved
+from .state.snapshot import preserved
 from .validation import check_callable, check_choice, check_keywords
 
 if TYPE_CHECKING:

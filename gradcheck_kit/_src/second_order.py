@@ -31,7 +31,8 @@ from .gradcheck import check_gradients
 from .raising import Msg, fail_unless_passed, gradient_error
 from .results import GradcheckResult, Hint, SecondOrderResult
 from .serial import one_at_a_time
-from .state import preserved, seed_everything
+from .state.rng import seed_everything
+from .state.snapshot import preserved
 from .undo import undoing_writes
 from .validation import check_callable, check_keywords
 

@@ -32,7 +32,8 @@ from .errors import InvalidArgument, TrainingDivergenceError
 from .raising import Msg, fail_unless_passed
 from .results import Hint, SameTrainingResult, TrajectoryDivergence
 from .serial import one_at_a_time
-from .state import RngState, capture_rng_state, preserved, restore_rng_state, seed_everything
+from .state.rng import RngState, capture_rng_state, restore_rng_state, seed_everything
+from .state.snapshot import preserved
 from .undo import undoing_writes
 from .validation import check_callable, check_int, check_keywords
 

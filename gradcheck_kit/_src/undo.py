@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .compat import CONJ_OP, conj_of_scalar
 from .readback import read_host
-from .state import StateRestoreWarning
+from .state.snapshot import StateRestoreWarning
 
 __all__ = ["WriteLog", "undoing_writes", "watching_user_code"]
 

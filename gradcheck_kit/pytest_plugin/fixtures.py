@@ -154,7 +154,7 @@ def seeded_rng(seed: int) -> Iterator[Any]:
     """
     import torch
 
-    from gradcheck_kit._src.state import capture_rng_state, restore_rng_state, seed_everything
+    from gradcheck_kit._src.state.rng import capture_rng_state, restore_rng_state, seed_everything
 
     saved = capture_rng_state()
     seed_everything(seed)

@@ -25,7 +25,8 @@ from ..errors import InvalidArgument, NonFiniteOutputError
 from ..failure_inputs import Subject, with_reproduction
 from ..readback import read_host
 from ..results import Hint
-from ..state import preserved, rng_fingerprint, seed_everything, seed_torch
+from ..state.rng import rng_fingerprint, seed_everything, seed_torch
+from ..state.snapshot import preserved
 from ..undo import undoing_writes
 from .captured import captures_to_cast, cast_to_float64, raising_named_dtype_errors
 from .evaluation import Evaluator, flat_cat

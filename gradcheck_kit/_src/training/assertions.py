@@ -8,7 +8,7 @@ carrying the failing one, and publishes it for the pytest plugin.
 The assertions that run the user's ``step_fn`` leave no trace: the model, the
 optimizers passed to them (parameters, ``.grad``, state, hyper-parameters), the
 random number generators and the grad mode are put back afterwards, also when
-``step_fn`` raises (:func:`gradcheck_kit._src.state.preserved`). Objects they are
+``step_fn`` raises (:func:`gradcheck_kit._src.state.snapshot.preserved`). Objects they are
 not given, such as a learning-rate scheduler, keep what the steps did to them.
 """
 
@@ -25,7 +25,7 @@ from .. import recording
 from ..errors import InvalidArgument, TrainingLoopError
 from ..raising import Msg, fail_unless_passed
 from ..serial import one_at_a_time
-from ..state import bits_equal, preserved
+from ..state.snapshot import bits_equal, preserved
 from ..undo import undoing_writes
 from ..validation import check_int, check_keywords, check_msg
 from .common import (

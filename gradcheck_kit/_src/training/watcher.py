@@ -46,7 +46,7 @@ from ..errors import InvalidArgument, TrainingLoopError, TrainingLoopWarning
 from ..graph.sites import user_site
 from ..messages import PREFIX
 from ..raising import Msg, apply_msg
-from ..state import bits_equal
+from ..state.snapshot import bits_equal
 from ..validation import check_choice, check_int, check_msg
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
 from .findings import (
