@@ -248,9 +248,8 @@ def _linearity_probe(problem: Problem) -> Hint | None:
     ]
     with torch.enable_grad():
         rows = vjp_rows(problem.point, cots)
-    return problem.linearity(
-        rows, cots, 1, 2, f"g1, g2: two random grad_outputs drawn with seed={seed}"
-    )
+    drawn = f"g1, g2: two random grad_outputs drawn with seed={seed}"
+    return problem.linearity_probe(rows, cots, 1, 2, drawn).read_hint()
 
 
 def _numeric_block(

@@ -138,17 +138,8 @@ class GradientCheck(CheckRun[GradcheckResult]):
         return self._random_result(largest, path)
 
     def _modified_input(self, path: str, change: float) -> GradcheckResult:
-        name = argument_name(self.fn, path)
-        copy = f"{name} = {name}.clone()" if name else "clone it"
-        text = (
-            f"fn modifies its input {path} in place (it changed by up to {change:.3g} over two "
-            f"calls at the same point), so each evaluation starts from another point and "
-            f"finite differences cannot be taken. Work on a copy ({copy} before the in-place "
-            f"operation); in a custom autograd.Function's forward, either clone, or call "
-            f"ctx.mark_dirty({name or 'x'}) and return it."
-        )
-        self.hints.insert(0, Hint(kind="in_place_input", text=text, input=path))
-        return self._result(passed=False, status="nondeterministic", evaluations=2)
+        hint = _in_place_input_hint(argument_name(self.fn, path), path, change)
+        return self._two_answers(hint)
 
     def _nondeterministic_shape(self, exc: OutputChanged) -> GradcheckResult:
         return self._random_result(f"{exc.output}: {exc.before}, then {exc.after}", exc.output)
@@ -170,7 +161,14 @@ class GradientCheck(CheckRun[GradcheckResult]):
                 f"as it is. Pass rng='replay' to give every evaluation the same RNG state "
                 f"(torch CPU and CUDA, Python random, NumPy), or put a module in eval() mode."
             )
-        self.hints.insert(0, Hint(kind="nondeterministic", text=text, output=path))
+        return self._two_answers(Hint(kind="nondeterministic", text=text, output=path))
+
+    def _two_answers(self, hint: Hint) -> GradcheckResult:
+        """The failure of a fn that answered twice at one point and differed: ``hint`` first.
+
+        Both calls count as evaluations; no derivative was compared.
+        """
+        self.hints.insert(0, hint)
         return self._result(passed=False, status="nondeterministic", evaluations=2)
 
     def _shape_changed(self, exc: OutputChanged) -> GradcheckResult:
@@ -185,6 +183,19 @@ class GradientCheck(CheckRun[GradcheckResult]):
         )
         self.hints.insert(0, Hint(kind="shape_changed", text=text, output=exc.output))
         return self._result(passed=False, status="shape_changed")
+
+
+def _in_place_input_hint(name: str | None, path: str, change: float) -> Hint:
+    """The hint for a fn that wrote its input ``path`` (argument ``name``) by up to ``change``."""
+    copy = f"{name} = {name}.clone()" if name else "clone it"
+    text = (
+        f"fn modifies its input {path} in place (it changed by up to {change:.3g} over two "
+        f"calls at the same point), so each evaluation starts from another point and "
+        f"finite differences cannot be taken. Work on a copy ({copy} before the in-place "
+        f"operation); in a custom autograd.Function's forward, either clone, or call "
+        f"ctx.mark_dirty({name or 'x'}) and return it."
+    )
+    return Hint(kind="in_place_input", text=text, input=path)
 
 
 def _raise_if_not_finite(call: FirstCall) -> None:

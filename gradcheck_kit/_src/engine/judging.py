@@ -340,6 +340,13 @@ class LinearityProbe:
         """What :meth:`hint` needs from the device, in its order."""
         return [*self._weights, *self._largest]
 
+    def read_hint(self) -> Hint | None:
+        """:meth:`hint` on the figures of :meth:`tensors`, read to the host on their own.
+
+        For a check with no other figures to read in the same transfer (full mode).
+        """
+        return self.hint(read_host(self.tensors()))
+
     def hint(self, values: Sequence[Sequence[float]]) -> Hint | None:
         """A hint when backward is not linear in grad_output, else None.
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..readback import read_host
 from ..results import Hint, PairResult, ProbeResult
 from .jacobian import Point
 from .judging import LinearityProbe
@@ -56,18 +55,6 @@ class Problem:
             atol=self.tol.atol,
             drawn=drawn,
         )
-
-    def linearity(
-        self,
-        rows: list[torch.Tensor],
-        cots: list[torch.Tensor],
-        second: int,
-        combined: int,
-        drawn: str,
-    ) -> Hint | None:
-        """The linearity probe's hint (None when backward is linear), read at once."""
-        probe = self.linearity_probe(rows, cots, second, combined, drawn)
-        return probe.hint(read_host(probe.tensors()))
 
 
 @dataclass

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..errors import InvalidArgumentType
 from .common import (
@@ -33,6 +32,7 @@ from .common import (
     op_name,
     short_op,
 )
+from .modes import OpWatcher
 from .sites import SourceSite, local_names, user_site
 
 __all__ = ["assert_no_graph", "assert_detached", "assert_requires_grad", "assert_grad_is_none"]
@@ -81,7 +81,7 @@ def _assert_each(
     conclude(check, listed(names), names, [name for name, _ in bad], text, started)
 
 
-class _GraphRecorder(TorchFunctionMode):
+class _GraphRecorder(OpWatcher):
     """Notes the first operation that records autograd history, backward calls, and leaves used."""
 
     def __init__(self) -> None:
@@ -92,14 +92,10 @@ class _GraphRecorder(TorchFunctionMode):
         # id -> (leaf, its .grad identity and version when first seen)
         self.leaves: dict[int, tuple[torch.Tensor, tuple[int | None, int]]] = {}
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def on_call(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
+        """Run ``func``, noting what the check needs of the call (:class:`OpWatcher`)."""
         name = op_name(func)
         short = short_op(name)
         if short in ("backward", "autograd.backward", "autograd.grad"):

@@ -18,7 +18,6 @@ from typing import Any, Final
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..errors import InvalidArgument, InvalidArgumentType
 from .common import (
@@ -33,6 +32,7 @@ from .common import (
     op_name,
     short_op,
 )
+from .modes import OpWatcher
 from .sites import SourceSite, is_library_file, site_of, user_site
 
 __all__ = ["graph_nodes", "assert_graph_reaches"]
@@ -161,7 +161,7 @@ def _function_call(frame: types.FrameType) -> tuple[str, SourceSite | None]:
     return name, site_of(caller)
 
 
-class _FlowTracer(TorchFunctionMode):
+class _FlowTracer(OpWatcher):
     """Follows which targets each tensor depends on, by value and through autograd.
 
     A target whose value reaches an operation's output while its autograd
@@ -193,14 +193,10 @@ class _FlowTracer(TorchFunctionMode):
             return frozenset(), frozenset()
         return entry[1], entry[2]
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def on_call(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
+        """Run ``func``, noting what the check needs of the call (:class:`OpWatcher`)."""
         out = func(*args, **kwargs)
         data: frozenset[int] = frozenset()
         through: frozenset[int] = frozenset()
