@@ -46,16 +46,10 @@ def _inputs() -> torch.Tensor:
 
 def _parity(fn: Any, make_inputs: Any, **kwargs: Any) -> gk.results.DeviceParityResult:
     """Two CPU runs compared through the internal entry point (no second device here)."""
-    options: dict[str, Any] = {
-        "loss_fn": None,
-        "atol": None,
-        "rtol": None,
-        "seed": 0,
-        "name": None,
-        "repeat": False,
-    }
+    tolerances = (kwargs.pop("atol", None), kwargs.pop("rtol", None))
+    options: dict[str, Any] = {"loss_fn": None, "seed": 0, "name": None, "repeat": False}
     options.update(kwargs)
-    return dp._parity(fn, make_inputs, CPU2, **options)
+    return dp._parity(fn, make_inputs, CPU2, tolerances=tolerances, **options)
 
 
 class _SecondCallDiffers:

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import torch
 
@@ -28,17 +28,11 @@ from ..serial import one_at_a_time
 from ..state import preserved, replaying_rng
 from ..undo import undoing_writes
 from ..validation import check_int
-from .common import (
-    Prepared,
-    check_callables,
-    default_loss,
-    device_skip_reason,
-    name_of,
-    named_tensors,
-    parse_devices,
-    prepare,
-    synchronize_device,
-)
+from . import common
+from .common import Prepared
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DeviceParityResult",
@@ -256,12 +250,12 @@ class _Run:
 
 def _run_once(prep: Prepared, loss_fn: Callable[[Any], torch.Tensor] | None, seed: int) -> _Run:
     """Outputs and gradients (inputs requiring grad, parameters), on the CPU in float64."""
-    reduce = loss_fn or default_loss
+    reduce = loss_fn or common.default_loss
     with replaying_rng(seed):
         output = prep.fn(*prep.args)
-    named = [(n, t) for n, t in named_tensors(prep.args, "input") if t.requires_grad]
+    named = [(n, t) for n, t in common.named_tensors(prep.args, "input") if t.requires_grad]
     named += [(f"params/{n}", p) for n, p in prep.params]
-    outputs = list(named_tensors(output, "output"))
+    outputs = list(common.named_tensors(output, "output"))
     values: dict[str, torch.Tensor] = {n: t.detach() for n, t in outputs}
     dtypes = [t.dtype for _, t in outputs if t.is_floating_point()]
     if named and any(t.requires_grad for _, t in outputs):
@@ -271,7 +265,7 @@ def _run_once(prep: Prepared, loss_fn: Callable[[Any], torch.Tensor] | None, see
         for (n, t), g in zip(named, grads, strict=True):
             values[f"grad {n}"] = g.detach()
             dtypes.append(t.dtype)
-    synchronize_device(prep.device)
+    common.synchronize_device(prep.device)
     lowest = min(dtypes, key=lambda d: torch.finfo(d).bits, default=torch.float64)
     return _Run({k: v.to("cpu", torch.float64) for k, v in values.items()}, lowest)
 
@@ -321,7 +315,7 @@ def _compare(
 
 def _problem_terms(prep: Prepared) -> int:
     """The longest reduction a device might sum in a different order (a size estimate)."""
-    sizes = [t.numel() for _, t in named_tensors(prep.args, "input")]
+    sizes = [t.numel() for _, t in common.named_tensors(prep.args, "input")]
     sizes += [p.numel() for _, p in prep.params]
     return max([1, *sizes])
 
@@ -378,16 +372,19 @@ def _parity(
     devs: tuple[torch.device, ...],
     *,
     loss_fn: Callable[[Any], torch.Tensor] | None,
-    atol: float | None,
-    rtol: float | None,
+    tolerances: tuple[float | None, float | None],
     seed: int,
     name: str | None,
     repeat: bool,
 ) -> DeviceParityResult:
-    """The comparison itself; devices may repeat (two CPU runs), which tests rely on."""
+    """The comparison itself; devices may repeat (two CPU runs), which tests rely on.
+
+    ``tolerances`` is the caller's ``(atol, rtol)``; ``None`` takes the one
+    :func:`parity_tolerances` derives.
+    """
     start = time.perf_counter()
-    label = name_of(fn_or_module, name)
-    reasons = [(d, device_skip_reason(d)) for d in devs]
+    label = common.name_of(fn_or_module, name)
+    reasons = [(d, common.device_skip_reason(d)) for d in devs]
     present = tuple(d for d, r in reasons if r is None)
     if len(present) < 2:
         why = "; ".join(f"{d}: {r}" for d, r in reasons if r is not None)
@@ -406,7 +403,7 @@ def _parity(
         repeat_differs: dict[str, bool] = {}
         terms = 1
         for dev in present:
-            prep = prepare(fn_or_module, inputs, dev, None)
+            prep = common.prepare(fn_or_module, inputs, dev, None)
             terms = max(terms, _problem_terms(prep))
             runs.append((dev, _run_once(prep, loss_fn, seed)))
             if repeat and dev.type != "cpu":
@@ -419,6 +416,7 @@ def _parity(
         (r.dtype for _, r in runs), key=lambda d: torch.finfo(d).bits, default=torch.float64
     )
     d_atol, d_rtol = parity_tolerances(dtype, terms)
+    atol, rtol = tolerances
     use_atol = d_atol if atol is None else float(atol)
     use_rtol = d_rtol if rtol is None else float(rtol)
     leaves: list[ParityLeaf] = []
@@ -504,8 +502,8 @@ def check_device_parity(
         >>> result.status if torch.cuda.is_available() else result.skipped_reason[:26]
         'fewer than two devices ava'
     """
-    check_callables(fn_or_module, make_inputs, loss_fn)
-    devs = parse_devices(devices, min_count=2)
+    common.check_callables(fn_or_module, make_inputs, loss_fn)
+    devs = common.parse_devices(devices, min_count=2)
     if len(set(devs)) != len(devs):
         raise InvalidArgument(
             f"devices={tuple(devices)!r} names a device twice; parity compares different devices."
@@ -518,14 +516,28 @@ def check_device_parity(
         make_inputs,
         devs,
         loss_fn=loss_fn,
-        atol=atol,
-        rtol=rtol,
+        tolerances=(atol, rtol),
         seed=seed,
         name=name,
         repeat=True,
     )
     recording.publish(result)
     return result
+
+
+class ParityOptions(TypedDict, total=False):
+    """The keyword options of :func:`check_device_parity`; :func:`assert_device_parity` takes them.
+
+    Declared once so that the assertion hands them on unchanged, and mypy still
+    catches a misspelled one (``atoll=``) at either call.
+    """
+
+    devices: Sequence[str | torch.device]
+    loss_fn: Callable[[Any], torch.Tensor] | None
+    atol: float | None
+    rtol: float | None
+    seed: int
+    name: str | None
 
 
 def _check_tolerance(value: object, name: str) -> None:
@@ -541,13 +553,8 @@ def assert_device_parity(
     fn_or_module: Callable[..., Any],
     make_inputs: Callable[[], Any],
     *,
-    devices: Sequence[str | torch.device] = ("cpu", "cuda"),
-    loss_fn: Callable[[Any], torch.Tensor] | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    seed: int = 0,
-    name: str | None = None,
     msg: str | Callable[[str], str] | None = None,
+    **options: Unpack[ParityOptions],
 ) -> DeviceParityResult:
     """:func:`check_device_parity`, raising :class:`DeviceParityError` on a difference.
 
@@ -557,13 +564,9 @@ def assert_device_parity(
     Args:
         fn_or_module: as for :func:`check_device_parity`.
         make_inputs: as for :func:`check_device_parity`.
-        devices: as for :func:`check_device_parity`.
-        loss_fn: as for :func:`check_device_parity`.
-        atol: as for :func:`check_device_parity`.
-        rtol: as for :func:`check_device_parity`.
-        seed: as for :func:`check_device_parity`.
-        name: as for :func:`check_device_parity`.
         msg: replaces the message, or a function of it (like ``torch.testing.assert_close``).
+        **options: the options of :func:`check_device_parity` (``devices``, ``loss_fn``,
+            ``atol``, ``rtol``, ``seed``, ``name``), with its defaults.
 
     Returns:
         The :class:`DeviceParityResult`.
@@ -578,16 +581,7 @@ def assert_device_parity(
         True
     """
     __tracebackhide__ = True
-    result = check_device_parity(
-        fn_or_module,
-        make_inputs,
-        devices=devices,
-        loss_fn=loss_fn,
-        atol=atol,
-        rtol=rtol,
-        seed=seed,
-        name=name,
-    )
+    result = check_device_parity(fn_or_module, make_inputs, **options)
     # a string msg replaces the message here, as in torch.testing.assert_close
     rewrite = (lambda _: msg) if isinstance(msg, str) else msg
     return fail_unless_passed(result, DeviceParityError, rewrite)
