@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.autograd_function import (
         check_autograd_function as check_autograd_function,
     )
-    from gradcheck_kit._src.devices import assert_device_parity as assert_device_parity
-    from gradcheck_kit._src.devices import benchmark_devices as benchmark_devices
-    from gradcheck_kit._src.devices import check_device_parity as check_device_parity
+    from gradcheck_kit._src.devices.benchmark import benchmark_devices as benchmark_devices
+    from gradcheck_kit._src.devices.parity import assert_device_parity as assert_device_parity
+    from gradcheck_kit._src.devices.parity import check_device_parity as check_device_parity
     from gradcheck_kit._src.dropin import gradcheck as gradcheck
     from gradcheck_kit._src.dropin import gradgradcheck as gradgradcheck
     from gradcheck_kit._src.errors import GradcheckError as GradcheckError
@@ -137,7 +137,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "TrainingWatcher": "gradcheck_kit._src.training.watcher",
     "assert_autograd_function": "gradcheck_kit._src.autograd_function",
     "assert_detached": "gradcheck_kit._src.graph.presence",
-    "assert_device_parity": "gradcheck_kit._src.devices",
+    "assert_device_parity": "gradcheck_kit._src.devices.parity",
     "assert_grad_is_none": "gradcheck_kit._src.graph.presence",
     "assert_gradients_close": "gradcheck_kit._src.asserts",
     "assert_graph_reaches": "gradcheck_kit._src.graph.reach",
@@ -153,9 +153,9 @@ _LAZY_IMPORTS: dict[str, str] = {
     "assert_second_order": "gradcheck_kit._src.second_order",
     "assert_shares_memory": "gradcheck_kit._src.graph.memory",
     "assert_zero_grad_between_steps": "gradcheck_kit._src.training.assertions",
-    "benchmark_devices": "gradcheck_kit._src.devices",
+    "benchmark_devices": "gradcheck_kit._src.devices.benchmark",
     "check_autograd_function": "gradcheck_kit._src.autograd_function",
-    "check_device_parity": "gradcheck_kit._src.devices",
+    "check_device_parity": "gradcheck_kit._src.devices.parity",
     "check_gradients": "gradcheck_kit._src.gradcheck",
     "check_matches_manual": "gradcheck_kit._src.manual",
     "check_module_gradients": "gradcheck_kit._src.gradcheck",

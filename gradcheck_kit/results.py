@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING
 from gradcheck_kit._src.lazy import attach
 
 if TYPE_CHECKING:
-    from gradcheck_kit._src.devices import DeviceBenchmark as DeviceBenchmark
-    from gradcheck_kit._src.devices import DeviceParityResult as DeviceParityResult
-    from gradcheck_kit._src.devices import DeviceTiming as DeviceTiming
-    from gradcheck_kit._src.devices import ParityLeaf as ParityLeaf
-    from gradcheck_kit._src.devices import PhaseTiming as PhaseTiming
+    from gradcheck_kit._src.devices.benchmark_results import DeviceBenchmark as DeviceBenchmark
+    from gradcheck_kit._src.devices.benchmark_results import DeviceTiming as DeviceTiming
+    from gradcheck_kit._src.devices.benchmark_results import PhaseTiming as PhaseTiming
+    from gradcheck_kit._src.devices.parity import DeviceParityResult as DeviceParityResult
+    from gradcheck_kit._src.devices.parity import ParityLeaf as ParityLeaf
     from gradcheck_kit._src.results import SCHEMA_VERSION as SCHEMA_VERSION
     from gradcheck_kit._src.results import AuditFinding as AuditFinding
     from gradcheck_kit._src.results import ErrorMap as ErrorMap
@@ -119,11 +119,11 @@ _LAZY_IMPORTS: dict[str, str] = {
     "SameTrainingResult": "gradcheck_kit._src.results",
     "TrajectoryDivergence": "gradcheck_kit._src.results",
     "GraphCheckResult": "gradcheck_kit._src.results",
-    "DeviceParityResult": "gradcheck_kit._src.devices",
-    "ParityLeaf": "gradcheck_kit._src.devices",
-    "DeviceBenchmark": "gradcheck_kit._src.devices",
-    "DeviceTiming": "gradcheck_kit._src.devices",
-    "PhaseTiming": "gradcheck_kit._src.devices",
+    "DeviceParityResult": "gradcheck_kit._src.devices.parity",
+    "ParityLeaf": "gradcheck_kit._src.devices.parity",
+    "DeviceBenchmark": "gradcheck_kit._src.devices.benchmark_results",
+    "DeviceTiming": "gradcheck_kit._src.devices.benchmark_results",
+    "PhaseTiming": "gradcheck_kit._src.devices.benchmark_results",
 }
 
 # Not cached in globals(): doctest would take a cached class for this module's own

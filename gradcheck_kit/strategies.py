@@ -145,13 +145,9 @@ def _well_conditioned(
     )
 
     def floats(low: float, high: float) -> st.SearchStrategy[float]:
+        # finite, normal numbers of the dtype's width between the bounds
         return st.floats(
-            min_value=low,
-            max_value=high,
-            allow_nan=False,
-            allow_infinity=False,
-            allow_subnormal=False,
-            width=width,
+            low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=width
         )
 
     parts = []

@@ -21,8 +21,10 @@ from support.fingerprint import fingerprint
 from torch import nn
 
 import gradcheck_kit as gk
-from gradcheck_kit._src import devices as dv
 from gradcheck_kit._src import recording
+from gradcheck_kit._src.devices import benchmark as bm
+from gradcheck_kit._src.devices import common as dc
+from gradcheck_kit._src.devices import parity as dp
 from gradcheck_kit._src.engine.precision import Tf32Settings
 from gradcheck_kit._src.state.rng import capture_rng_state
 
@@ -45,16 +47,10 @@ def _inputs() -> torch.Tensor:
 
 def _parity(fn: Any, make_inputs: Any, **kwargs: Any) -> gk.results.DeviceParityResult:
     """Two CPU runs compared through the internal entry point (no second device here)."""
-    options: dict[str, Any] = {
-        "loss_fn": None,
-        "atol": None,
-        "rtol": None,
-        "seed": 0,
-        "name": None,
-        "repeat": False,
-    }
+    tolerances = (kwargs.pop("atol", None), kwargs.pop("rtol", None))
+    options: dict[str, Any] = {"loss_fn": None, "seed": 0, "name": None, "repeat": False}
     options.update(kwargs)
-    return dv._parity(fn, make_inputs, CPU2, **options)
+    return dp._parity(fn, make_inputs, CPU2, tolerances=tolerances, **options)
 
 
 class _SecondCallDiffers:
@@ -158,10 +154,10 @@ def test_records_validate_against_the_report_schema_and_render() -> None:
 
 def test_crossover_is_the_first_size_from_which_the_last_device_stays_faster() -> None:
     speed = {1: {"f": 0.5}, 2: {"f": 1.5}, 3: {"f": 0.9}, 4: {"f": 2.0}, 5: {"f": 3.0}}
-    assert dv._crossover((1, 2, 3, 4, 5), speed, "f") == 4
-    assert dv._crossover((5, 4, 1), speed, "f") == 4
-    assert dv._crossover((1, 3), speed, "f") is None
-    assert dv._crossover((2, 4), speed, "f") == 2
+    assert bm._crossover((1, 2, 3, 4, 5), speed, "f") == 4
+    assert bm._crossover((5, 4, 1), speed, "f") == 4
+    assert bm._crossover((1, 3), speed, "f") is None
+    assert bm._crossover((2, 4), speed, "f") == 2
 
 
 def test_benchmark_leaves_module_inputs_and_rng_untouched() -> None:
@@ -204,13 +200,13 @@ def test_benchmark_callable_groups_by_callable_and_phase() -> None:
             return "done"
 
     fake = FakeBenchmark()
-    assert dv.benchmark_callable(fake, "cpu", _net(), _inputs, phase="forward") == "done"
+    assert bm.benchmark_callable(fake, "cpu", _net(), _inputs, phase="forward") == "done"
     assert fake.group == "Sequential forward" and fake.extra_info["device"] == "cpu"
     if not CUDA:
         with pytest.raises(gk.errors.DeviceUnavailableError, match="CUDA device not available"):
-            dv.benchmark_callable(FakeBenchmark(), "cuda", _net(), _inputs)
+            bm.benchmark_callable(FakeBenchmark(), "cuda", _net(), _inputs)
     with pytest.raises(gk.InvalidArgument, match="train_step"):
-        dv.benchmark_callable(FakeBenchmark(), "cpu", _net(), _inputs, phase="train_step")
+        bm.benchmark_callable(FakeBenchmark(), "cpu", _net(), _inputs, phase="train_step")
 
 
 # ------------------------------------------------------------------ rounds and replay
@@ -317,9 +313,9 @@ def test_every_device_of_a_size_gets_the_same_calls_per_round() -> None:
     # devices calibrated to different counts would be timed on different work.
     fast, slow = torch.device("cpu"), torch.device("cpu", 0)
     steps = {fast: lambda: None, slow: lambda: time.sleep(0.002)}
-    starts = {fast: dv._no_replay, slow: dv._no_replay}
-    how = dv._Rounds(rounds=3, iterations=None, warmup=0, min_run_time=0.1)
-    timings = dv._time_phase(steps, starts, how, seed=0)
+    starts = {fast: bm._no_replay, slow: bm._no_replay}
+    how = bm._Rounds(rounds=3, iterations=None, warmup=0, min_run_time=0.1)
+    timings = bm._time_phase(steps, starts, how, seed=0)
     counts = {dev: t.iterations for dev, t in timings.items()}
     assert counts[fast] == counts[slow] and counts[fast] is not None
     assert counts[fast] <= 5  # the slow step's count (5 ms rounds), not the no-op's thousands
@@ -330,7 +326,7 @@ def test_rounds_are_synchronised_at_both_ends_not_every_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     synced: list[torch.device] = []
-    monkeypatch.setattr(dv, "_synchronize", synced.append)
+    monkeypatch.setattr(bm, "synchronize_device", synced.append)
     gk.benchmark_devices(_net(), _inputs, devices=("cpu",), rounds=3, iterations=5, warmup=1)
     assert len(synced) == 2 * 2 * (1 + 3)  # 2 phases x 2 ends x (warm-up + timed rounds)
 
@@ -432,8 +428,8 @@ def test_the_sweeps_independent_check_replays_the_librarys_work(
 
 def test_a_scalar_output_is_its_own_loss() -> None:
     loss = torch.tensor(2.0, requires_grad=True) * 3
-    assert dv._default_loss(loss) is loss  # no extra sum in a timed step
-    assert dv._default_loss(torch.ones(2, requires_grad=True)).ndim == 0
+    assert dc.default_loss(loss) is loss  # no extra sum in a timed step
+    assert dc.default_loss(torch.ones(2, requires_grad=True)).ndim == 0
 
 
 # ------------------------------------------------------------------ bad input
@@ -528,11 +524,11 @@ def test_parity_float64_reference_against_float32_run_is_caught() -> None:
 
 
 def test_parity_tolerances_grow_with_size_and_shrink_with_precision() -> None:
-    small = dv.parity_tolerances(torch.float32, 10)
-    large = dv.parity_tolerances(torch.float32, 10**6)
+    small = dp.parity_tolerances(torch.float32, 10)
+    large = dp.parity_tolerances(torch.float32, 10**6)
     assert large[1] > small[1]
-    assert dv.parity_tolerances(torch.float64, 10**6)[1] < large[1]
-    assert dv.parity_tolerances(torch.float16, 10)[1] >= 1e-3
+    assert dp.parity_tolerances(torch.float64, 10**6)[1] < large[1]
+    assert dp.parity_tolerances(torch.float16, 10)[1] >= 1e-3
 
 
 def test_explicit_tolerances_decide() -> None:
@@ -546,8 +542,8 @@ def test_tf32_hint_is_given_for_float32_cuda_failures() -> None:
     saved = Tf32Settings.capture()
     torch.set_float32_matmul_precision("high")
     try:
-        leaf = dv.ParityLeaf("output", "cuda", 1e-3, 1e-3, 1e-6, 1e-6, (0,), 1.0, 1.001, 1, 4)
-        hints = dv._hints(
+        leaf = dp.ParityLeaf("output", "cuda", 1e-3, 1e-3, 1e-6, 1e-6, (0,), 1.0, 1.001, 1, 4)
+        hints = dp._hints(
             (torch.device("cpu"), torch.device("cuda")), torch.float32, [leaf], {"cuda": True}
         )
     finally:
@@ -574,7 +570,7 @@ def test_parity_without_a_second_device_is_skipped_not_failed() -> None:
 
 def test_assert_device_parity_raises_with_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     failing = _parity(_SecondCallDiffers(lambda x: (x @ x.T).cos()), _grad_inputs)
-    monkeypatch.setattr(dv, "_parity", lambda *a, **k: failing)
+    monkeypatch.setattr(dp, "_parity", lambda *a, **k: failing)
     with pytest.raises(gk.errors.DeviceParityError, match="differ between devices") as info:
         gk.assert_device_parity(_net(), _inputs)
     assert info.value.result is failing
@@ -586,10 +582,10 @@ def test_assert_device_parity_raises_with_the_result(monkeypatch: pytest.MonkeyP
 
 def test_equal_infinities_and_nans_agree_and_a_new_nan_does_not() -> None:
     ref = torch.tensor([1.0, math.inf, -math.inf, math.nan], dtype=torch.float64)
-    assert dv._compare("output", ref, ref.clone(), "cpu", 1e-6, 1e-6).passed
+    assert dp._compare("output", ref, ref.clone(), "cpu", 1e-6, 1e-6).passed
     other = ref.clone()
     other[0] = math.nan
-    leaf = dv._compare("output", ref, other, "cpu", 1e-6, 1e-6)
+    leaf = dp._compare("output", ref, other, "cpu", 1e-6, 1e-6)
     assert leaf.mismatched == 1 and leaf.index == (0,)
     json.dumps(leaf.to_dict(), allow_nan=False)
 

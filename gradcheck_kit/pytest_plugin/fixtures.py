@@ -275,7 +275,7 @@ def device_benchmark(request: pytest.FixtureRequest, grad_device: Any) -> Callab
         )
 
     def run(fn_or_module: Any, make_inputs: Callable[[], Any], **options: Any) -> Any:
-        from gradcheck_kit._src.devices import benchmark_callable
+        from gradcheck_kit._src.devices.benchmark import benchmark_callable
         from gradcheck_kit._src.errors import DeviceUnavailableError
 
         try:

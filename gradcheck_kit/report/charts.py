@@ -450,13 +450,14 @@ def speedup_chart(benchmark: Benchmark) -> LineChart | None:
     x_ticks = tuple((fx(s), _fmt_number(s)) for s in sizes[:: max(1, len(sizes) // 8)])
     crossover = benchmark.crossover
     inside = crossover is not None and x_lo <= crossover <= x_hi
+    # the frame by position: the locals above carry the fields' names, in their order
     return LineChart(
-        width=width,
-        height=height,
-        left=left,
-        top=top,
-        right=right,
-        bottom=bottom,
+        width,
+        height,
+        left,
+        top,
+        right,
+        bottom,
         series=tuple(series),
         x_ticks=x_ticks,
         y_ticks=y_ticks,
