@@ -27,7 +27,8 @@ ROOT = Path(gk.__file__).resolve().parent.parent
 PUBLIC_CHECKS = sorted(
     name
     for name in gk.__all__
-    if name.startswith(("check_", "assert_")) or name in ("gradcheck", "gradgradcheck")
+    if name.startswith(("check_", "assert_"))
+    or name in ("gradcheck", "gradgradcheck", "watch_training")
 )
 # The option each line misspells, the first that the function takes.
 PREFERRED = ("mode", "atol", "msg", "eps")

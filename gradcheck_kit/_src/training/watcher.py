@@ -34,7 +34,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ from ..graph.sites import user_site
 from ..messages import PREFIX
 from ..raising import Msg, apply_msg
 from ..state.snapshot import bits_equal
-from ..validation import check_choice, check_int, check_msg
+from ..validation import check_choice, check_int, check_keywords, check_msg
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
 from .findings import (
     FindingLog,
@@ -62,9 +62,24 @@ from .findings import (
 )
 from .tracking import tracking_findings
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["OnError", "TrainingWatcher", "watch_training", "unpublished_watcher"]
 
 OnError = Literal["raise", "warn", "record"]
+
+
+class WatchOptions(TypedDict, total=False):
+    """The keyword options of :func:`watch_training`, declared once for mypy.
+
+    :class:`TrainingWatcher` takes the same keywords, with their defaults.
+    """
+
+    accumulation_steps: int
+    on_error: OnError
+    ignore: str | Sequence[str]
+    msg: Msg
 _ON_ERROR: Final = ("raise", "warn", "record")
 
 # id(module or optimizer) -> what watches it, for every object watched right now.
@@ -621,11 +636,7 @@ class TrainingWatcher(contextlib.ContextDecorator):
 def watch_training(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
-    *,
-    accumulation_steps: int = 1,
-    on_error: OnError = "raise",
-    ignore: str | Sequence[str] = (),
-    msg: Msg = None,
+    **options: Unpack[WatchOptions],
 ) -> TrainingWatcher:
     """Watch a training loop, however it is written, for bugs that do not crash it.
 
@@ -704,14 +715,8 @@ def watch_training(
         >>> [(f.kind, f.parameter, f.step) for f in watch.report.findings]
         [('grad_not_reset', 'weight', 2), ('grad_not_reset', 'bias', 2)]
     """
-    return TrainingWatcher(
-        model,
-        optimizer,
-        accumulation_steps=accumulation_steps,
-        on_error=on_error,
-        ignore=ignore,
-        msg=msg,
-    )
+    check_keywords(options, WatchOptions, "watch_training")
+    return TrainingWatcher(model, optimizer, **options)
 
 
 def unpublished_watcher(
