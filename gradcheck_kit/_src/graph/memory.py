@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -109,13 +110,25 @@ def _overlap(a: _Memory, b: _Memory) -> int:
     return overlap
 
 
-def _two(a: Any, b: Any, msg: Msg) -> tuple[_Memory, _Memory, list[str], float]:
-    """Both memories, their names, and when the check started (``msg`` checked first)."""
+# What a failed check says: its header and lines, or None where the memories pass.
+_Failure = Callable[[_Memory, _Memory, int], tuple[str, list[str]] | None]
+
+
+def _judge_sharing(check: str, a: Any, b: Any, msg: Msg, failure: _Failure) -> None:
+    """Measure both memories, ask ``failure`` for a verdict on their overlap, publish it."""
+    __tracebackhide__ = True
     check_msg(msg)
     started = time.perf_counter()
     local = local_names()
     ma, mb = _memory(a, local.get(id(a), "a")), _memory(b, local.get(id(b), "b"))
-    return ma, mb, [ma.name, mb.name], started
+    names = [ma.name, mb.name]
+    # the same object overlaps itself entirely, wherever its bytes are
+    found = failure(ma, mb, ma.end - ma.start if a is b else _overlap(ma, mb))
+    if found is None:
+        conclude(check, listed(names), names, (), None, started)
+        return
+    header, lines = found
+    conclude(check, listed(names), names, names, compose(header, check, lines, msg), started)
 
 
 def assert_shares_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
@@ -146,24 +159,24 @@ def assert_shares_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
         gradcheck_kit.errors.GraphCheckError: [gradcheck] Tensors do not share ...
     """
     __tracebackhide__ = True
-    ma, mb, names, started = _two(a, b, msg)
-    if a is b or _overlap(ma, mb):
-        conclude("assert_shares_memory", listed(names), names, (), None, started)
-        return
-    lines = [
-        f"{ma.name!r}: {ma.what}, bytes [{ma.start:#x}, {ma.end:#x}).",
-        f"{mb.name!r}: {mb.what}, bytes [{mb.start:#x}, {mb.end:#x}).",
-        "Expected: one memory seen through both, so that writing one changes the other.",
-        "Found: separate memory; writing one leaves the other as it was.",
-        "Likely cause: a copy was made: nn.Parameter(...) assigned to a module attribute "
-        "(the optimizer keeps the old tensor), .clone(), .copy(), torch.tensor(array), "
-        "or .to() another dtype or device.",
-        "Fix: share instead of copying: write parameters through `p.data = ...` or "
-        "`p.copy_(...)` under torch.no_grad(); use torch.from_numpy() / Tensor.numpy() "
-        "for the NumPy bridge; .view() / .detach() for tensors.",
-    ]
-    text = compose("Tensors do not share memory!", "assert_shares_memory", lines, msg)
-    conclude("assert_shares_memory", listed(names), names, names, text, started)
+
+    def failure(ma: _Memory, mb: _Memory, overlap: int) -> tuple[str, list[str]] | None:
+        if a is b or overlap:
+            return None
+        return "Tensors do not share memory!", [
+            f"{ma.name!r}: {ma.what}, bytes [{ma.start:#x}, {ma.end:#x}).",
+            f"{mb.name!r}: {mb.what}, bytes [{mb.start:#x}, {mb.end:#x}).",
+            "Expected: one memory seen through both, so that writing one changes the other.",
+            "Found: separate memory; writing one leaves the other as it was.",
+            "Likely cause: a copy was made: nn.Parameter(...) assigned to a module attribute "
+            "(the optimizer keeps the old tensor), .clone(), .copy(), torch.tensor(array), "
+            "or .to() another dtype or device.",
+            "Fix: share instead of copying: write parameters through `p.data = ...` or "
+            "`p.copy_(...)` under torch.no_grad(); use torch.from_numpy() / Tensor.numpy() "
+            "for the NumPy bridge; .view() / .detach() for tensors.",
+        ]
+
+    _judge_sharing("assert_shares_memory", a, b, msg, failure)
 
 
 def assert_no_shared_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
@@ -188,26 +201,25 @@ def assert_no_shared_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
         gradcheck_kit.errors.GraphCheckError: [gradcheck] Tensors share memory! ...
     """
     __tracebackhide__ = True
-    ma, mb, names, started = _two(a, b, msg)
-    overlap = ma.end - ma.start if a is b else _overlap(ma, mb)
-    if not overlap:
-        conclude("assert_no_shared_memory", listed(names), names, (), None, started)
-        return
-    how = (
-        "they are the same object"
-        if a is b
-        else f"{overlap} bytes of their extents overlap, at [{max(ma.start, mb.start):#x}, "
-        f"{min(ma.end, mb.end):#x})"
-    )
-    lines = [
-        f"{ma.name!r}: {ma.what}.",
-        f"{mb.name!r}: {mb.what}.",
-        "Expected: separate memory.",
-        f"Found: shared memory: {how}; writing one changes the other.",
-        "Likely cause: Tensor.numpy() and torch.from_numpy() share memory with the tensor; "
-        ".detach(), .data, .view(), slicing and transposes are views of it.",
-        "Fix: take a copy: .clone() for a tensor, .copy() for a NumPy array, or "
-        "torch.tensor(array), which copies.",
-    ]
-    text = compose("Tensors share memory!", "assert_no_shared_memory", lines, msg)
-    conclude("assert_no_shared_memory", listed(names), names, names, text, started)
+
+    def failure(ma: _Memory, mb: _Memory, overlap: int) -> tuple[str, list[str]] | None:
+        if not overlap:
+            return None
+        how = (
+            "they are the same object"
+            if a is b
+            else f"{overlap} bytes of their extents overlap, at [{max(ma.start, mb.start):#x}, "
+            f"{min(ma.end, mb.end):#x})"
+        )
+        return "Tensors share memory!", [
+            f"{ma.name!r}: {ma.what}.",
+            f"{mb.name!r}: {mb.what}.",
+            "Expected: separate memory.",
+            f"Found: shared memory: {how}; writing one changes the other.",
+            "Likely cause: Tensor.numpy() and torch.from_numpy() share memory with the tensor; "
+            ".detach(), .data, .view(), slicing and transposes are views of it.",
+            "Fix: take a copy: .clone() for a tensor, .copy() for a NumPy array, or "
+            "torch.tensor(array), which copies.",
+        ]
+
+    _judge_sharing("assert_no_shared_memory", a, b, msg, failure)

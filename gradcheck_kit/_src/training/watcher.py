@@ -80,6 +80,8 @@ class WatchOptions(TypedDict, total=False):
     on_error: OnError
     ignore: str | Sequence[str]
     msg: Msg
+
+
 _ON_ERROR: Final = ("raise", "warn", "record")
 
 # id(module or optimizer) -> what watches it, for every object watched right now.
