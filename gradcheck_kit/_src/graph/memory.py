@@ -193,9 +193,13 @@ def assert_no_shared_memory(a: Any, b: Any, *, msg: Msg = None) -> None:
 
     Examples:
         >>> import torch
-        >>> t = torch.ones(3)
-        >>> assert_no_shared_memory(t, t.clone())
-        >>> assert_no_shared_memory(t, t.numpy())  # doctest: +ELLIPSIS
+        >>> weights = torch.ones(3)
+        >>> assert_no_shared_memory(weights, weights.clone())
+
+        A slice is a view, so it shares the bytes it shows:
+
+        >>> head = weights[:2]
+        >>> assert_no_shared_memory(weights, head)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         gradcheck_kit.errors.GraphCheckError: [gradcheck] Tensors share memory! ...

@@ -274,6 +274,11 @@ def assert_detached(*tensors: Any, msg: Msg = None) -> None:
         Traceback (most recent call last):
         ...
         gradcheck_kit.errors.GraphCheckError: [gradcheck] Tensors are not detached! ...
+
+        ``b.detach()`` returns a new tensor; rebinding the name is the fix:
+
+        >>> b = b.detach()
+        >>> assert_detached(b)
     """
     __tracebackhide__ = True
     _assert_each(
@@ -375,6 +380,9 @@ def assert_grad_is_none(*tensors: Any, msg: Msg = None) -> None:
         >>> x, w = torch.randn(4, 4), torch.randn(4, 1, requires_grad=True)
         >>> (x @ w).sum().backward()
         >>> assert_grad_is_none(x)
+
+        ``w`` took part in the backward pass, so it holds a gradient now:
+
         >>> assert_grad_is_none(w)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
