@@ -20,7 +20,7 @@ tell a wrong gradient from a wrong call:
   ``TargetError``.
 
 Both derive from :class:`GradcheckKitError`, as do ``PerturbedEvaluationError``
-and ``DeviceUnavailableError`` (``RuntimeError`` s). The warnings:
+``DeviceUnavailableError`` and ``RankFailedError`` (``RuntimeError`` s). The warnings:
 ``UnassertedCheckWarning``, ``TrainingLoopWarning``, ``StateRestoreWarning``.
 Each name is imported on first use, so this module imports no torch.
 
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.errors import NonFiniteOutputError as NonFiniteOutputError
     from gradcheck_kit._src.errors import OutputShapeChangedError as OutputShapeChangedError
     from gradcheck_kit._src.errors import PerturbedEvaluationError as PerturbedEvaluationError
+    from gradcheck_kit._src.errors import RankFailedError as RankFailedError
     from gradcheck_kit._src.errors import TrainingDivergenceError as TrainingDivergenceError
     from gradcheck_kit._src.errors import TrainingLoopError as TrainingLoopError
     from gradcheck_kit._src.errors import TrainingLoopWarning as TrainingLoopWarning
@@ -89,6 +90,7 @@ __all__ = [
     # the function or the machine stopped the check
     "PerturbedEvaluationError",
     "DeviceUnavailableError",
+    "RankFailedError",
     # warnings
     "UnassertedCheckWarning",
     "TrainingLoopWarning",
@@ -118,6 +120,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "TargetError": "gradcheck_kit._src.targets",
     "PerturbedEvaluationError": "gradcheck_kit._src.errors",
     "DeviceUnavailableError": "gradcheck_kit._src.errors",
+    "RankFailedError": "gradcheck_kit._src.errors",
     "UnassertedCheckWarning": "gradcheck_kit._src.errors",
     "TrainingLoopWarning": "gradcheck_kit._src.errors",
     "StateRestoreWarning": "gradcheck_kit._src.state.snapshot",

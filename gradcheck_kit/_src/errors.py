@@ -23,6 +23,7 @@ __all__ = [
     "JacobianTooLargeError",
     "MemoryBudgetError",
     "PerturbedEvaluationError",
+    "RankFailedError",
     "OutputShapeChangedError",
     "TrainingLoopError",
     "GraphCheckError",
@@ -270,6 +271,28 @@ class DeviceUnavailableError(GradcheckKitError, RuntimeError):
         >>> isinstance(DeviceUnavailableError("CUDA device not available"), RuntimeError)
         True
     """
+
+
+class RankFailedError(GradcheckKitError, RuntimeError):
+    """A rank of a multi-process check raised, hung past the timeout, or died.
+
+    ``rank`` is the first rank that failed, ``failures`` maps every failed rank
+    to what happened to it (its traceback, "timed out", or its exit code). Every
+    process of the run has been stopped when it is raised.
+
+    Examples:
+        >>> err = RankFailedError("rank 1 raised ValueError: bad batch", 1, {1: "ValueError"})
+        >>> err.rank, isinstance(err, RuntimeError)
+        (1, True)
+    """
+
+    def __init__(self, message: str, rank: int, failures: dict[int, str]) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.failures = failures
+
+    def __reduce__(self) -> tuple[type[RankFailedError], tuple[str, int, dict[int, str]]]:
+        return type(self), (str(self), self.rank, self.failures)
 
 
 class UnassertedCheckWarning(UserWarning):
