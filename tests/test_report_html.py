@@ -146,6 +146,15 @@ def test_each_kind_shows_its_own_detail() -> None:
     assert "mode full (asked: auto)" in visible
 
 
+def test_fields_a_project_adds_through_its_hook_show_in_the_details() -> None:
+    # what pytest_gradcheck_record returns lands in the record's "extra"
+    record = samples.gradient_record("g", passed=False)
+    record["extra"] = {"git_sha": "abc123", "dataset": "cifar<10>"}
+    page = Page(render_html(make_document([record], environment=samples.sample_environment())))
+    visible = " ".join(page.text)
+    assert "extra" in visible and "abc123" in visible and "cifar<10>" in visible
+
+
 def test_passed_checks_take_one_line_and_are_closed() -> None:
     page = build_page(every_kind_document())
     ok = next(row for row in page.rows if row.name == "ok_fn")
