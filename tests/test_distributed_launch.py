@@ -78,7 +78,8 @@ def test_a_rank_that_dies_is_named_with_its_exit_code() -> None:
         ({"world_size": True}, "world_size"),
         ({"backend": "smoke"}, "use 'gloo' (CPU)"),
         ({"timeout": 0}, "timeout"),
-        ({"fn": lambda rank, world_size: rank}, "define it at module level"),
+        ({"fn": lambda rank, world_size: rank}, "define fn at module level"),
+        ({"args": (lambda: 0,)}, "pass picklable args"),
     ],
 )
 def test_bad_input_is_refused_before_any_process_starts(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import queue
 import tempfile
 import time
@@ -169,13 +170,14 @@ def run_on_ranks(
     problem = backend_problem(backend)
     if problem is not None:
         raise InvalidArgument(problem + ".")
-    if getattr(fn, "__name__", "<lambda>") == "<lambda>" or "<locals>" in getattr(
-        fn, "__qualname__", ""
-    ):
+    try:
+        # each rank is a new interpreter: fn and args travel by pickle, fn by its name
+        pickle.dumps((fn, tuple(args)))
+    except Exception as exc:
         raise InvalidArgument(
-            f"fn={fn!r:.60} cannot be sent to another process: define it at module level "
-            "(each rank imports it by name)."
-        )
+            f"fn={fn!r:.60} or its args cannot be sent to another process ({exc}); define fn "
+            "at module level (each rank imports it by name) and pass picklable args."
+        ) from None
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     started = time.perf_counter()
@@ -222,7 +224,9 @@ def _collect(
                 reported = rank in values or rank in failures
                 if not reported and not process.is_alive() and process.exitcode not in (0, None):
                     failures[rank] = f"died with exit code {process.exitcode}"
-                    happened[rank] = time.time()
+                    # its death is seen late, by polling; a rank that died without a word
+                    # is the cause, the errors of the ranks connected to it follow from it
+                    happened[rank] = -math.inf
             if now >= deadline:
                 for rank in range(len(processes)):
                     if rank not in values and rank not in failures:
