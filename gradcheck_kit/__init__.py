@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.devices.benchmark import benchmark_devices as benchmark_devices
     from gradcheck_kit._src.devices.parity import assert_device_parity as assert_device_parity
     from gradcheck_kit._src.devices.parity import check_device_parity as check_device_parity
+    from gradcheck_kit._src.distributed.ddp import assert_ddp_gradients as assert_ddp_gradients
+    from gradcheck_kit._src.distributed.ddp import check_ddp_gradients as check_ddp_gradients
     from gradcheck_kit._src.dropin import gradcheck as gradcheck
     from gradcheck_kit._src.dropin import gradgradcheck as gradgradcheck
     from gradcheck_kit._src.errors import GradcheckError as GradcheckError
@@ -88,6 +90,7 @@ __all__ = [
     "InvalidArgument",
     "TrainingWatcher",
     "assert_autograd_function",
+    "assert_ddp_gradients",
     "assert_detached",
     "assert_device_parity",
     "assert_grad_is_none",
@@ -107,6 +110,7 @@ __all__ = [
     "assert_zero_grad_between_steps",
     "benchmark_devices",
     "check_autograd_function",
+    "check_ddp_gradients",
     "check_device_parity",
     "check_gradients",
     "check_matches_manual",
@@ -150,6 +154,8 @@ _LAZY_IMPORTS: dict[str, str] = {
     "assert_params_updated": "gradcheck_kit._src.training.assertions",
     "assert_requires_grad": "gradcheck_kit._src.graph.presence",
     "assert_same_training": "gradcheck_kit._src.trajectories",
+    "assert_ddp_gradients": "gradcheck_kit._src.distributed.ddp",
+    "check_ddp_gradients": "gradcheck_kit._src.distributed.ddp",
     "assert_second_order": "gradcheck_kit._src.second_order",
     "assert_shares_memory": "gradcheck_kit._src.graph.memory",
     "assert_zero_grad_between_steps": "gradcheck_kit._src.training.assertions",

@@ -12,6 +12,7 @@ tell a wrong gradient from a wrong call:
   ``GradientMismatchError``, ``NondeterministicFunctionError``,
   ``OutputShapeChangedError``, ``TrainingLoopError``, ``GraphCheckError``,
   ``AutogradFunctionError``, ``TrainingDivergenceError``, ``DeviceParityError``,
+  ``DdpGradientError``,
   and ``TorchGradcheckError`` (the drop-in's, also torch's ``GradcheckError``).
 * :class:`InvalidArgument` (a :class:`ValueError`): the check could not run
   because of how it was called, raised before any computation or mutation.
@@ -41,6 +42,7 @@ from gradcheck_kit._src.lazy import attach
 if TYPE_CHECKING:
     from gradcheck_kit._src.dropin_errors import TorchGradcheckError as TorchGradcheckError
     from gradcheck_kit._src.errors import AutogradFunctionError as AutogradFunctionError
+    from gradcheck_kit._src.errors import DdpGradientError as DdpGradientError
     from gradcheck_kit._src.errors import DeviceParityError as DeviceParityError
     from gradcheck_kit._src.errors import DeviceUnavailableError as DeviceUnavailableError
     from gradcheck_kit._src.errors import GradcheckError as GradcheckError
@@ -78,6 +80,7 @@ __all__ = [
     "AutogradFunctionError",
     "TrainingDivergenceError",
     "DeviceParityError",
+    "DdpGradientError",
     "TorchGradcheckError",
     # the check could not run as called
     "InvalidArgument",
@@ -110,6 +113,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "AutogradFunctionError": "gradcheck_kit._src.errors",
     "TrainingDivergenceError": "gradcheck_kit._src.errors",
     "DeviceParityError": "gradcheck_kit._src.errors",
+    "DdpGradientError": "gradcheck_kit._src.errors",
     "TorchGradcheckError": "gradcheck_kit._src.dropin_errors",
     "InvalidArgument": "gradcheck_kit._src.errors",
     "InvalidArgumentType": "gradcheck_kit._src.errors",

@@ -15,6 +15,7 @@ pytest plugin writes (``SCHEMA_VERSION``). ``GradcheckResult``, which
   ``ThreeWayElement`` s. Custom Functions: ``FunctionAuditResult`` of ``AuditFinding`` s.
 * Training: ``TrainingReport`` of ``TrainingFinding`` s; ``SameTrainingResult``
   with its ``TrajectoryDivergence``. Graphs: ``GraphCheckResult``.
+  Distributed: ``DdpCheckResult`` of ``DdpLeaf`` s.
 * Devices: ``DeviceParityResult`` of ``ParityLeaf`` s; ``DeviceBenchmark`` of
   ``DeviceTiming`` s of ``PhaseTiming`` s.
 
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from gradcheck_kit._src.devices.parity import ParityLeaf as ParityLeaf
     from gradcheck_kit._src.results import SCHEMA_VERSION as SCHEMA_VERSION
     from gradcheck_kit._src.results import AuditFinding as AuditFinding
+    from gradcheck_kit._src.results import DdpCheckResult as DdpCheckResult
+    from gradcheck_kit._src.results import DdpLeaf as DdpLeaf
     from gradcheck_kit._src.results import ErrorMap as ErrorMap
     from gradcheck_kit._src.results import FunctionAuditResult as FunctionAuditResult
     from gradcheck_kit._src.results import GradcheckResult as GradcheckResult
@@ -87,6 +90,8 @@ __all__ = [
     "SameTrainingResult",
     "TrajectoryDivergence",
     "GraphCheckResult",
+    "DdpCheckResult",
+    "DdpLeaf",
     # devices
     "DeviceParityResult",
     "ParityLeaf",
@@ -119,6 +124,8 @@ _LAZY_IMPORTS: dict[str, str] = {
     "SameTrainingResult": "gradcheck_kit._src.results",
     "TrajectoryDivergence": "gradcheck_kit._src.results",
     "GraphCheckResult": "gradcheck_kit._src.results",
+    "DdpCheckResult": "gradcheck_kit._src.results",
+    "DdpLeaf": "gradcheck_kit._src.results",
     "DeviceParityResult": "gradcheck_kit._src.devices.parity",
     "ParityLeaf": "gradcheck_kit._src.devices.parity",
     "DeviceBenchmark": "gradcheck_kit._src.devices.benchmark_results",

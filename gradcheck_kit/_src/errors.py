@@ -24,6 +24,7 @@ __all__ = [
     "MemoryBudgetError",
     "PerturbedEvaluationError",
     "RankFailedError",
+    "DdpGradientError",
     "OutputShapeChangedError",
     "TrainingLoopError",
     "GraphCheckError",
@@ -309,6 +310,19 @@ class UnassertedCheckWarning(UserWarning):
         ...     warnings.simplefilter("error", UnassertedCheckWarning)  # make them fail in CI
         ...     issubclass(UnassertedCheckWarning, UserWarning)
         True
+    """
+
+
+class DdpGradientError(GradcheckError):
+    """DDP ranks computed other gradients or weights than one process on the whole batch.
+
+    Raised by :func:`gradcheck_kit.assert_ddp_gradients`; carries the
+    :class:`~gradcheck_kit.results.DdpCheckResult` as ``.result``.
+
+    Examples:
+        >>> err = DdpGradientError("DDP ranks disagree!")
+        >>> isinstance(err, AssertionError), err.result is None
+        (True, True)
     """
 
 

@@ -15,6 +15,8 @@ from .results import summarizes
 
 if TYPE_CHECKING:
     from .results import (
+        DdpCheckResult,
+        DdpLeaf,
         FunctionAuditResult,
         GradcheckResult,
         ManualCheckResult,
@@ -505,5 +507,86 @@ def format_training_result(result: SameTrainingResult) -> str:
             f"Reproduce: gradcheck_kit.check_same_training({result.step_a}, {result.step_b}, "
             f"params, steps={result.steps}, atol={result.atol:.3g}, rtol={result.rtol:.3g}, "
             f"seed={result.seed})"
+        )
+    return "\n".join(lines)
+
+
+_WHAT = {"grad": "gradient", "param": "parameter after the step", "buffer": "buffer"}
+
+
+def _ddp_leaf_line(leaf: DdpLeaf, against: str) -> str:
+    where = f"after optimizer step {leaf.step}" if leaf.step else "at the end of the step"
+    if leaf.what == "buffer":
+        where = "after the last step"
+    head = f"{_WHAT[leaf.what]} of {leaf.parameter!r} on rank {leaf.rank} {where}"
+    if leaf.missing == "rank":
+        return f"  {head}: missing (None) where {against} has one"
+    if leaf.missing == "reference":
+        return f"  {head}: present where {against} has none"
+    if leaf.missing == "shape":
+        return f"  {head}: another shape than {against}'s"
+    return (
+        f"  {head}: {leaf.mismatched} / {leaf.numel} elements differ; at index "
+        f"{_idx(leaf.index)} rank {leaf.rank} {leaf.value:.8g} vs {against} "
+        f"{leaf.reference:.8g} (|diff| {_g(leaf.max_abs_error)}, up to {_g(leaf.allowed)} allowed)"
+    )
+
+
+@summarizes("ddp")
+def format_ddp_result(result: DdpCheckResult) -> str:
+    """Render a DDP check: what differs, on which rank, at which step, and the likely cause.
+
+    Examples:
+        >>> from gradcheck_kit._src.results import DdpCheckResult
+        >>> r = DdpCheckResult(name="train_step", passed=True, world_size=2, backend="gloo",
+        ...     steps=1, optimizer_steps=1, dtype="float32", atol=None, rtol=3e-4, seed=0,
+        ...     parameters=("fc.weight",))
+        >>> format_ddp_result(r).splitlines()[0]  # doctest: +ELLIPSIS
+        '[gradcheck] DDP ranks match one process on the whole batch (check_ddp_gradients of ...'
+    """
+    head = (
+        f"({result.check} of {result.name}, {result.world_size} ranks, {result.backend}, "
+        f"{result.steps} step(s), {result.dtype})"
+    )
+    if result.passed:
+        against = (
+            "one process on the whole batch" if result.compared_with_reference else "each other"
+        )
+        lines = [
+            f"{PREFIX} DDP ranks match {against} {head}",
+            f"{len(result.parameters)} parameter(s), {result.optimizer_steps} optimizer "
+            f"step(s); greatest difference {_g(result.max_abs_error)} (rtol={result.rtol:.3g})",
+        ]
+    elif result.rank_failure is not None:
+        who = (
+            "the single-process run"
+            if result.failed_rank == -1
+            else f"rank {result.failed_rank} of {result.world_size}"
+        )
+        lines = [f"{PREFIX} The DDP step failed on {who}! {head}", "", result.rank_failure]
+    else:
+        lines = [f"{PREFIX} DDP ranks disagree! {head}", ""]
+        own = [leaf for leaf in result.failures if leaf in result.leaves]
+        if own:
+            lines.append("Compared with one process on the whole batch:")
+            lines += [_ddp_leaf_line(leaf, "one process") for leaf in own[:_MAX_PAIRS_SHOWN]]
+            if len(own) > _MAX_PAIRS_SHOWN:
+                lines.append(f"  ... and {len(own) - _MAX_PAIRS_SHOWN} more")
+        if result.across_ranks:
+            lines.append("Compared with rank 0:")
+            lines += [
+                _ddp_leaf_line(leaf, "rank 0") for leaf in result.across_ranks[:_MAX_PAIRS_SHOWN]
+            ]
+            if len(result.across_ranks) > _MAX_PAIRS_SHOWN:
+                lines.append(f"  ... and {len(result.across_ranks) - _MAX_PAIRS_SHOWN} more")
+    if result.hints and not result.passed:
+        lines.append("")
+        lines += [f"Hint: {h.text}" for h in result.hints]
+    lines += [f"Note: {note}" for note in result.notes]
+    if not result.passed:
+        lines.append(
+            f"Reproduce: gradcheck_kit.check_ddp_gradients(make_model, make_batch, "
+            f"step={result.name}, world_size={result.world_size}, "
+            f"backend={result.backend!r}, steps={result.steps}, seed={result.seed})"
         )
     return "\n".join(lines)

@@ -38,6 +38,8 @@ __all__ = [
     "TrajectoryDivergence",
     "SameTrainingResult",
     "GraphCheckResult",
+    "DdpLeaf",
+    "DdpCheckResult",
 ]
 
 SCHEMA_VERSION = 1
@@ -722,3 +724,93 @@ class GraphCheckResult(_Verdict):
     def summary(self) -> str:
         """The assertion's message (empty when it passed)."""
         return self.message
+
+
+# --------------------------------------------------------------------------- distributed training
+
+
+@dataclass(frozen=True)
+class DdpLeaf(PlainData):
+    """One tensor of one rank compared with the single-process run (or with rank 0).
+
+    ``what`` is ``"grad"`` (the gradient an optimizer step applied), ``"param"``
+    (the parameter after that step) or ``"buffer"`` (after the last step); ``step``
+    the optimizer step (1-based) where it differed most, 0 when the step never
+    called the optimizer. ``index`` is the worst element; ``allowed`` the error
+    allowed there. ``missing`` says which side had no tensor (``"reference"``,
+    ``"rank"``) or ``"shape"`` when the shapes differ.
+
+    Examples:
+        >>> leaf = DdpLeaf("fc.weight", "grad", 1, 1, 0.5, 1e-6, (0, 1), 1.0, 0.5, 6, 6)
+        >>> leaf.passed, leaf.to_dict()["what"]
+        (False, 'grad')
+    """
+
+    parameter: str
+    what: str
+    rank: int
+    step: int
+    max_abs_error: float
+    allowed: float
+    index: tuple[int, ...]
+    reference: float
+    value: float
+    mismatched: int
+    numel: int
+    missing: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """No element outside the tolerance."""
+        return self.mismatched == 0
+
+
+@dataclass(frozen=True)
+class DdpCheckResult(_Verdict):
+    """DistributedDataParallel ranks compared with one process on the whole batch.
+
+    Returned by :func:`gradcheck_kit.check_ddp_gradients`. ``leaves`` holds, per
+    parameter (and buffer) and per rank, the worst difference from the
+    single-process run; ``across_ranks`` the tensors where a rank differs from
+    rank 0. ``compared_with_reference`` is False when the step draws random
+    numbers (then only the ranks are compared with each other). ``rank_failure``
+    is what a rank (or the single-process run, ``failed_rank=-1``) raised, or that
+    it hung; the hints name the likely cause.
+
+    Examples:
+        >>> r = DdpCheckResult(name="step", passed=True, world_size=2, backend="gloo", steps=1,
+        ...                    optimizer_steps=1, dtype="float32", atol=None, rtol=3e-4, seed=0)
+        >>> r.kind, bool(r)
+        ('ddp', True)
+    """
+
+    name: str
+    passed: bool
+    world_size: int
+    backend: str
+    steps: int
+    optimizer_steps: int
+    dtype: str
+    atol: float | None
+    rtol: float
+    seed: int
+    parameters: tuple[str, ...] = ()
+    leaves: tuple[DdpLeaf, ...] = ()
+    across_ranks: tuple[DdpLeaf, ...] = ()
+    compared_with_reference: bool = True
+    failed_rank: int | None = None
+    rank_failure: str | None = None
+    max_abs_error: float = 0.0
+    hints: tuple[Hint, ...] = ()
+    notes: tuple[str, ...] = ()
+    launch_s: float = 0.0
+    duration_s: float = 0.0
+    check: str = "check_ddp_gradients"
+    test_id: str | None = None
+    kind: str = field(default="ddp", init=False)
+
+    @property
+    def failures(self) -> tuple[DdpLeaf, ...]:
+        """The compared tensors that differ (from the reference when it is compared)."""
+        own = self.leaves if self.compared_with_reference else ()
+        return tuple(leaf for leaf in (*own, *self.across_ranks) if not leaf.passed)

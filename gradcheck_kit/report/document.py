@@ -64,7 +64,15 @@ __all__ = [
 DOCUMENT_SCHEMA_VERSION = 2
 TOOL_NAME = "gradcheck_kit"
 # Kinds with a dedicated rendering; any other kind is shown generically.
-KNOWN_KINDS = ("gradient", "manual", "training", "device_benchmark", "device_parity", "graph")
+KNOWN_KINDS = (
+    "gradient",
+    "manual",
+    "training",
+    "device_benchmark",
+    "device_parity",
+    "graph",
+    "ddp",
+)
 
 Verdict = Literal["passed", "failed", "expected_failure", "unasserted", "no_verdict"]
 VERDICTS: tuple[Verdict, ...] = ("passed", "failed", "expected_failure", "unasserted", "no_verdict")

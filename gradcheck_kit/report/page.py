@@ -13,6 +13,8 @@ returns a :class:`Page`: the summary by kind, the environment as text, and one
   (:mod:`.benchmark_detail`);
 * ``autograd_function``: a table of the properties audited and of the blocks
   (:mod:`.audit_detail`);
+* ``ddp``: the tensors that differ from one process and between ranks, per rank
+  and step, and a rank's failure (:mod:`.ddp_detail`);
 * any other kind (``device_parity`` included): name, verdict, message, and a
   table of its fields, so that a new kind of record shows without new code.
 
@@ -33,6 +35,7 @@ from gradcheck_kit.report import charts
 from gradcheck_kit.report.audit_detail import AUDIT_KEYS, AuditDetail, audit_detail
 from gradcheck_kit.report.benchmark_detail import BENCHMARK_KEYS, BenchmarkDetail, benchmark_detail
 from gradcheck_kit.report.coverage import CoverageView, coverage_view
+from gradcheck_kit.report.ddp_detail import DDP_KEYS, DdpDetail, ddp_detail
 from gradcheck_kit.report.document import summarize, verdict
 from gradcheck_kit.report.gradient_detail import (
     GRADIENT_KEYS,
@@ -76,6 +79,7 @@ KIND_LABELS = {
     "device_benchmark": "device benchmark",
     "device_parity": "device parity",
     "graph": "graph",
+    "ddp": "DDP vs one process",
 }
 STATUS_LABELS = {
     "failed": "failed",
@@ -94,6 +98,10 @@ _SETTLED = frozenset({"passed", "expected_failure", "no_verdict"})
 _SUMMARY_KEYS = ("summary", "message", "hint", "cause", "reason", "text")
 
 
+# What a row's detail can be: one per kind with a dedicated rendering.
+Detail = GradientDetail | TrainingDetail | BenchmarkDetail | AuditDetail | DdpDetail
+
+
 @dataclass(frozen=True)
 class Row:
     """One record: the table row and its details."""
@@ -110,7 +118,7 @@ class Row:
     duration: str
     duration_value: float
     summary: str
-    detail: GradientDetail | TrainingDetail | BenchmarkDetail | AuditDetail | None
+    detail: Detail | None
     fields: tuple[Field, ...] = ()
     reproduce_test: str = ""
     # Passed checks of a kind with a one-line account show only that line (``full``
@@ -264,7 +272,7 @@ def _row(
             line = pairs_line(record, settings, common) if has_pairs else training_line(record)
         elif status != "passed" and not details.take():
             bare = True
-    detail: GradientDetail | TrainingDetail | BenchmarkDetail | AuditDetail | None = None
+    detail: Detail | None = None
     used: frozenset[str] = frozenset()
     if line or bare:
         pass
@@ -278,6 +286,8 @@ def _row(
         used = BENCHMARK_KEYS if detail is not None else frozenset()
     elif kind == "autograd_function":
         detail, used = audit_detail(record), AUDIT_KEYS
+    elif kind == "ddp":
+        detail, used = ddp_detail(record), DDP_KEYS
     return Row(
         index=index,
         status=status,

@@ -29,12 +29,35 @@ import torch.multiprocessing as mp
 from ..errors import InvalidArgument, RankFailedError
 from ..validation import check_callable, check_int, check_positive
 
-__all__ = ["RankRun", "backend_problem", "run_on_ranks"]
+__all__ = [
+    "Launched",
+    "diagnosis",
+    "RankJob",
+    "RankRun",
+    "backend_problem",
+    "failure_error",
+    "launch",
+    "run_on_ranks",
+]
 
 # After one rank fails, how long the others get to report before they are stopped:
 # a rank blocked in a collective with the failed one never returns by itself.
 _GRACE_SECONDS: Final = 2.0
 _JOIN_SECONDS: Final = 5.0
+
+
+def diagnosis(message: str) -> RuntimeError:
+    """An error for gradcheck_kit's own checks to raise in a rank: its message is the diagnosis.
+
+    Reported without a traceback, which would only show gradcheck_kit's frames.
+
+    Examples:
+        >>> str(diagnosis("parameter 'b' got no gradient on rank 1"))
+        "parameter 'b' got no gradient on rank 1"
+    """
+    error = RuntimeError(message)
+    error.gradcheck_kit_diagnosis = True  # type: ignore[attr-defined]
+    return error
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,7 @@ def backend_problem(backend: str) -> str | None:
 
 
 def _rank_main(
+    index: int,
     rank: int,
     world_size: int,
     backend: str,
@@ -99,8 +123,11 @@ def _rank_main(
     """
 
     def failed(exc: BaseException) -> None:
-        text = "".join(traceback.format_exception(exc)).rstrip()
-        results.put((rank, False, f"{type(exc).__name__}: {exc}\n{text}", time.time()))
+        if getattr(exc, "gradcheck_kit_diagnosis", False):  # no traceback: the text says it all
+            text = str(exc)
+        else:
+            text = "".join(traceback.format_exception(exc)).rstrip()
+        results.put((index, False, f"{type(exc).__name__}: {exc}\n{text}", time.time()))
 
     try:
         dist.init_process_group(
@@ -118,7 +145,9 @@ def _rank_main(
     except BaseException as exc:  # every failure of a rank is reported, by rank
         failed(exc)
     else:
-        results.put((rank, True, value, time.time()))
+        # plain pickle: torch's queue would share tensors through file descriptors that
+        # close when this process exits, before the parent has read them
+        results.put((index, True, pickle.dumps(value), time.time()))
     finally:
         dist.destroy_process_group()
 
@@ -178,19 +207,78 @@ def run_on_ranks(
             f"fn={fn!r:.60} or its args cannot be sent to another process ({exc}); define fn "
             "at module level (each rank imports it by name) and pass picklable args."
         ) from None
+    launched = launch(
+        [RankJob(fn, rank, world_size, "group", tuple(args)) for rank in range(world_size)],
+        backend=backend,
+        timeout=timeout,
+    )
+    if launched.failures:
+        raise failure_error(launched.failures, launched.labels, timeout)
+    values = tuple(launched.values[rank] for rank in range(world_size))
+    return RankRun(values, launched.seconds)
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """One process of a launch: ``fn(rank, world_size, *args)`` in the group named ``group``.
+
+    Processes that share ``group`` form one process group (one store); a launch may
+    hold several groups, started together (a single-process reference beside N ranks).
+    ``label`` names the process in messages (``"rank 1 of 2"`` when empty).
+    """
+
+    fn: Callable[..., Any]
+    rank: int
+    world_size: int
+    group: str
+    args: tuple[Any, ...] = ()
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """How messages call this process."""
+        return self.label or f"rank {self.rank} of {self.world_size}"
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What :func:`launch` got back, by job index: values, failures (cause first), labels."""
+
+    values: dict[int, Any]
+    failures: dict[int, str]
+    labels: tuple[str, ...]
+    seconds: float
+
+
+def launch(jobs: Sequence[RankJob], *, backend: str, timeout: float) -> Launched:
+    """Start every job in its own process, wait for all, reap all; failures are returned.
+
+    The caller has validated the jobs (picklable, backend available). Each group gets a
+    file store in a temporary folder. ``failures`` maps a job index to its traceback,
+    ``"timed out"``, ``"stopped"`` or an exit code, in the order they happened.
+    """
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gradcheck_kit_ranks_") as folder:
-        store_file = os.path.join(folder, "store")
         processes = [
             ctx.Process(
                 target=_rank_main,
-                args=(rank, world_size, backend, store_file, timeout, fn, tuple(args), results),
-                name=f"gradcheck_kit-rank{rank}",
+                args=(
+                    index,
+                    job.rank,
+                    job.world_size,
+                    backend,
+                    os.path.join(folder, f"store-{_safe(job.group)}"),
+                    timeout,
+                    job.fn,
+                    job.args,
+                    results,
+                ),
+                name=f"gradcheck_kit-{_safe(job.group)}-rank{job.rank}",
                 daemon=True,
             )
-            for rank in range(world_size)
+            for index, job in enumerate(jobs)
         ]
         try:
             for process in processes:
@@ -200,9 +288,12 @@ def run_on_ranks(
             _stop(processes)
             results.close()
             results.join_thread()
-    if failures:
-        raise _failure(failures, world_size, timeout)
-    return RankRun(tuple(values[rank] for rank in range(world_size)), time.perf_counter() - started)
+    labels = tuple(job.name for job in jobs)
+    return Launched(values, failures, labels, time.perf_counter() - started)
+
+
+def _safe(group: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in group)
 
 
 def _collect(
@@ -233,7 +324,7 @@ def _collect(
                         failures[rank] = "timed out" if not failures else "stopped"
             continue
         if ok:
-            values[rank] = payload
+            values[rank] = pickle.loads(payload)
         else:
             failures[rank] = payload
             happened[rank] = when
@@ -255,29 +346,36 @@ def _stop(processes: list[Any]) -> None:
             process.join(timeout=_JOIN_SECONDS)
 
 
-def _failure(failures: dict[int, str], world_size: int, timeout: float) -> RankFailedError:
+def failure_error(
+    failures: dict[int, str], labels: Sequence[str], timeout: float
+) -> RankFailedError:
+    """The :class:`RankFailedError` for a launch's failures (cause first), naming each process."""
     # ``failures`` is in the order they happened: the first is the cause, and ranks that
     # failed after it (a collective with a rank that left) or were stopped follow from it
-    own = {r: t for r, t in failures.items() if t != "stopped"} or failures
-    rank = next(iter(own))
-    what = own[rank]
+    own = {i: t for i, t in failures.items() if t != "stopped"} or failures
+    first = next(iter(own))
+    what = own[first]
+
+    def names(indices: Sequence[int]) -> str:
+        return ", ".join(labels[i] for i in sorted(indices))
+
     if what == "timed out":
         lines = [
-            f"rank {rank} of {world_size} did not finish within timeout={timeout:g} s "
-            f"(ranks timed out: {sorted(r for r, t in own.items() if t == 'timed out')}).",
+            f"{labels[first]} did not finish within timeout={timeout:g} s "
+            f"(timed out: {names([i for i, t in own.items() if t == 'timed out'])}).",
             "Likely cause: a collective (all_reduce, barrier, a DDP backward) that another "
             "rank never entered: a branch on the rank, or a parameter unused on some ranks.",
         ]
     else:
         head, _, detail = what.partition("\n")
-        lines = [f"rank {rank} of {world_size} failed: {head}"]
+        lines = [f"{labels[first]} failed: {head}"]
         if detail:
             lines.append(detail)
-    after = [r for r, t in own.items() if r != rank and t != "timed out"]
+    after = [i for i, t in own.items() if i != first and t != "timed out"]
     if after:
-        lines.append(f"Ranks {after} failed after it (a collective with a rank that had left).")
-    stopped = sorted(r for r, t in failures.items() if t == "stopped")
+        lines.append(f"Failed after it (a collective with a rank that had left): {names(after)}.")
+    stopped = [i for i, t in failures.items() if t == "stopped"]
     if stopped:
-        lines.append(f"Ranks {stopped} were stopped after it (blocked waiting for it).")
+        lines.append(f"Stopped after it (blocked waiting for it): {names(stopped)}.")
     lines.append("Every process of the run has been stopped.")
-    return RankFailedError("\n".join(lines), rank, dict(failures))
+    return RankFailedError("\n".join(lines), first, dict(failures))
