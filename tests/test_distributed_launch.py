@@ -59,8 +59,12 @@ def test_a_rank_that_hangs_ends_the_run_at_the_timeout() -> None:
     with pytest.raises(gk.errors.RankFailedError) as err:
         run_on_ranks(ranks.hang_on_rank_zero, 2, timeout=15)
     assert time.perf_counter() - started < 15 + 15  # the timeout, and stopping the processes
-    assert err.value.rank == 0 and err.value.failures == {0: "timed out"}
-    assert "did not finish within timeout=15 s" in str(err.value)
+    assert err.value.rank == 0
+    assert err.value.failures == {0: "timed out\nat ranks.py:30 in hang_on_rank_zero"}
+    # where it hung, from its stack
+    assert "did not finish within timeout=15 s, at ranks.py:30 in hang_on_rank_zero" in str(
+        err.value
+    )
     assert _no_rank_process_left()
 
 

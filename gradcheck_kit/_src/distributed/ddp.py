@@ -190,7 +190,7 @@ def _failed_result(
                 "on the CPU, keep BatchNorm and expect per-rank statistics.",
             )
         )
-    elif failures[first] == "timed out":
+    elif failures[first].startswith("timed out"):
         hints.append(
             Hint(
                 "hang",

@@ -234,21 +234,27 @@ def compare_records(
     params_apart = sorted({leaf.parameter for leaf in across if leaf.what == "param"})
     buffers_apart = sorted({leaf.parameter for leaf in across if leaf.what == "buffer"})
     trainable = [n for n in reference.parameters if reference.final_params.get(n) is not None]
-    if grads_apart:
-        unused = {
-            n: [r.rank for r in ranks if all(n not in u for u in r.used)] for n in grads_apart
-        }
-        unused = {n: rs for n, rs in unused.items() if rs and len(rs) < world}
-        if unused:
-            where = "; ".join(f"{n!r} on ranks {rs}" for n, rs in unused.items())
-            hints.append(
-                Hint(
-                    "unused",
-                    f"parameters took no part in the forward on some ranks ({where}), so "
-                    "their gradients were never reduced: use every parameter on every rank, "
-                    "or DistributedDataParallel(find_unused_parameters=True).",
-                )
+    failing = {leaf.parameter for leaf in leaves if not leaf.passed and leaf.what == "grad"}
+    # a parameter used on some ranks only: never reduced (it differs between ranks), or
+    # reduced by find_unused_parameters=True as an average that counts the ranks that did
+    # not use it as zeros (it differs from one process on the whole batch)
+    unused = {
+        n: [r.rank for r in ranks if all(n not in u for u in r.used)]
+        for n in sorted(set(grads_apart) | (set() if stochastic else failing))
+    }
+    unused = {n: rs for n, rs in unused.items() if rs and len(rs) < world}
+    if unused:
+        where = "; ".join(f"{n!r} on ranks {rs}" for n, rs in unused.items())
+        hints.append(
+            Hint(
+                "unused",
+                f"parameters took no part in the forward on some ranks ({where}): without "
+                "DDP's find_unused_parameters=True they are never reduced, and with it their "
+                "gradient is averaged with zeros from those ranks. Use every parameter on "
+                "every rank (the same computation, whatever the rank).",
             )
+        )
+    if grads_apart:
         if len(grads_apart) >= max(1, len(trainable)) and any(r.wrapped for r in ranks):
             hints.append(
                 Hint(

@@ -11,10 +11,14 @@ and :class:`RankFailedError` names the rank and what happened to it.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import math
 import os
 import pickle
 import queue
+import re
+import signal
 import tempfile
 import time
 import traceback
@@ -36,6 +40,7 @@ __all__ = [
     "RankRun",
     "backend_problem",
     "failure_error",
+    "is_collective_timeout",
     "launch",
     "run_on_ranks",
 ]
@@ -114,6 +119,7 @@ def _rank_main(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     results: Any,
+    stack_file: str,
 ) -> None:
     """One rank: join the group, run ``fn(rank, world_size, *args)``, report, leave the group.
 
@@ -129,13 +135,17 @@ def _rank_main(
             text = "".join(traceback.format_exception(exc)).rstrip()
         results.put((index, False, f"{type(exc).__name__}: {exc}\n{text}", time.time()))
 
+    if hasattr(signal, "SIGUSR1"):  # the parent asks a rank that hangs where it is
+        faulthandler.register(signal.SIGUSR1, file=open(stack_file, "w"), all_threads=False)  # noqa: SIM115 - open until the process ends
     try:
         dist.init_process_group(
             backend,
             init_method=f"file://{store_file}",
             rank=rank,
             world_size=world_size,
-            timeout=timedelta(seconds=timeout_s),
+            # collectives give up before the run's deadline: a rank blocked waiting for a
+            # hung one then says so, and the one that never answers is the one named
+            timeout=timedelta(seconds=_collective_timeout(timeout_s)),
         )
     except BaseException as exc:  # a rank that cannot join is reported, by rank
         failed(exc)
@@ -257,7 +267,7 @@ def launch(jobs: Sequence[RankJob], *, backend: str, timeout: float) -> Launched
     file store in a temporary folder. ``failures`` maps a job index to its traceback,
     ``"timed out"``, ``"stopped"`` or an exit code, in the order they happened.
     """
-    ctx = mp.get_context("spawn")
+    ctx = _context(sorted({job.fn.__module__ for job in jobs} - {"__main__"}))
     results = ctx.Queue()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gradcheck_kit_ranks_") as folder:
@@ -274,6 +284,7 @@ def launch(jobs: Sequence[RankJob], *, backend: str, timeout: float) -> Launched
                     job.fn,
                     job.args,
                     results,
+                    os.path.join(folder, f"stack-{index}"),
                 ),
                 name=f"gradcheck_kit-{_safe(job.group)}-rank{job.rank}",
                 daemon=True,
@@ -283,7 +294,8 @@ def launch(jobs: Sequence[RankJob], *, backend: str, timeout: float) -> Launched
         try:
             for process in processes:
                 process.start()
-            values, failures = _collect(processes, results, started + timeout)
+            stacks = [os.path.join(folder, f"stack-{index}") for index in range(len(jobs))]
+            values, failures = _collect(processes, results, started + timeout, stacks)
         finally:
             _stop(processes)
             results.close()
@@ -292,12 +304,31 @@ def launch(jobs: Sequence[RankJob], *, backend: str, timeout: float) -> Launched
     return Launched(values, failures, labels, time.perf_counter() - started)
 
 
+def _context(modules: Sequence[str]) -> Any:
+    """Where rank processes come from: a fork server that has imported torch once.
+
+    Each rank is then a fork of a process that imported torch but ran nothing (no
+    threads, no CUDA), which starts in a fraction of the second a fresh interpreter
+    takes, and the server is reused by every later launch of this process. As with
+    spawn, arguments travel by pickle and the parent's ``__main__`` is imported by
+    path. ``modules`` (those of the functions to run) are imported by the server
+    when it starts, with ``torch._dynamo``, which DDP and the optimizers import on
+    first use (a second of every rank's start otherwise). Without a fork server
+    (Windows), spawn.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "torch._dynamo", __name__, *modules])
+    return ctx
+
+
 def _safe(group: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in group)
 
 
 def _collect(
-    processes: list[Any], results: Any, deadline: float
+    processes: list[Any], results: Any, deadline: float, stacks: Sequence[str]
 ) -> tuple[dict[int, Any], dict[int, str]]:
     """Every rank's value, or what went wrong with each rank that failed."""
     values: dict[int, Any] = {}
@@ -319,9 +350,12 @@ def _collect(
                     # is the cause, the errors of the ranks connected to it follow from it
                     happened[rank] = -math.inf
             if now >= deadline:
-                for rank in range(len(processes)):
-                    if rank not in values and rank not in failures:
-                        failures[rank] = "timed out" if not failures else "stopped"
+                # waiting in a collective for a rank that never came is not a cause
+                suspects = all(is_collective_timeout(t) for t in failures.values())
+                late = [r for r in range(len(processes)) if r not in values and r not in failures]
+                where = _where(processes, late, stacks) if suspects else {}
+                for rank in late:
+                    failures[rank] = "timed out" + where.get(rank, "") if suspects else "stopped"
             continue
         if ok:
             values[rank] = pickle.loads(payload)
@@ -331,6 +365,80 @@ def _collect(
     # the order they happened in, not the order they arrived in
     ordered = sorted(failures, key=lambda r: happened.get(r, math.inf))
     return values, {r: failures[r] for r in ordered}
+
+
+# Frames that are not the user's: the caller of a hung rank's innermost frame is sought
+# outside them.
+_LIBRARY_PATHS = (
+    "/torch/",
+    "/multiprocessing/",
+    "/threading.py",
+    "gradcheck_kit/_src/distributed/",
+)
+
+
+def _where(processes: list[Any], late: list[int], stacks: Sequence[str]) -> dict[int, str]:
+    """Where each late rank is: its Python stack, dumped by faulthandler on SIGUSR1.
+
+    A new line, then ``at FILE:LINE in FUNC`` for a rank in its own code, or
+    ``waiting inside torch ... called at FILE:LINE in FUNC`` for one blocked in torch
+    (a collective, a backward).
+    """
+    if not hasattr(signal, "SIGUSR1"):
+        return {}
+    for rank in late:
+        with contextlib.suppress(OSError):
+            os.kill(processes[rank].pid, signal.SIGUSR1)
+    found: dict[int, str] = {}
+    give_up = time.perf_counter() + 1.0
+    while len(found) < len(late) and time.perf_counter() < give_up:
+        time.sleep(0.05)
+        for rank in late:
+            if rank not in found:
+                frames = _frames(stacks[rank])
+                if frames:
+                    found[rank] = _describe(frames)
+    return found
+
+
+def _frames(path: str) -> list[tuple[str, str, str]]:
+    """(file, line, function) of a faulthandler dump, most recent first."""
+    try:
+        text = open(path).read()  # noqa: SIM115 - a small file written once
+    except OSError:
+        return []
+    return re.findall(r'File "([^"]+)", line (\d+) in (\S+)', text)
+
+
+def _describe(frames: list[tuple[str, str, str]]) -> str:
+    own = [f for f in frames if not any(lib in f[0] for lib in _LIBRARY_PATHS)]
+    if not own:
+        return ""
+    file, line, func = own[0]
+    at = f"{os.path.basename(file)}:{line} in {func}"
+    if "/torch/" in frames[0][0]:
+        return f"\nwaiting inside torch (a collective, a backward) called at {at}"
+    return f"\nat {at}"
+
+
+def _timed_out(text: str) -> bool:
+    return text.startswith("timed out")
+
+
+def _collective_timeout(timeout: float) -> float:
+    """How long a collective waits: long enough for a slow rank, short of the deadline."""
+    return max(0.75 * timeout, timeout - 10.0)
+
+
+def is_collective_timeout(text: str) -> bool:
+    """Whether a rank's failure is a collective that gave up waiting for another rank.
+
+    Examples:
+        >>> is_collective_timeout("RuntimeError: [gloo] Timed out waiting 6000ms for recv")
+        True
+    """
+    head = text.partition("\n")[0]
+    return "Timed out waiting" in head or ("timed out" in head.lower() and "gloo" in head.lower())
 
 
 def _stop(processes: list[Any]) -> None:
@@ -353,25 +461,51 @@ def failure_error(
     # ``failures`` is in the order they happened: the first is the cause, and ranks that
     # failed after it (a collective with a rank that left) or were stopped follow from it
     own = {i: t for i, t in failures.items() if t != "stopped"} or failures
-    first = next(iter(own))
+    silent = [i for i, t in own.items() if _timed_out(t)]
+    # a rank stuck in its own code comes before the ranks waiting inside torch for it
+    silent.sort(key=lambda i: "waiting inside torch" in own[i])
+    first = (
+        silent[0]
+        if silent and all(_timed_out(t) or is_collective_timeout(t) for t in own.values())
+        else next(iter(own))
+    )
     what = own[first]
 
     def names(indices: Sequence[int]) -> str:
         return ", ".join(labels[i] for i in sorted(indices))
 
-    if what == "timed out":
+    if _timed_out(what):
+        stuck = what.partition("\n")[2]
         lines = [
-            f"{labels[first]} did not finish within timeout={timeout:g} s "
-            f"(timed out: {names([i for i, t in own.items() if t == 'timed out'])}).",
-            "Likely cause: a collective (all_reduce, barrier, a DDP backward) that another "
-            "rank never entered: a branch on the rank, or a parameter unused on some ranks.",
+            f"{labels[first]} did not finish within timeout={timeout:g} s"
+            + (f", {stuck}" if stuck else "")
+            + f" (timed out: {names(silent)}).",
+            (
+                f"Likely cause: {labels[first]} is busy or stuck in its own code (a loop, a "
+                "wait, a read) while the others wait for it."
+                if stuck.startswith("at ")
+                else "Likely cause: a collective (all_reduce, barrier, a DDP backward) that "
+                "another rank never entered: a branch on the rank, or a parameter unused on "
+                "some ranks."
+            ),
         ]
     else:
         head, _, detail = what.partition("\n")
         lines = [f"{labels[first]} failed: {head}"]
         if detail:
             lines.append(detail)
-    after = [i for i, t in own.items() if i != first and t != "timed out"]
+    after = [i for i, t in own.items() if i != first and not _timed_out(t)]
+    waiting = [i for i in silent if i != first and "waiting inside torch" in own[i]]
+    if waiting:
+        lines.append(
+            "Waiting for it: "
+            + "; ".join(f"{labels[i]} {own[i].partition(chr(10))[2]}" for i in waiting)
+            + "."
+        )
+    waited = [i for i in after if is_collective_timeout(own[i])]
+    if waited and _timed_out(what):
+        lines.append(f"Gave up waiting for it in a collective: {names(waited)}.")
+        after = [i for i in after if i not in waited]
     if after:
         lines.append(f"Failed after it (a collective with a rank that had left): {names(after)}.")
     stopped = [i for i, t in failures.items() if t == "stopped"]
