@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import ddp_steps
 from support.clock import steady_engine_clock
 from torch import nn
 
@@ -107,3 +108,10 @@ def test_missing_zero_grad_is_caught() -> None:
 
 def test_device_parity_with_one_device() -> None:
     gk.check_device_parity(_net(), lambda: _x(2, 4).detach())
+
+
+def test_ddp_summed_loss_is_caught() -> None:
+    with pytest.raises(gk.errors.DdpGradientError):
+        gk.assert_ddp_gradients(
+            ddp_steps.Net, ddp_steps.make_batch, step=ddp_steps.summed_loss_step
+        )
