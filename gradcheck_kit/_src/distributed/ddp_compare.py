@@ -50,8 +50,14 @@ def _leaf(
     val: torch.Tensor | None,
     atol: float | None,
     rtol: float,
+    scale: float,
 ) -> DdpLeaf | None:
-    """The worst element of ``val`` against ``ref`` (None when neither exists)."""
+    """The worst element of ``val`` against ``ref`` (None when neither exists).
+
+    Without ``atol``, the absolute floor is ``rtol * scale``: the largest entry of all
+    the tensors of this kind at this step. A gradient that is zero in exact arithmetic
+    (a bias before a BatchNorm) is roundoff on the scale of the others, not of its own.
+    """
     if ref is None and val is None:
         return None
     if ref is None or val is None or ref.shape != val.shape:
@@ -76,7 +82,7 @@ def _leaf(
     if r.numel() == 0:
         return DdpLeaf(name, what, rank, step, 0.0, 0.0, (), 0.0, 0.0, 0, 0)
     diff = (v - r).abs()
-    floor = atol if atol is not None else rtol * float(r.abs().max())
+    floor = atol if atol is not None else rtol * scale
     allowed = floor + rtol * r.abs()
     bad = ~(diff <= allowed)  # NaN counts as bad
     ratio = torch.where(allowed > 0, diff / allowed.clamp_min(1e-300), diff * math.inf)
@@ -104,22 +110,29 @@ def _score(leaf: DdpLeaf) -> float:
     return math.inf if leaf.allowed == 0 else leaf.max_abs_error / leaf.allowed
 
 
+def _largest(tensors: Sequence[torch.Tensor | None]) -> float:
+    return max((float(t.abs().max()) for t in tensors if t is not None and t.numel()), default=0.0)
+
+
 def _pairs(
     ref: ProcessRecord, val: ProcessRecord, steps: int
-) -> list[tuple[str, str, int, torch.Tensor | None, torch.Tensor | None]]:
-    """(name, what, step, reference, value) for every tensor the two records share."""
-    out: list[tuple[str, str, int, torch.Tensor | None, torch.Tensor | None]] = []
+) -> list[tuple[str, str, int, torch.Tensor | None, torch.Tensor | None, float]]:
+    """(name, what, step, reference, value, scale) for every tensor the two records share."""
+    out: list[tuple[str, str, int, torch.Tensor | None, torch.Tensor | None, float]] = []
     if steps == 0:
+        grads, params = ref.final_grads, ref.final_params
+        g, p = _largest(list(grads.values())), _largest(list(params.values()))
         for name in ref.parameters:
-            out.append((name, "grad", 0, ref.final_grads.get(name), val.final_grads.get(name)))
-            out.append((name, "param", 0, ref.final_params.get(name), val.final_params.get(name)))
+            out.append((name, "grad", 0, grads.get(name), val.final_grads.get(name), g))
+            out.append((name, "param", 0, params.get(name), val.final_params.get(name), p))
     for k in range(steps):
         a, b = ref.steps[k], val.steps[k]
+        g, p = _largest(list(a.grads.values())), _largest(list(a.params.values()))
         for name in ref.parameters:
-            out.append((name, "grad", k + 1, a.grads.get(name), b.grads.get(name)))
-            out.append((name, "param", k + 1, a.params.get(name), b.params.get(name)))
+            out.append((name, "grad", k + 1, a.grads.get(name), b.grads.get(name), g))
+            out.append((name, "param", k + 1, a.params.get(name), b.params.get(name), p))
     for name, buf in ref.buffers.items():
-        out.append((name, "buffer", steps, buf, val.buffers.get(name)))
+        out.append((name, "buffer", steps, buf, val.buffers.get(name), _largest([buf])))
     return out
 
 
@@ -128,8 +141,8 @@ def _worst(
 ) -> list[DdpLeaf]:
     """Per (tensor, kind), the worst comparison over the steps."""
     worst: dict[tuple[str, str], DdpLeaf] = {}
-    for name, what, step, a, b in _pairs(ref, val, steps):
-        leaf = _leaf(name, what, rank, step, a, b, atol, rtol)
+    for name, what, step, a, b, scale in _pairs(ref, val, steps):
+        leaf = _leaf(name, what, rank, step, a, b, atol, rtol, scale)
         if leaf is None:
             continue
         key = (name, what)

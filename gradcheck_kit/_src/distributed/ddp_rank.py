@@ -39,6 +39,9 @@ __all__ = [
 UNUSED_MARK = "got no gradient on this rank"
 
 
+_PER_RANK_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def default_step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer) -> torch.Tensor:
     """One plain training step: ``mse_loss(model(inputs), targets)``, backward, step.
 
@@ -229,9 +232,8 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
     batchnorm = tuple(
         name
         for name, m in inner.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and not isinstance(m, nn.SyncBatchNorm)
-        and m.training
+        # torch's own BatchNorm classes: a subclass may synchronise its statistics itself
+        if type(m) in _PER_RANK_BATCHNORM and m.training
     )
     first = next(iter(inner.parameters()), None)
     return ProcessRecord(
