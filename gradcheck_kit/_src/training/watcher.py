@@ -18,7 +18,11 @@ How it sees the loop, without changing it:
   ``.data``, ``copy_()``, ``load_state_dict`` or ``model.to(dtype)`` keep the
   tensor and are not registrations;
 * at the end, parameters that never received a gradient, and which side
-  (model or optimizer) lost which parameter.
+  (model or optimizer) lost which parameter;
+* in a distributed loop (a ``DistributedDataParallel`` model, or an initialised
+  process group of more than one rank), after every step, one all-gather of a
+  few checksums per tensor compares parameters, gradients and buffers across
+  the ranks (:mod:`.across_ranks`).
 
 The hooks only read: no tensor, gradient, random number generator or grad mode
 is touched, so a watched loop trains bit for bit as an unwatched one. Every hook
@@ -28,6 +32,7 @@ is removed when the block ends, also when it raises.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 import warnings
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.module import register_module_parameter_registration_hook
 from torch.utils.hooks import RemovableHandle
@@ -47,7 +53,8 @@ from ..graph.sites import user_site
 from ..messages import PREFIX
 from ..raising import Msg, apply_msg
 from ..state.snapshot import bits_equal
-from ..validation import check_choice, check_int, check_keywords, check_msg
+from ..validation import check_bool, check_choice, check_int, check_keywords, check_msg
+from .across_ranks import RankChecks, buffer_matcher, distributed_model, unwrap_model
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
 from .findings import (
     FindingLog,
@@ -80,6 +87,8 @@ class WatchOptions(TypedDict, total=False):
     on_error: OnError
     ignore: str | Sequence[str]
     msg: Msg
+    distributed: bool | None
+    buffers_may_differ: str | Sequence[str]
 
 
 _ON_ERROR: Final = ("raise", "warn", "record")
@@ -171,6 +180,11 @@ class _Session:
         self.seen_backward = False
         self.errors: dict[str, int] = {}  # a hook's own failure -> how often
         self.started = time.perf_counter()
+        self.ranks: RankChecks | None = None  # the cross-rank checks, in a distributed loop
+
+    def name_of(self, p: torch.Tensor) -> str | None:
+        st = self.states.get(id(p))
+        return st.name if st is not None else None
 
     # ------------------------------------------------------------ set-up, tear-down
 
@@ -194,6 +208,8 @@ class _Session:
                     opt.register_step_post_hook(functools.partial(self.after_step, index))
                 )
             self.handles.append(register_module_parameter_registration_hook(self.on_register))
+            if self.ranks is not None:
+                self.ranks.open()
             self.scan_tracking()
         except BaseException:
             self.remove_hooks()
@@ -203,6 +219,8 @@ class _Session:
         handles, self.handles = self.handles, []
         for handle in handles:
             handle.remove()
+        if self.ranks is not None:
+            self.ranks.remove_hooks()
 
     def close(self, name: str, check: str) -> TrainingReport:
         self.remove_hooks()
@@ -215,15 +233,23 @@ class _Session:
             self.scan_no_gradient()
         except Exception as exc:  # a report is still better than a crash at the end of training
             notes.append(f"the end-of-watch checks failed: {type(exc).__name__}: {exc}")
+        findings = self.log.findings()
+        ranks = self.ranks
+        if ranks is not None:  # this rank's own findings name it
+            findings = tuple(
+                f if f.ranks else dataclasses.replace(f, ranks=(ranks.rank,)) for f in findings
+            )
         return TrainingReport(
             name=name,
             check=check,
-            findings=self.log.findings(),
+            findings=findings,
             optimizer_steps=sum(self.step_no),
             backward_passes=max((st.total for st in self.states.values()), default=0),
             accumulation_steps=self.k,
             duration_s=time.perf_counter() - self.started,
             notes=tuple(notes),
+            rank=ranks.rank if ranks is not None else None,
+            world_size=ranks.world_size if ranks is not None else None,
         )
 
     def adopt(self, p: torch.Tensor, name: str) -> _ParamState:
@@ -428,6 +454,13 @@ class _Session:
             self.failed("a step pre-hook failed", exc)
 
     def after_step(self, index: int, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.judge_step(index)
+        if self.ranks is not None:  # every rank, after every step, whatever was found
+            self.ranks.after_step(
+                index, self.step_no[index], self.labels[index], self.log, _site_text
+            )
+
+    def judge_step(self, index: int) -> None:
         try:
             record = self.pending.pop(index, None)
             if record is None:
@@ -517,6 +550,8 @@ class TrainingWatcher(contextlib.ContextDecorator):
         on_error: OnError = "raise",
         ignore: str | Sequence[str] = (),
         msg: Msg = None,
+        distributed: bool | None = None,
+        buffers_may_differ: str | Sequence[str] = (),
     ) -> None:
         self._model = check_model(model)
         self._optimizers = as_optimizers(optimizer)
@@ -524,6 +559,9 @@ class TrainingWatcher(contextlib.ContextDecorator):
         check_choice(on_error, _ON_ERROR, "on_error")
         self._ignored = ignore_matcher(ignore)
         check_msg(msg)
+        check_bool(distributed, "distributed", allow_none=True)
+        self._distributed = distributed
+        self._buffers_may_differ = buffer_matcher(buffers_may_differ)
         self._accumulation_steps = accumulation_steps
         self._on_error: OnError = on_error
         self._msg = msg
@@ -594,13 +632,42 @@ class TrainingWatcher(contextlib.ContextDecorator):
                 "watchers would count every backward pass and step twice. Watch once, "
                 "around the outermost loop (or end the other watch first)."
             )
-        session = _Session(self._model, self._optimizers, self._accumulation_steps, self._ignored)
+        inner = unwrap_model(self._model)
+        session = _Session(inner, self._optimizers, self._accumulation_steps, self._ignored)
+        if self._across_ranks():
+            session.ranks = RankChecks(
+                self._model,
+                self._optimizers,
+                session.name_of,
+                ignored=self._ignored,
+                buffers_may_differ=self._buffers_may_differ,
+                failed=session.failed,
+            )
         session.open()
         for key, label in keys:
             _ACTIVE[key] = label
         self._active_keys = [key for key, _ in keys]
         self._session = session
         return self
+
+    def _across_ranks(self) -> bool:
+        """Whether this watch compares the ranks: ``distributed``, else a DDP model or group."""
+        if self._distributed is False:
+            return False
+        ready = dist.is_available() and dist.is_initialized()
+        if self._distributed and not ready:
+            raise InvalidArgument(
+                "distributed=True, but torch.distributed has no initialised process group: "
+                "call dist.init_process_group(...) on every rank before the watch (or leave "
+                "distributed=None to compare ranks only when there are several)."
+            )
+        if not ready:
+            return False
+        return bool(
+            self._distributed
+            or distributed_model(self._model) is not None
+            or dist.get_world_size() > 1
+        )
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         __tracebackhide__ = True
@@ -609,7 +676,7 @@ class TrainingWatcher(contextlib.ContextDecorator):
             return
         self._session = None
         try:
-            report = session.close(type(self._model).__name__, self._check)
+            report = session.close(type(session.model).__name__, self._check)
         finally:
             session.remove_hooks()
             for key in self._active_keys:
