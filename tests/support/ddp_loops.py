@@ -35,7 +35,8 @@ class CpuSyncBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            return super().forward(x)
+            out: torch.Tensor = super().forward(x)
+            return out
         with torch.no_grad():
             stats = torch.cat([x.sum(0), (x * x).sum(0), torch.tensor([float(x.shape[0])])])
             dist.all_reduce(stats)
