@@ -15,6 +15,7 @@ from support import ddp_loops
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.distributed.launch import run_on_ranks
+from gradcheck_kit._src.training.across_ranks import BATCH_STEPS
 from gradcheck_kit.results import TrainingReport
 
 needs_gloo = pytest.mark.skipif(
@@ -60,12 +61,15 @@ def test_a_correct_ddp_loop_gives_no_finding_on_any_rank(loops: Any, scenario: s
 
 
 @needs_gloo
-def test_one_small_all_gather_per_step_not_the_parameters(loops: Any) -> None:
-    # SyncBatchNorm-like buffers compared: 6 gradients, 6 parameters, 3 buffers, 3 numbers each
+def test_a_few_numbers_per_step_in_one_all_gather_per_batch_of_steps(loops: Any) -> None:
+    # every BATCH_STEPS steps, then the rest at the end of the watch; never the parameters
+    batches = [BATCH_STEPS, ddp_loops.STEPS - BATCH_STEPS]
+    assert ddp_loops.STEPS > BATCH_STEPS
     for rank in range(WORLD):
-        assert loops[rank]["correct"]["gathers"] == [2 + 3 * 15] * ddp_loops.STEPS
+        # SyncBatchNorm-like buffers compared: 6 gradients, 6 parameters, 3 buffers
+        assert loops[rank]["correct"]["gathers"] == [k * (2 + 2 * 15) for k in batches]
         # DDP re-broadcasts buffers at forward: only gradients and parameters
-        assert loops[rank]["correct_broadcast"]["gathers"] == [2 + 3 * 12] * ddp_loops.STEPS
+        assert loops[rank]["correct_broadcast"]["gathers"] == [k * (2 + 2 * 12) for k in batches]
         assert loops[rank]["edit_on_rank_0_not_distributed"]["gathers"] == []
 
 
@@ -75,7 +79,7 @@ def test_a_parameter_changed_on_rank_0_only_is_named_on_every_rank(loops: Any) -
         ("params_differ_across_ranks", "fc1.bias", 3, (0, 1))
     ]
     (finding,) = loops[1]["edit_on_rank_0"]["report"]["findings"]
-    assert finding["ranks"] == [0, 1] and finding["steps"] == [3]
+    assert finding["ranks"] == [0, 1] and finding["steps"] == list(range(3, ddp_loops.STEPS + 1))
     assert (
         "after step 3 of SGD 'fc1.bias' is not the same on every rank: ranks 0 and 1 differ"
         in (finding["found"])

@@ -20,8 +20,8 @@ __all__ = [
     "step_inside_no_sync_finding",
 ]
 
-# rank -> (sum, sum of squares) of one tensor on that rank; None: it has no such tensor.
-RankValues = Mapping[int, tuple[float, float] | None]
+# rank -> the L2 norm of one tensor on that rank; None: it has no such tensor (no .grad).
+RankValues = Mapping[int, float | None]
 
 
 def ranks_text(ranks: Sequence[int]) -> str:
@@ -52,7 +52,7 @@ def _values(values: RankValues) -> str:
         if value is None:
             parts.append(f"rank {rank}: none")
         else:
-            parts.append(f"rank {rank}: sum {value[0]:.6g}, norm {value[1]:.6g}")
+            parts.append(f"rank {rank}: norm {value:.6g}")
     return "; ".join(parts)
 
 
@@ -70,13 +70,13 @@ def params_differ_finding(
 
     Examples:
         >>> f = params_differ_finding("fc.weight", step=3, optimizer="SGD", ranks=(0, 1),
-        ...                           world_size=2, values={0: (1.0, 2.0), 1: (1.5, 2.5)},
+        ...                           world_size=2, values={0: 2.0, 1: 2.5},
         ...                           location=None)
         >>> f.kind, f.ranks
         ('params_differ_across_ranks', (0, 1))
         >>> print(f.found)  # doctest: +ELLIPSIS
         after step 3 of SGD 'fc.weight' is not the same on every rank: ranks 0 and 1 differ (...)
-        >>> f.found.endswith("(rank 0: sum 1, norm 2; rank 1: sum 1.5, norm 2.5)")
+        >>> f.found.endswith("(rank 0: norm 2; rank 1: norm 2.5)")
         True
     """
     return TrainingFinding(
@@ -114,9 +114,9 @@ def grad_not_reduced_finding(
 
     Examples:
         >>> f = grad_not_reduced_finding("head.bias", step=1, optimizer="SGD", ranks=(0, 1),
-        ...                              world_size=2, values={0: (1.0, 1.0), 1: None},
+        ...                              world_size=2, values={0: 1.0, 1: None},
         ...                              ddp=False, location=None)
-        >>> f.kind, f.found.endswith("(rank 0: sum 1, norm 1; rank 1: none)")
+        >>> f.kind, f.found.endswith("(rank 0: norm 1; rank 1: none)")
         ('grad_not_reduced', True)
     """
     if ddp:
@@ -216,7 +216,7 @@ def buffers_differ_finding(
     Examples:
         >>> f = buffers_differ_finding("bn.running_mean", step=1, optimizer="SGD",
         ...                            ranks=(0, 1), world_size=2,
-        ...                            values={0: (0.1, 0.2), 1: (0.3, 0.4)}, location=None)
+        ...                            values={0: 0.2, 1: 0.4}, location=None)
         >>> f.kind, f.parameter
         ('buffers_differ_across_ranks', 'bn.running_mean')
     """

@@ -39,6 +39,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 import torch
@@ -92,6 +93,9 @@ class WatchOptions(TypedDict, total=False):
 
 
 _ON_ERROR: Final = ("raise", "warn", "record")
+# How long the end of a watch waits for the last steps' cross-rank all-gather: only ranks
+# far out of step (or one that left the loop early) make it wait at all.
+_FINISH_S: Final = 60.0
 
 # id(module or optimizer) -> what watches it, for every object watched right now.
 _ACTIVE: dict[int, str] = {}
@@ -222,8 +226,12 @@ class _Session:
         if self.ranks is not None:
             self.ranks.remove_hooks()
 
-    def close(self, name: str, check: str) -> TrainingReport:
+    def close(self, name: str, check: str, *, block_failed: bool = False) -> TrainingReport:
         self.remove_hooks()
+        if self.ranks is not None and not block_failed:
+            # the last steps' all-gathers; a block that raised may have left before some
+            # step, so its rank does not start one the others may never join
+            self.ranks.close(self.log, timedelta(seconds=_FINISH_S))
         notes = [
             f"{text} ({count} time{'s' if count != 1 else ''}); some checks were skipped"
             for text, count in self.errors.items()
@@ -676,7 +684,9 @@ class TrainingWatcher(contextlib.ContextDecorator):
             return
         self._session = None
         try:
-            report = session.close(type(session.model).__name__, self._check)
+            report = session.close(
+                type(session.model).__name__, self._check, block_failed=exc is not None
+            )
         finally:
             session.remove_hooks()
             for key in self._active_keys:
