@@ -179,3 +179,26 @@ def test_a_single_process_loop_is_not_compared_and_its_records_are_unchanged() -
     data = report.to_dict()
     assert "rank" not in data and all("ranks" not in f for f in data["findings"])
     assert TrainingReport.from_dict(data) == report
+
+
+def test_the_report_shows_the_rank_and_a_findings_ranks() -> None:
+    from gradcheck_kit.report.training_detail import training_detail
+
+    record = {
+        "check": "watch_training",
+        "rank": 1,
+        "world_size": 2,
+        "findings": [
+            {
+                "title": "Parameter differs across ranks",
+                "parameter": "w",
+                "step": 3,
+                "ranks": [0, 1],
+            }
+        ],
+    }
+    detail, used = training_detail(record)
+    assert ("rank", "1") in detail.settings and ("ranks", "2") in detail.settings
+    labels = [label for label, _ in detail.findings[0].facts]
+    assert labels[:3] == ["parameter", "step", "ranks"]
+    assert {"rank", "world_size"} <= used

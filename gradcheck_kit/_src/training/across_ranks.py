@@ -133,7 +133,17 @@ class _Batch(NamedTuple):
 
 
 class RankChecks:
-    """The cross-rank half of a watch: its forward hook and the check after every step."""
+    """The cross-rank half of a watch: its forward hook and the check after every step.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> m = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        >>> with gk.watch_training(m, opt) as w:  # no process group: nothing to compare
+        ...     pass
+        >>> w.report.rank, w.report.world_size
+        (None, None)
+    """
 
     def __init__(
         self,

@@ -742,6 +742,31 @@ def watch_training(
     * ``frozen_param_updated`` — a step changed a parameter with
       ``requires_grad=False`` (weight decay or momentum on a stale ``.grad``).
 
+    In a distributed loop (the model is a ``DistributedDataParallel``, or
+    ``torch.distributed`` is initialised with more than one rank; ``distributed=``
+    forces it on or off) every rank watches its own loop, and after every step the
+    ranks are compared: each rank sends the L2 norm of each gradient, parameter
+    and buffer (never the tensors), eight steps' worth in one background
+    ``all_gather``, so every rank judges the same numbers and reports the same
+    cross-rank findings, each naming the step, the tensor and the ranks that differ:
+
+    * ``params_differ_across_ranks`` — a parameter is not the same on every rank
+      after a step (changed under ``if rank == 0:``, a checkpoint loaded on one rank).
+    * ``grad_not_reduced`` — a step applied a gradient that differs across ranks:
+      a hand-rolled all-reduce that skips it, a parameter DDP did not reduce.
+    * ``step_inside_no_sync`` — the forward before a step ran inside
+      ``model.no_sync()``: its backward was not all-reduced (step inside the block,
+      or the last micro-batch not synchronised).
+    * ``buffers_differ_across_ranks`` — a buffer (BatchNorm statistics) differs
+      across ranks: plain BatchNorm with DDP's buffer broadcast off, or no DDP.
+      Buffers DDP re-broadcasts at each forward are not compared; declare per-rank
+      ones with ``buffers_may_differ``.
+
+    A rank's own findings (``grad_not_reset``...) name that rank. Every rank must
+    enter the watch and take the same number of optimizer steps (DDP needs that
+    anyway): the comparison is a collective. Names are the wrapped module's
+    (``fc1.weight``, without ``module.``).
+
     The watched loop trains bit for bit as it would unwatched (the hooks only
     read), every hook is removed at the end of the block, also when it raises,
     and the report is published to the pytest plugin's results. Several
@@ -764,6 +789,11 @@ def watch_training(
         ignore: qualified parameter names or shell patterns (``"head.*"``) to
             leave out of every check.
         msg: text put before the message, or a callable that rewrites it.
+        distributed: compare the ranks (``True``), or not (``False``); ``None``
+            (the default) compares them for a ``DistributedDataParallel`` model or
+            an initialised process group of more than one rank.
+        buffers_may_differ: qualified buffer names or shell patterns (``"bn.*"``)
+            whose values may differ across ranks (per-rank statistics on purpose).
 
     Returns:
         A :class:`TrainingWatcher`; after the block its ``report`` holds the
@@ -772,10 +802,12 @@ def watch_training(
     Raises:
         TrainingLoopError: at the end of the block, when something was found
             and ``on_error="raise"``.
-        InvalidArgument: a model without parameters, a bad ``accumulation_steps``
-            or ``on_error``, or (on entry) a model or optimizer already being
-            watched; :class:`InvalidArgumentType` for an optimizer that is not a
-            ``torch.optim.Optimizer`` or a model that is not a module.
+        InvalidArgument: a model without parameters, a bad ``accumulation_steps``,
+            ``on_error`` or ``distributed``, or (on entry) a model or optimizer
+            already being watched, or ``distributed=True`` without a process
+            group; :class:`InvalidArgumentType` for an optimizer that is not a
+            ``torch.optim.Optimizer``, a model that is not a module, or bad
+            ``buffers_may_differ`` patterns.
 
     Examples:
         >>> import torch, gradcheck_kit as gk
@@ -793,6 +825,16 @@ def watch_training(
         ...         opt.step()
         >>> [(f.kind, f.parameter, f.step) for f in watch.report.findings]
         [('grad_not_reset', 'weight', 2), ('grad_not_reset', 'bias', 2)]
+
+        In a DDP loop, the same call on every rank also compares the ranks; off
+        with ``distributed=False`` (a single process is not compared):
+
+        >>> with gk.watch_training(model, opt, distributed=False) as watch:
+        ...     opt.zero_grad()
+        ...     torch.nn.functional.mse_loss(model(x), y).backward()
+        ...     opt.step()
+        >>> watch.report.rank is None
+        True
     """
     check_keywords(options, WatchOptions, "watch_training")
     return TrainingWatcher(model, optimizer, **options)
