@@ -28,6 +28,7 @@ _FINDING_FIELDS = (
     ("parameter", ("parameter", "param", "parameters")),
     ("step", ("step",)),
     ("optimizer", ("optimizer",)),
+    ("ranks", ("ranks",)),
     ("expected", ("expected",)),
     ("found", ("found", "actual")),
     ("cause", ("cause",)),
@@ -36,7 +37,16 @@ _FINDING_FIELDS = (
 )
 # The keys a training detail shows; the rest go to the row's fields.
 TRAINING_KEYS = frozenset(
-    {"findings", "check", "optimizer_steps", "backward_passes", "accumulation_steps", "notes"}
+    {
+        "findings",
+        "check",
+        "optimizer_steps",
+        "backward_passes",
+        "accumulation_steps",
+        "notes",
+        "rank",
+        "world_size",
+    }
 )
 
 
@@ -128,6 +138,8 @@ def training_detail(record: Mapping[str, Any]) -> tuple[TrainingDetail, frozense
             ("optimizer_steps", "optimizer steps"),
             ("backward_passes", "backward passes"),
             ("accumulation_steps", "accumulation steps"),
+            ("rank", "rank"),
+            ("world_size", "ranks"),
         )
         if record.get(key) is not None
     ]

@@ -50,6 +50,10 @@ TITLES: Final[dict[str, str]] = {
     "param_not_updated": "Parameter did not change",
     "param_changed": "Parameter changed although it must stay fixed",
     "no_step": "No optimizer step was taken",
+    "params_differ_across_ranks": "Parameter differs across ranks",
+    "grad_not_reduced": "Gradient not all-reduced across ranks",
+    "step_inside_no_sync": "Optimizer step on gradients DDP did not synchronise (no_sync)",
+    "buffers_differ_across_ranks": "Buffer differs across ranks",
 }
 _MAX_STEPS_KEPT: Final = 10
 _MAX_NAMES_SHOWN: Final = 6
@@ -74,6 +78,8 @@ class TrainingFinding:
         location: the user's source line, ``"train.py:12 in train: `loss.backward()`"``.
         steps: the first few steps it was seen at.
         occurrences: how many times it was seen in all.
+        ranks: in a distributed loop, the ranks it was seen on (a cross-rank finding:
+            the ranks that differ), else ``()``.
 
     Examples:
         >>> f = TrainingFinding("no_gradient", "fc3.weight", expected="a gradient",
@@ -96,6 +102,7 @@ class TrainingFinding:
     location: str | None = None
     steps: tuple[int, ...] = ()
     occurrences: int = 1
+    ranks: tuple[int, ...] = ()
 
     @property
     def title(self) -> str:
@@ -119,8 +126,8 @@ class TrainingFinding:
         return "\n".join(_block(self, [self.parameter] if self.parameter else []))
 
     def to_dict(self) -> dict[str, Any]:
-        """This finding as JSON-ready data."""
-        return {
+        """This finding as JSON-ready data (``ranks`` only where it has ranks)."""
+        data: dict[str, Any] = {
             "kind": self.kind,
             "title": self.title,
             "parameter": self.parameter,
@@ -134,6 +141,9 @@ class TrainingFinding:
             "steps": list(self.steps),
             "occurrences": self.occurrences,
         }
+        if self.ranks:
+            data["ranks"] = list(self.ranks)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingFinding:
@@ -150,7 +160,14 @@ class TrainingFinding:
             location=data.get("location"),
             steps=tuple(data.get("steps", ())),
             occurrences=int(data.get("occurrences", 1)),
+            ranks=tuple(data.get("ranks", ())),
         )
+
+
+def _on_ranks(ranks: tuple[int, ...]) -> str:
+    if len(ranks) == 1:
+        return f"on rank {ranks[0]}"
+    return f"on ranks {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
 
 
 def _where(f: TrainingFinding) -> str:
@@ -166,6 +183,8 @@ def _where(f: TrainingFinding) -> str:
         parts.append(step)
     elif f.optimizer:
         parts.append(f"in {f.optimizer}")
+    if f.ranks:
+        parts.append(_on_ranks(f.ranks))
     return ", ".join(parts)
 
 
@@ -207,6 +226,8 @@ class TrainingReport(Observable):
         duration_s: wall time of the check.
         notes: remarks that are not findings (e.g. a check that could not run).
         test_id: the pytest test that made it (set by the plugin).
+        rank: in a distributed loop, the rank that made this report, else ``None``.
+        world_size: in a distributed loop, how many ranks there were, else ``None``.
 
     Examples:
         >>> report = TrainingReport("MLPNet", "watch_training", optimizer_steps=3)
@@ -225,6 +246,8 @@ class TrainingReport(Observable):
     duration_s: float = 0.0
     notes: tuple[str, ...] = ()
     test_id: str | None = None
+    rank: int | None = None
+    world_size: int | None = None
     kind: str = field(default="training", init=False)
 
     @property
@@ -243,7 +266,8 @@ class TrainingReport(Observable):
             )
         if self.accumulation_steps is not None:
             parts.append(f"accumulation_steps={self.accumulation_steps}")
-        return f"({self.check} of {self.name!r}: {', '.join(parts)})"
+        where = f" on rank {self.rank} of {self.world_size}" if self.rank is not None else ""
+        return f"({self.check} of {self.name!r}{where}: {', '.join(parts)})"
 
     def summary(self) -> str:
         """The report as text: a header, then one block per problem (the assertion's message).
@@ -261,7 +285,7 @@ class TrainingReport(Observable):
             ]
             groups: dict[tuple[Any, ...], tuple[TrainingFinding, list[str]]] = {}
             for f in self.findings:
-                key = (f.kind, f.step, f.optimizer, f.expected, f.cause, f.fix, f.location)
+                key = (f.kind, f.step, f.optimizer, f.expected, f.cause, f.fix, f.location, f.ranks)
                 first, names = groups.setdefault(key, (f, []))
                 if f.parameter is not None:
                     names.append(f.parameter)
@@ -276,8 +300,8 @@ class TrainingReport(Observable):
         return dataclasses.replace(self, test_id=test_id)
 
     def to_dict(self) -> dict[str, Any]:
-        """This report as JSON-ready data, ``"kind": "training"``."""
-        return {
+        """This report as JSON-ready data, ``"kind": "training"`` (``rank`` where distributed)."""
+        data: dict[str, Any] = {
             "kind": self.kind,
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -291,6 +315,10 @@ class TrainingReport(Observable):
             "notes": list(self.notes),
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.rank is not None:
+            data["rank"] = self.rank
+            data["world_size"] = self.world_size
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingReport:
@@ -311,6 +339,8 @@ class TrainingReport(Observable):
             duration_s=float(data.get("duration_s", 0.0)),
             notes=tuple(data.get("notes", ())),
             test_id=data.get("test_id"),
+            rank=data.get("rank"),
+            world_size=data.get("world_size"),
         )
 
 

@@ -18,7 +18,11 @@ How it sees the loop, without changing it:
   ``.data``, ``copy_()``, ``load_state_dict`` or ``model.to(dtype)`` keep the
   tensor and are not registrations;
 * at the end, parameters that never received a gradient, and which side
-  (model or optimizer) lost which parameter.
+  (model or optimizer) lost which parameter;
+* in a distributed loop (a ``DistributedDataParallel`` model, or an initialised
+  process group of more than one rank), after every step, one all-gather of a
+  few checksums per tensor compares parameters, gradients and buffers across
+  the ranks (:mod:`.across_ranks`).
 
 The hooks only read: no tensor, gradient, random number generator or grad mode
 is touched, so a watched loop trains bit for bit as an unwatched one. Every hook
@@ -28,15 +32,18 @@ is removed when the block ends, also when it raises.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.module import register_module_parameter_registration_hook
 from torch.utils.hooks import RemovableHandle
@@ -47,7 +54,8 @@ from ..graph.sites import user_site
 from ..messages import PREFIX
 from ..raising import Msg, apply_msg
 from ..state.snapshot import bits_equal
-from ..validation import check_choice, check_int, check_keywords, check_msg
+from ..validation import check_bool, check_choice, check_int, check_keywords, check_msg
+from .across_ranks import RankChecks, buffer_matcher, distributed_model, unwrap_model
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
 from .findings import (
     FindingLog,
@@ -80,9 +88,14 @@ class WatchOptions(TypedDict, total=False):
     on_error: OnError
     ignore: str | Sequence[str]
     msg: Msg
+    distributed: bool | None
+    buffers_may_differ: str | Sequence[str]
 
 
 _ON_ERROR: Final = ("raise", "warn", "record")
+# How long the end of a watch waits for the last steps' cross-rank all-gather: only ranks
+# far out of step (or one that left the loop early) make it wait at all.
+_FINISH_S: Final = 60.0
 
 # id(module or optimizer) -> what watches it, for every object watched right now.
 _ACTIVE: dict[int, str] = {}
@@ -171,6 +184,11 @@ class _Session:
         self.seen_backward = False
         self.errors: dict[str, int] = {}  # a hook's own failure -> how often
         self.started = time.perf_counter()
+        self.ranks: RankChecks | None = None  # the cross-rank checks, in a distributed loop
+
+    def name_of(self, p: torch.Tensor) -> str | None:
+        st = self.states.get(id(p))
+        return st.name if st is not None else None
 
     # ------------------------------------------------------------ set-up, tear-down
 
@@ -194,6 +212,8 @@ class _Session:
                     opt.register_step_post_hook(functools.partial(self.after_step, index))
                 )
             self.handles.append(register_module_parameter_registration_hook(self.on_register))
+            if self.ranks is not None:
+                self.ranks.open()
             self.scan_tracking()
         except BaseException:
             self.remove_hooks()
@@ -203,9 +223,15 @@ class _Session:
         handles, self.handles = self.handles, []
         for handle in handles:
             handle.remove()
+        if self.ranks is not None:
+            self.ranks.remove_hooks()
 
-    def close(self, name: str, check: str) -> TrainingReport:
+    def close(self, name: str, check: str, *, block_failed: bool = False) -> TrainingReport:
         self.remove_hooks()
+        if self.ranks is not None and not block_failed:
+            # the last steps' all-gathers; a block that raised may have left before some
+            # step, so its rank does not start one the others may never join
+            self.ranks.close(self.log, timedelta(seconds=_FINISH_S))
         notes = [
             f"{text} ({count} time{'s' if count != 1 else ''}); some checks were skipped"
             for text, count in self.errors.items()
@@ -215,15 +241,23 @@ class _Session:
             self.scan_no_gradient()
         except Exception as exc:  # a report is still better than a crash at the end of training
             notes.append(f"the end-of-watch checks failed: {type(exc).__name__}: {exc}")
+        findings = self.log.findings()
+        ranks = self.ranks
+        if ranks is not None:  # this rank's own findings name it
+            findings = tuple(
+                f if f.ranks else dataclasses.replace(f, ranks=(ranks.rank,)) for f in findings
+            )
         return TrainingReport(
             name=name,
             check=check,
-            findings=self.log.findings(),
+            findings=findings,
             optimizer_steps=sum(self.step_no),
             backward_passes=max((st.total for st in self.states.values()), default=0),
             accumulation_steps=self.k,
             duration_s=time.perf_counter() - self.started,
             notes=tuple(notes),
+            rank=ranks.rank if ranks is not None else None,
+            world_size=ranks.world_size if ranks is not None else None,
         )
 
     def adopt(self, p: torch.Tensor, name: str) -> _ParamState:
@@ -428,6 +462,13 @@ class _Session:
             self.failed("a step pre-hook failed", exc)
 
     def after_step(self, index: int, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.judge_step(index)
+        if self.ranks is not None:  # every rank, after every step, whatever was found
+            self.ranks.after_step(
+                index, self.step_no[index], self.labels[index], self.log, _site_text
+            )
+
+    def judge_step(self, index: int) -> None:
         try:
             record = self.pending.pop(index, None)
             if record is None:
@@ -517,6 +558,8 @@ class TrainingWatcher(contextlib.ContextDecorator):
         on_error: OnError = "raise",
         ignore: str | Sequence[str] = (),
         msg: Msg = None,
+        distributed: bool | None = None,
+        buffers_may_differ: str | Sequence[str] = (),
     ) -> None:
         self._model = check_model(model)
         self._optimizers = as_optimizers(optimizer)
@@ -524,6 +567,9 @@ class TrainingWatcher(contextlib.ContextDecorator):
         check_choice(on_error, _ON_ERROR, "on_error")
         self._ignored = ignore_matcher(ignore)
         check_msg(msg)
+        check_bool(distributed, "distributed", allow_none=True)
+        self._distributed = distributed
+        self._buffers_may_differ = buffer_matcher(buffers_may_differ)
         self._accumulation_steps = accumulation_steps
         self._on_error: OnError = on_error
         self._msg = msg
@@ -594,13 +640,42 @@ class TrainingWatcher(contextlib.ContextDecorator):
                 "watchers would count every backward pass and step twice. Watch once, "
                 "around the outermost loop (or end the other watch first)."
             )
-        session = _Session(self._model, self._optimizers, self._accumulation_steps, self._ignored)
+        inner = unwrap_model(self._model)
+        session = _Session(inner, self._optimizers, self._accumulation_steps, self._ignored)
+        if self._across_ranks():
+            session.ranks = RankChecks(
+                self._model,
+                self._optimizers,
+                session.name_of,
+                ignored=self._ignored,
+                buffers_may_differ=self._buffers_may_differ,
+                failed=session.failed,
+            )
         session.open()
         for key, label in keys:
             _ACTIVE[key] = label
         self._active_keys = [key for key, _ in keys]
         self._session = session
         return self
+
+    def _across_ranks(self) -> bool:
+        """Whether this watch compares the ranks: ``distributed``, else a DDP model or group."""
+        if self._distributed is False:
+            return False
+        ready = dist.is_available() and dist.is_initialized()
+        if self._distributed and not ready:
+            raise InvalidArgument(
+                "distributed=True, but torch.distributed has no initialised process group: "
+                "call dist.init_process_group(...) on every rank before the watch (or leave "
+                "distributed=None to compare ranks only when there are several)."
+            )
+        if not ready:
+            return False
+        return bool(
+            self._distributed
+            or distributed_model(self._model) is not None
+            or dist.get_world_size() > 1
+        )
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         __tracebackhide__ = True
@@ -609,7 +684,9 @@ class TrainingWatcher(contextlib.ContextDecorator):
             return
         self._session = None
         try:
-            report = session.close(type(self._model).__name__, self._check)
+            report = session.close(
+                type(session.model).__name__, self._check, block_failed=exc is not None
+            )
         finally:
             session.remove_hooks()
             for key in self._active_keys:
@@ -665,6 +742,31 @@ def watch_training(
     * ``frozen_param_updated`` — a step changed a parameter with
       ``requires_grad=False`` (weight decay or momentum on a stale ``.grad``).
 
+    In a distributed loop (the model is a ``DistributedDataParallel``, or
+    ``torch.distributed`` is initialised with more than one rank; ``distributed=``
+    forces it on or off) every rank watches its own loop, and after every step the
+    ranks are compared: each rank sends the L2 norm of each gradient, parameter
+    and buffer (never the tensors), eight steps' worth in one background
+    ``all_gather``, so every rank judges the same numbers and reports the same
+    cross-rank findings, each naming the step, the tensor and the ranks that differ:
+
+    * ``params_differ_across_ranks`` — a parameter is not the same on every rank
+      after a step (changed under ``if rank == 0:``, a checkpoint loaded on one rank).
+    * ``grad_not_reduced`` — a step applied a gradient that differs across ranks:
+      a hand-rolled all-reduce that skips it, a parameter DDP did not reduce.
+    * ``step_inside_no_sync`` — the forward before a step ran inside
+      ``model.no_sync()``: its backward was not all-reduced (step inside the block,
+      or the last micro-batch not synchronised).
+    * ``buffers_differ_across_ranks`` — a buffer (BatchNorm statistics) differs
+      across ranks: plain BatchNorm with DDP's buffer broadcast off, or no DDP.
+      Buffers DDP re-broadcasts at each forward are not compared; declare per-rank
+      ones with ``buffers_may_differ``.
+
+    A rank's own findings (``grad_not_reset``...) name that rank. Every rank must
+    enter the watch and take the same number of optimizer steps (DDP needs that
+    anyway): the comparison is a collective. Names are the wrapped module's
+    (``fc1.weight``, without ``module.``).
+
     The watched loop trains bit for bit as it would unwatched (the hooks only
     read), every hook is removed at the end of the block, also when it raises,
     and the report is published to the pytest plugin's results. Several
@@ -687,6 +789,11 @@ def watch_training(
         ignore: qualified parameter names or shell patterns (``"head.*"``) to
             leave out of every check.
         msg: text put before the message, or a callable that rewrites it.
+        distributed: compare the ranks (``True``), or not (``False``); ``None``
+            (the default) compares them for a ``DistributedDataParallel`` model or
+            an initialised process group of more than one rank.
+        buffers_may_differ: qualified buffer names or shell patterns (``"bn.*"``)
+            whose values may differ across ranks (per-rank statistics on purpose).
 
     Returns:
         A :class:`TrainingWatcher`; after the block its ``report`` holds the
@@ -695,10 +802,12 @@ def watch_training(
     Raises:
         TrainingLoopError: at the end of the block, when something was found
             and ``on_error="raise"``.
-        InvalidArgument: a model without parameters, a bad ``accumulation_steps``
-            or ``on_error``, or (on entry) a model or optimizer already being
-            watched; :class:`InvalidArgumentType` for an optimizer that is not a
-            ``torch.optim.Optimizer`` or a model that is not a module.
+        InvalidArgument: a model without parameters, a bad ``accumulation_steps``,
+            ``on_error`` or ``distributed``, or (on entry) a model or optimizer
+            already being watched, or ``distributed=True`` without a process
+            group; :class:`InvalidArgumentType` for an optimizer that is not a
+            ``torch.optim.Optimizer``, a model that is not a module, or bad
+            ``buffers_may_differ`` patterns.
 
     Examples:
         >>> import torch, gradcheck_kit as gk
@@ -716,6 +825,16 @@ def watch_training(
         ...         opt.step()
         >>> [(f.kind, f.parameter, f.step) for f in watch.report.findings]
         [('grad_not_reset', 'weight', 2), ('grad_not_reset', 'bias', 2)]
+
+        In a DDP loop, the same call on every rank also compares the ranks; off
+        with ``distributed=False`` (a single process is not compared):
+
+        >>> with gk.watch_training(model, opt, distributed=False) as watch:
+        ...     opt.zero_grad()
+        ...     torch.nn.functional.mse_loss(model(x), y).backward()
+        ...     opt.step()
+        >>> watch.report.rank is None
+        True
     """
     check_keywords(options, WatchOptions, "watch_training")
     return TrainingWatcher(model, optimizer, **options)

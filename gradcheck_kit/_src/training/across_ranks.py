@@ -1,0 +1,433 @@
+"""The cross-rank checks of watch_training: one all-gather of checksums per optimizer step.
+
+After every optimizer step each rank sums up, per tensor, what every rank must
+hold alike in data-parallel training: the gradient each parameter of the
+stepping optimizer was given (present or not, its sum and its norm), the
+parameter itself after the update, and the model's buffers. These few numbers
+(three per tensor, whatever its size) travel in one ``all_gather`` of a small
+float64 vector; parameters and gradients never leave their rank. Every rank then
+holds the same matrix, so every rank judges the same way and words a cross-rank
+finding the same way, naming the ranks that differ.
+
+The collective is the same on every rank at every step, whatever was found:
+one ``all_gather`` of a vector whose length depends only on the optimizer's
+parameters and the model's buffers. Every rank must step as often as the others
+(DistributedDataParallel requires it anyway).
+
+A ``DistributedDataParallel`` model is also watched at its forward: a forward
+with gradients enabled inside ``no_sync()`` means its backward will not be
+all-reduced, and a step taken right after it is ``step_inside_no_sync``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, Final, NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .findings import FindingLog
+from .rank_findings import (
+    buffers_differ_finding,
+    grad_not_reduced_finding,
+    params_differ_finding,
+    step_inside_no_sync_finding,
+)
+
+__all__ = ["BATCH_STEPS", "RankChecks", "buffer_matcher", "distributed_model", "unwrap_model"]
+
+# Two ranks' checksums of the same tensor differ beyond this relative amount: the
+# tensors differ. Ranks that hold the same bits compute the same checksums; the
+# margin only absorbs a reduction order that differs with the thread count.
+_RTOL: Final = 1e-6
+_HEADER: Final = 2  # [last forward ran inside no_sync(), this rank's checksums failed]
+_ZERO: Final = torch.zeros(())
+# Steps whose checksums travel in one all-gather (see RankChecks.after_step).
+BATCH_STEPS = 8
+
+
+def distributed_model(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
+    """``model`` if it is a ``DistributedDataParallel``, else ``None``."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    return None
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module a ``DistributedDataParallel`` wraps (its names lack ``module.``), or ``model``."""
+    ddp = distributed_model(model)
+    return ddp.module if ddp is not None else model
+
+
+def buffer_matcher(patterns: object) -> Callable[[str], bool]:
+    """A predicate for ``buffers_may_differ``: shell patterns over qualified buffer names."""
+    from .common import ignore_matcher
+
+    return ignore_matcher(patterns, name="buffers_may_differ")
+
+
+def _odd_ranks(rows: Sequence[tuple[float, ...]]) -> tuple[int, ...]:
+    """The ranks outside the largest group of equal rows; every rank when no group is larger."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for rank, row in enumerate(rows):
+        key = tuple("nan" if isinstance(v, float) and math.isnan(v) else v for v in row)
+        groups.setdefault(key, []).append(rank)
+    sizes = sorted((len(g) for g in groups.values()), reverse=True)
+    if len(sizes) < 2 or sizes[0] == sizes[1]:
+        return tuple(range(len(rows)))
+    largest = max(groups.values(), key=len)
+    return tuple(r for r in range(len(rows)) if r not in largest)
+
+
+class _Plan:
+    """What one optimizer's step sends: which tensors, in which order, and their names."""
+
+    __slots__ = ("buffers", "grads", "key", "values")
+
+    def __init__(
+        self,
+        key: tuple[Any, ...],
+        grads: list[tuple[str, torch.Tensor]],
+        values: list[tuple[str, torch.Tensor]],
+        buffers: list[tuple[str, torch.Tensor]],
+    ) -> None:
+        self.key = key
+        self.grads = grads
+        self.values = values
+        self.buffers = buffers
+
+
+def _plain(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    t = t.to_dense() if t.layout != torch.strided else t
+    return t.to(dtype)
+
+
+def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return list(torch._foreach_norm(tensors, 2))
+
+
+def _nowhere() -> str | None:
+    return None
+
+
+class _Step(NamedTuple):
+    """One optimizer step's part of an all-gather: what it compares."""
+
+    plan: _Plan
+    step: int
+    label: str
+
+
+class _Batch(NamedTuple):
+    """An all-gather in flight: the steps it compares and each one's share of the vector."""
+
+    steps: list[_Step]
+    sizes: list[int]
+    out: list[torch.Tensor]
+    work: Any
+
+
+class RankChecks:
+    """The cross-rank half of a watch: its forward hook and the check after every step.
+
+    Examples:
+        >>> import torch, gradcheck_kit as gk
+        >>> m = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        >>> with gk.watch_training(m, opt) as w:  # no process group: nothing to compare
+        ...     pass
+        >>> w.report.rank, w.report.world_size
+        (None, None)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizers: Sequence[torch.optim.Optimizer],
+        name_of: Callable[[torch.Tensor], str | None],
+        *,
+        ignored: Callable[[str], bool],
+        buffers_may_differ: Callable[[str], bool],
+        failed: Callable[[str, Exception], None],
+    ) -> None:
+        self.ddp = distributed_model(model)
+        self.inner = unwrap_model(model)
+        self.optimizers = optimizers
+        self.name_of = name_of
+        self.ignored = ignored
+        self.may_differ = buffers_may_differ
+        self.failed = failed
+        self.group = self.ddp.process_group if self.ddp is not None else None
+        self.rank = dist.get_rank(self.group)
+        self.world_size = dist.get_world_size(self.group)
+        # DDP re-broadcasts rank 0's buffers at every forward: between two forwards they
+        # differ by design (each rank's batch statistics), so they are not compared.
+        self.check_buffers = self.ddp is None or not getattr(self.ddp, "broadcast_buffers", True)
+        self.unsynced = False  # the last forward (grad enabled) ran inside ddp.no_sync()
+        self.explained: set[str] = set()  # parameters whose divergence a finding explains
+        self.plans: dict[int, _Plan] = {}
+        self.queue: list[tuple[_Step, torch.Tensor]] = []
+        self.in_flight: _Batch | None = None
+        self.batch_steps = BATCH_STEPS
+        self.handles: list[RemovableHandle] = []
+        self.collectives = 0
+
+    def open(self) -> None:
+        if self.ddp is not None:
+            self.handles.append(self.ddp.register_forward_pre_hook(self.on_forward))
+
+    def remove_hooks(self) -> None:
+        handles, self.handles = self.handles, []
+        for handle in handles:
+            handle.remove()
+
+    def on_forward(self, module: nn.Module, args: Any) -> None:
+        if torch.is_grad_enabled():
+            self.unsynced = not getattr(module, "require_backward_grad_sync", True)
+
+    # ------------------------------------------------------------ the vector
+
+    def plan(self, index: int, label: str) -> _Plan:
+        params = [p for group in self.optimizers[index].param_groups for p in group["params"]]
+        key = tuple((id(p), p.requires_grad) for p in params)
+        cached = self.plans.get(index)
+        if cached is not None and cached.key == key and not self.check_buffers:
+            return cached
+        named: list[tuple[str, torch.Tensor]] = []
+        for gi, group in enumerate(self.optimizers[index].param_groups):
+            for pi, p in enumerate(group["params"]):
+                name = self.name_of(p) or f"{label}.param_groups[{gi}]['params'][{pi}]"
+                if not self.ignored(name):
+                    named.append((name, p))
+        buffers: list[tuple[str, torch.Tensor]] = []
+        if self.check_buffers:
+            buffers = [
+                (name, b)
+                for name, b in self.inner.named_buffers()
+                if b is not None and not self.may_differ(name)
+            ]
+            if (
+                cached is not None
+                and cached.key == key
+                and len(buffers) == len(cached.buffers)
+                and all(b is c for (_, b), (_, c) in zip(buffers, cached.buffers, strict=True))
+            ):
+                return cached
+        grads = [(name, p) for name, p in named if p.requires_grad]
+        plan = _Plan(key, grads, named, buffers)
+        self.plans[index] = plan
+        return plan
+
+    def local_vector(self, plan: _Plan) -> torch.Tensor:
+        """``[no_sync, failed, present..., norms...]`` of this rank, float64.
+
+        The checksum of a tensor is its L2 norm, all tensors in one multi-tensor
+        kernel: a handful of operations per step whatever the model's size, and no
+        host synchronisation. (A change that keeps every norm, such as a
+        permutation or a sign flip, is not seen; a stale, skipped or edited
+        tensor changes it.)
+        """
+        count = len(plan.grads) + len(plan.values) + len(plan.buffers)
+        try:
+            with torch.no_grad():
+                tensors: list[torch.Tensor] = []
+                present: list[float] = []
+                for _, p in plan.grads:
+                    grad = p.grad
+                    present.append(0.0 if grad is None else 1.0)
+                    tensors.append(_ZERO if grad is None else grad.detach())
+                tensors += [p.detach() for _, p in plan.values]
+                tensors += [b.detach() for _, b in plan.buffers]
+                present += [1.0] * (len(plan.values) + len(plan.buffers))
+                dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float64)
+                tensors = [
+                    t if t.dtype == dtype and t.layout == torch.strided else _plain(t, dtype)
+                    for t in tensors
+                ]
+                numbers = torch.stack(_norms(tensors))
+                head = torch.tensor([float(self.unsynced), 0.0, *present], dtype=torch.float64)
+                return torch.cat([head, numbers.to(torch.float64)])
+        except Exception as exc:  # still take part in the collective, or the others hang
+            self.failed("a cross-rank checksum failed", exc)
+            vector = torch.zeros(_HEADER + 2 * count, dtype=torch.float64)
+            vector[1] = 1.0
+            return vector
+
+    # ------------------------------------------------------------ after a step
+
+    def after_step(
+        self, index: int, step: int, label: str, log: FindingLog, location: Callable[[], str | None]
+    ) -> None:
+        """Sum up this step's tensors; every :data:`BATCH_STEPS` steps, compare the ranks.
+
+        Every rank calls this after every step of every optimizer and starts the
+        same collectives whatever happens here: one all-gather of the checksums of
+        the last ``BATCH_STEPS`` steps, in the background, judged when the next
+        one starts (or when the watch ends). One small collective costs a few
+        hundred microseconds between processes, as much as a small model's step:
+        batched and overlapped, it costs a fraction of one per step, and every
+        step is still compared and named.
+        """
+        # Listing the tensors only reads names: should it fail, this rank cannot take part
+        # in the collective, and raising in step() beats leaving the others hanging in it.
+        plan = self.plan(index, label)
+        self.queue.append((_Step(plan, step, label), self.local_vector(plan)))
+        self.unsynced = False
+        if len(self.queue) >= self.batch_steps:
+            self.finish(log, location)
+            self.launch()
+
+    def launch(self) -> None:
+        """Start the all-gather of the queued steps' checksums."""
+        steps = [s for s, _ in self.queue]
+        vectors = [v for _, v in self.queue]
+        self.queue = []
+        flat = torch.cat(vectors)
+        out = [torch.empty_like(flat) for _ in range(self.world_size)]
+        work = dist.all_gather(out, flat, group=self.group, async_op=True)
+        self.collectives += 1
+        self.in_flight = _Batch(steps, [v.numel() for v in vectors], out, work)
+
+    def close(self, log: FindingLog, timeout: timedelta) -> None:
+        """At the end of the watch: judge the batch in flight, then gather and judge the rest."""
+        self.finish(log, _nowhere, timeout)
+        if self.queue:
+            self.launch()
+            self.finish(log, _nowhere, timeout)
+
+    def finish(
+        self,
+        log: FindingLog,
+        location: Callable[[], str | None],
+        timeout: timedelta | None = None,
+    ) -> None:
+        """Wait for the all-gather in flight, if any, and note what differs at each step."""
+        batch, self.in_flight = self.in_flight, None
+        if batch is None:
+            return
+        try:
+            if timeout is None:
+                batch.work.wait()
+            elif not batch.work.wait(timeout):
+                raise TimeoutError(f"not complete after {timeout.total_seconds():g} s")
+        except Exception as exc:
+            first, last = batch.steps[0], batch.steps[-1]
+            self.failed(
+                f"the cross-rank check of steps {first.step} to {last.step} did not complete "
+                "(did another rank leave the loop early?)",
+                exc,
+            )
+            return
+        try:
+            parts = torch.stack(batch.out).split(batch.sizes, dim=1)
+            for info, m in zip(batch.steps, parts, strict=True):
+                self.judge(info, m, log, location)
+        except Exception as exc:
+            self.failed("the cross-rank judging failed", exc)
+
+    def judge(
+        self,
+        pending: _Step,
+        m: torch.Tensor,
+        log: FindingLog,
+        location: Callable[[], str | None],
+    ) -> None:
+        gathered = m.tolist()
+        first = gathered[0]
+        if not first[0] and not first[1] and all(row == first for row in gathered[1:]):
+            return  # the same bits on every rank: the case of every step of a correct loop
+        plan, step, label = pending.plan, pending.step, pending.label
+        n = (m.shape[1] - _HEADER) // 2
+        present = m[:, _HEADER : _HEADER + n]
+        norms = m[:, _HEADER + n :]
+        top = norms.abs().amax(0)
+        differ = (present.amax(0) != present.amin(0)) | (
+            (norms.amax(0) - norms.amin(0)) > _RTOL * top
+        )
+        nan = torch.isnan(norms)
+        differ |= nan.any(0) & ~nan.all(0)
+        flags = m[:, :_HEADER]
+        summary = torch.cat([differ.any().view(1).to(torch.float64), flags.amax(0)]).tolist()
+        if not any(summary):
+            return
+        if summary[2]:
+            failed = [r for r, f in enumerate(flags[:, 1].tolist()) if f]
+            self.failed(
+                f"the cross-rank checksums failed on rank(s) {failed}",
+                RuntimeError(f"step {step} of {label} was not compared across ranks"),
+            )
+            return
+        bad = differ.nonzero().flatten().tolist()
+        rows = torch.stack([present, norms], dim=2)  # ranks x tensors x 2
+        here = location()
+        g, v = len(plan.grads), len(plan.values)
+        grad_bad = [j for j in bad if j < g]
+        if summary[1]:
+            no_sync = tuple(r for r, f in enumerate(flags[:, 0].tolist()) if f)
+            log.add(
+                "step_inside_no_sync",
+                None,
+                label,
+                step,
+                lambda: step_inside_no_sync_finding(
+                    step=step,
+                    optimizer=label,
+                    ranks=no_sync,
+                    differing=len(grad_bad),
+                    location=here,
+                ),
+            )
+            self.explained.update(name for name, _ in plan.values)
+        for j in bad:
+            table = rows[:, j, :].tolist()
+            odd = _odd_ranks([tuple(r) for r in table])
+            values = {r: (row[1] if row[0] else None) for r, row in enumerate(table)}
+            common = {
+                "step": step,
+                "optimizer": label,
+                "ranks": odd,
+                "world_size": self.world_size,
+                "values": values,
+                "location": here,
+            }
+            if j < g:
+                name = plan.grads[j][0]
+                self.explained.add(name)
+                if summary[1]:
+                    continue  # the no_sync step explains it
+                log.add(
+                    "grad_not_reduced",
+                    name,
+                    label,
+                    step,
+                    _bind(grad_not_reduced_finding, name, ddp=self.ddp is not None, **common),
+                )
+            elif j < g + v:
+                name = plan.values[j - g][0]
+                if name in self.explained:
+                    continue  # a gradient that differed moved it: reported as the cause
+                log.add(
+                    "params_differ_across_ranks",
+                    name,
+                    label,
+                    step,
+                    _bind(params_differ_finding, name, **common),
+                )
+            else:
+                name = plan.buffers[j - g - v][0]
+                log.add(
+                    "buffers_differ_across_ranks",
+                    name,
+                    label,
+                    step,
+                    _bind(buffers_differ_finding, name, **common),
+                )
+
+
+def _bind(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    return lambda: fn(*args, **kwargs)
