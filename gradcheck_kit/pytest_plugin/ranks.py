@@ -15,13 +15,13 @@ Imports no torch at module level: ``plugin.py`` imports this module in every run
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib
 import importlib.util
 import os
 import pickle
 import sys
 import tempfile
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +35,20 @@ from gradcheck_kit.pytest_plugin.options import RankOptions
 from gradcheck_kit.pytest_plugin.session import GradcheckSession
 from gradcheck_kit.report.safe_records import safe_record, stub_record
 
-__all__ = ["RankedTest", "load_test_module", "rank_main", "run_test_on_ranks"]
+__all__ = [
+    "Package",
+    "RankedTest",
+    "load_test_module",
+    "packages_of",
+    "rank_main",
+    "run_test_on_ranks",
+]
 
 _RECORDS_FILE = "records-{rank}.pickle"
+
+
+Package = tuple[str, "str | None", tuple[str, ...]]
+"""A package above a test module: its name, ``__init__.py`` (None: a namespace), ``__path__``."""
 
 
 @dataclass(frozen=True)
@@ -53,40 +64,88 @@ class RankedTest:
     module_file: str
     class_name: str | None
     function_name: str
+    packages: tuple[Package, ...]
     payload: bytes
     rewrite_asserts: bool
     records_folder: str
 
 
-def load_test_module(name: str, file: str, *, rewrite_asserts: bool = True) -> Any:
+def packages_of(module_name: str) -> tuple[Package, ...]:
+    """The packages above ``module_name`` as this process imported them, outermost first.
+
+    Examples:
+        >>> packages_of("gradcheck_kit.pytest_plugin.ranks")[0][0]
+        'gradcheck_kit'
+    """
+    parts = module_name.split(".")[:-1]
+    found: list[Package] = []
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        package = sys.modules.get(name)
+        if package is None:
+            break
+        file = getattr(package, "__file__", None)
+        found.append((name, file, tuple(getattr(package, "__path__", ()))))
+    return tuple(found)
+
+
+def load_test_module(
+    name: str, file: str, *, packages: tuple[Package, ...] = (), rewrite_asserts: bool = True
+) -> Any:
     """The test module ``name`` from ``file``, imported as pytest imported it in the parent.
 
-    The module already imported under ``name`` is used when it is that file. Else
-    the file is run as module ``name`` (registered in ``sys.modules``, so that
-    pickled values of its classes resolve), with pytest's assertion rewriting
-    unless the run said ``--assert=plain``: pytest's ``rootdir``/``importlib``
-    import modes give module names that a plain ``import`` may not find.
+    pytest's import modes (``prepend``, ``importlib``) give a test module a name that a
+    plain ``import`` may not find, its packages included. So the packages above it
+    come from where the parent found them (``packages``, see :func:`packages_of`) and
+    the file is run as module ``name``, registered in ``sys.modules`` so that pickled
+    values of its classes resolve, with pytest's assertion rewriting unless the run
+    said ``--assert=plain``. A module already imported from ``file`` is used as it is.
     """
     module = sys.modules.get(name)
     if module is not None and _same_file(getattr(module, "__file__", None), file):
         return module
-    package = name.rpartition(".")[0]
-    if package:  # for the module's relative imports; a name pytest made up has none
-        with contextlib.suppress(Exception):
-            importlib.import_module(package)
+    for package_name, init_file, search in packages:
+        if package_name not in sys.modules:
+            _register(package_name, _load_package(package_name, init_file, list(search)))
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None:
         raise ImportError(f"cannot import the test module {name!r} from {file}")
     module = importlib.util.module_from_spec(spec)
-    source = Path(file).read_bytes()
-    code = _compile(source, file, rewrite_asserts)
-    sys.modules[name] = module
+    code = _compile(Path(file).read_bytes(), file, rewrite_asserts)
+    _register(name, module)
     try:
         exec(code, module.__dict__)
     except BaseException:
         del sys.modules[name]
         raise
     return module
+
+
+def _load_package(name: str, init_file: str | None, search: list[str]) -> Any:
+    if init_file is None:  # a namespace package, or one pytest made up for the name
+        package = types.ModuleType(name)
+        package.__path__ = search
+        return package
+    spec = importlib.util.spec_from_file_location(
+        name, init_file, submodule_search_locations=search
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import the package {name!r} from {init_file}")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package  # before it runs, as import does: it may import itself
+    try:
+        spec.loader.exec_module(package)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return package
+
+
+def _register(name: str, module: Any) -> None:
+    sys.modules[name] = module
+    parent, _, attribute = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], attribute, module)
 
 
 def _same_file(a: str | None, b: str) -> bool:
@@ -139,7 +198,10 @@ def rank_main(rank: int, world_size: int, test: RankedTest) -> tuple[str, str] |
     unsubscribe = recording.subscribe(records)
     try:
         module = load_test_module(
-            test.module_name, test.module_file, rewrite_asserts=test.rewrite_asserts
+            test.module_name,
+            test.module_file,
+            packages=test.packages,
+            rewrite_asserts=test.rewrite_asserts,
         )
         instance, kwargs = pickle.loads(test.payload)
         if test.class_name is None:
@@ -233,6 +295,7 @@ def run_test_on_ranks(
             module_file=str(module.__file__),
             class_name=None if item.cls is None else item.cls.__qualname__,
             function_name=function_name,
+            packages=packages_of(module.__name__),
             payload=_payload(item, kwargs, options),
             rewrite_asserts=rewrite,
             records_folder=folder,
