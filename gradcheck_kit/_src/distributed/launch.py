@@ -100,7 +100,9 @@ def _rank_main(
 
     def failed(exc: BaseException) -> None:
         text = "".join(traceback.format_exception(exc)).rstrip()
-        results.put((rank, False, f"{type(exc).__name__}: {exc}\n{text}", time.time()))
+        # the message's first line heads the report; the whole of it ends the traceback, once
+        head = str(exc).partition("\n")[0]
+        results.put((rank, False, f"{type(exc).__name__}: {head}\n{text}", time.time()))
 
     try:
         dist.init_process_group(
