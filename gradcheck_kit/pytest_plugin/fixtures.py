@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,9 +18,11 @@ from gradcheck_kit.pytest_plugin.options import (
     CheckDefaults,
     apply_markers,
     gradcheck_defaults_key,
+    rank_options,
 )
 
 __all__ = [
+    "DDPWorld",
     "GradcheckFixture",
     "TrainingWatchFixture",
     "seeded_rng",
@@ -30,6 +33,7 @@ __all__ = [
     "grad_device",
     "grad_rng",
     "device_benchmark",
+    "ddp_world",
 ]
 
 
@@ -141,6 +145,45 @@ class TrainingWatchFixture:
                 watcher.__exit__(None, None, None)
             else:
                 watcher.__exit__(type(error), error, error.__traceback__)
+
+
+@dataclass(frozen=True)
+class DDPWorld:
+    """The ``ddp_world`` fixture: this rank and the group of a ``gradcheck(world_size=N)`` test.
+
+    ``rank`` is read from ``torch.distributed`` when asked, so the same object
+    (set up once in the pytest process, sent to every rank) gives each rank its own.
+
+    Examples:
+        >>> world = DDPWorld(world_size=2, backend="gloo")
+        >>> world.world_size, world.backend
+        (2, 'gloo')
+    """
+
+    world_size: int
+    backend: str
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in the group, ``0 .. world_size - 1``.
+
+        Raises:
+            RuntimeError: read outside the test's body (in a fixture, which runs once
+                in the pytest process, not on the ranks).
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "ddp_world.rank is known only on a rank, in the body of a test marked "
+                "gradcheck(world_size=N); fixtures run once, in the pytest process."
+            )
+        return int(dist.get_rank())
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0 (where a test would write a file, say)."""
+        return self.rank == 0
 
 
 training_watch_key = pytest.StashKey[TrainingWatchFixture]()
@@ -284,3 +327,29 @@ def device_benchmark(request: pytest.FixtureRequest, grad_device: Any) -> Callab
             pytest.skip(str(exc))
 
     return run
+
+
+@pytest.fixture
+def ddp_world(request: pytest.FixtureRequest) -> DDPWorld:
+    """This rank and its group, in a test marked ``@pytest.mark.gradcheck(world_size=N)``.
+
+    ``ddp_world.rank``, ``.world_size``, ``.backend`` and ``.is_main`` (rank 0). The
+    test's body runs on every rank inside the initialised process group, so
+    ``torch.distributed.get_rank()`` works there too; this fixture only says it plainly.
+
+    Example::
+
+        @pytest.mark.gradcheck(world_size=2)
+        def test_sum(ddp_world):
+            t = torch.tensor([float(ddp_world.rank)])
+            dist.all_reduce(t)
+            assert t.item() == 1.0
+    """
+    options = rank_options(request.node)
+    if options is None:
+        pytest.fail(
+            "ddp_world belongs to a test on several ranks: mark it "
+            "@pytest.mark.gradcheck(world_size=N) (N >= 2).",
+            pytrace=False,
+        )
+    return DDPWorld(world_size=options.world_size, backend=options.backend)

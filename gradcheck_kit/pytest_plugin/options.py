@@ -27,6 +27,9 @@ __all__ = [
     "DEFAULT_JSON_PATH",
     "DEFAULT_REPORT_PATH",
     "CheckDefaults",
+    "RankOptions",
+    "RANK_KWARGS",
+    "BACKENDS",
     "gradcheck_defaults_key",
     "parse_mode",
     "parse_dtype",
@@ -42,15 +45,22 @@ __all__ = [
     "writes_no_files",
     "apply_marker",
     "apply_markers",
+    "rank_options",
 ]
 
 MODES = ("auto", "full", "fast")
 DTYPES = ("float64", "native")
 DEVICES = ("cpu", "cuda", "all")
-# What @pytest.mark.gradcheck(...) accepts: the check options, plus a device list.
-MARKER_KWARGS = frozenset(
-    {"mode", "dtype", "eps", "atol", "rtol", "seed", "rng", "n_probes", "devices"}
+BACKENDS = ("gloo", "nccl", "mpi")
+# The marker's keywords that run the test on several ranks (not check options).
+RANK_KWARGS = frozenset({"world_size", "backend", "timeout"})
+# What @pytest.mark.gradcheck(...) accepts: the check options, a device list, the ranks.
+MARKER_KWARGS = (
+    frozenset({"mode", "dtype", "eps", "atol", "rtol", "seed", "rng", "n_probes", "devices"})
+    | RANK_KWARGS
 )
+# run_on_ranks's default: start-up of every rank included.
+DEFAULT_RANK_TIMEOUT = 120.0
 DEFAULT_JSON_PATH = "reports/gradcheck.json"
 DEFAULT_REPORT_PATH = "reports/gradcheck.html"
 
@@ -151,6 +161,20 @@ def parse_path(string: str) -> str:
             f"Could not parse value: {string!r}. Expected a file, not a folder."
         )
     return value
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """How a test marked ``gradcheck(world_size=N)`` runs: N processes in one group.
+
+    Examples:
+        >>> RankOptions(world_size=2)
+        RankOptions(world_size=2, backend='gloo', timeout=120.0)
+    """
+
+    world_size: int
+    backend: str = "gloo"
+    timeout: float = DEFAULT_RANK_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -376,9 +400,62 @@ def apply_marker(defaults: CheckDefaults, marker_kwargs: Mapping[str, Any]) -> C
             if bad or not devices:
                 raise ValueError(f"gradcheck mark: devices={value!r}; use 'cpu' and/or 'cuda'.")
             changes["device"] = "all" if len(set(devices)) == 2 else devices[0]
+        elif name in RANK_KWARGS:  # how the test runs, not an option of its checks
+            _check_rank_keyword(name, value)
         else:  # eps, rng, n_probes: validated by the check itself, with its own message
             extra[name] = value
     return replace(defaults, extra=extra, **changes)
+
+
+def _check_rank_keyword(name: str, value: Any) -> None:
+    if name == "world_size":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+            raise ValueError(
+                f"gradcheck mark: world_size={value!r} must be an int >= 2, the number of "
+                "ranks (processes) the test runs on."
+            )
+    elif name == "backend":
+        _marker_choice(name, value, BACKENDS)
+    elif name == "timeout":
+        number = _marker_number(value)
+        if number is None or not math.isfinite(number) or number <= 0:
+            raise ValueError(f"gradcheck mark: timeout={value!r} must be a number of seconds > 0.")
+
+
+def rank_options(node: Any) -> RankOptions | None:
+    """How ``node`` (a pytest node) runs on several ranks; ``None`` for a test in one process.
+
+    ``world_size``, ``backend`` and ``timeout`` may come from different ``gradcheck``
+    marks (a class's and a function's); the closest mark wins each keyword.
+
+    Raises:
+        ValueError: a bad value (named), or ``backend``/``timeout`` without ``world_size``.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> mark = SimpleNamespace(kwargs={"world_size": 3, "timeout": 30})
+        >>> rank_options(SimpleNamespace(iter_markers=lambda name: [mark]))
+        RankOptions(world_size=3, backend='gloo', timeout=30.0)
+    """
+    found: dict[str, Any] = {}
+    for marker in node.iter_markers("gradcheck"):  # closest first
+        for name in RANK_KWARGS & set(marker.kwargs):
+            value = marker.kwargs[name]
+            _check_rank_keyword(name, value)
+            found.setdefault(name, value)
+    if "world_size" not in found:
+        if found:
+            given = ", ".join(f"{k}={found[k]!r}" for k in sorted(found))
+            raise ValueError(
+                f"gradcheck mark: {given} applies to a test on several ranks; add "
+                "world_size=N (N >= 2) to run it on N processes."
+            )
+        return None
+    return RankOptions(
+        world_size=found["world_size"],
+        backend=found.get("backend", "gloo"),
+        timeout=float(found.get("timeout", DEFAULT_RANK_TIMEOUT)),
+    )
 
 
 def apply_markers(defaults: CheckDefaults, node: Any) -> CheckDefaults:

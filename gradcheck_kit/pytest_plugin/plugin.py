@@ -6,7 +6,8 @@ torch. The work lives beside it:
 
 * :mod:`.options`: the ``--gradcheck-*`` options and ini keys, the marker's keywords;
 * :mod:`.fixtures`: ``gradcheck``, ``training_watch``, ``grad_device``, ``grad_rng``,
-  ``device_benchmark`` (imported here, which registers them);
+  ``device_benchmark``, ``ddp_world`` (imported here, which registers them);
+* :mod:`.ranks`: a test marked ``gradcheck(world_size=N)`` runs on N ranks;
 * :mod:`.session`: the run's records; :mod:`.reporter`: the JSON file and HTML
   report, written by the xdist controller alone; :mod:`.terminal`: the summary;
 * :mod:`.hookspec`: the plugin's own hooks (``pytest_gradcheck_record``), asked by
@@ -44,6 +45,7 @@ from gradcheck_kit.pytest_plugin.extra import add_extra_fields
 
 # pytest registers the fixtures it finds in a plugin module's namespace: importing is registering.
 from gradcheck_kit.pytest_plugin.fixtures import (  # noqa: F401
+    ddp_world,
     device_benchmark,
     grad_device,
     grad_rng,
@@ -54,11 +56,13 @@ from gradcheck_kit.pytest_plugin.fixtures import (  # noqa: F401
 from gradcheck_kit.pytest_plugin.options import (
     DEFAULT_JSON_PATH,
     DEFAULT_REPORT_PATH,
+    RankOptions,
     add_check_options,
     add_output_options,
     apply_marker,
     apply_markers,
     gradcheck_defaults_key,
+    rank_options,
     read_defaults,
     read_path,
     writes_no_files,
@@ -68,6 +72,7 @@ from gradcheck_kit.pytest_plugin.outcomes import (
     outcome_after_phase,
     unasserted_warnings,
 )
+from gradcheck_kit.pytest_plugin.ranks import run_test_on_ranks
 from gradcheck_kit.pytest_plugin.report_paths import check_report_paths
 from gradcheck_kit.pytest_plugin.reporter import REPORTER_NAME, GradcheckReporter, hand_over
 from gradcheck_kit.pytest_plugin.session import GradcheckSession
@@ -85,9 +90,11 @@ __all__ = [
 
 SKIP_REASON = "gradient check: run with --gradcheck"
 MARKER_DESCRIPTION = (
-    "gradcheck(mode=, dtype=, eps=, atol=, rtol=, seed=, rng=, n_probes=, devices=): a "
-    "gradient check; skipped unless pytest runs with --gradcheck. The keywords override "
-    "the run's options for the gradcheck fixture in this test."
+    "gradcheck(mode=, dtype=, eps=, atol=, rtol=, seed=, rng=, n_probes=, devices=, "
+    "world_size=, backend=, timeout=): a gradient check; skipped unless pytest runs with "
+    "--gradcheck. The keywords override the run's options for the gradcheck fixture in "
+    "this test; world_size=N runs the test's body on N torch.distributed ranks (backend= "
+    "'gloo', timeout= seconds for the whole run)."
 )
 
 gradcheck_session_key = pytest.StashKey[GradcheckSession]()
@@ -95,6 +102,7 @@ gradcheck_session_key = pytest.StashKey[GradcheckSession]()
 _outcome_key = pytest.StashKey[str]()
 _reporter_key = pytest.StashKey[GradcheckReporter]()
 _inputs_folder_key = pytest.StashKey[failure_inputs.InputsFolder]()
+_ranks_key = pytest.StashKey[RankOptions]()
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
@@ -240,6 +248,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if problem is not None:
             # This test alone fails, with the marker's argument named; collection went on.
             pytest.fail(problem, pytrace=False)
+    ranks: RankOptions | None = None
+    rank_problem: str | None = None
+    try:
+        ranks = rank_options(item)
+    except ValueError as exc:
+        rank_problem = str(exc)
+    if rank_problem is not None:
+        pytest.fail(rank_problem, pytrace=False)
+    if ranks is not None:
+        item.stash[_ranks_key] = ranks
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test marked ``gradcheck(world_size=N)`` runs on N ranks instead of here."""
+    options = pyfuncitem.stash.get(_ranks_key, None)
+    if options is None:
+        return None
+    recorder = pyfuncitem.config.stash.get(gradcheck_session_key, None)
+    run_test_on_ranks(pyfuncitem, options, recorder)
+    return True
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,6 +13,7 @@ them, with its environment, to the controller as plain dicts in
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 import time
@@ -129,8 +130,8 @@ class GradcheckSession:
         self.version = version
         self.current_test_id: str | None = None
         self._results: list[dict[str, Any]] = []
-        # (index in _results, the object the check returned) of the running test's records
-        self._in_test: list[tuple[int, Any]] = []
+        # (index in _results, whether the test read the result) of the running test's records
+        self._in_test: list[tuple[int, Callable[[], bool | None]]] = []
         # indices in _results of the records published outside any test, not yet taken
         self._outside: list[int] = []
         self._environments: list[dict[str, Any]] = []
@@ -183,7 +184,35 @@ class GradcheckSession:
         else:
             # Watched only now: the check's own reads of its result must not count.
             recording.watch(published)
-            self._in_test.append((len(self._results) - 1, published))
+            self._in_test.append(
+                (len(self._results) - 1, functools.partial(recording.was_read, published))
+            )
+
+    def record_from_rank(
+        self, data: Mapping[str, Any], *, rank: int, looked_at: bool | None
+    ) -> None:
+        """Keep a record that a rank of a ``gradcheck(world_size=N)`` test published.
+
+        Args:
+            data: The record's ``to_dict()``, labelled with the test's id on the rank.
+            rank: The rank that made the check, kept as ``extra["rank"]``.
+            looked_at: Whether the test read the result on that rank (``None``: unknown).
+
+        Examples:
+            >>> session = GradcheckSession(version="0.1.0")
+            >>> session.current_test_id = "t.py::test"
+            >>> session.record_from_rank({"name": "sin", "passed": True}, rank=1, looked_at=None)
+            >>> session.records_of_test()[0]["extra"]
+            {'rank': 1}
+        """
+        record = safe_record(data)
+        extra = record.get("extra")
+        record["extra"] = {**(extra if isinstance(extra, dict) else {}), "rank": rank}
+        self._results.append(record)
+        if self.current_test_id is None:
+            self._outside.append(len(self._results) - 1)
+        else:
+            self._in_test.append((len(self._results) - 1, lambda: looked_at))
 
     def records_of_test(self) -> list[dict[str, Any]]:
         """The records published since the running test began (the dicts themselves)."""
@@ -206,9 +235,9 @@ class GradcheckSession:
         Returns:
             Those records.
         """
-        for index, published in self._in_test:
+        for index, was_read in self._in_test:
             test: dict[str, Any] = {"outcome": outcome}
-            read = recording.was_read(published)
+            read = was_read()
             if read is not None:
                 test["looked_at"] = read
             if file is not None and line is not None:

@@ -14,10 +14,10 @@ from pathlib import Path
 # the checkout's package and the tests' support modules, whatever is installed
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
 
-import torch.distributed as dist
+import torch.distributed as dist  # noqa: E402
 
-import gradcheck_kit as gk
-from support import ddp_steps as s
+import gradcheck_kit as gk  # noqa: E402
+from support import ddp_steps as s  # noqa: E402
 
 
 def main() -> None:

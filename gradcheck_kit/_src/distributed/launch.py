@@ -130,10 +130,12 @@ def _rank_main(
 
     def failed(exc: BaseException) -> None:
         if getattr(exc, "gradcheck_kit_diagnosis", False):  # no traceback: the text says it all
-            text = str(exc)
-        else:
-            text = "".join(traceback.format_exception(exc)).rstrip()
-        results.put((index, False, f"{type(exc).__name__}: {exc}\n{text}", time.time()))
+            results.put((index, False, f"{type(exc).__name__}: {exc}", time.time()))
+            return
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        # the message's first line heads the report; the whole of it ends the traceback, once
+        head = str(exc).partition("\n")[0]
+        results.put((index, False, f"{type(exc).__name__}: {head}\n{text}", time.time()))
 
     if hasattr(signal, "SIGUSR1"):  # the parent asks a rank that hangs where it is
         faulthandler.register(signal.SIGUSR1, file=open(stack_file, "w"), all_threads=False)  # noqa: SIM115 - open until the process ends
