@@ -38,7 +38,7 @@ def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         str(out),
         *extra,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
 
 
 def _read(out: Path) -> dict[int, Any]:

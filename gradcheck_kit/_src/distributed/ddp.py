@@ -13,6 +13,7 @@ rank 0 starts the single-process run beside itself.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import pickle
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 import torch.distributed as dist
+from torch.distributed.distributed_c10d import PrefixStore
+from torch.distributed.rendezvous import rendezvous
 from torch.utils import _pytree as pytree
 
 from .. import recording
@@ -147,21 +150,39 @@ def _torchrun_env() -> bool:
     return all(v in os.environ for v in _TORCHRUN_VARIABLES)
 
 
+# The env:// store of this process, kept for the next check: each check joins its own
+# group through a new prefix of it. Joining env:// afresh each time would race: a rank that
+# joins the next check's group before rank 0 has left the last one meets stale keys, or a
+# store that is going away, and waits forever.
+_ENV_STORE: list[Any] = []
+_ENV_JOINS = itertools.count()
+
+
 def _join_env_group(backend: str, timeout: float) -> None:
     """Join the torchrun group from the env:// variables, or say why the port is the problem."""
     from datetime import timedelta
 
-    try:
-        dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout))
-    except Exception as exc:
-        text = str(exc)
-        if "address already in use" in text.lower() or "EADDRINUSE" in text:
-            raise InvalidArgument(
-                f"MASTER_PORT={os.environ['MASTER_PORT']} on MASTER_ADDR="
-                f"{os.environ['MASTER_ADDR']} is already in use: pick another port "
-                "(torchrun --master_port=PORT) and start every rank with it."
-            ) from None
-        raise
+    wait = timedelta(seconds=timeout)
+    if not _ENV_STORE:
+        try:
+            store, _, _ = next(iter(rendezvous("env://", timeout=wait)))
+        except Exception as exc:
+            text = str(exc)
+            if "address already in use" in text.lower() or "EADDRINUSE" in text:
+                raise InvalidArgument(
+                    f"MASTER_PORT={os.environ['MASTER_PORT']} on MASTER_ADDR="
+                    f"{os.environ['MASTER_ADDR']} is already in use: pick another port "
+                    "(torchrun --master_port=PORT) and start every rank with it."
+                ) from None
+            raise
+        _ENV_STORE.append(store)
+    dist.init_process_group(
+        backend,
+        store=PrefixStore(f"gradcheck_kit/{next(_ENV_JOINS)}", _ENV_STORE[0]),
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        timeout=wait,
+    )
 
 
 def _failed_result(
