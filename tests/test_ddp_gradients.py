@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 import torch.distributed as dist
 from _schemas import validate_results
 from support import ddp_steps as s
+from support import ranks
 
 import gradcheck_kit as gk
 from gradcheck_kit._src import recording
@@ -22,10 +22,6 @@ from gradcheck_kit.errors import DdpGradientError, InvalidArgument
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="no gloo in this torch build"
 )
-
-
-def _no_rank_process_left() -> bool:
-    return not [p for p in multiprocessing.active_children() if p.name.startswith("gradcheck_kit")]
 
 
 def _kinds(result: DdpCheckResult) -> list[str]:
@@ -44,7 +40,7 @@ def test_a_correct_loop_with_no_sync_accumulation_and_clipping_passes() -> None:
         for rank in (0, 1)
     }
     assert 0 < result.max_abs_error < 1e-5
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()
 
 
 def test_a_correct_hand_written_all_reduce_passes_with_adam_and_three_ranks() -> None:
@@ -105,7 +101,7 @@ def test_each_planted_bug_is_caught_and_named(
     assert kind in _kinds(result), (case, result.summary())
     assert named in result.summary(), result.summary()
     assert "Reproduce: gradcheck_kit.check_ddp_gradients(" in result.summary()
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()
 
 
 def test_the_factor_is_shown_where_the_gradients_differ() -> None:
@@ -128,7 +124,7 @@ def test_a_rank_that_raises_fails_the_check_naming_it() -> None:
     result = gk.check_ddp_gradients(s.Net, s.make_batch, step=s.raise_on_rank_one_step)
     assert not result.passed and result.failed_rank == 1
     assert "rank 1 of 2 failed: ValueError: corrupt shard on rank 1" in result.summary()
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()
 
 
 def test_a_rank_that_hangs_ends_at_the_timeout_with_no_process_left() -> None:
@@ -138,7 +134,7 @@ def test_a_rank_that_hangs_ends_at_the_timeout_with_no_process_left() -> None:
     assert not result.passed and result.failed_rank == 1
     assert "did not finish within timeout=8 s" in result.summary()
     assert "hang" in _kinds(result)
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()
 
 
 def test_assert_raises_with_the_result_and_publishes_a_valid_record() -> None:
@@ -190,4 +186,4 @@ def test_bad_input_is_refused_before_any_process_starts(call: Any, message: str)
     with pytest.raises(InvalidArgument) as err:
         call()
     assert message in str(err.value)
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()

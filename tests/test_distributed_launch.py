@@ -18,20 +18,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _no_rank_process_left() -> bool:
-    import multiprocessing
-
-    return not [p for p in multiprocessing.active_children() if p.name.startswith("gradcheck_kit")]
-
-
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_every_rank_runs_in_its_own_process_in_one_group(world_size: int) -> None:
     run = run_on_ranks(ranks.all_reduce_rank, world_size, args=(2.0,), timeout=120)
@@ -39,7 +25,7 @@ def test_every_rank_runs_in_its_own_process_in_one_group(world_size: int) -> Non
     assert [value for value, _ in run.values] == [total] * world_size
     pids = {pid for _, pid in run.values}
     assert len(pids) == world_size and os.getpid() not in pids
-    assert not any(_alive(pid) for pid in pids) and _no_rank_process_left()
+    assert not any(ranks.alive(pid) for pid in pids) and ranks.no_rank_process_left()
 
 
 def test_a_rank_that_raises_is_named_with_its_error_and_the_blocked_ones_are_stopped() -> None:
@@ -49,7 +35,7 @@ def test_a_rank_that_raises_is_named_with_its_error_and_the_blocked_ones_are_sto
     text = str(err.value)
     assert "rank 1 of 2 failed: ValueError: bad batch on rank 1" in text
     assert "raise_on_rank_one" in text  # the traceback shows the user's frame
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()
     again = pickle.loads(pickle.dumps(err.value))
     assert (again.rank, again.failures, str(again)) == (1, err.value.failures, text)
 
@@ -65,14 +51,14 @@ def test_a_rank_that_hangs_ends_the_run_at_the_timeout() -> None:
     assert "did not finish within timeout=15 s, at ranks.py:30 in hang_on_rank_zero" in str(
         err.value
     )
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()
 
 
 def test_a_rank_that_dies_is_named_with_its_exit_code() -> None:
     with pytest.raises(gk.errors.RankFailedError) as err:
         run_on_ranks(ranks.exit_on_rank_one, 2, timeout=120)
     assert err.value.rank == 1 and "died with exit code 3" in str(err.value)
-    assert _no_rank_process_left()
+    assert ranks.no_rank_process_left()
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch.distributed as dist
+from support import ranks
 from test_plugin_basics import PLUGIN
 
 from gradcheck_kit.pytest_plugin.options import RankOptions, rank_options
@@ -162,14 +163,6 @@ def _section(result: pytest.RunResult, test: str) -> str:
     return text[start.end() : start.end() + (end.start() if end else len(text))]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _durations(result: pytest.RunResult) -> dict[str, float]:
     """``--durations=0`` lines: ``{test name: seconds}`` of the call phase."""
     found = re.findall(r"^([\d.]+)s call\s+\S+::(\S+)$", result.stdout.str(), re.M)
@@ -201,7 +194,7 @@ def test_rank_tests_run_on_every_rank_and_fail_once_naming_the_rank(
     assert f"rank 1 of 2 did not finish within timeout={HANG_TIMEOUT} s" in hung
     assert _durations(result)["test_hangs_on_rank_one"] < HANG_TIMEOUT + 20
     rank_pids = [int((pids / f"rank{r}").read_text()) for r in (0, 1)]
-    assert os.getpid() not in rank_pids and not any(_alive(pid) for pid in rank_pids)
+    assert os.getpid() not in rank_pids and not any(ranks.alive(pid) for pid in rank_pids)
 
     # a fixture value that cannot be pickled is named
     unsendable = _section(result, "test_unsendable_fixture")

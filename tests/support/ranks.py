@@ -36,3 +36,19 @@ def exit_on_rank_one(rank: int, world_size: int) -> int:
     if rank == 1:
         os._exit(3)
     return rank
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def no_rank_process_left() -> bool:
+    """No process started by gradcheck_kit's launcher is still running."""
+    import multiprocessing
+
+    return not [p for p in multiprocessing.active_children() if p.name.startswith("gradcheck_kit")]
