@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import pickle
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -47,7 +46,7 @@ from ..validation import (
 )
 from .ddp_compare import compare_records
 from .ddp_rank import UNUSED_MARK, DdpSpec, ProcessRecord, default_step, even_shard, run_process
-from .launch import RankJob, backend_problem, failure_error, launch
+from .launch import RankJob, backend_problem, check_sendable, failure_error, launch
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -87,15 +86,6 @@ def _default_rtol(dtype: str) -> float:
     return math.sqrt(machine_eps(getattr(torch, dtype, torch.float32)))
 
 
-def _sendable(value: object, name: str, advice: str) -> None:
-    try:
-        pickle.dumps(value)
-    except Exception as exc:
-        raise InvalidArgument(
-            f"{name}={value!r:.60} cannot be sent to the rank processes ({exc}): {advice}"
-        ) from None
-
-
 def _validate(make_model: object, make_batch: object, options: dict[str, Any]) -> None:
     check_keywords(options, DdpOptions, "check_ddp_gradients")
     if isinstance(make_model, torch.nn.Module):
@@ -118,10 +108,10 @@ def _validate(make_model: object, make_batch: object, options: dict[str, Any]) -
     check_positive(options.get("rtol"), "rtol")
     check_nonnegative(options.get("atol"), "atol")
     factory = "define it at module level (each rank imports it by name) or use functools.partial"
-    _sendable(make_model, "make_model", "pass a factory: " + factory + ".")
+    check_sendable(make_model, f"make_model={make_model!r:.60}", f"pass a factory: {factory}.")
     for key in ("step", "make_optimizer", "shard"):
         if key in options:
-            _sendable(options[key], key, factory + ".")
+            check_sendable(options[key], f"{key}={options[key]!r:.60}", factory + ".")
 
 
 def _global_batch(make_batch: Callable[[], Any], seed: int, world_size: int, even: bool) -> Any:
@@ -142,7 +132,7 @@ def _global_batch(make_batch: Callable[[], Any], seed: int, world_size: int, eve
                     "over ranks is not the mean over the batch. Make the global batch a "
                     "multiple of world_size, or pass shard=."
                 )
-    _sendable(batch, "the batch", "return tensors (and plain Python values) from make_batch.")
+    check_sendable(batch, "the batch", "return tensors (and plain Python values) from make_batch.")
     return batch
 
 

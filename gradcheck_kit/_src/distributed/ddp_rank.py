@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils import _pytree as pytree
@@ -179,7 +178,6 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
         ids = [first.device] if first is not None and on_gpu else None
         model = DistributedDataParallel(model, device_ids=ids)
     names = [name for name, _ in _named(model)]
-    by_id = {id(p): name for name, p in _named(model)}
     optimizer = (
         spec.make_optimizer(model.parameters())
         if spec.make_optimizer is not None
@@ -252,10 +250,5 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
         batchnorm=batchnorm,
         wrapped=isinstance(model, DistributedDataParallel),
         find_unused=find_unused,
-        notes=() if by_id else ("the model has no parameters",),
+        notes=() if names else ("the model has no parameters",),
     )
-
-
-def in_process_group() -> bool:
-    """Whether this process is already a rank of an initialised group (torchrun)."""
-    return dist.is_available() and dist.is_initialized()

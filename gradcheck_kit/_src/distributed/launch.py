@@ -39,6 +39,7 @@ __all__ = [
     "RankJob",
     "RankRun",
     "backend_problem",
+    "check_sendable",
     "failure_error",
     "is_collective_timeout",
     "launch",
@@ -164,6 +165,23 @@ def _rank_main(
         dist.destroy_process_group()
 
 
+def check_sendable(value: object, what: str, advice: str) -> None:
+    """Refuse, naming ``what``, a value that cannot travel to a rank process by pickle.
+
+    Examples:
+        >>> check_sendable(lambda: 0, "make_model", "pass a factory.")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gradcheck_kit.errors.InvalidArgument: make_model cannot be sent to another process ...
+    """
+    try:
+        pickle.dumps(value)
+    except Exception as exc:
+        raise InvalidArgument(
+            f"{what} cannot be sent to another process ({exc}); {advice}"
+        ) from None
+
+
 def run_on_ranks(
     fn: Callable[..., Any],
     world_size: int = 2,
@@ -211,14 +229,11 @@ def run_on_ranks(
     problem = backend_problem(backend)
     if problem is not None:
         raise InvalidArgument(problem + ".")
-    try:
-        # each rank is a new interpreter: fn and args travel by pickle, fn by its name
-        pickle.dumps((fn, tuple(args)))
-    except Exception as exc:
-        raise InvalidArgument(
-            f"fn={fn!r:.60} or its args cannot be sent to another process ({exc}); define fn "
-            "at module level (each rank imports it by name) and pass picklable args."
-        ) from None
+    check_sendable(
+        (fn, tuple(args)),
+        f"fn={fn!r:.60} or its args",
+        "define fn at module level (each rank imports it by name) and pass picklable args.",
+    )
     launched = launch(
         [RankJob(fn, rank, world_size, "group", tuple(args)) for rank in range(world_size)],
         backend=backend,
