@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import gradcheck_kit as gk
 
-STEPS = 10  # more than across_ranks.BATCH_STEPS: a batch in the loop, the rest at the end
+STEPS = 36  # more than across_ranks.BATCH_STEPS: a batch in the loop, the rest at the end
 MICRO = 2  # micro-batches per optimizer step
 BATCH = 8
 

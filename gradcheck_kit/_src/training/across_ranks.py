@@ -2,10 +2,11 @@
 
 After every optimizer step each rank sums up, per tensor, what every rank must
 hold alike in data-parallel training: the gradient each parameter of the
-stepping optimizer was given (present or not, its sum and its norm), the
-parameter itself after the update, and the model's buffers. These few numbers
-(three per tensor, whatever its size) travel in one ``all_gather`` of a small
-float64 vector; parameters and gradients never leave their rank. Every rank then
+stepping optimizer was given (its L2 norm, or -1 where there is none), the
+parameter itself after the update, and the model's buffers. These numbers (one
+per tensor, whatever its size, plus two flags) are written straight into a
+float64 vector that travels in one ``all_gather`` for several steps at once;
+parameters and gradients never leave their rank. Every rank then
 holds the same matrix, so every rank judges the same way and words a cross-rank
 finding the same way, naming the ranks that differ.
 
@@ -46,9 +47,9 @@ __all__ = ["BATCH_STEPS", "RankChecks", "buffer_matcher", "distributed_model", "
 # margin only absorbs a reduction order that differs with the thread count.
 _RTOL: Final = 1e-6
 _HEADER: Final = 2  # [last forward ran inside no_sync(), this rank's checksums failed]
-_ZERO: Final = torch.zeros(())
+_MISSING: Final = -1.0  # in place of the norm of a gradient that is None (a norm is >= 0)
 # Steps whose checksums travel in one all-gather (see RankChecks.after_step).
-BATCH_STEPS = 8
+BATCH_STEPS = 32
 
 
 def distributed_model(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
@@ -85,9 +86,14 @@ def _odd_ranks(rows: Sequence[tuple[float, ...]]) -> tuple[int, ...]:
 
 
 class _Plan:
-    """What one optimizer's step sends: which tensors, in which order, and their names."""
+    """What one optimizer's step sends: which tensors, in which order, and their names.
 
-    __slots__ = ("buffers", "grads", "key", "values")
+    The parameters and buffers are listed once, detached, with those a norm
+    cannot take as they are (integer counters, sparse or complex tensors) marked
+    for conversion: the common case converts nothing at any step.
+    """
+
+    __slots__ = ("buffers", "fixed", "grads", "key", "plain", "values")
 
     def __init__(
         self,
@@ -100,15 +106,34 @@ class _Plan:
         self.grads = grads
         self.values = values
         self.buffers = buffers
+        self.fixed = [p.detach() for _, p in values] + [b.detach() for _, b in buffers]
+        self.plain = all(_normable(t) for t in self.fixed)
+
+    @property
+    def size(self) -> int:
+        """Numbers this plan puts on the wire per step: the flags, then one per tensor."""
+        return _HEADER + len(self.grads) + len(self.fixed)
 
 
-def _plain(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    t = t.to_dense() if t.layout != torch.strided else t
-    return t.to(dtype)
+def _normable(t: torch.Tensor) -> bool:
+    return t.layout == torch.strided and t.is_floating_point()
 
 
-def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    return list(torch._foreach_norm(tensors, 2))
+def _as_normable(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a strided real floating tensor with the same L2 norm."""
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    if t.is_complex():
+        return torch.view_as_real(t.resolve_conj())
+    return t if t.is_floating_point() else t.to(torch.float64)
+
+
+_ZERO: Final = torch.zeros(())
+
+
+def _nothing(grad: torch.Tensor | None) -> torch.Tensor:
+    """``grad`` for a norm list: a zero for None (overwritten later), else made normable."""
+    return _ZERO if grad is None else _as_normable(grad)
 
 
 def _nowhere() -> str | None:
@@ -116,20 +141,57 @@ def _nowhere() -> str | None:
 
 
 class _Step(NamedTuple):
-    """One optimizer step's part of an all-gather: what it compares."""
+    """One optimizer step's part of an all-gather: what it compares, and where."""
 
     plan: _Plan
     step: int
     label: str
+    size: int
 
 
 class _Batch(NamedTuple):
-    """An all-gather in flight: the steps it compares and each one's share of the vector."""
+    """An all-gather in flight: the steps it compares, in order along the vector.
+
+    ``quiet`` is true when no flag was raised on this rank (no step inside
+    ``no_sync()``, no failed checksum).
+    """
 
     steps: list[_Step]
-    sizes: list[int]
+    quiet: bool
     out: list[torch.Tensor]
     work: Any
+
+
+class _Filling:
+    """The vector of the steps since the last all-gather, written in place step by step.
+
+    Rows are views of a zeroed float64 buffer sized for a whole batch of steps
+    (one allocation per batch, none per step); a step whose plan outgrows it
+    (an optimizer with more parameters) opens another.
+    """
+
+    __slots__ = ("chunks", "quiet", "steps", "used")
+
+    def __init__(self) -> None:
+        self.chunks: list[torch.Tensor] = []
+        self.used = 0
+        self.steps: list[_Step] = []
+        self.quiet = True
+
+    def row(self, step: _Step, capacity: int) -> torch.Tensor:
+        if not self.chunks or self.used + step.size > self.chunks[-1].numel():
+            if self.chunks:
+                self.chunks[-1] = self.chunks[-1][: self.used]
+            self.chunks.append(torch.zeros(max(capacity, step.size), dtype=torch.float64))
+            self.used = 0
+        row = self.chunks[-1][self.used : self.used + step.size]
+        self.used += step.size
+        self.steps.append(step)
+        return row
+
+    def vector(self) -> torch.Tensor:
+        last = self.chunks[-1][: self.used]
+        return last if len(self.chunks) == 1 else torch.cat([*self.chunks[:-1], last])
 
 
 class RankChecks:
@@ -171,7 +233,7 @@ class RankChecks:
         self.unsynced = False  # the last forward (grad enabled) ran inside ddp.no_sync()
         self.explained: set[str] = set()  # parameters whose divergence a finding explains
         self.plans: dict[int, _Plan] = {}
-        self.queue: list[tuple[_Step, torch.Tensor]] = []
+        self.filling = _Filling()
         self.in_flight: _Batch | None = None
         self.batch_steps = BATCH_STEPS
         self.handles: list[RemovableHandle] = []
@@ -223,40 +285,35 @@ class RankChecks:
         self.plans[index] = plan
         return plan
 
-    def local_vector(self, plan: _Plan) -> torch.Tensor:
-        """``[no_sync, failed, present..., norms...]`` of this rank, float64.
+    def write_checksums(self, plan: _Plan, row: torch.Tensor) -> bool:
+        """Write this rank's ``[no_sync, failed, checksum...]`` for one step into ``row``.
 
-        The checksum of a tensor is its L2 norm, all tensors in one multi-tensor
-        kernel: a handful of operations per step whatever the model's size, and no
-        host synchronisation. (A change that keeps every norm, such as a
-        permutation or a sign flip, is not seen; a stale, skipped or edited
-        tensor changes it.)
+        The checksum of a tensor is its L2 norm (-1 for a gradient that is
+        None), all tensors in one multi-tensor kernel whose results are stacked
+        and copied into ``row``: three operations per step whatever the model's
+        size, and no host synchronisation. (A change that keeps
+        every norm, such as a permutation or a sign flip, is not seen; a stale,
+        skipped or edited tensor changes it.) Returns whether a flag was raised.
         """
-        count = len(plan.grads) + len(plan.values) + len(plan.buffers)
         try:
             with torch.no_grad():
-                tensors: list[torch.Tensor] = []
-                present: list[float] = []
-                for _, p in plan.grads:
-                    grad = p.grad
-                    present.append(0.0 if grad is None else 1.0)
-                    tensors.append(_ZERO if grad is None else grad.detach())
-                tensors += [p.detach() for _, p in plan.values]
-                tensors += [b.detach() for _, b in plan.buffers]
-                present += [1.0] * (len(plan.values) + len(plan.buffers))
-                dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float64)
-                tensors = [
-                    t if t.dtype == dtype and t.layout == torch.strided else _plain(t, dtype)
-                    for t in tensors
-                ]
-                numbers = torch.stack(_norms(tensors))
-                head = torch.tensor([float(self.unsynced), 0.0, *present], dtype=torch.float64)
-                return torch.cat([head, numbers.to(torch.float64)])
+                grads = [p.grad for _, p in plan.grads]
+                tensors = [g if g is not None and _normable(g) else _nothing(g) for g in grads]
+                tensors += plan.fixed if plan.plain else [_as_normable(t) for t in plan.fixed]
+                # in each tensor's own dtype: asking the kernel for float64 converts every
+                # tensor first (three times slower); the few norms are converted instead
+                row[_HEADER:].copy_(torch.stack(torch._foreach_norm(tensors, 2)))
+                for j, g in enumerate(grads):
+                    if g is None:
+                        row[_HEADER + j] = _MISSING
+                if self.unsynced:
+                    row[0] = 1.0
+                return self.unsynced
         except Exception as exc:  # still take part in the collective, or the others hang
             self.failed("a cross-rank checksum failed", exc)
-            vector = torch.zeros(_HEADER + 2 * count, dtype=torch.float64)
-            vector[1] = 1.0
-            return vector
+            row.zero_()
+            row[1] = 1.0
+            return True
 
     # ------------------------------------------------------------ after a step
 
@@ -276,27 +333,28 @@ class RankChecks:
         # Listing the tensors only reads names: should it fail, this rank cannot take part
         # in the collective, and raising in step() beats leaving the others hanging in it.
         plan = self.plan(index, label)
-        self.queue.append((_Step(plan, step, label), self.local_vector(plan)))
+        filling = self.filling
+        info = _Step(plan, step, label, plan.size)
+        if self.write_checksums(plan, filling.row(info, self.batch_steps * info.size)):
+            filling.quiet = False
         self.unsynced = False
-        if len(self.queue) >= self.batch_steps:
+        if len(filling.steps) >= self.batch_steps:
             self.finish(log, location)
             self.launch()
 
     def launch(self) -> None:
-        """Start the all-gather of the queued steps' checksums."""
-        steps = [s for s, _ in self.queue]
-        vectors = [v for _, v in self.queue]
-        self.queue = []
-        flat = torch.cat(vectors)
+        """Start the all-gather of the steps written since the last one."""
+        filling, self.filling = self.filling, _Filling()
+        flat = filling.vector()
         out = [torch.empty_like(flat) for _ in range(self.world_size)]
         work = dist.all_gather(out, flat, group=self.group, async_op=True)
         self.collectives += 1
-        self.in_flight = _Batch(steps, [v.numel() for v in vectors], out, work)
+        self.in_flight = _Batch(filling.steps, filling.quiet, out, work)
 
     def close(self, log: FindingLog, timeout: timedelta) -> None:
         """At the end of the watch: judge the batch in flight, then gather and judge the rest."""
         self.finish(log, _nowhere, timeout)
-        if self.queue:
+        if self.filling.steps:
             self.launch()
             self.finish(log, _nowhere, timeout)
 
@@ -324,7 +382,12 @@ class RankChecks:
             )
             return
         try:
-            parts = torch.stack(batch.out).split(batch.sizes, dim=1)
+            mine = batch.out[0]
+            if batch.quiet and all(torch.equal(mine, other) for other in batch.out[1:]):
+                # the same bits on every rank and no flag raised (the headers match
+                # this rank's): every step of a correct loop
+                return
+            parts = torch.stack(batch.out).split([s.size for s in batch.steps], dim=1)
             for info, m in zip(batch.steps, parts, strict=True):
                 self.judge(info, m, log, location)
         except Exception as exc:
@@ -342,9 +405,10 @@ class RankChecks:
         if not first[0] and not first[1] and all(row == first for row in gathered[1:]):
             return  # the same bits on every rank: the case of every step of a correct loop
         plan, step, label = pending.plan, pending.step, pending.label
-        n = (m.shape[1] - _HEADER) // 2
-        present = m[:, _HEADER : _HEADER + n]
-        norms = m[:, _HEADER + n :]
+        sums = m[:, _HEADER:]
+        missing = sums == _MISSING
+        present = (~missing).to(torch.float64)
+        norms = sums.masked_fill(missing, 0.0)
         top = norms.abs().amax(0)
         differ = (present.amax(0) != present.amin(0)) | (
             (norms.amax(0) - norms.amin(0)) > _RTOL * top
