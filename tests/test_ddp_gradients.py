@@ -113,6 +113,14 @@ def test_the_factor_is_shown_where_the_gradients_differ() -> None:
     assert not result.across_ranks
 
 
+def test_a_frozen_integer_parameter_first_does_not_set_the_dtype() -> None:
+    # PyTorch's own DDP test model (distributed_test.py's Net) registers a frozen long
+    # parameter before its layers: the tolerances come from the floating parameters
+    result = gk.check_ddp_gradients(s.FrozenIntegerFirst, s.make_batch)
+    assert result.passed, result.summary()
+    assert result.dtype == "float32"
+
+
 def test_dropout_seeded_per_rank_is_compared_across_ranks_only() -> None:
     result = gk.check_ddp_gradients(s.dropout_net, s.make_batch)
     assert result.passed, result.summary()

@@ -29,6 +29,18 @@ class Net(nn.Module):
         return out
 
 
+class FrozenIntegerFirst(nn.Module):
+    """Net with a frozen integer parameter registered first, as PyTorch's own DDP test Net."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.no_grad_param = nn.Parameter(torch.tensor([2, 2]), requires_grad=False)
+        self.net = Net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(16, 6), torch.randn(16, 1)
 

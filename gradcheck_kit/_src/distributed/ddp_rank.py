@@ -233,11 +233,13 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
         # torch's own BatchNorm classes: a subclass may synchronise its statistics itself
         if type(m) in _PER_RANK_BATCHNORM and m.training
     )
-    first = next(iter(inner.parameters()), None)
+    # the tolerances follow the floating parameters: a frozen integer one (a step counter,
+    # PyTorch's own DDP test model) may come first
+    floating = next((p for p in inner.parameters() if p.is_floating_point()), None)
     return ProcessRecord(
         rank=rank,
         world_size=world_size,
-        dtype=str(first.dtype).replace("torch.", "") if first is not None else "float32",
+        dtype=str(floating.dtype).replace("torch.", "") if floating is not None else "float32",
         parameters=tuple(names),
         batch_digest=_digest(batch),
         rng_digests=tuple(rng_digests),
