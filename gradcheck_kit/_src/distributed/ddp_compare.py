@@ -212,6 +212,11 @@ def compare_records(
             "process on the whole batch, so they are compared across ranks only; make the step "
             "deterministic (model.eval() for dropout) for the full comparison."
         )
+    if steps == 0 and any(r.grads_at_last_sync for r in (reference, *ranks)):
+        notes.append(
+            "the step took no optimizer step and its last backward ran inside no_sync(): "
+            "gradients were compared as they were after the last backward outside no_sync()."
+        )
     # --- the batches and random streams of the ranks
     seen: dict[str, int] = {}
     for r in ranks:
