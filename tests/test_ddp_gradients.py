@@ -132,6 +132,8 @@ def test_a_loop_ending_inside_no_sync_without_an_optimizer_is_judged_at_its_last
     summed = functools.partial(s.accumulate_no_optimizer_step, reduction="sum")
     result = gk.check_ddp_gradients(s.Net, s.make_batch, step=summed, steps=3)
     assert not result.passed and not result.across_ranks, result.summary()
+    # without an optimizer step the factor is read from the gradients compared
+    assert "1/world_size (×0.5)" in result.summary(), result.summary()
 
 
 def test_dropout_seeded_per_rank_is_compared_across_ranks_only() -> None:
