@@ -29,7 +29,7 @@ listed in ``NOT_RUN`` with why, and go to the JSON as such.
 
 Run from the repository root (the package is taken from this checkout)::
 
-    python benchmarks/ddp_outside.py                 # every case and planted bug (~3 min, 2 cores)
+    python benchmarks/ddp_outside.py                 # every case and planted bug (~15 s, 2 cores)
     python benchmarks/ddp_outside.py --no-bugs       # the real cases only
     python benchmarks/ddp_outside.py --cases pt_cpu,acc_sync
 
