@@ -591,7 +591,10 @@ def original_rank(rank: int, world_size: int, key: str, bug: str, batch: Any) ->
         case_step(key, bug, model, mine, None)
         if case.asserts == "params":
             for p, q in zip(local.parameters(), model.module.parameters(), strict=True):
-                torch.testing.assert_close(p, q, msg=lambda m, k=k: f"iteration {k}: {m}")
+                try:
+                    torch.testing.assert_close(p, q)
+                except AssertionError as exc:
+                    raise AssertionError(f"iteration {k}: {exc}") from None
         elif case.asserts == "grads_pattern":
             synced = _synced(case, k)
             for (name, p), q in zip(
@@ -599,6 +602,7 @@ def original_rank(rank: int, world_size: int, key: str, bug: str, batch: Any) ->
             ):
                 if not p.requires_grad:
                     continue
+                assert p.grad is not None and q.grad is not None  # both ran a backward
                 if _close(case, p.grad, q.grad) != synced:
                     raise AssertionError(
                         f"iteration {k}: {name} grads "
@@ -606,7 +610,7 @@ def original_rank(rank: int, world_size: int, key: str, bug: str, batch: Any) ->
                         f"{'agree' if synced else 'not'}"
                     )
     if case.asserts == "across_ranks":
-        grads = torch.cat([p.grad.view(-1) for p in model.parameters()])
+        grads = torch.cat([p.grad.view(-1) for p in model.parameters() if p.grad is not None])
         gathered = [torch.zeros_like(grads) for _ in range(world_size)]
         dist.all_gather(gathered, grads)
         if not all(_close(case, gathered[0], g) for g in gathered[1:]):
