@@ -113,6 +113,29 @@ def test_the_factor_is_shown_where_the_gradients_differ() -> None:
     assert not result.across_ranks
 
 
+def test_a_frozen_integer_parameter_first_does_not_set_the_dtype() -> None:
+    # PyTorch's own DDP test model (distributed_test.py's Net) registers a frozen long
+    # parameter before its layers: the tolerances come from the floating parameters
+    result = gk.check_ddp_gradients(s.FrozenIntegerFirst, s.make_batch)
+    assert result.passed, result.summary()
+    assert result.dtype == "float32"
+
+
+def test_a_loop_ending_inside_no_sync_without_an_optimizer_is_judged_at_its_last_sync() -> None:
+    # accelerate's test_distributed_sync: three backwards, the first and last under
+    # no_sync(), no optimizer: the last gradients are unreduced on purpose
+    result = gk.check_ddp_gradients(
+        s.Net, s.make_batch, step=s.accumulate_no_optimizer_step, steps=3
+    )
+    assert result.passed, result.summary()
+    assert "after the last backward outside no_sync()" in result.summary()
+    summed = functools.partial(s.accumulate_no_optimizer_step, reduction="sum")
+    result = gk.check_ddp_gradients(s.Net, s.make_batch, step=summed, steps=3)
+    assert not result.passed and not result.across_ranks, result.summary()
+    # without an optimizer step the factor is read from the gradients compared
+    assert "1/world_size (×0.5)" in result.summary(), result.summary()
+
+
 def test_dropout_seeded_per_rank_is_compared_across_ranks_only() -> None:
     result = gk.check_ddp_gradients(s.dropout_net, s.make_batch)
     assert result.passed, result.summary()

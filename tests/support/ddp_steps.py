@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -27,6 +28,18 @@ class Net(nn.Module):
         if self.extra is not None and dist.get_rank() == 0:
             out = out + self.extra(h)
         return out
+
+
+class FrozenIntegerFirst(nn.Module):
+    """Net with a frozen integer parameter registered first, as PyTorch's own DDP test Net."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.no_grad_param = nn.Parameter(torch.tensor([2, 2]), requires_grad=False)
+        self.net = Net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +86,22 @@ def accumulate_clip_step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> 
     (F.mse_loss(model(x[half:]), y[half:]) / 2).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
+
+
+def _call(model: Any) -> int:
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner.calls = getattr(inner, "calls", -1) + 1
+    return int(inner.calls)
+
+
+def accumulate_no_optimizer_step(
+    model: Any, batch: Any, opt: torch.optim.Optimizer, reduction: str = "mean"
+) -> None:
+    """As accelerate's test_distributed_sync: no optimizer step, and every other backward
+    under no_sync(), so the last of an odd number of calls leaves its gradients unreduced."""
+    x, y = batch
+    with model.no_sync() if _call(model) % 2 == 0 else contextlib.nullcontext():
+        F.mse_loss(model(x), y, reduction=reduction).backward()
 
 
 def summed_loss_step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> None:

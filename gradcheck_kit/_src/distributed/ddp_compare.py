@@ -152,12 +152,20 @@ def _worst(
 
 
 def _ratio(ref: ProcessRecord, val: ProcessRecord) -> float | None:
-    """The least-squares factor ``val ≈ c * ref`` over the first step's gradients."""
-    if not ref.steps or not val.steps:
+    """The least-squares factor ``val ≈ c * ref`` over the first step's gradients.
+
+    Without an optimizer step (a loop that only accumulates, or updates by hand), over
+    the final gradients.
+    """
+    if ref.steps and val.steps:
+        ref_grads, val_grads = ref.steps[0].grads, val.steps[0].grads
+    elif not ref.steps and not val.steps:
+        ref_grads, val_grads = ref.final_grads, val.final_grads
+    else:
         return None
     num = den = 0.0
     for name in ref.parameters:
-        a, b = ref.steps[0].grads.get(name), val.steps[0].grads.get(name)
+        a, b = ref_grads.get(name), val_grads.get(name)
         if a is None or b is None or a.shape != b.shape:
             continue
         num += float((a.double() * b.double()).sum())
@@ -168,7 +176,7 @@ def _ratio(ref: ProcessRecord, val: ProcessRecord) -> float | None:
     # a factor is only a factor if it explains the difference
     residual = 0.0
     for name in ref.parameters:
-        a, b = ref.steps[0].grads.get(name), val.steps[0].grads.get(name)
+        a, b = ref_grads.get(name), val_grads.get(name)
         if a is not None and b is not None and a.shape == b.shape:
             residual += float(((b.double() - c * a.double()) ** 2).sum())
     return c if residual <= 1e-6 * c * c * den else None
@@ -211,6 +219,11 @@ def compare_records(
             "the step draws random numbers (dropout?): the ranks' gradients cannot match one "
             "process on the whole batch, so they are compared across ranks only; make the step "
             "deterministic (model.eval() for dropout) for the full comparison."
+        )
+    if steps == 0 and any(r.grads_at_last_sync for r in (reference, *ranks)):
+        notes.append(
+            "the step took no optimizer step and its last backward ran inside no_sync(): "
+            "gradients were compared as they were after the last backward outside no_sync()."
         )
     # --- the batches and random streams of the ranks
     seen: dict[str, int] = {}

@@ -124,6 +124,9 @@ class ProcessRecord:
     wrapped: bool = True
     find_unused: bool = False
     notes: tuple[str, ...] = field(default=())
+    # final_grads are those after the last backward outside no_sync(): the run ended
+    # inside a no_sync() window (accumulating) without an optimizer step
+    grads_at_last_sync: bool = False
 
 
 def _digest(tree: Any) -> str:
@@ -202,6 +205,22 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
     for name, p in _named(model):
         if p.requires_grad:
             handles.append(p.register_hook(lambda g, name=name: used.add(name)))
+    # A loop may end inside no_sync() (accumulating, no optimizer step: a test of the
+    # accumulation itself); its last gradients are unreduced on purpose. Keep those after
+    # the last backward outside no_sync(), taken when the next forward starts.
+    synced_grads: dict[str, torch.Tensor | None] = {}
+    last_forward_synced: list[bool] = []
+
+    def before_forward(module: Any, args: Any) -> None:
+        if not torch.is_grad_enabled():
+            return
+        if last_forward_synced and last_forward_synced[-1]:
+            synced_grads.clear()
+            synced_grads.update({n: _copy(p.grad) for n, p in _named(model)})
+        last_forward_synced.append(bool(module.require_backward_grad_sync))
+
+    if isinstance(model, DistributedDataParallel):
+        handles.append(model.register_forward_pre_hook(before_forward))
     find_unused = bool(getattr(model, "find_unused_parameters", False))
     synchronising = isinstance(model, DistributedDataParallel) and world_size > 1
     rng_digests: list[str] = []
@@ -227,23 +246,29 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
     for handle in handles:
         handle.remove()
     inner = _inner(model)
+    final_grads = {n: _copy(p.grad) for n, p in _named(model)}
+    at_last_sync = not taken and bool(last_forward_synced) and not last_forward_synced[-1]
+    if at_last_sync:
+        final_grads = {n: synced_grads.get(n) for n in final_grads}
     batchnorm = tuple(
         name
         for name, m in inner.named_modules()
         # torch's own BatchNorm classes: a subclass may synchronise its statistics itself
         if type(m) in _PER_RANK_BATCHNORM and m.training
     )
-    first = next(iter(inner.parameters()), None)
+    # the tolerances follow the floating parameters: a frozen integer one (a step counter,
+    # PyTorch's own DDP test model) may come first
+    floating = next((p for p in inner.parameters() if p.is_floating_point()), None)
     return ProcessRecord(
         rank=rank,
         world_size=world_size,
-        dtype=str(first.dtype).replace("torch.", "") if first is not None else "float32",
+        dtype=str(floating.dtype).replace("torch.", "") if floating is not None else "float32",
         parameters=tuple(names),
         batch_digest=_digest(batch),
         rng_digests=tuple(rng_digests),
         rng_consumed=consumed,
         steps=tuple(taken),
-        final_grads={n: _copy(p.grad) for n, p in _named(model)},
+        final_grads=final_grads,
         final_params={n: _copy(p) for n, p in _named(model)},  # type: ignore[misc]
         buffers={n: _copy(b) for n, b in inner.named_buffers() if b.is_floating_point()},  # type: ignore[misc]
         used=tuple(used_per_call),
@@ -251,4 +276,5 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
         wrapped=isinstance(model, DistributedDataParallel),
         find_unused=find_unused,
         notes=() if names else ("the model has no parameters",),
+        grads_at_last_sync=at_last_sync,
     )
