@@ -15,7 +15,7 @@ from support import ddp_loops
 
 import gradcheck_kit as gk
 from gradcheck_kit._src.distributed.launch import run_on_ranks
-from gradcheck_kit._src.training.across_ranks import BATCH_STEPS
+from gradcheck_kit._src.training.across_ranks import BATCH_STEPS, COMPARE_EVERY
 from gradcheck_kit.results import TrainingReport
 
 needs_gloo = pytest.mark.skipif(
@@ -62,14 +62,15 @@ def test_a_correct_ddp_loop_gives_no_finding_on_any_rank(loops: Any, scenario: s
 
 @needs_gloo
 def test_a_few_numbers_per_step_in_one_all_gather_per_batch_of_steps(loops: Any) -> None:
-    # every BATCH_STEPS steps, then the rest at the end of the watch; never the parameters
-    batches = [BATCH_STEPS, ddp_loops.STEPS - BATCH_STEPS]
-    assert ddp_loops.STEPS > BATCH_STEPS
+    # One all-gather every BATCH_STEPS (64) steps, then one for the rest at the end of the
+    # watch; never the tensors. Two flags per step; one checksum per tensor at steps 1-16,
+    # 32, 48 and 64 (COMPARE_EVERY = 16), and of the state after the last step (68) at the end.
+    assert (BATCH_STEPS, COMPARE_EVERY, ddp_loops.STEPS) == (64, 16, 68)
     for rank in range(WORLD):
         # SyncBatchNorm-like buffers compared: 6 gradients, 6 parameters, 3 buffers
-        assert loops[rank]["correct"]["gathers"] == [k * (2 + 15) for k in batches]
+        assert loops[rank]["correct"]["gathers"] == [2 * 64 + 19 * 15, 2 * (4 + 1) + 15]
         # DDP re-broadcasts buffers at forward: only gradients and parameters
-        assert loops[rank]["correct_broadcast"]["gathers"] == [k * (2 + 12) for k in batches]
+        assert loops[rank]["correct_broadcast"]["gathers"] == [2 * 64 + 19 * 12, 2 * 5 + 12]
         assert loops[rank]["edit_on_rank_0_not_distributed"]["gathers"] == []
 
 
@@ -79,9 +80,11 @@ def test_a_parameter_changed_on_rank_0_only_is_named_on_every_rank(loops: Any) -
         ("params_differ_across_ranks", "fc1.bias", 3, (0, 1))
     ]
     (finding,) = loops[1]["edit_on_rank_0"]["report"]["findings"]
-    # every step from the edit on, up to the first ten a finding keeps
+    # every comparison from the edit on (steps 3-16, 32, 48, 64, the end of the watch), of
+    # which a finding keeps the first ten steps
     assert finding["ranks"] == [0, 1] and finding["steps"] == list(range(3, 13))
-    assert finding["occurrences"] == ddp_loops.STEPS - 2
+    assert finding["occurrences"] == 14 + 3 + 1
+    assert "agreed after step" not in finding["found"]  # step 2 was compared: exact
     assert (
         "after step 3 of SGD 'fc1.bias' is not the same on every rank: ranks 0 and 1 differ"
         in (finding["found"])
@@ -104,8 +107,19 @@ def test_a_hand_rolled_all_reduce_that_skips_a_parameter_is_grad_not_reduced(loo
         ("grad_not_reduced", "head.bias", 1, (0, 1))
     ]
     (finding,) = loops[0]["hand_rolled"]["report"]["findings"]
-    assert finding["occurrences"] == ddp_loops.STEPS
+    assert finding["occurrences"] == 19  # the steps whose gradients are compared: 1-16, 32, 48, 64
     assert "averaged by hand" in finding["cause"] and "dist.all_reduce(p.grad)" in finding["fix"]
+    (every,) = loops[0]["hand_rolled_every_step"]["report"]["findings"]
+    assert every["occurrences"] == ddp_loops.STEPS  # compare_every=1
+
+
+@needs_gloo
+def test_a_change_between_two_comparisons_is_found_at_the_next_one(loops: Any) -> None:
+    assert _same_on_every_rank(loops, "edit_late_on_rank_0") == [
+        ("params_differ_across_ranks", "fc1.bias", 32, (0, 1))
+    ]
+    (finding,) = loops[0]["edit_late_on_rank_0"]["report"]["findings"]
+    assert finding["found"].endswith("(compared every few steps: the ranks agreed after step 16)")
 
 
 @needs_gloo
@@ -116,6 +130,13 @@ def test_a_step_inside_no_sync_is_named_not_each_parameter(loops: Any) -> None:
     (finding,) = loops[0]["step_inside_no_sync"]["report"]["findings"]
     assert "gradients of 6 parameters that are not the same on every rank" in finding["found"]
     assert "no_sync()" in finding["fix"]
+    # a step whose tensors are not compared still sends its flag; the parameters it moved
+    # apart, seen at the next comparison (step 32), are explained by it, not reported
+    assert _same_on_every_rank(loops, "step_20_inside_no_sync") == [
+        ("step_inside_no_sync", None, 20, (0, 1))
+    ]
+    (late,) = loops[0]["step_20_inside_no_sync"]["report"]["findings"]
+    assert late["found"].endswith("so its backward was not all-reduced")
 
 
 @needs_gloo
@@ -160,6 +181,7 @@ def test_distributed_true_without_a_process_group_is_refused_on_entry() -> None:
     [
         ({"distributed": "yes"}, gk.InvalidArgument, "distributed='yes' must be None, True"),
         ({"buffers_may_differ": 3}, gk.errors.InvalidArgumentType, "buffers_may_differ=3"),
+        ({"compare_every": 0}, gk.InvalidArgument, "compare_every=0 must be >= 1"),
     ],
 )
 def test_bad_distributed_options_are_refused(options: Any, error: type, text: str) -> None:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import gradcheck_kit as gk
 
-STEPS = 36  # more than across_ranks.BATCH_STEPS: a batch in the loop, the rest at the end
+STEPS = 68  # more than across_ranks.BATCH_STEPS: a batch in the loop, the rest at the end
 MICRO = 2  # micro-batches per optimizer step
 BATCH = 8
 
@@ -97,7 +97,7 @@ def _ddp_loop(
     model: DDP,
     *,
     set_to_none: bool = True,
-    last_micro_synced: bool = True,
+    last_micro_synced: Callable[[int], bool] = lambda step: True,
     between_steps: Callable[[int], None] | None = None,
     zero_grad: Callable[[int], bool] = lambda rank: True,
     **options: Any,
@@ -111,7 +111,7 @@ def _ddp_loop(
                 opt.zero_grad(set_to_none=set_to_none)
             for i, (x, y) in enumerate(micro):
                 last = i == len(micro) - 1
-                synced = last and last_micro_synced
+                synced = last and last_micro_synced(step)
                 with contextlib.nullcontext() if synced else model.no_sync():
                     (_loss(model, x, y) / len(micro)).backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -121,12 +121,14 @@ def _ddp_loop(
     return watcher
 
 
-def _hand_rolled_loop(rank: int, world_size: int, *, skip: str) -> gk.TrainingWatcher:
+def _hand_rolled_loop(
+    rank: int, world_size: int, *, skip: str, **options: Any
+) -> gk.TrainingWatcher:
     """No DDP: gradients averaged by hand, every parameter but ``skip``."""
     torch.manual_seed(0)
     net = Net(CpuSyncBatchNorm)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    watcher = gk.watch_training(net, opt, on_error="record")
+    watcher = gk.watch_training(net, opt, on_error="record", **options)
     with watcher:
         for micro in _shard(rank, world_size):
             opt.zero_grad()
@@ -145,12 +147,18 @@ def _scenarios(rank: int, world_size: int) -> dict[str, Callable[[], gk.Training
         torch.manual_seed(0)
         return _ddp(Net(bn), **kwargs)
 
-    def edit_on_rank_zero(step: int) -> None:
-        if rank == 0 and step == 1:  # after step 2
+    def edit_on_rank_zero(step: int, after: int = 2) -> None:
+        if rank == 0 and step == after - 1:  # `step` counts from 0
             with torch.no_grad():
                 edited.module.fc1.bias.add_(0.5)
 
     edited = model(sync_buffers=False)
+    edited_late = model(sync_buffers=False)
+
+    def edit_late_on_rank_zero(step: int) -> None:
+        if rank == 0 and step == 19:  # after step 20: between two comparisons (16 and 32)
+            with torch.no_grad():
+                edited_late.module.fc1.bias.add_(0.5)
 
     def load_on_rank_zero() -> gk.TrainingWatcher:
         ddp = model(sync_buffers=False)
@@ -176,9 +184,19 @@ def _scenarios(rank: int, world_size: int) -> dict[str, Callable[[], gk.Training
             rank, world_size, edited, between_steps=edit_on_rank_zero
         ),
         "load_on_rank_0": load_on_rank_zero,
+        "edit_late_on_rank_0": lambda: _ddp_loop(
+            rank, world_size, edited_late, between_steps=edit_late_on_rank_zero
+        ),
         "hand_rolled": lambda: _hand_rolled_loop(rank, world_size, skip="head.bias"),
+        "hand_rolled_every_step": lambda: _hand_rolled_loop(
+            rank, world_size, skip="head.bias", compare_every=1
+        ),
         "step_inside_no_sync": lambda: _ddp_loop(
-            rank, world_size, model(sync_buffers=False), last_micro_synced=False
+            rank, world_size, model(sync_buffers=False), last_micro_synced=lambda step: False
+        ),
+        # only step 20 (counting from 1), which is not one whose tensors are compared
+        "step_20_inside_no_sync": lambda: _ddp_loop(
+            rank, world_size, model(sync_buffers=False), last_micro_synced=lambda step: step != 19
         ),
         "bn_unsynced": lambda: _ddp_loop(
             rank, world_size, model(nn.BatchNorm1d, sync_buffers=False)

@@ -40,16 +40,28 @@ from .rank_findings import (
     step_inside_no_sync_finding,
 )
 
-__all__ = ["BATCH_STEPS", "RankChecks", "buffer_matcher", "distributed_model", "unwrap_model"]
+__all__ = [
+    "BATCH_STEPS",
+    "COMPARE_EVERY",
+    "RankChecks",
+    "buffer_matcher",
+    "distributed_model",
+    "unwrap_model",
+]
 
 # Two ranks' checksums of the same tensor differ beyond this relative amount: the
 # tensors differ. Ranks that hold the same bits compute the same checksums; the
 # margin only absorbs a reduction order that differs with the thread count.
 _RTOL: Final = 1e-6
 _HEADER: Final = 2  # [last forward ran inside no_sync(), this rank's checksums failed]
+_CLEAN: Final = (0.0, 0.0)  # the flags of a step: outside no_sync(), checksums written
+_UNSYNCED: Final = (1.0, 0.0)
 _MISSING: Final = -1.0  # in place of the norm of a gradient that is None (a norm is >= 0)
-# Steps whose checksums travel in one all-gather (see RankChecks.after_step).
-BATCH_STEPS = 32
+# Steps whose flags and checksums travel in one all-gather (see RankChecks.after_step).
+BATCH_STEPS = 64
+# By default the tensors are summed up at the first COMPARE_EVERY steps and every
+# COMPARE_EVERY-th step after (watch_training's compare_every).
+COMPARE_EVERY = 16
 
 
 def distributed_model(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
@@ -111,8 +123,8 @@ class _Plan:
 
     @property
     def size(self) -> int:
-        """Numbers this plan puts on the wire per step: the flags, then one per tensor."""
-        return _HEADER + len(self.grads) + len(self.fixed)
+        """Checksums this plan puts on the wire per step: one per tensor."""
+        return len(self.grads) + len(self.fixed)
 
 
 def _normable(t: torch.Tensor) -> bool:
@@ -141,16 +153,24 @@ def _nowhere() -> str | None:
 
 
 class _Step(NamedTuple):
-    """One optimizer step's part of an all-gather: what it compares, and where."""
+    """One optimizer step's part of an all-gather: what it compares, and where.
 
-    plan: _Plan
+    ``plan`` is None for a step whose tensors are not summed up (only its flags
+    travel); ``since`` is the step of this optimizer last summed up before it.
+    """
+
+    plan: _Plan | None
     step: int
     label: str
-    size: int
+    since: int | None
+
+    @property
+    def size(self) -> int:
+        return 0 if self.plan is None else self.plan.size
 
 
 class _Batch(NamedTuple):
-    """An all-gather in flight: the steps it compares, in order along the vector.
+    """An all-gather in flight: every step's two flags, then the summed-up steps' checksums.
 
     ``quiet`` is true when no flag was raised on this rank (no step inside
     ``no_sync()``, no failed checksum).
@@ -163,35 +183,44 @@ class _Batch(NamedTuple):
 
 
 class _Filling:
-    """The vector of the steps since the last all-gather, written in place step by step.
+    """The vector of the steps since the last all-gather, written step by step.
 
-    Rows are views of a zeroed float64 buffer sized for a whole batch of steps
-    (one allocation per batch, none per step); a step whose plan outgrows it
-    (an optimizer with more parameters) opens another.
+    The flags stay Python numbers until the all-gather; the checksums are written
+    in place into views of a zeroed float64 buffer sized for a whole batch of
+    steps (one allocation per batch, none per step; a step whose plan outgrows it
+    opens another). A step that is not summed up costs no tensor operation.
     """
 
-    __slots__ = ("chunks", "quiet", "steps", "used")
+    __slots__ = ("chunks", "flags", "quiet", "steps", "used")
 
     def __init__(self) -> None:
+        self.flags: list[float] = []
         self.chunks: list[torch.Tensor] = []
         self.used = 0
         self.steps: list[_Step] = []
         self.quiet = True
 
-    def row(self, step: _Step, capacity: int) -> torch.Tensor:
-        if not self.chunks or self.used + step.size > self.chunks[-1].numel():
+    def add(self, step: _Step, unsynced: bool, failed: bool) -> None:
+        self.steps.append(step)
+        self.flags += (float(unsynced), float(failed))
+        if unsynced or failed:
+            self.quiet = False
+
+    def row(self, size: int, capacity: int) -> torch.Tensor:
+        if not self.chunks or self.used + size > self.chunks[-1].numel():
             if self.chunks:
                 self.chunks[-1] = self.chunks[-1][: self.used]
-            self.chunks.append(torch.zeros(max(capacity, step.size), dtype=torch.float64))
+            self.chunks.append(torch.zeros(max(capacity, size), dtype=torch.float64))
             self.used = 0
-        row = self.chunks[-1][self.used : self.used + step.size]
-        self.used += step.size
-        self.steps.append(step)
+        row = self.chunks[-1][self.used : self.used + size]
+        self.used += size
         return row
 
     def vector(self) -> torch.Tensor:
-        last = self.chunks[-1][: self.used]
-        return last if len(self.chunks) == 1 else torch.cat([*self.chunks[:-1], last])
+        flags = torch.tensor(self.flags, dtype=torch.float64)
+        if not self.chunks:
+            return flags
+        return torch.cat([flags, *self.chunks[:-1], self.chunks[-1][: self.used]])
 
 
 class RankChecks:
@@ -216,6 +245,7 @@ class RankChecks:
         ignored: Callable[[str], bool],
         buffers_may_differ: Callable[[str], bool],
         failed: Callable[[str, Exception], None],
+        every: int = COMPARE_EVERY,
     ) -> None:
         self.ddp = distributed_model(model)
         self.inner = unwrap_model(model)
@@ -236,6 +266,9 @@ class RankChecks:
         self.filling = _Filling()
         self.in_flight: _Batch | None = None
         self.batch_steps = BATCH_STEPS
+        self.every = every
+        self.last: dict[int, tuple[int, str]] = {}  # optimizer -> its last step, and label
+        self.summed: dict[int, int] = {}  # optimizer -> its last step summed up
         self.handles: list[RemovableHandle] = []
         self.collectives = 0
 
@@ -285,65 +318,80 @@ class RankChecks:
         self.plans[index] = plan
         return plan
 
-    def write_checksums(self, plan: _Plan, row: torch.Tensor) -> bool:
-        """Write this rank's ``[no_sync, failed, checksum...]`` for one step into ``row``.
+    def write_checksums(self, plan: _Plan, row: torch.Tensor, *, grads: bool = True) -> bool:
+        """Write this rank's checksums for one step into ``row``; False if that failed.
 
-        The checksum of a tensor is its L2 norm (-1 for a gradient that is
-        None), all tensors in one multi-tensor kernel whose results are stacked
-        and copied into ``row``: three operations per step whatever the model's
-        size, and no host synchronisation. (A change that keeps
-        every norm, such as a permutation or a sign flip, is not seen; a stale,
-        skipped or edited tensor changes it.) Returns whether a flag was raised.
+        The checksum of a tensor is its L2 norm (-1 for a gradient that is None,
+        or for every gradient with ``grads=False``), all tensors in one
+        multi-tensor kernel whose results are stacked and copied into ``row``:
+        three operations whatever the model's size, and no host synchronisation.
+        (A change that keeps every norm, such as a permutation or a sign flip, is
+        not seen; a stale, skipped or edited tensor changes it.)
         """
         try:
             with torch.no_grad():
-                grads = [p.grad for _, p in plan.grads]
-                tensors = [g if g is not None and _normable(g) else _nothing(g) for g in grads]
+                given = [p.grad if grads else None for _, p in plan.grads]
+                tensors = [g if g is not None and _normable(g) else _nothing(g) for g in given]
                 tensors += plan.fixed if plan.plain else [_as_normable(t) for t in plan.fixed]
                 # in each tensor's own dtype: asking the kernel for float64 converts every
                 # tensor first (three times slower); the few norms are converted instead
-                row[_HEADER:].copy_(torch.stack(torch._foreach_norm(tensors, 2)))
-                for j, g in enumerate(grads):
+                row.copy_(torch.stack(torch._foreach_norm(tensors, 2)))
+                for j, g in enumerate(given):
                     if g is None:
-                        row[_HEADER + j] = _MISSING
-                if self.unsynced:
-                    row[0] = 1.0
-                return self.unsynced
+                        row[j] = _MISSING
+                return True
         except Exception as exc:  # still take part in the collective, or the others hang
             self.failed("a cross-rank checksum failed", exc)
             row.zero_()
-            row[1] = 1.0
-            return True
+            return False
 
     # ------------------------------------------------------------ after a step
 
     def after_step(
         self, index: int, step: int, label: str, log: FindingLog, location: Callable[[], str | None]
     ) -> None:
-        """Sum up this step's tensors; every :data:`BATCH_STEPS` steps, compare the ranks.
+        """Note this step's flags, and sum up its tensors if it is one to compare.
 
         Every rank calls this after every step of every optimizer and starts the
-        same collectives whatever happens here: one all-gather of the checksums of
-        the last ``BATCH_STEPS`` steps, in the background, judged when the next
-        one starts (or when the watch ends). One small collective costs a few
-        hundred microseconds between processes, as much as a small model's step:
-        batched and overlapped, it costs a fraction of one per step, and every
-        step is still compared and named.
+        same collectives whatever happens here: one all-gather of the flags and
+        checksums of the last ``BATCH_STEPS`` steps, in the background, judged
+        when the next one starts (or when the watch ends). One small collective
+        costs a few hundred microseconds between processes, as much as a small
+        model's step: batched and overlapped, it costs a fraction of one per step.
+        Reading every gradient and parameter costs about as much again (memory
+        bound), so it is done for the first ``every`` steps and every ``every``-th
+        step after, and for the last step at the end; a divergence persists (ranks
+        never re-synchronise parameters), so it is found, within ``every`` steps.
+        The flags (a step inside ``no_sync()``) travel for every step.
         """
-        # Listing the tensors only reads names: should it fail, this rank cannot take part
-        # in the collective, and raising in step() beats leaving the others hanging in it.
-        plan = self.plan(index, label)
-        filling = self.filling
-        info = _Step(plan, step, label, plan.size)
-        if self.write_checksums(plan, filling.row(info, self.batch_steps * info.size)):
-            filling.quiet = False
+        self.last[index] = (step, label)
+        if step <= self.every or step % self.every == 0:
+            self.add_summed(index, step, label)
+        else:  # inline: most steps, and the cheapest path
+            filling = self.filling
+            filling.steps.append(_Step(None, step, label, None))
+            if self.unsynced:
+                filling.flags += _UNSYNCED
+                filling.quiet = False
+            else:
+                filling.flags += _CLEAN
         self.unsynced = False
-        if len(filling.steps) >= self.batch_steps:
+        if len(self.filling.steps) >= self.batch_steps:
             self.finish(log, location)
             self.launch()
 
+    def add_summed(self, index: int, step: int, label: str, *, grads: bool = True) -> None:
+        # Listing the tensors only reads names: should it fail, this rank cannot take part
+        # in the collective, and raising in step() beats leaving the others hanging in it.
+        plan = self.plan(index, label)
+        info = _Step(plan, step, label, self.summed.get(index))
+        self.summed[index] = step
+        row = self.filling.row(plan.size, self.batch_steps * plan.size)
+        written = self.write_checksums(plan, row, grads=grads)
+        self.filling.add(info, self.unsynced and grads, not written)
+
     def launch(self) -> None:
-        """Start the all-gather of the steps written since the last one."""
+        """Start the all-gather of the steps noted since the last one."""
         filling, self.filling = self.filling, _Filling()
         flat = filling.vector()
         out = [torch.empty_like(flat) for _ in range(self.world_size)]
@@ -352,8 +400,15 @@ class RankChecks:
         self.in_flight = _Batch(filling.steps, filling.quiet, out, work)
 
     def close(self, log: FindingLog, timeout: timedelta) -> None:
-        """At the end of the watch: judge the batch in flight, then gather and judge the rest."""
+        """At the end of the watch: judge the batch in flight, then gather and judge the rest.
+
+        The state after each optimizer's last step is summed up here if that step
+        was not (its parameters and buffers: the gradients may have been reset since).
+        """
         self.finish(log, _nowhere, timeout)
+        for index, (step, label) in sorted(self.last.items()):
+            if self.summed.get(index) != step:
+                self.add_summed(index, step, label, grads=False)
         if self.filling.steps:
             self.launch()
             self.finish(log, _nowhere, timeout)
@@ -387,9 +442,12 @@ class RankChecks:
                 # the same bits on every rank and no flag raised (the headers match
                 # this rank's): every step of a correct loop
                 return
-            parts = torch.stack(batch.out).split([s.size for s in batch.steps], dim=1)
-            for info, m in zip(batch.steps, parts, strict=True):
-                self.judge(info, m, log, location)
+            gathered = torch.stack(batch.out)
+            count = len(batch.steps)
+            flags = gathered[:, : _HEADER * count].reshape(self.world_size, count, _HEADER)
+            sums = gathered[:, _HEADER * count :].split([s.size for s in batch.steps], dim=1)
+            for i, (info, numbers) in enumerate(zip(batch.steps, sums, strict=True)):
+                self.judge(info, torch.cat([flags[:, i], numbers], dim=1), log, location)
         except Exception as exc:
             self.failed("the cross-rank judging failed", exc)
 
@@ -429,7 +487,8 @@ class RankChecks:
         bad = differ.nonzero().flatten().tolist()
         rows = torch.stack([present, norms], dim=2)  # ranks x tensors x 2
         here = location()
-        g, v = len(plan.grads), len(plan.values)
+        g = len(plan.grads) if plan is not None else 0
+        v = len(plan.values) if plan is not None else 0
         grad_bad = [j for j in bad if j < g]
         if summary[1]:
             no_sync = tuple(r for r, f in enumerate(flags[:, 0].tolist()) if f)
@@ -442,11 +501,18 @@ class RankChecks:
                     step=step,
                     optimizer=label,
                     ranks=no_sync,
-                    differing=len(grad_bad),
+                    differing=len(grad_bad) if plan is not None else None,
                     location=here,
                 ),
             )
-            self.explained.update(name for name, _ in plan.values)
+            # the parameters it moved apart are found at a later step: this is the cause
+            for known in self.plans.values() if plan is None else (plan,):
+                self.explained.update(name for name, _ in known.values)
+        if plan is None:
+            return
+        # compared every `every` steps: a parameter or buffer first seen apart now may
+        # have parted at any step since the last comparison
+        since = pending.since if pending.since is not None and pending.since < step - 1 else None
         for j in bad:
             table = rows[:, j, :].tolist()
             odd = _odd_ranks([tuple(r) for r in table])
@@ -480,7 +546,7 @@ class RankChecks:
                     name,
                     label,
                     step,
-                    _bind(params_differ_finding, name, **common),
+                    _bind(params_differ_finding, name, since=since, **common),
                 )
             else:
                 name = plan.buffers[j - g - v][0]
@@ -489,7 +555,7 @@ class RankChecks:
                     name,
                     label,
                     step,
-                    _bind(buffers_differ_finding, name, **common),
+                    _bind(buffers_differ_finding, name, since=since, **common),
                 )
 
 

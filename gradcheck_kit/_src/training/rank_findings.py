@@ -56,6 +56,12 @@ def _values(values: RankValues) -> str:
     return "; ".join(parts)
 
 
+def _since(since: int | None) -> str:
+    if since is None:
+        return ""
+    return f" (compared every few steps: the ranks agreed after step {since})"
+
+
 def params_differ_finding(
     parameter: str,
     *,
@@ -65,6 +71,7 @@ def params_differ_finding(
     world_size: int,
     values: RankValues,
     location: str | None,
+    since: int | None = None,
 ) -> TrainingFinding:
     """``params_differ_across_ranks``: after a step, a parameter is not the same on every rank.
 
@@ -85,7 +92,7 @@ def params_differ_finding(
         expected="every rank holds the same parameters after every optimizer step (DDP "
         "broadcasts them once, at construction, and keeps them equal by averaging gradients)",
         found=f"after step {step} of {optimizer} {parameter!r} is not the same on every rank: "
-        f"{_differ(ranks, world_size)} ({_values(values)})",
+        f"{_differ(ranks, world_size)} ({_values(values)}){_since(since)}",
         cause="the parameter was changed on some ranks only (an in-place edit, "
         "load_state_dict or a re-initialisation under `if rank == 0:`), or ranks started "
         "from different values (a checkpoint loaded on one rank after DDP was built)",
@@ -161,7 +168,7 @@ def step_inside_no_sync_finding(
     step: int,
     optimizer: str,
     ranks: Sequence[int],
-    differing: int,
+    differing: int | None,
     location: str | None,
 ) -> TrainingFinding:
     """``step_inside_no_sync``: a step applied gradients from a backward DDP did not synchronise.
@@ -176,7 +183,9 @@ def step_inside_no_sync_finding(
         f"the last forward pass before step {step} of {optimizer} ran inside "
         f"model.no_sync() on {ranks_text(ranks)}, so its backward was not all-reduced"
     )
-    if differing:
+    if differing is None:
+        pass  # a step whose gradients were not summed up: nothing known of them
+    elif differing:
         found += (
             f": the step applied gradients of {differing} parameter"
             f"{'s' if differing != 1 else ''} that are not the same on every rank"
@@ -210,6 +219,7 @@ def buffers_differ_finding(
     world_size: int,
     values: RankValues,
     location: str | None,
+    since: int | None = None,
 ) -> TrainingFinding:
     """``buffers_differ_across_ranks``: after a step, a buffer is not the same on every rank.
 
@@ -226,7 +236,7 @@ def buffers_differ_finding(
         expected="buffers (BatchNorm running statistics) are the same on every rank, "
         "unless declared with buffers_may_differ",
         found=f"after step {step} of {optimizer} buffer {buffer!r} is not the same on every "
-        f"rank: {_differ(ranks, world_size)} ({_values(values)})",
+        f"rank: {_differ(ranks, world_size)} ({_values(values)}){_since(since)}",
         cause="each rank updates it from its own batches and nothing synchronises it: "
         "BatchNorm (not SyncBatchNorm) with DistributedDataParallel(broadcast_buffers=False), "
         "or a model without DDP; the rank that saves the checkpoint decides the statistics",

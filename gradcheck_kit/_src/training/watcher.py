@@ -20,9 +20,9 @@ How it sees the loop, without changing it:
 * at the end, parameters that never received a gradient, and which side
   (model or optimizer) lost which parameter;
 * in a distributed loop (a ``DistributedDataParallel`` model, or an initialised
-  process group of more than one rank), after every step, one all-gather of a
-  few checksums per tensor compares parameters, gradients and buffers across
-  the ranks (:mod:`.across_ranks`).
+  process group of more than one rank), one checksum per tensor compares
+  parameters, gradients and buffers across the ranks, and a forward hook sees
+  steps taken inside ``no_sync()`` (:mod:`.across_ranks`).
 
 The hooks only read: no tensor, gradient, random number generator or grad mode
 is touched, so a watched loop trains bit for bit as an unwatched one. Every hook
@@ -55,7 +55,13 @@ from ..messages import PREFIX
 from ..raising import Msg, apply_msg
 from ..state.snapshot import bits_equal
 from ..validation import check_bool, check_choice, check_int, check_keywords, check_msg
-from .across_ranks import RankChecks, buffer_matcher, distributed_model, unwrap_model
+from .across_ranks import (
+    COMPARE_EVERY,
+    RankChecks,
+    buffer_matcher,
+    distributed_model,
+    unwrap_model,
+)
 from .common import as_optimizers, check_model, ignore_matcher, nonzero, optimizer_labels
 from .findings import (
     FindingLog,
@@ -90,6 +96,7 @@ class WatchOptions(TypedDict, total=False):
     msg: Msg
     distributed: bool | None
     buffers_may_differ: str | Sequence[str]
+    compare_every: int
 
 
 _ON_ERROR: Final = ("raise", "warn", "record")
@@ -560,6 +567,7 @@ class TrainingWatcher(contextlib.ContextDecorator):
         msg: Msg = None,
         distributed: bool | None = None,
         buffers_may_differ: str | Sequence[str] = (),
+        compare_every: int = COMPARE_EVERY,
     ) -> None:
         self._model = check_model(model)
         self._optimizers = as_optimizers(optimizer)
@@ -570,6 +578,8 @@ class TrainingWatcher(contextlib.ContextDecorator):
         check_bool(distributed, "distributed", allow_none=True)
         self._distributed = distributed
         self._buffers_may_differ = buffer_matcher(buffers_may_differ)
+        check_int(compare_every, "compare_every", min_value=1)
+        self._compare_every = compare_every
         self._accumulation_steps = accumulation_steps
         self._on_error: OnError = on_error
         self._msg = msg
@@ -650,6 +660,7 @@ class TrainingWatcher(contextlib.ContextDecorator):
                 ignored=self._ignored,
                 buffers_may_differ=self._buffers_may_differ,
                 failed=session.failed,
+                every=self._compare_every,
             )
         session.open()
         for key, label in keys:
@@ -744,11 +755,14 @@ def watch_training(
 
     In a distributed loop (the model is a ``DistributedDataParallel``, or
     ``torch.distributed`` is initialised with more than one rank; ``distributed=``
-    forces it on or off) every rank watches its own loop, and after every step the
-    ranks are compared: each rank sends the L2 norm of each gradient, parameter
-    and buffer (never the tensors), eight steps' worth in one background
-    ``all_gather``, so every rank judges the same numbers and reports the same
-    cross-rank findings, each naming the step, the tensor and the ranks that differ:
+    forces it on or off) every rank watches its own loop, and the ranks are
+    compared: each rank sends the L2 norm of each gradient, parameter and buffer
+    (never the tensors) after the first ``compare_every`` steps, after every
+    ``compare_every``-th step and at the end, and whether each step's forward ran
+    inside ``no_sync()``, 64 steps' worth in one background ``all_gather``; every
+    rank judges the same numbers and reports the same cross-rank findings, each
+    naming the step, the tensor and the ranks that differ (a divergence persists,
+    so a step between two comparisons is found at the next one):
 
     * ``params_differ_across_ranks`` — a parameter is not the same on every rank
       after a step (changed under ``if rank == 0:``, a checkpoint loaded on one rank).
@@ -794,6 +808,10 @@ def watch_training(
             an initialised process group of more than one rank.
         buffers_may_differ: qualified buffer names or shell patterns (``"bn.*"``)
             whose values may differ across ranks (per-rank statistics on purpose).
+        compare_every: in a distributed loop, sum up and compare the tensors at
+            the first ``compare_every`` steps and every ``compare_every``-th step
+            after (default 16; 1: every step). Reading every gradient and
+            parameter costs about as much as DDP's own all-reduce of a small model.
 
     Returns:
         A :class:`TrainingWatcher`; after the block its ``report`` holds the
@@ -803,7 +821,7 @@ def watch_training(
         TrainingLoopError: at the end of the block, when something was found
             and ``on_error="raise"``.
         InvalidArgument: a model without parameters, a bad ``accumulation_steps``,
-            ``on_error`` or ``distributed``, or (on entry) a model or optimizer
+            ``on_error``, ``distributed`` or ``compare_every``, or (on entry) a model or optimizer
             already being watched, or ``distributed=True`` without a process
             group; :class:`InvalidArgumentType` for an optimizer that is not a
             ``torch.optim.Optimizer``, a model that is not a module, or bad
