@@ -7,7 +7,8 @@ whole batch's gradient, so every gradient and every weight after the step must
 agree. Each planted bug below breaks that in its own way, and the check names it:
 a loss summed or divided twice (a factor of the world size), a step inside
 `no_sync()`, a weight changed on rank 0 only, every rank reading the same
-samples, every rank drawing the same dropout masks, a hand-written all-reduce
+samples, every rank drawing the same dropout masks, a gradient hook on rank 0
+only (before the all-reduce there, after it elsewhere), a hand-written all-reduce
 that forgets a layer, a layer that only rank 0 uses, and plain BatchNorm (each
 rank normalises its own shard).
 
@@ -206,6 +207,21 @@ def forgetful_all_reduce_step(model: Any, batch: Any, optimizer: torch.optim.Opt
     optimizer.step()
 
 
+def hook_on_rank_zero_step(model: Any, batch: Any, optimizer: torch.optim.Optimizer) -> None:
+    weight = model.module.fc1.weight
+    # BUG: rank 0 scales fc1's gradient in a hook, before DDP's all-reduce; the other
+    # ranks scale it after the reduction
+    handle = weight.register_hook(lambda g: g * 0.5) if dist.get_rank() == 0 else None
+    x, y = batch
+    optimizer.zero_grad()
+    F.mse_loss(model(x), y).backward()
+    if handle is None:
+        weight.grad *= 0.5
+    else:
+        handle.remove()
+    optimizer.step()
+
+
 def test_a_correct_ddp_loop_passes() -> None:
     result = gk.assert_ddp_gradients(
         functools.partial(Net, norm=CpuSyncBatchNorm),
@@ -250,6 +266,7 @@ def test_dropout_with_a_seed_per_rank_passes() -> None:
         ({"step": rank_zero_edit_step}, "changed on some ranks only"),
         ({"shard": every_rank_reads_the_first_part}, "ranks 0 and 1 got the same batch"),
         ({"make_model": seeded_model}, "dropout masks (and every random draw) are identical"),
+        ({"step": hook_on_rank_zero_step}, "gradient hooks are not the same on every rank"),
         (
             {"make_model": replicated_model, "step": forgetful_all_reduce_step, "wrap": False},
             "['fc2.bias', 'fc2.weight'] differ between ranks",
@@ -264,6 +281,7 @@ def test_dropout_with_a_seed_per_rank_passes() -> None:
         "weights-changed-on-rank-0",
         "same-batch",
         "same-seed",
+        "hook-on-rank-0-only",
         "all-reduce-forgets-a-layer",
         "unused-on-rank-1",
         "per-rank-batchnorm",

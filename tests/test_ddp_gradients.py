@@ -66,6 +66,12 @@ def test_a_correct_hand_written_all_reduce_passes_with_adam_and_three_ranks() ->
         ("weights on rank 0", {"step": s.edit_on_rank_zero_step}, "one_rank_weights", "fc2.weight"),
         ("same batch", {"shard": s.same_shard}, "same_batch", "ranks 0 and 1 got the same batch"),
         (
+            "gradient hook on rank 0",
+            {"step": s.hook_on_rank_zero_step},
+            "hooks",
+            "gradient hooks are not the same on every rank ('fc1.weight' on ranks [0]",
+        ),
+        (
             "skipped all-reduce",
             {"step": s.skip_fc2_all_reduce_step, "wrap": False, "make_model": s.broadcast_net},
             "not_reduced",
@@ -102,6 +108,14 @@ def test_each_planted_bug_is_caught_and_named(
     assert named in result.summary(), result.summary()
     assert "Reproduce: gradcheck_kit.check_ddp_gradients(" in result.summary()
     assert ranks.no_rank_process_left()
+
+
+def test_a_gradient_hook_is_a_bug_only_where_the_ranks_differ() -> None:
+    alike = gk.check_ddp_gradients(s.Net, s.make_batch, step=s.hook_on_every_rank_step)
+    assert alike.passed, alike.summary()
+    apart = gk.check_ddp_gradients(s.Net, s.make_batch, step=s.hook_on_rank_zero_step)
+    # the hook explains the gradients and so the weights that differ: no other hint
+    assert _kinds(apart) == ["hooks"], apart.summary()
 
 
 def test_the_factor_is_shown_where_the_gradients_differ() -> None:

@@ -140,6 +140,31 @@ def edit_on_rank_zero_step(model: Any, batch: Any, opt: torch.optim.Optimizer) -
     opt.step()
 
 
+def hook_on_rank_zero_step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> None:
+    """Rank 0 halves fc1's gradient in a tensor hook, before DDP's all-reduce; rank 1 halves
+    it after the reduction: the same intent, on each side of the all-reduce."""
+    x, y = batch
+    fc1 = model.module.fc1.weight
+    handle = fc1.register_hook(lambda g: g / 2) if dist.get_rank() == 0 else None
+    opt.zero_grad()
+    F.mse_loss(model(x), y).backward()
+    if handle is not None:
+        handle.remove()
+    else:
+        fc1.grad /= 2
+    opt.step()
+
+
+def hook_on_every_rank_step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> None:
+    """The same gradient hook on every rank (and in the single process): correct."""
+    x, y = batch
+    handle = model.module.fc1.weight.register_hook(lambda g: g / 2)
+    opt.zero_grad()
+    F.mse_loss(model(x), y).backward()
+    handle.remove()
+    opt.step()
+
+
 def skip_fc2_all_reduce_step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> None:
     """A hand-written all-reduce that forgets the last layer."""
     x, y = batch

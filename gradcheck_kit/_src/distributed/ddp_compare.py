@@ -280,8 +280,31 @@ def compare_records(
                 "every rank (the same computation, whatever the rank).",
             )
         )
-    if grads_apart:
-        if len(grads_apart) >= max(1, len(trainable)) and any(r.wrapped for r in ranks):
+    # gradient hooks on some ranks only: they change those ranks' gradients before DDP's
+    # all-reduce (a tensor hook) or after it, so the ranks step on different gradients
+    hooked = {
+        n: [r.rank for r in ranks if r.hooks.get(n, 0)]
+        for n in sorted({n for r in ranks for n in r.hooks})
+    }
+    hooked = {
+        n: rs
+        for n, rs in hooked.items()
+        if len({r.hooks.get(n, 0) for r in ranks}) > 1 and (n in grads_apart or n in failing)
+    }
+    if hooked:
+        where = "; ".join(f"{n!r} on ranks {rs}" for n, rs in hooked.items())
+        hints.append(
+            Hint(
+                "hooks",
+                f"gradient hooks are not the same on every rank ({where}, not on the others): "
+                "a hook on some ranks only changes their gradients before DDP's all-reduce "
+                "(register_hook) or after it. Register the same hooks on every rank, "
+                "whatever the rank.",
+            )
+        )
+    unexplained = [n for n in grads_apart if n not in hooked]
+    if unexplained:
+        if len(unexplained) >= max(1, len(trainable)) and any(r.wrapped for r in ranks):
             hints.append(
                 Hint(
                     "no_sync",
@@ -295,13 +318,13 @@ def compare_records(
             hints.append(
                 Hint(
                     "not_reduced",
-                    f"gradients of {grads_apart} differ between ranks when the optimizer "
+                    f"gradients of {unexplained} differ between ranks when the optimizer "
                     "steps: they were never all-reduced (a hand-written all_reduce that skips "
                     "them, a hook that runs after the reduction on some ranks). Reduce every "
                     "parameter that requires grad, or let DistributedDataParallel do it.",
                 )
             )
-    elif params_apart:
+    elif params_apart and not grads_apart:
         hints.append(
             Hint(
                 "one_rank_weights",

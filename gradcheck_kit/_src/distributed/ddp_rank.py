@@ -127,6 +127,9 @@ class ProcessRecord:
     # final_grads are those after the last backward outside no_sync(): the run ended
     # inside a no_sync() window (accumulating) without an optimizer step
     grads_at_last_sync: bool = False
+    # parameter -> gradient hooks on it (tensor and post-accumulate hooks, the check's own
+    # left out), the most seen when an optimizer step began or at the end
+    hooks: dict[str, int] = field(default_factory=dict)
 
 
 def _digest(tree: Any) -> str:
@@ -192,7 +195,21 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
     pending: dict[str, torch.Tensor | None] = {}
     used: set[str] = set()
 
+    hooks: dict[str, int] = {}
+    ours: dict[str, int] = {}
+
+    def count_hook(name: str, p: torch.Tensor) -> None:
+        count = len(p._backward_hooks or {}) + len(p._post_accumulate_grad_hooks or {})
+        count -= ours.get(name, 0)
+        if count > hooks.get(name, 0):
+            hooks[name] = count
+
+    def count_hooks() -> None:
+        for name, p in _named(model):
+            count_hook(name, p)
+
     def before(opt: Any, args: Any, kwargs: Any) -> None:
+        count_hooks()  # hooks the step registers and removes again are there now
         pending.clear()
         for name, p in _named(model):
             pending[name] = _copy(p.grad)
@@ -204,7 +221,13 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
     handles = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
     for name, p in _named(model):
         if p.requires_grad:
-            handles.append(p.register_hook(lambda g, name=name: used.add(name)))
+
+            def on_grad(g: torch.Tensor, name: str = name, p: torch.Tensor = p) -> None:
+                used.add(name)
+                count_hook(name, p)  # hooks a step registers for one backward only
+
+            handles.append(p.register_hook(on_grad))
+            ours[name] = 1
     # A loop may end inside no_sync() (accumulating, no optimizer step: a test of the
     # accumulation itself); its last gradients are unreduced on purpose. Keep those after
     # the last backward outside no_sync(), taken when the next forward starts.
@@ -245,6 +268,8 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
                 )
     for handle in handles:
         handle.remove()
+    ours.clear()
+    count_hooks()
     inner = _inner(model)
     final_grads = {n: _copy(p.grad) for n, p in _named(model)}
     at_last_sync = not taken and bool(last_forward_synced) and not last_forward_synced[-1]
@@ -277,4 +302,5 @@ def run_process(rank: int, world_size: int, spec: DdpSpec) -> ProcessRecord:
         find_unused=find_unused,
         notes=() if names else ("the model has no parameters",),
         grads_at_last_sync=at_last_sync,
+        hooks=hooks,
     )

@@ -130,7 +130,7 @@ def grad_not_reduced_finding(
         cause = (
             "DDP did not all-reduce it: the parameter is not used in the forward pass on "
             "some ranks (or is used outside the DDP module's forward), or its .grad was "
-            "changed on some ranks after backward()"
+            "changed on some ranks after backward() or by a gradient hook on some ranks only"
         )
         fix = (
             "use every parameter in the DDP module's forward on every rank (or pass "
