@@ -151,6 +151,11 @@ def _worst(
     return list(worst.values())
 
 
+def _on_ranks(where: dict[str, list[int]]) -> str:
+    """``"'fc.weight' on ranks [1]; 'fc.bias' on ranks [1]"``."""
+    return "; ".join(f"{name!r} on ranks {ranks}" for name, ranks in where.items())
+
+
 def _ratio(ref: ProcessRecord, val: ProcessRecord) -> float | None:
     """The least-squares factor ``val ≈ c * ref`` over the first step's gradients.
 
@@ -270,7 +275,7 @@ def compare_records(
     }
     unused = {n: rs for n, rs in unused.items() if rs and len(rs) < world}
     if unused:
-        where = "; ".join(f"{n!r} on ranks {rs}" for n, rs in unused.items())
+        where = _on_ranks(unused)
         hints.append(
             Hint(
                 "unused",
@@ -292,7 +297,7 @@ def compare_records(
         if len({r.hooks.get(n, 0) for r in ranks}) > 1 and (n in grads_apart or n in failing)
     }
     if hooked:
-        where = "; ".join(f"{n!r} on ranks {rs}" for n, rs in hooked.items())
+        where = _on_ranks(hooked)
         hints.append(
             Hint(
                 "hooks",
