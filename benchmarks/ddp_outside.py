@@ -61,6 +61,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch._C._distributed_c10d import GradBucket
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils import _pytree as pytree
 
@@ -88,7 +89,8 @@ class _FC2(nn.Module):
         self.fc.bias.requires_grad = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
+        out: torch.Tensor = self.fc(x)
+        return out
 
 
 class TorchNet(nn.Module):
@@ -120,7 +122,8 @@ class ConditionalNet(nn.Module):
         first, second = (self.nn1, self.nn2) if self.rank == 0 else (self.nn3, self.nn4)
         layer = first if self.state == 0 else second
         self.state = 1 - self.state
-        return layer(x)
+        out: torch.Tensor = layer(x)
+        return out
 
 
 class RegressionModel(nn.Module):
@@ -144,18 +147,18 @@ class UsedOnRankZero(nn.Module):
         self.gain = nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.inner(x)
+        out: torch.Tensor = self.inner(x)
         return out * self.gain if dist.get_rank() == 0 else out
 
 
-def allreduce_hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def allreduce_hook(state: Any, bucket: GradBucket) -> torch.futures.Future[torch.Tensor]:
     """test_accumulate_gradients_no_sync_allreduce_hook: divide, then all-reduce the bucket."""
     group = dist.distributed_c10d._get_default_group()
     work = group.allreduce([bucket.buffer() / dist.get_world_size()])
     return work.get_future().then(lambda fut: fut.value()[0])
 
 
-def allreduce_then_hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def allreduce_then_hook(state: Any, bucket: GradBucket) -> torch.futures.Future[torch.Tensor]:
     """..._allreduce_with_then_hook: all-reduce, ×2 in one callback, ÷(2·world) in the next."""
     group = dist.distributed_c10d._get_default_group()
     fut = group.allreduce([bucket.buffer()]).get_future()
@@ -168,7 +171,7 @@ def allreduce_then_hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Fu
 for _hook in (allreduce_hook, allreduce_then_hook):
     _hook.__annotations__ = {
         "state": Any,
-        "bucket": dist.GradBucket,
+        "bucket": GradBucket,
         "return": torch.futures.Future[torch.Tensor],
     }
 HOOKS: dict[str, Callable[..., Any]] = {
@@ -469,7 +472,7 @@ def _iteration(model: nn.Module) -> int:
     """This model's iteration, counted on the module itself (a rank holds two models)."""
     inner = model.module if isinstance(model, DDP) else model
     k = int(getattr(inner, "_bench_iteration", 0))
-    inner._bench_iteration = k + 1  # type: ignore[assignment]
+    inner._bench_iteration = k + 1
     return k
 
 
@@ -493,7 +496,7 @@ def _update(model: nn.Module, how: str) -> None:
     for param in model.parameters():
         if param.grad is not None:
             with torch.no_grad():
-                param += param.grad
+                param.add_(param.grad)
             if how == "manual_zero":
                 param.grad.requires_grad_(False)
                 param.grad.zero_()
@@ -775,7 +778,7 @@ def _totals(records: list[dict[str, Any]]) -> dict[str, Any]:
     # the refusal case passes on the original when DDP refuses, and ours fails it then
     def agrees(r: dict[str, Any]) -> bool:
         refuses = CASES[r["case"]].asserts == "refuses"
-        return r["original"]["passed"] == (r["ours"]["passed"] != refuses)
+        return bool(r["original"]["passed"] == (r["ours"]["passed"] != refuses))
 
     return {
         "cases_run": len(real),
