@@ -266,6 +266,7 @@ BUGS: dict[str, tuple[str, str]] = {
     "same_batch": ("every rank takes the first shard", "same_batch"),
     "rank0_weights": ("a weight changed on rank 0 only, after wrapping", "one_rank_weights"),
     "unused_on_rank1": ("a parameter used on rank 0 only", "unused"),
+    "hook_on_rank0": ("a gradient hook (x0.5) on rank 0 only, before DDP's all-reduce", "hooks"),
 }
 ALL_BUGS = tuple(BUGS)
 
@@ -517,6 +518,10 @@ def case_step(key: str, bug: str, model: nn.Module, batch: Any, opt: Any) -> Non
     else:
         x, y = batch[0][:, k], batch[1][:, k]
     inside = bug == "update_in_no_sync" or not _synced(case, k)
+    hook = None
+    if bug == "hook_on_rank0" and dist.get_rank() == 0:
+        first = next(p for p in model.parameters() if p.requires_grad)
+        hook = first.register_hook(lambda g: g * 0.5)
     with _no_sync(model, inside):
         model.train()
         out = model(x)
@@ -527,6 +532,8 @@ def case_step(key: str, bug: str, model: nn.Module, batch: Any, opt: Any) -> Non
         loss.backward()
         if bug == "update_in_no_sync":
             _update(model, case.update)
+    if hook is not None:
+        hook.remove()
     if bug != "update_in_no_sync":
         _update(model, case.update)
 

@@ -286,7 +286,11 @@ def compare_records(
             )
         )
     # gradient hooks on some ranks only: they change those ranks' gradients before DDP's
-    # all-reduce (a tensor hook) or after it, so the ranks step on different gradients
+    # all-reduce (a tensor hook) or after it, so the ranks step on different gradients (a
+    # loop that updates by hand and zeroes the gradients shows it in the weights only)
+    moved = {
+        leaf.parameter for leaf in (*leaves, *across) if not leaf.passed and leaf.what != "buffer"
+    }
     hooked = {
         n: [r.rank for r in ranks if r.hooks.get(n, 0)]
         for n in sorted({n for r in ranks for n in r.hooks})
@@ -294,7 +298,7 @@ def compare_records(
     hooked = {
         n: rs
         for n, rs in hooked.items()
-        if len({r.hooks.get(n, 0) for r in ranks}) > 1 and (n in grads_apart or n in failing)
+        if len({r.hooks.get(n, 0) for r in ranks}) > 1 and n in moved
     }
     if hooked:
         where = _on_ranks(hooked)
