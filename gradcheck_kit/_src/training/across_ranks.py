@@ -1,19 +1,22 @@
-"""The cross-rank checks of watch_training: one all-gather of checksums per optimizer step.
+"""The cross-rank checks of watch_training: checksums of every tensor, gathered in batches.
 
-After every optimizer step each rank sums up, per tensor, what every rank must
-hold alike in data-parallel training: the gradient each parameter of the
-stepping optimizer was given (its L2 norm, or -1 where there is none), the
-parameter itself after the update, and the model's buffers. These numbers (one
-per tensor, whatever its size, plus two flags) are written straight into a
-float64 vector that travels in one ``all_gather`` for several steps at once;
-parameters and gradients never leave their rank. Every rank then
-holds the same matrix, so every rank judges the same way and words a cross-rank
-finding the same way, naming the ranks that differ.
+After the optimizer steps it compares (the first ``every``, every ``every``-th
+after, and the last) each rank sums up, per tensor, what every rank must hold
+alike in data-parallel training: the gradient each parameter of the stepping
+optimizer was given (its L2 norm, or -1 where there is none), the parameter
+itself after the update, and the model's buffers. These numbers (one per tensor,
+whatever its size) are written straight into a float64 vector, after two flags
+per step (its forward ran inside ``no_sync()``; the checksums failed), and the
+vector travels in one ``all_gather`` for ``BATCH_STEPS`` steps at once;
+parameters and gradients never leave their rank. Every rank then holds the same
+matrix, so every rank judges the same way and words a cross-rank finding the
+same way, naming the ranks that differ.
 
-The collective is the same on every rank at every step, whatever was found:
-one ``all_gather`` of a vector whose length depends only on the optimizer's
-parameters and the model's buffers. Every rank must step as often as the others
-(DistributedDataParallel requires it anyway).
+The collectives are the same on every rank, whatever was found: one
+``all_gather`` every ``BATCH_STEPS`` steps of a vector whose length depends only
+on the number of steps, the optimizer's parameters and the model's buffers.
+Every rank must step as often as the others (DistributedDataParallel requires
+it anyway).
 
 A ``DistributedDataParallel`` model is also watched at its forward: a forward
 with gradients enabled inside ``no_sync()`` means its backward will not be
