@@ -128,7 +128,7 @@ class ProcessRecord:
     # inside a no_sync() window (accumulating) without an optimizer step
     grads_at_last_sync: bool = False
     # parameter -> gradient hooks on it (tensor and post-accumulate hooks, the check's own
-    # left out), the most seen when an optimizer step began or at the end
+    # left out), the most seen during a backward, when an optimizer step began or at the end
     hooks: dict[str, int] = field(default_factory=dict)
 
 
