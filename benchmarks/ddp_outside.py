@@ -13,9 +13,17 @@ case, in one run, on 2 gloo ranks on the CPU:
   test's own points (parameters equal after each update, gradients equal when
   synchronised and *not* equal inside ``no_sync()``, gradients equal across ranks,
   a refusal), through ``run_on_ranks`` (the launcher check_ddp_gradients uses);
-* **ours**: ``check_ddp_gradients`` on the same model, batch and step.
+* **ours**: ``check_ddp_gradients`` on the same model, batch and step;
+* **watch**: the DDP side's own loop on every rank (the rank's shard, the test's
+  own updates) inside ``watch_training(model, SGD(lr=0), compare_every=1)``: the
+  loops update by hand or not at all, so a step with ``lr=0`` after each
+  synchronised iteration (where a real loop steps), which changes nothing, is
+  where the watcher looks. Only its
+  cross-rank findings count here (the single-process checks would rightly call a
+  step with nothing new "empty"); they need no reference, so only bugs that make
+  the ranks disagree can show.
 
-Both are timed (wall clock, process start included) and both verdicts recorded.
+All are timed (wall clock, process start included) and both verdicts recorded.
 Then bugs that real users hit are planted into the step (or the shard, or the
 model) of the cases where they make sense, identically for both sides: a summed
 loss, a loss divided by the world size on top of DDP's average, the update taken
@@ -628,6 +636,33 @@ def original_rank(rank: int, world_size: int, key: str, bug: str, batch: Any) ->
     return ""
 
 
+CROSS_RANK = {
+    "params_differ_across_ranks",
+    "grad_not_reduced",
+    "step_inside_no_sync",
+    "buffers_differ_across_ranks",
+}
+
+
+def watched_rank(rank: int, world_size: int, key: str, bug: str, batch: Any) -> list[str]:
+    """The DDP side's loop under watch_training on one rank; its cross-rank finding kinds."""
+    case = CASES[key]
+    torch.manual_seed(0)
+    if case.asserts == "refuses":
+        return []  # no model to watch: DDP refuses it
+    model = ddp_model(key, bug)
+    mine = shard(bug, batch, rank, world_size)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    look = torch.optim.SGD(trained, lr=0.0)  # a step that changes nothing: where to look
+    with gk.watch_training(model, look, on_error="record", compare_every=1) as watcher:
+        for k in range(case.iterations):
+            case_step(key, bug, model, mine, None)
+            if _synced(case, k):  # where a real loop steps: not inside an accumulation
+                look.step()
+    assert watcher.report is not None
+    return sorted({f.kind for f in watcher.report.findings if f.kind in CROSS_RANK})
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -673,6 +708,19 @@ def run_ours(key: str, bug: str, timeout: float) -> Run:
     return Run(result.passed, seconds, detail, kinds, named)
 
 
+def run_watch(key: str, bug: str, batch: Any, timeout: float) -> Run:
+    if bug == "unused_on_rank1":  # DDP itself stops the loop: nothing left to watch
+        return Run(True, 0.0, "not run: DistributedDataParallel fails this loop itself")
+    started = time.perf_counter()
+    try:
+        found = run_on_ranks(watched_rank, WORLD, args=(key, bug, batch), timeout=timeout)
+    except RankFailedError as exc:
+        first = str(exc).splitlines()[0]
+        return Run(False, time.perf_counter() - started, f"error: {first[:160]}")
+    kinds = sorted({k for rank_kinds in found.values for k in rank_kinds})
+    return Run(not kinds, time.perf_counter() - started, "", kinds)
+
+
 def _batch(case: Case, seed: int = 0) -> Any:
     # as check_ddp_gradients makes it: make_batch() after seeding, once, sent to every rank
     from gradcheck_kit._src.state.rng import seed_everything
@@ -708,13 +756,17 @@ def main(argv: list[str] | None = None) -> int:
     warm_s = time.perf_counter() - warm
 
     records: list[dict[str, Any]] = []
-    header = f"{'case':26} {'bug':18} {'original':>10} {'s':>6} {'ours':>10} {'s':>6}  hints"
+    header = (
+        f"{'case':26} {'bug':18} {'original':>10} {'s':>6} {'ours':>10} {'s':>6} "
+        f"{'watch':>6}  hints"
+    )
     print(header)
     print("-" * len(header))
     for key, bug in _rows(keys, not args.no_bugs):
         case = CASES[key]
         original = run_original(key, bug, _batch(case), args.timeout)
         ours = run_ours(key, bug, args.timeout)
+        watch = run_watch(key, bug, _batch(case), args.timeout)
         record = {
             "case": key,
             "bug": bug,
@@ -728,16 +780,20 @@ def main(argv: list[str] | None = None) -> int:
             },
             "original": asdict(original),
             "ours": asdict(ours),
+            "watch": asdict(watch),
         }
         records.append(record)
         mark = {True: "pass", False: "FAIL"}
         named = "" if ours.named is None else (" (named)" if ours.named else " (not named)")
+        watched = "-" if watch.detail.startswith("not run") else mark[watch.passed]
+        found = f"; watch: {','.join(watch.hints)}" if watch.hints else ""
         print(
             f"{key:26} {bug or '-':18} {mark[original.passed]:>10} {original.seconds:6.2f} "
-            f"{mark[ours.passed]:>10} {ours.seconds:6.2f}  {','.join(ours.hints)}{named}",
+            f"{mark[ours.passed]:>10} {ours.seconds:6.2f} {watched:>6}  "
+            f"{','.join(ours.hints)}{named}{found}",
             flush=True,
         )
-        for side, run in (("original", original), ("ours", ours)):
+        for side, run in (("original", original), ("ours", ours), ("watch", watch)):
             if run.detail and not bug:
                 print(f"    {side}: {run.detail}")
 
@@ -769,11 +825,14 @@ def _totals(records: list[dict[str, Any]]) -> dict[str, Any]:
     planted = [r for r in records if r["bug"]]
     per_bug: dict[str, dict[str, int]] = {}
     for r in planted:
-        row = per_bug.setdefault(r["bug"], {"planted": 0, "original": 0, "ours": 0, "named": 0})
+        row = per_bug.setdefault(
+            r["bug"], {"planted": 0, "original": 0, "ours": 0, "named": 0, "watch": 0}
+        )
         row["planted"] += 1
         row["original"] += not r["original"]["passed"]
         row["ours"] += not r["ours"]["passed"]
         row["named"] += bool(r["ours"]["named"])
+        row["watch"] += bool(r["watch"]["hints"])
 
     def seconds(side: str) -> dict[str, float]:
         values = [r[side]["seconds"] for r in records]
@@ -804,9 +863,13 @@ def _totals(records: list[dict[str, Any]]) -> dict[str, Any]:
         "caught_by_original": sum(not r["original"]["passed"] for r in planted),
         "caught_by_ours": sum(not r["ours"]["passed"] for r in planted),
         "named_by_ours": sum(bool(r["ours"]["named"]) for r in planted),
+        "watch_false_alarms": [r["case"] for r in real if not r["watch"]["passed"]],
+        "watched_planted": sum(not r["watch"]["detail"].startswith("not run") for r in planted),
+        "caught_by_watch": sum(bool(r["watch"]["hints"]) for r in planted),
         "per_bug": per_bug,
         "seconds_original": seconds("original"),
         "seconds_ours": seconds("ours"),
+        "seconds_watch": seconds("watch"),
     }
 
 
