@@ -143,29 +143,22 @@ def optimizer_labels(optimizers: Sequence[torch.optim.Optimizer]) -> list[str]:
     return [f"{type(o).__name__} #{i}" for i, o in enumerate(optimizers)]
 
 
+# size -> (a ctypes array type of that many bytes, that many zero bytes)
 _BYTE_ARRAYS: dict[int, tuple[Any, bytes]] = {}
 
 
-def _zeros(size: int) -> bytes:
-    return _byte_array(size)[1]
-
-
-def _byte_array(size: int) -> tuple[Any, bytes]:
-    found = _BYTE_ARRAYS.get(size)
-    if found is None:
-        found = _BYTE_ARRAYS[size] = (ctypes.c_char * size, bytes(size))
-    return found
-
-
-def _bytes_at(address: int, size: int) -> bytes:
-    """``size`` bytes of memory at ``address``.
+def _all_zero_bytes(address: int, size: int) -> bool:
+    """Whether the ``size`` bytes of memory at ``address`` are all zero.
 
     A ctypes array laid over the memory, not ``ctypes.string_at``: that is a
     foreign-function call, and called once per optimizer step its code is never
     in the CPU's caches (about twice as slow, measured in a training loop).
     """
-    raw: bytes = _byte_array(size)[0].from_address(address).raw
-    return raw
+    found = _BYTE_ARRAYS.get(size)
+    if found is None:
+        found = _BYTE_ARRAYS[size] = (ctypes.c_char * size, bytes(size))
+    array, zeros = found
+    return bool(array.from_address(address).raw == zeros)
 
 
 def nonzero(grad: torch.Tensor) -> bool:
@@ -182,7 +175,7 @@ def nonzero(grad: torch.Tensor) -> bool:
         # is_cpu, not device.type: a torch.device is a new object at every call
         if grad.is_cpu and grad.numel() > 0 and grad.is_contiguous():
             size = min(grad.numel(), _SAMPLE) * grad.element_size()
-            if _bytes_at(grad.data_ptr(), size) != _zeros(size):
+            if not _all_zero_bytes(grad.data_ptr(), size):
                 return True
         elif (
             grad.numel() > _SAMPLE and grad.is_contiguous() and bool(grad.view(-1)[:_SAMPLE].any())
